@@ -1,0 +1,46 @@
+"""simgen: synthetic multi-turn conversations with controllable simulated users.
+
+Importing simgen is cheap: it does not import torch or transformers. The public API is loaded on
+first attribute access:
+
+    import simgen
+    run = simgen.generate(scenario="movie-recommendation", n=20, seed=0)
+    run.turns  # polars DataFrame, one row per turn
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> "module:attribute", resolved on first access
+_LAZY = {
+    "generate": "simgen.generate:generate",
+    "Run": "simgen.run:Run",
+    "load_run": "simgen.run:load_run",
+    "load_scenario": "simgen.scenario:load_scenario",
+    "GenerateConfig": "simgen.config:GenerateConfig",
+    "SamplingConfig": "simgen.config:SamplingConfig",
+    "SimgenError": "simgen.errors:SimgenError",
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from simgen.config import GenerateConfig, SamplingConfig
+    from simgen.errors import SimgenError
+    from simgen.generate import generate
+    from simgen.run import Run, load_run
+    from simgen.scenario import load_scenario
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'simgen' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
