@@ -62,6 +62,7 @@ class SamplingConfig:
     temperature: float = field(default=0.8, metadata={"help": "0 means greedy decoding"})
     top_p: float = field(default=0.95, metadata={"help": "nucleus sampling mass, in (0, 1]"})
     max_new_tokens: int = field(default=64, metadata={"help": "tokens per line at most"})
+    repetition_penalty: float = field(default=1.15, metadata={"help": "HF-style penalty on tokens already in the chat; 1 = off"})
 
     def __post_init__(self) -> None:
         if not (self.temperature >= 0):
@@ -70,6 +71,8 @@ class SamplingConfig:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
         if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens > 0):
             raise ConfigError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
+        if not (self.repetition_penalty >= 1):
+            raise ConfigError(f"repetition_penalty must be >= 1 (1 = off), got {self.repetition_penalty}.")
 
     @property
     def greedy(self) -> bool:
@@ -88,7 +91,7 @@ class GenerateConfig:
     max_turns: int = field(default=6, metadata={"help": "user turns per dialogue at most"})
     batch_size: int = field(default=16, metadata={"help": "dialogues advanced together in one batched forward pass"})
     dtype: str = field(default="auto", metadata={"help": "auto | bfloat16 | float32"})
-    user: SamplingConfig = field(default_factory=SamplingConfig)
+    user: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8, max_new_tokens=48))
     assistant: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=96))
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model folders that ship Python code"})
 

@@ -69,10 +69,9 @@ class IntentModel:
         """The transition matrix [from, to] after this profile's modifiers, rows renormalised."""
         matrix = np.array(self.transitions, dtype=np.float64)
         index = {name: i for i, name in enumerate(self.names)}
-        env = jinja.environment()
         for m in self.modifiers:
             try:
-                applies = bool(env.compile_expression(m.when)(**profile.values))
+                applies = bool(jinja.expression(m.when)(**profile.values))
             except Exception as e:
                 raise ConfigError(f"{self.source}: modifiers: {m.when!r} failed on a profile: {e}.") from None
             if not applies:

@@ -33,6 +33,18 @@ def environment() -> ImmutableSandboxedEnvironment:
     )
 
 
+@lru_cache(maxsize=1024)
+def expression(text: str):  # noqa: ANN201 - jinja2's TemplateExpression
+    """A compiled (and cached) sandboxed expression, called with the variables as keywords."""
+    return environment().compile_expression(text)
+
+
+@lru_cache(maxsize=256)
+def template(text: str):  # noqa: ANN201 - jinja2's Template
+    """A compiled (and cached) sandboxed template from a string."""
+    return environment().from_string(text)
+
+
 def undeclared_names(ast: nodes.Template, known: Iterable[str]) -> list[tuple[str, int]]:
     """(name, line) for each variable `ast` reads that is neither in `known` nor bound inside it.
 

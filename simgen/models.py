@@ -225,6 +225,7 @@ def load_causal_lm(source: ModelSource, dtype: str = "auto", trust_remote_code: 
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, local_files_only=True, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
@@ -234,6 +235,7 @@ def load_causal_lm(source: ModelSource, dtype: str = "auto", trust_remote_code: 
         raise ModelError(f"model {source.id!r}: cannot load from {source.path}: {type(e).__name__}: {e}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     if getattr(tokenizer, "chat_template", None) is None:
         raise ModelError(f"model {source.id!r}: its tokenizer has no chat template, so simgen cannot build chats for it; use an instruct/chat model.")
     if torch.cuda.is_available():

@@ -162,8 +162,7 @@ class ProfileSpace:
 
     def sample(self, rng: np.random.Generator) -> ProfileLatent:
         """Draw one profile latent; constraints are met by redrawing the whole profile."""
-        env = jinja.environment()
-        checks = [(c, env.compile_expression(c)) for c in self.constraints]
+        checks = [(c, jinja.expression(c)) for c in self.constraints]
         for _ in range(MAX_REJECTIONS):
             drawn: dict[str, Any] = {}
             for var in self.variables:
@@ -199,7 +198,7 @@ def _truthy(check: Any, drawn: dict[str, Any], text: str, source: str) -> bool:
 
 def render_backstory(template: str, values: Mapping[str, Any], source: str = "<profile>") -> str:
     try:
-        text = jinja.environment().from_string(template).render(**values)
+        text = jinja.template(template).render(**values)
     except Exception as e:
         raise ConfigError(f"{source}: profile.backstory: {e}.") from None
     return " ".join(text.split())

@@ -80,6 +80,10 @@ class TransformersBackend(Backend):
             input_ids, mask, positions = (t.to(self.device) for t in (input_ids, mask, positions))
             generators = [torch.Generator().manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF) for s in seeds]
             stop = torch.tensor(sorted(self.stop_ids), device=self.device)
+            seen = None  # (batch, vocab) bool: tokens already in each row's chat, for the penalty
+            if sampling.repetition_penalty != 1.0:
+                seen = torch.zeros((batch, self.model.config.vocab_size), dtype=torch.bool, device=self.device)
+                seen.scatter_(1, input_ids, mask.bool())
 
             from transformers import DynamicCache
 
@@ -90,7 +94,9 @@ class TransformersBackend(Backend):
             done = torch.zeros(batch, dtype=torch.bool, device=self.device)
             stopped = [False] * batch
             for _ in range(sampling.max_new_tokens):
-                next_ids = pick_tokens(logits, sampling, generators)  # (batch,)
+                next_ids = pick_tokens(logits, sampling, generators, seen)  # (batch,)
+                if seen is not None:
+                    seen[torch.arange(batch, device=self.device), next_ids] = True
                 is_stop = torch.isin(next_ids, stop)
                 for row in (~done).nonzero().flatten().tolist():
                     if is_stop[row]:
@@ -108,13 +114,21 @@ class TransformersBackend(Backend):
         return new_tokens, stopped
 
 
-def pick_tokens(logits, sampling: SamplingConfig, generators: list) -> Any:  # noqa: ANN001
-    """Next token per row: argmax when greedy, else temperature + top-p with each row's generator."""
+def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -> Any:  # noqa: ANN001
+    """Next token per row: argmax when greedy, else temperature + top-p with each row's generator.
+
+    `seen` (batch, vocab) marks tokens to penalise as in HF's repetition penalty: positive logits
+    are divided by the penalty, negative ones multiplied.
+    """
     import torch
 
+    logits = logits.float()
+    if seen is not None:
+        penalised = torch.where(logits > 0, logits / sampling.repetition_penalty, logits * sampling.repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
     if sampling.greedy:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
     if sampling.top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         # keep the smallest prefix whose mass reaches top_p (always at least the top token)

@@ -19,8 +19,9 @@ from simgen.config import GenerateConfig, SamplingConfig
 @click.option("--max-turns", type=int, default=6, show_default=True, help="User turns per dialogue at most.")
 @click.option("--batch-size", "-b", type=int, default=16, show_default=True, help="Dialogues advanced together in one batched forward pass.")
 @click.option("--temperature", "-t", type=float, default=None, help="Both sides' temperature (0 = greedy). Default: user 0.8, assistant 0.7.")
+@click.option("--repetition-penalty", type=float, default=None, help="Both sides' HF-style repetition penalty (default 1.15; 1 = off).")
 @click.option("--top-p", type=float, default=None, help="Both sides' nucleus mass (default 0.95).")
-@click.option("--user-max-new-tokens", type=int, default=64, show_default=True, help="Tokens per user line at most.")
+@click.option("--user-max-new-tokens", type=int, default=48, show_default=True, help="Tokens per user line at most.")
 @click.option("--assistant-max-new-tokens", type=int, default=96, show_default=True, help="Tokens per assistant line at most.")
 @click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float32"]), default="auto", show_default=True, help="auto = bf16 where the CPU supports it.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Run folder (default: outputs/<scenario>-n<N>-seed<SEED>).")
@@ -28,7 +29,7 @@ from simgen.config import GenerateConfig, SamplingConfig
 @click.option("--trust-remote-code", is_flag=True, help="Allow model folders that ship their own Python code.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def generate(scenario, n, seed, model, assistant_model, assistant_spec, max_turns, batch_size, temperature, top_p,
-             user_max_new_tokens, assistant_max_new_tokens, dtype, out, resume, trust_remote_code, quiet) -> None:  # noqa: ANN001
+             repetition_penalty, user_max_new_tokens, assistant_max_new_tokens, dtype, out, resume, trust_remote_code, quiet) -> None:  # noqa: ANN001
     """Generate multi-turn dialogues between a simulated user and an assistant.
 
     Each dialogue gets a profile latent (who the user is) and an intent latent per user turn
@@ -57,11 +58,13 @@ def generate(scenario, n, seed, model, assistant_model, assistant_spec, max_turn
             temperature=defaults.user.temperature if temperature is None else temperature,
             top_p=defaults.user.top_p if top_p is None else top_p,
             max_new_tokens=user_max_new_tokens,
+            repetition_penalty=defaults.user.repetition_penalty if repetition_penalty is None else repetition_penalty,
         )
         assistant_sampling = SamplingConfig(
             temperature=defaults.assistant.temperature if temperature is None else temperature,
             top_p=defaults.assistant.top_p if top_p is None else top_p,
             max_new_tokens=assistant_max_new_tokens,
+            repetition_penalty=defaults.assistant.repetition_penalty if repetition_penalty is None else repetition_penalty,
         )
         config = GenerateConfig(scenario=scenario, n=n, seed=seed, model=model, assistant_model=assistant_model,
                                 max_turns=max_turns, batch_size=batch_size, dtype=dtype, user=user,

@@ -34,7 +34,8 @@ _COUNTS: dict[str, tuple[str, str]] = {
     "lowercase_i": (r"(?:^|\s)i(?:\s|$|')", "lowercase 'i' as a word"),
     "no_apostrophe": (r"(?i)\b(?:dont|cant|wont|im|ive|didnt|doesnt|isnt|thats|youre|theyre|whats|wasnt)\b",
                       "contractions without apostrophe"),
-    "elongation": (r"([A-Za-z])\1\1", "elongated letters (sooo)"),
+    # no backreferences in polars' regex engine: spell out aaa|bbb|...
+    "elongation": ("(?i)(?:" + "|".join(c * 3 for c in "abcdefghijklmnopqrstuvwxyz") + ")", "elongated letters (sooo)"),
     "laughter": (r"(?i)\b(?:ha(?:ha)+|lol|lmao|hehe)\b", "laughter (haha, lol)"),
     "markdown": (r"\*\*|^#+ |(?m)^\s*(?:[-*•]|\d+\.) ", "markdown (bold, headers, lists)"),
     "colons": (r":", "colons"),

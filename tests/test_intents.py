@@ -1,0 +1,80 @@
+"""Intent models: transition statistics, profile-dependent modifiers, validation errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from simgen.data import ProfileLatent
+from simgen.errors import ConfigError
+from simgen.intents import load_intent_model, transition_counts
+
+MODEL = {
+    "intents": {"ASK": {"description": "ask"}, "TELL": {"description": "tell"}, "BYE": {"description": "bye", "terminal": True}},
+    "start": {"ASK": 0.7, "TELL": 0.3},
+    "transitions": {"ASK": {"ASK": 0.2, "TELL": 0.6, "BYE": 0.2}, "TELL": {"ASK": 0.5, "TELL": 0.3, "BYE": 0.2}},
+    "modifiers": [{"when": "patience < 0.3", "scale": {"BYE": 4.0}}],
+}
+CALM, IMPATIENT = ProfileLatent({"patience": 0.9}), ProfileLatent({"patience": 0.1})
+
+
+def paths(model, profile, n=10_000, max_turns=50):
+    rng = np.random.default_rng(0)
+    return [model.sample_path(profile, rng, max_turns) for _ in range(n)]
+
+
+def test_start_and_transition_frequencies_match_declared():
+    model = load_intent_model(MODEL, "m.yaml", ("patience",))
+    sampled = paths(model, CALM)
+    starts = [sum(p[0] == i for p in sampled) for i in ("ASK", "TELL")]
+    assert stats.chisquare(starts, [7_000, 3_000]).pvalue > 0.001
+    counts = transition_counts(sampled, model.names)
+    for source, row in MODEL["transitions"].items():
+        observed = [counts[source][t] for t in row]
+        expected = np.array(list(row.values())) * sum(observed)
+        assert stats.chisquare(observed, expected).pvalue > 0.001, source
+    assert all(p[-1] == "BYE" for p in sampled)  # max_turns 50 is never reached in practice
+
+
+def test_impatient_users_leave_sooner():
+    model = load_intent_model(MODEL, "m.yaml", ("patience",))
+    calm = np.mean([len(p) for p in paths(model, CALM, 4_000)])
+    impatient = np.mean([len(p) for p in paths(model, IMPATIENT, 4_000)])
+    # expected lengths: 1 + 1/0.2 = 6 turns for calm, 1 + 1/(0.8/1.6) = 3 for impatient
+    assert calm == pytest.approx(6, rel=0.05) and impatient == pytest.approx(3, rel=0.05)
+    matrix = model.matrix_for(IMPATIENT)
+    assert matrix[0, 2] == pytest.approx(0.8 / 1.6) and np.allclose(matrix[:2].sum(axis=1), 1)
+
+
+def test_paths_respect_max_turns_and_are_seeded():
+    model = load_intent_model(MODEL, "m.yaml", ("patience",))
+    assert max(len(p) for p in paths(model, CALM, 500, max_turns=3)) == 3
+    assert paths(model, CALM, 20) == paths(model, CALM, 20)
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"transitions": {"ASK": {"ASKK": 1}, "TELL": {"BYE": 1}}}, "transition to undefined intent 'ASKK'. Did you mean 'ASK'?"),
+        ({"transitions": {"ASK": {"TELL": 1}, "TELL": {"ASK": 1}}}, "no terminal intent can be reached from 'ASK', 'TELL'"),
+        ({"transitions": {"ASK": {"BYE": 1}}}, "no row for non-terminal intent 'TELL'"),
+        ({"transitions": {"ASK": {"BYE": 1}, "TELL": {"BYE": 1}, "BYE": {"ASK": 1}}}, "BYE is terminal"),
+        ({"transitions": {"ASK": {"BYE": 1}, "TELL": {"BYE": 1}, "HELLO": {"BYE": 1}}}, "transition from undefined intent 'HELLO'"),
+        ({"start": {"ASK": 0.5, "TELL": 0.45}}, "probabilities sum to 0.95, not 1"),
+        ({"start": {"ASK": -1, "TELL": 2}}, "probability must be a finite number >= 0"),
+        ({"modifiers": [{"when": "patiense < 1", "scale": {"BYE": 2}}]}, "reads 'patiense', which the profile space does not declare"),
+        ({"modifiers": [{"when": "patience < 1", "scale": {"BYE": 0}}]}, "factor must be a finite number > 0"),
+    ],
+)
+def test_bad_intent_models_are_clear_errors(patch, message):
+    with pytest.raises(ConfigError) as e:
+        load_intent_model({**MODEL, **patch}, "m.yaml", ("patience",))
+    assert message in str(e.value) and "m.yaml" in str(e.value)
+
+
+def test_no_terminal_intent_is_an_error():
+    raw = {**MODEL, "intents": {k: {"description": "x"} for k in ("ASK", "TELL", "BYE")},
+           "transitions": {"ASK": {"TELL": 1}, "TELL": {"BYE": 1}, "BYE": {"ASK": 1}}}
+    with pytest.raises(ConfigError, match="no intent is terminal"):
+        load_intent_model(raw, "m.yaml")

@@ -1,0 +1,129 @@
+"""Profile spaces: parsing, every variable kind, seeded sampling statistics, and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from simgen.errors import ConfigError
+from simgen.profiles import parse_profile_space
+
+SPACE = yaml.safe_load("""
+variables:
+  group: {type: categorical, values: {a: 1, b: 3, c: 6}}
+  job:
+    type: categorical
+    given: group
+    cases:
+      a: {values: [student]}
+      b: {values: {nurse: 1, cook: 1}}
+      c: {values: {retired: 1}}
+  age:
+    type: int
+    given: group
+    cases:
+      a: {dist: uniform, low: 18, high: 22}
+      b: {dist: normal, mean: 40, std: 3}
+      c: {dist: truncnormal, mean: 70, std: 10, low: 65, high: 80}
+  patience: {type: float, dist: uniform, low: 0, high: 1, round: 3}
+  liked: {type: list, values: [x, y, z, w], k: [1, 2]}
+  disliked: {type: list, values: [x, y, z, w], k: 2, exclude: liked}
+constraints:
+  - "age != 20"
+backstory: "{{ job }} aged {{ age }} likes {{ liked | join(' and ') }}"
+""")
+
+
+def sample(space, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [space.sample(rng).values for _ in range(n)]
+
+
+def test_categorical_frequencies_match_declared_weights():
+    space = parse_profile_space(SPACE, "t.yaml")
+    draws = sample(space, 10_000)
+    observed = [sum(d["group"] == g for d in draws) for g in "abc"]
+    # a's rejected draws (age 20) are redrawn, so compare b:c only for the unconditioned ratio,
+    # and a against its post-rejection expectation 0.1 * 4/5 / (1 - 0.1/5)
+    p_a = 0.1 * 0.8 / (1 - 0.1 * 0.2)
+    expected = np.array([p_a, (1 - p_a) * 0.3 / 0.9, (1 - p_a) * 0.6 / 0.9]) * 10_000
+    assert stats.chisquare(observed, expected).pvalue > 0.001
+
+
+def test_conditionals_numeric_lists_constraints_and_backstory():
+    space = parse_profile_space(SPACE, "t.yaml")
+    for d in sample(space, 2_000):
+        if d["group"] == "a":
+            assert d["job"] == "student" and 18 <= d["age"] <= 22
+        if d["group"] == "c":
+            assert d["job"] == "retired" and 65 <= d["age"] <= 80
+        assert d["age"] != 20  # the constraint
+        assert isinstance(d["age"], int) and isinstance(d["patience"], float)
+        assert d["patience"] == round(d["patience"], 3)
+        assert 1 <= len(d["liked"]) <= 2 and len(d["disliked"]) == 2
+        assert not set(d["liked"]) & set(d["disliked"])  # exclude keeps them disjoint
+        assert d["backstory"] == f"{d['job']} aged {d['age']} likes {' and '.join(d['liked'])}"
+    ages_b = [d["age"] for d in sample(space, 5_000) if d["group"] == "b"]
+    assert abs(np.mean(ages_b) - 40) < 0.3 and abs(np.std(ages_b) - 3) < 0.3
+
+
+def test_list_k_of_n_inclusion_rates():
+    space = parse_profile_space({"variables": {"l": {"type": "list", "values": ["p", "q", "r", "s"], "k": 2}}}, "t")
+    draws = sample(space, 8_000)
+    counts = [sum(v in d["l"] for d in draws) for v in "pqrs"]
+    assert stats.chisquare(counts, [4_000] * 4).pvalue > 0.001  # each value in half of the draws
+
+
+def test_same_seed_same_profiles_other_seed_differs():
+    space = parse_profile_space(SPACE, "t.yaml")
+    assert sample(space, 50, seed=1) == sample(space, 50, seed=1)
+    assert sample(space, 50, seed=1) != sample(space, 50, seed=2)
+
+
+def test_schema_matches_samples():
+    import polars as pl
+
+    space = parse_profile_space(SPACE, "t.yaml")
+    series = pl.Series("profile", sample(space, 10), dtype=space.polars_schema())
+    assert series.struct.field("liked").dtype == pl.List(pl.String)
+    assert series.struct.fields == ["group", "job", "age", "patience", "liked", "disliked", "backstory"]
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"group": {"type": "categoricl", "values": ["a"]}}, "unknown variable type 'categoricl'. Did you mean 'categorical'?"),
+        ({"group": {"type": "categorical", "values": {"a": -1, "b": 2}}}, "group.values.a: weight must be a finite number >= 0"),
+        ({"group": {"type": "categorical", "values": {"a": 0, "b": 0}}}, "all weights are zero"),
+        ({"group": {"type": "categorical", "values": ["a"], "colour": 1}}, "unknown field 'colour'"),
+        ({"age": {"type": "int", "dist": "uniform", "low": 5, "high": 1}}, "low (5) must not exceed high (1)"),
+        ({"age": {"type": "int", "dist": "gaussian", "mean": 1, "std": 1}}, "unknown distribution 'gaussian'"),
+        ({"job": {"type": "categorical", "given": "grup", "cases": {"a": {"values": ["x"]}}}}, "undefined variable 'grup'. Did you mean 'group'?"),
+        ({"job": {"type": "categorical", "given": "group", "cases": {"a": {"values": ["x"]}}}}, "no case for group = 'b'"),
+        ({"liked": {"type": "list", "values": ["x"], "k": 3}}, "need 0 <= min <= max <= 1"),
+        ({"intent": {"type": "categorical", "values": ["x"]}}, "reserved"),
+    ],
+)
+def test_bad_variables_are_clear_errors(patch, message):
+    raw = yaml.safe_load(yaml.safe_dump(SPACE))
+    raw["variables"].update(patch)
+    with pytest.raises(ConfigError) as e:
+        parse_profile_space(raw, "bad.yaml")
+    assert message in str(e.value)
+    assert str(e.value).startswith("bad.yaml: profile")
+
+
+def test_cycles_constraints_and_backstory_errors():
+    cyc = {"variables": {"a": {"type": "list", "values": ["x"], "k": 1, "exclude": "b"},
+                         "b": {"type": "list", "values": ["x"], "k": 1, "exclude": "a"}}}
+    with pytest.raises(ConfigError, match="circular dependency a -> b -> a"):
+        parse_profile_space(cyc, "c.yaml")
+    with pytest.raises(ConfigError, match="reads undefined variable 'agee'"):
+        parse_profile_space({**SPACE, "constraints": ["agee > 3"]}, "c.yaml")
+    with pytest.raises(ConfigError, match=r"backstory: line 2: undefined variable 'hobby'"):
+        parse_profile_space({**SPACE, "backstory": "{{ age }}\n{{ hobby }}"}, "c.yaml")
+    impossible = parse_profile_space({**SPACE, "constraints": ["age > 200"]}, "c.yaml")
+    with pytest.raises(ConfigError, match="unsatisfiable"):
+        impossible.sample(np.random.default_rng(0))

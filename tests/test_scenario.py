@@ -1,0 +1,71 @@
+"""Scenarios: the shipped ones load; names and paths resolve; errors list what exists."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import write
+from simgen.errors import ConfigError
+from simgen.scenario import list_scenarios, load_scenario
+
+USER_SCENARIO = """
+scenario: tiny
+templates: {user: my_user.j2, assistant: chitchat/assistant.j2}
+profile:
+  variables:
+    name: {type: categorical, values: [Ann]}
+intent_model:
+  intents: {HI: {description: say hi}, BYE: {description: leave, terminal: true}}
+  start: {HI: 1}
+  transitions: {HI: {HI: 0.5, BYE: 0.5}}
+"""
+
+
+@pytest.mark.parametrize("name", ["movie-recommendation", "chitchat"])
+def test_shipped_scenarios_load(name):
+    sc = load_scenario(name)
+    assert sc.name == name and sc.reference and len(sc.sha256) == 64
+    assert any(i.terminal for i in sc.intents.intents)
+    assert sc.describe()["templates"]["user"]["sha256"] == sc.user_template.sha256
+
+
+def test_movie_recommendation_follows_iard_intents():
+    sc = load_scenario("movie-recommendation")
+    assert {"IQU", "PRO", "ACC", "REJ", "SEE", "INQ", "BYE"} <= set(sc.intents.names)
+    assert sc.intents.get("BYE").terminal
+
+
+def test_list_scenarios():
+    assert {"movie-recommendation", "chitchat"} <= set(list_scenarios())
+
+
+def test_unknown_name_suggests_and_lists():
+    with pytest.raises(ConfigError) as e:
+        load_scenario("movie-recomendation")
+    assert "Did you mean 'movie-recommendation'?" in str(e.value) and "'chitchat'" in str(e.value)
+
+
+def test_user_scenario_path_with_own_and_shipped_templates(tmp_path):
+    write(tmp_path / "my_user.j2", "{% block system %}I am {{ name }}{% endblock %}{% block turn %}{{ intent_description }}{% endblock %}")
+    sc = load_scenario(write(tmp_path / "tiny.yaml", USER_SCENARIO))
+    assert sc.name == "tiny" and sc.user_template.path == tmp_path / "my_user.j2"
+    assert sc.assistant_template.id == "chitchat/assistant.j2"
+
+
+def test_template_naming_a_missing_profile_variable_fails_at_load(tmp_path):
+    write(tmp_path / "my_user.j2", "{% block system %}I am {{ name }},\n{{ age }}{% endblock %}{% block turn %}{% endblock %}")
+    with pytest.raises(Exception) as e:
+        load_scenario(write(tmp_path / "tiny.yaml", USER_SCENARIO))
+    assert "my_user.j2:2: undefined variable 'age'" in str(e.value)
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = write(tmp_path / "bad.yaml", "scenario: x\nprofile: {variables: [\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: line \d+, column \d+: malformed YAML"):
+        load_scenario(path)
+
+
+def test_unknown_top_level_key_is_named(tmp_path):
+    path = write(tmp_path / "bad.yaml", USER_SCENARIO + "\ntemplate_dir: x\n")
+    with pytest.raises(ConfigError, match="unknown field 'template_dir'"):
+        load_scenario(path)

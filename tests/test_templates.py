@@ -1,0 +1,56 @@
+"""Templates: sandboxing, strict variables with file and line, required blocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import write
+from simgen.errors import TemplateError
+from simgen.templates import load_template
+
+KNOWN = ("name", "intent", "intent_description", "turn")
+
+
+def load(tmp_path: Path, text: str, side: str = "user"):
+    write(tmp_path / "t.j2", text)
+    return load_template("t.j2", [tmp_path], side, KNOWN)
+
+
+def test_renders_blocks_and_tidies_whitespace(tmp_path):
+    t = load(tmp_path, "{% block system %}\nHi {{ name }}.\n\n\n\nBye.\n{% endblock %}{% block turn %}{{ intent }}{% endblock %}")
+    assert t.render("system", {"name": "Ann"}) == "Hi Ann.\n\nBye."
+    assert t.render("turn", {"intent": "ASK"}) == "ASK"
+    assert len(t.sha256) == 64
+
+
+def test_undefined_variable_names_file_line_and_variable(tmp_path):
+    with pytest.raises(TemplateError) as e:
+        load(tmp_path, "{% block system %}\nHi {{ name }}\nyou like {{ genre }}\n{% endblock %}{% block turn %}{% endblock %}")
+    assert f"{tmp_path / 't.j2'}:3: undefined variable 'genre'" in str(e.value)
+
+
+def test_locally_bound_names_are_not_undefined(tmp_path):
+    t = load(tmp_path, "{% block system %}{% set x = 2 %}{% for g in [1, 2] %}{{ g }}{{ x }}{% endfor %}{% endblock %}{% block turn %}{% endblock %}")
+    assert t.render("system", {}) == "1222"
+
+
+def test_syntax_error_names_file_and_line(tmp_path):
+    with pytest.raises(TemplateError, match=r"t\.j2:2: template syntax error"):
+        load(tmp_path, "{% block system %}\n{{ name | }}\n{% endblock %}")
+
+
+@pytest.mark.parametrize("escape", ["{{ ''.__class__.__mro__ }}", "{{ name.__class__.__init__.__globals__ }}", "{{ ''.__class__.__mro__[1].__subclasses__() }}"])
+def test_sandbox_blocks_python_internals(tmp_path, escape):
+    t = load(tmp_path, "{% block system %}" + escape + "{% endblock %}{% block turn %}{% endblock %}")
+    with pytest.raises(TemplateError) as e:
+        t.render("system", {"name": "Ann"})
+    assert "t.j2" in str(e.value) and ("unsafe" in str(e.value) or "sandbox" in str(e.value))
+
+
+def test_missing_block_and_missing_file(tmp_path):
+    with pytest.raises(TemplateError, match=r"must define `\{% block turn %\}"):
+        load(tmp_path, "{% block system %}x{% endblock %}")
+    with pytest.raises(TemplateError, match="template 'nope.j2' .* not found"):
+        load_template("nope.j2", [tmp_path], "user", KNOWN)
