@@ -106,8 +106,13 @@ def _check_causal_lm(spec: str, path: Path, trust_remote_code: bool) -> None:
         config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001 - any parse failure is the user's folder
         raise ModelError(f"model {spec!r}: cannot read its config: {e}") from None
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not config_raw.get("auto_map"):
-        archs = ", ".join(config_raw.get("architectures") or [config.model_type])
+    archs = config_raw.get("architectures") or []
+    causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    is_causal = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and (
+        not archs or any(a in causal_classes or a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+    )
+    if not is_causal and not config_raw.get("auto_map"):
+        archs = ", ".join(archs or [config.model_type])
         raise ModelError(
             f"model {spec!r} is a {archs} model, not a causal language model; simgen needs a chat model "
             "that generates text (e.g. a *ForCausalLM)."

@@ -1,0 +1,90 @@
+"""The transformers backend on a tiny random Llama: batching, seeding, greedy, stop handling."""
+
+from __future__ import annotations
+
+import pytest
+
+from simgen.config import SamplingConfig
+
+CHATS = [
+    [{"role": "system", "content": "You are Ann."}, {"role": "user", "content": "Hi there, what do you like?"}],
+    [{"role": "user", "content": "Tell me about movies."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "A much longer opening message, so the batch needs left padding to line up."}],
+]
+GREEDY = SamplingConfig(temperature=0, max_new_tokens=12, repetition_penalty=1.0)
+SAMPLED = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    from simgen.backends.transformers import TransformersBackend
+
+    return TransformersBackend(str(tiny_model_dir), dtype="float32")
+
+
+def test_generates_one_line_per_chat(backend):
+    out = backend.generate(CHATS, SAMPLED, [1, 2, 3])
+    assert len(out) == 3
+    for g in out:
+        assert 0 < g.n_tokens <= 12 and g.finish_reason in ("stop", "length") and g.error is None
+
+
+def test_batched_greedy_equals_one_at_a_time_and_hf_generate(backend):
+    """Left padding, masks and positions are right: a batched row decodes as if it were alone."""
+    import torch
+
+    batched = backend.generate(CHATS, GREEDY, [0, 0, 0])
+    alone = [backend.generate([c], GREEDY, [0])[0] for c in CHATS]
+    assert [g.text for g in batched] == [g.text for g in alone]
+    for chat, g in zip(CHATS, alone):  # the same tokens as transformers' own generate
+        ids = torch.tensor([backend.encode(chat)])
+        ref = backend.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                                     eos_token_id=sorted(backend.stop_ids), pad_token_id=backend.pad_id)
+        new = [t for t in ref[0, ids.shape[1]:].tolist() if t not in backend.stop_ids]
+        assert backend.tokenizer.decode(new, skip_special_tokens=True) == g.text
+
+
+def test_sampling_is_seeded_per_row(backend):
+    a = backend.generate(CHATS, SAMPLED, [11, 22, 33])
+    b = backend.generate(CHATS, SAMPLED, [11, 22, 33])
+    assert [g.text for g in a] == [g.text for g in b]
+    # a row's draws come from its own seed: the same chat and seed give the same line in any batch
+    alone = backend.generate([CHATS[1]], SAMPLED, [22])[0]
+    assert alone.text == a[1].text
+    c = backend.generate(CHATS, SAMPLED, [12, 23, 34])
+    assert [g.text for g in c] != [g.text for g in a]
+
+
+def test_repetition_penalty_changes_greedy_output(backend):
+    plain = backend.generate(CHATS, SamplingConfig(temperature=0, max_new_tokens=24, repetition_penalty=1.0), [0] * 3)
+    penalised = backend.generate(CHATS, SamplingConfig(temperature=0, max_new_tokens=24, repetition_penalty=2.0), [0] * 3)
+    assert [g.text for g in plain] != [g.text for g in penalised]
+
+
+def test_top_p_keeps_only_the_nucleus():
+    import torch
+
+    from simgen.backends.transformers import pick_tokens
+
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.05, 0.05]]))
+    cfg = SamplingConfig(temperature=1.0, top_p=0.8, max_new_tokens=1)
+    gens = [torch.Generator().manual_seed(0)]
+    picks = {int(pick_tokens(logits, cfg, [torch.Generator().manual_seed(s)])[0]) for s in range(300)}
+    assert picks == {0, 1}
+    greedy = SamplingConfig(temperature=0, max_new_tokens=1)
+    assert int(pick_tokens(logits, greedy, gens)[0]) == 0
+
+
+def test_callable_backend_turns_failures_into_data():
+    from simgen.backends.callable import CallableBackend
+
+    def flaky(messages):
+        if "boom" in messages[-1]["content"]:
+            raise ValueError("boom")
+        return 42 if "num" in messages[-1]["content"] else "ok: " + messages[-1]["content"]
+
+    chats = [[{"role": "user", "content": c}] for c in ("hi", "boom", "num")]
+    out = CallableBackend(flaky).generate(chats, SAMPLED, [0, 0, 0])
+    assert out[0].text == "ok: hi" and out[0].error is None
+    assert out[1].error == "ValueError: boom"
+    assert "returned int, not str" in out[2].error

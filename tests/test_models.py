@@ -1,0 +1,60 @@
+"""Model resolution: clear, immediate errors; never a network call."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from simgen.errors import ModelError
+from simgen.models import resolve_model
+
+
+def test_missing_folder_is_an_immediate_error(tmp_path):
+    with pytest.raises(ModelError, match="no such folder"):
+        resolve_model(str(tmp_path / "nope"))
+
+
+def test_id_not_in_local_cache_fails_fast_without_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    start = time.perf_counter()
+    with pytest.raises(ModelError, match="not in the local Hugging Face cache, and simgen never downloads"):
+        resolve_model("some-org/some-model-that-is-not-here")
+    assert time.perf_counter() - start < 10
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_not_a_causal_lm(tmp_path):
+    from transformers import BertConfig, ViTConfig
+
+    BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+               architectures=["BertForSequenceClassification"]).save_pretrained(tmp_path / "nli")
+    with pytest.raises(ModelError, match="is a BertForSequenceClassification model, not a causal language model"):
+        resolve_model(str(tmp_path / "nli"))
+    ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16).save_pretrained(tmp_path / "vit")
+    with pytest.raises(ModelError, match="not a causal language model"):
+        resolve_model(str(tmp_path / "vit"))
+
+
+def test_remote_code_needs_the_flag(tiny_model_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "remote"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="--trust-remote-code"):
+        resolve_model(str(folder))
+
+
+def test_local_folder_resolves_with_fingerprint(tiny_model_dir):
+    src = resolve_model(str(tiny_model_dir))
+    assert src.path == tiny_model_dir and len(src.fingerprint) == 64
+    assert resolve_model(str(tiny_model_dir)).fingerprint == src.fingerprint

@@ -1,0 +1,132 @@
+"""End to end on the tiny random model: run folder, schema, manifest, determinism, resume, errors."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+import simgen
+from simgen.config import SamplingConfig
+from simgen.errors import ConfigError, RunError
+from simgen.pipeline import resume
+
+
+def gen(tiny_model_dir, out, **kw):
+    # short lines keep the tiny model fast; the code path is the same at any length
+    args = dict(scenario="movie-recommendation", n=5, seed=3, model=str(tiny_model_dir), out=out, max_turns=3,
+                batch_size=2, dtype="float32", progress=False, user=SamplingConfig(max_new_tokens=8),
+                assistant_sampling=SamplingConfig(temperature=0.7, max_new_tokens=10))
+    args.update(kw)
+    return simgen.generate(**args)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model_dir, tmp_path_factory):
+    return gen(tiny_model_dir, tmp_path_factory.mktemp("runs") / "a")
+
+
+def test_run_folder_follows_the_contract(run):
+    t = run.turns
+    assert t.columns[:8] == ["dialogue_id", "turn", "role", "text", "intent", "n_tokens", "finish_reason", "stop_reason"]
+    assert isinstance(t.schema["profile"], pl.Struct) and "backstory" in t.schema["profile"].to_schema()
+    assert t["dialogue_id"].n_unique() == 5
+    for _, d in t.group_by("dialogue_id", maintain_order=True):
+        assert d["turn"].to_list() == list(range(d.height))
+        assert d["role"].to_list() == (["user", "assistant"] * 6)[: d.height]
+        assert d.filter(pl.col("role") == "user")["intent"].null_count() == 0
+        assert d.filter(pl.col("role") == "assistant")["intent"].null_count() == d.filter(pl.col("role") == "assistant").height
+        assert d["profile"].n_unique() == 1  # one profile latent per dialogue
+        assert d["stop_reason"].null_count() == d.height - 1 and d["stop_reason"][-1] is not None
+    assert not (run.path / "shards").exists()
+
+
+def test_profiles_and_intents_are_the_planned_latents(run):
+    from simgen.scenario import load_scenario
+    from simgen.simulator import plan
+
+    sc = load_scenario("movie-recommendation")
+    for i, (_, d) in enumerate(run.turns.group_by("dialogue_id", maintain_order=True)):
+        job = plan(sc, 3, i, 3)
+        assert d["profile"][0] == job.profile.values
+        assert d.filter(pl.col("role") == "user")["intent"].to_list() == list(job.intents[: d.filter(pl.col("role") == "user").height])
+
+
+def test_manifest_records_what_made_the_run(run):
+    m = json.loads((run.path / "manifest.json").read_text())
+    assert m["status"] == "complete" and m["seed"] == 3 and m["n"] == 5
+    assert m["scenario"]["name"] == "movie-recommendation" and len(m["scenario"]["sha256"]) == 64
+    assert set(m["scenario"]["templates"]) == {"user", "assistant"}
+    assert m["backend"]["user"]["model"]["fingerprint"] and m["backend"]["user"]["dtype"] == "float32"
+    assert {"torch", "transformers", "polars", "simgen"} <= set(m["versions"])
+    assert m["counts"]["dialogues"] == 5 and m["counts"]["turns"] == run.turns.height
+    assert m["counts"]["tokens"] == run.turns["n_tokens"].sum() > 0
+    assert sum(m["counts"]["stop_reasons"].values()) == 5
+    assert m["timings"]["tokens_per_s"] > 0 and m["progress"]["dialogues_done"] == 5
+    assert [s["dialogues"] for s in m["progress"]["shards"]] == [[0, 1], [2, 3], [4, 4]]
+
+
+def test_same_seed_gives_byte_identical_turns(run, tiny_model_dir, tmp_path):
+    again = gen(tiny_model_dir, tmp_path / "b")
+    assert (again.path / "turns.parquet").read_bytes() == (run.path / "turns.parquet").read_bytes()
+    other = gen(tiny_model_dir, tmp_path / "c", seed=4)
+    assert not other.turns["text"].equals(run.turns["text"])
+
+
+def test_resume_after_an_interrupted_run_matches_an_uninterrupted_one(run, tiny_model_dir, tmp_path, monkeypatch):
+    from simgen import pipeline
+
+    calls = {"n": 0}
+    real = pipeline.simulate
+
+    def interrupt_on_second_shard(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "simulate", interrupt_on_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        gen(tiny_model_dir, tmp_path / "r")
+    m = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert m["status"] == "interrupted" and m["progress"]["dialogues_done"] == 2
+    with pytest.raises(RunError, match="not complete"):
+        simgen.load_run(tmp_path / "r")
+    monkeypatch.setattr(pipeline, "simulate", real)
+    resumed = resume(tmp_path / "r", progress=False)
+    assert (resumed.path / "turns.parquet").read_bytes() == (run.path / "turns.parquet").read_bytes()
+
+
+def test_own_assistant_callable(tiny_model_dir, tmp_path):
+    seen = []
+
+    def echo_bot(messages):
+        seen.append(messages)
+        return f"You said {len(messages[-1]['content'])} characters."
+
+    r = gen(tiny_model_dir, tmp_path / "cb", n=2, assistant=echo_bot)
+    lines = r.turns.filter(pl.col("role") == "assistant")["text"].to_list()
+    assert lines and all(line.startswith("You said") for line in lines)
+    assert r.manifest["backend"]["assistant"]["backend"] == "callable"
+    assert seen[0][0]["role"] == "system" and seen[0][1]["role"] == "user"
+
+
+def test_refuses_to_overwrite_and_bad_values(tiny_model_dir, run, tmp_path):
+    with pytest.raises(RunError, match="already holds a run. Resume it with"):
+        gen(tiny_model_dir, run.path)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(RunError, match="not empty"):
+        gen(tiny_model_dir, tmp_path / "full")
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    with pytest.raises(ConfigError, match="n must be a positive integer, got 0"):
+        gen(tiny_model_dir, tmp_path / "z", n=0)
+    assert not (tmp_path / "z").exists()  # nothing half-written
+
+
+def test_unwritable_output_folder(tiny_model_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RunError, match="cannot write there|not a folder"):
+        gen(tiny_model_dir, blocker / "run")

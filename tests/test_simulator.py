@@ -1,0 +1,112 @@
+"""The simulator loop with scripted backends: chats, roles, stop rules, failures as data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from simgen.backends import Backend
+from simgen.config import SamplingConfig
+from simgen.data import Generation
+from simgen.scenario import load_scenario
+from simgen.simulator import DialogueJob, clean_line, degenerate, plan, simulate
+
+S = SamplingConfig()
+
+
+class Scripted(Backend):
+    """Answers from a function of (chat, call number); records every chat it saw."""
+
+    name = "scripted"
+    batched = True
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, []
+
+    def generate(self, chats: Sequence, sampling, seeds) -> list[Generation]:
+        self.calls.append([list(c) for c in chats])
+        return [Generation(self.fn(chat, len(self.calls)), n_tokens=3) for chat in chats]
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    return load_scenario("chitchat")
+
+
+def job(scenario, intents, index=0):
+    return DialogueJob(index, plan(scenario, 0, index, 6).profile, tuple(intents))
+
+
+def run(scenario, jobs, user_fn, assistant_fn, max_turns=6):
+    user, assistant = Scripted(user_fn), Scripted(assistant_fn)
+    return simulate(jobs, scenario, user, assistant, S, S, 0, max_turns), user, assistant
+
+
+def test_roles_are_flipped_for_the_user_side_and_chats_only_grow(scenario):
+    j = job(scenario, ["GREET", "ASK", "BYE"])
+    (d,), user, assistant = run(scenario, [j], lambda c, k: f"user line {k}", lambda c, k: f"assistant line {k}")
+    assert [t.role for t in d.turns] == ["user", "assistant", "user", "assistant", "user"]
+    assert [t.intent for t in d.turns if t.role == "user"] == ["GREET", "ASK", "BYE"]
+    assert d.stop_reason == "terminal_intent"
+    last_user_chat = user.calls[-1][0]
+    assert last_user_chat[0]["role"] == "system" and j.profile["name"] in last_user_chat[0]["content"]
+    # the simulated user's own lines are "assistant" messages; the assistant's lines arrive as "user"
+    assert [m["role"] for m in last_user_chat] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert last_user_chat[2]["content"] == "user line 1"
+    assert last_user_chat[3]["content"].startswith("assistant line 1\n\n")
+    assert "Say you have to go" in last_user_chat[-1]["content"]  # BYE's description, this turn's intent
+    assert user.calls[0][0] == last_user_chat[:2]  # append-only: earlier chats are prefixes
+    # the assistant side sees natural roles and never the profile latent
+    assert [m["role"] for m in assistant.calls[-1][0]] == ["system", "user", "assistant", "user"]
+    assert j.profile["name"] not in assistant.calls[-1][0][0]["content"]
+
+
+def test_max_turns_stop(scenario):
+    (d,), _, _ = run(scenario, [job(scenario, ["ASK", "SHARE"])], lambda c, k: f"u{k}", lambda c, k: f"a{k}", max_turns=2)
+    assert len(d.turns) == 4 and d.stop_reason == "max_turns"
+
+
+@pytest.mark.parametrize(
+    ("user_fn", "assistant_fn", "reason", "n_turns"),
+    [
+        (lambda c, k: "   ", lambda c, k: "a", "empty_output", 1),
+        (lambda c, k: "same thing", lambda c, k: f"a{k}", "degenerate_output: repeated_line", 3),
+        (lambda c, k: f"u{k}", lambda c, k: c[-1]["content"], "degenerate_output: echo", 2),
+    ],
+)
+def test_stop_rules_record_the_row_and_the_reason(scenario, user_fn, assistant_fn, reason, n_turns):
+    (d,), _, _ = run(scenario, [job(scenario, ["ASK", "SHARE", "ASK", "BYE"])], user_fn, assistant_fn)
+    assert d.stop_reason == reason and len(d.turns) == n_turns
+
+
+def test_a_failing_dialogue_does_not_stop_the_batch(scenario):
+    class FailsOnFirstCall(Scripted):
+        """The first chat of the first call fails, as a broken server or assistant would."""
+
+        def generate(self, chats, sampling, seeds):
+            out = super().generate(chats, sampling, seeds)
+            if len(self.calls) == 1:
+                out[0] = Generation("", error="RuntimeError: server fell over")
+            return out
+
+    jobs = [job(scenario, ["ASK", "SHARE", "BYE"], i) for i in range(3)]
+    dialogues = simulate(jobs, scenario, Scripted(lambda c, k: f"u{k}"), FailsOnFirstCall(lambda c, k: f"a{k}"), S, S, 0, 6)
+    assert dialogues[0].stop_reason == "generation_error: RuntimeError: server fell over"
+    assert dialogues[0].turns[-1].finish_reason == "error" and len(dialogues[0].turns) == 2
+    assert [d.stop_reason for d in dialogues[1:]] == ["terminal_intent", "terminal_intent"]
+    assert [len(d.turns) for d in dialogues[1:]] == [5, 5]
+
+
+def test_batch_calls_carry_every_active_dialogue(scenario):
+    jobs = [job(scenario, ["ASK"] * k + ["BYE"], i) for i, k in enumerate((0, 1, 2))]
+    dialogues, user, _ = run(scenario, jobs, lambda c, k: f"u{k}-{len(c)}", lambda c, k: f"a{k}-{len(c)}")
+    assert [len(batch) for batch in user.calls] == [3, 2, 1]  # one call per step, shrinking as dialogues end
+    assert [len(d.turns) for d in dialogues] == [1, 3, 5]
+
+
+def test_clean_line_and_degenerate():
+    assert clean_line('  User: "hello there"  ') == "hello there"
+    assert degenerate("I like it I like it I like it I like it I like it", [], None) == "looping"
+    assert degenerate("Hello!", ["hello"], None) == "repeated_line"
+    assert degenerate("a fine line", ["another"], "something else") is None
