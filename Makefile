@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
+	rm -rf outputs/demo
 	$(BIN)/simgen generate --scenario movie-recommendation -n 20 --out outputs/demo
 	$(BIN)/simgen show outputs/demo -n 2
 

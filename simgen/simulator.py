@@ -149,6 +149,30 @@ def simulate(
     return [Dialogue(dialogue_id(s.job.index), s.job.index, s.job.profile, tuple(s.turns), s.stop_reason) for s in states]
 
 
+def user_chat(scenario: Scenario, job: DialogueJob, turns: Sequence[Turn], k: int, max_turns: int) -> Chat:
+    """The user side's chat exactly as the simulator sent it before user turn `k` (0-based).
+
+    `turns` are the dialogue's turns so far (at least those before user turn k). Checks use this
+    to ask the simulator questions in its own context (Q&A consistency) or to score its lines.
+    """
+    chat: Chat = [{"role": "system", "content": scenario.user_template.render("system", user_context(scenario, job, 0, max_turns))}]
+    pending: str | None = None
+    user_index = 0
+    for t in turns:
+        if t.role == "user":
+            if user_index == k:
+                break
+            instruction = scenario.user_template.render("turn", user_context(scenario, job, user_index, max_turns))
+            chat.append({"role": "user", "content": instruction if pending is None else f"{pending}\n\n{instruction}"})
+            chat.append({"role": "assistant", "content": t.text})
+            user_index += 1
+        else:
+            pending = t.text
+    instruction = scenario.user_template.render("turn", user_context(scenario, job, k, max_turns))
+    chat.append({"role": "user", "content": instruction if pending is None else f"{pending}\n\n{instruction}"})
+    return chat
+
+
 def _check_count(backend: Backend, active: list, gens: list[Generation]) -> None:
     if len(gens) != len(active):
         raise RuntimeError(f"backend {backend.name!r} returned {len(gens)} lines for {len(active)} chats")

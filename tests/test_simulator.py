@@ -62,6 +62,15 @@ def test_roles_are_flipped_for_the_user_side_and_chats_only_grow(scenario):
     assert j.profile["name"] not in assistant.calls[-1][0][0]["content"]
 
 
+def test_user_chat_rebuilds_what_the_simulator_sent(scenario):
+    from simgen.simulator import user_chat
+
+    j = job(scenario, ["GREET", "ASK", "SHARE", "BYE"])
+    (d,), user, _ = run(scenario, [j], lambda c, k: f"user line {k}", lambda c, k: f"assistant line {k}")
+    for k, sent in enumerate(user.calls):
+        assert user_chat(scenario, j, d.turns, k, 6) == sent[0]
+
+
 def test_max_turns_stop(scenario):
     (d,), _, _ = run(scenario, [job(scenario, ["ASK", "SHARE"])], lambda c, k: f"u{k}", lambda c, k: f"a{k}", max_turns=2)
     assert len(d.turns) == 4 and d.stop_reason == "max_turns"

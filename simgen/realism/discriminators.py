@@ -243,7 +243,7 @@ class StyleDiscriminator(Discriminator):
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         return HistGradientBoostingClassifier(
-            max_iter=150, learning_rate=0.08, max_leaf_nodes=15, l2_regularization=1.0,
+            max_iter=100, learning_rate=0.1, max_leaf_nodes=15, l2_regularization=1.0,
             early_stopping=False, random_state=seed,
         )
 

@@ -100,7 +100,7 @@ def cross_fit_labels(
             probs[np.ix_(test, [int(np.bincount(y[train]).argmax())])] += 1
             continue
         for X in feature_sets:
-            m = LogisticRegression(C=1.0, max_iter=1000).fit(X[train], y[train])
+            m = LogisticRegression(C=1.0, max_iter=300, tol=1e-3).fit(X[train], y[train])
             probs[np.ix_(test, m.classes_)] += m.predict_proba(X[test])
     pred = probs.argmax(1)
     agreement = float((pred[has] == y[has]).mean()) if has.any() else float("nan")
@@ -110,7 +110,7 @@ def cross_fit_labels(
 def _tfidf(texts: list[str]) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    return TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=30_000, sublinear_tf=True).fit_transform(texts)
+    return TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=5_000, sublinear_tf=True).fit_transform(texts)
 
 
 def _representation(texts: list[str], emb: np.ndarray | None, dims: int = 64, seed: int = 0) -> np.ndarray:

@@ -57,6 +57,12 @@ def make_corpus(kind: str, n_dialogues: int, seed: int, *, prefix: str = "d", in
     return df if intents else df.drop("intent")
 
 
+@pytest.fixture(name="make_corpus", scope="session")
+def make_corpus_fixture():  # noqa: ANN201
+    """The `make_corpus` builder, as a fixture (test modules here are not a package)."""
+    return make_corpus
+
+
 @pytest.fixture(scope="session", autouse=True)
 def simgen_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every realism test uses one private embedding cache (shared across tests, so it warms up)."""
