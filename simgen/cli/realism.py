@@ -20,9 +20,11 @@ import click
 @click.option("--n-boot", default=1000, show_default=True, help="Bootstrap resamples per interval.")
 @click.option("--max-dialogues", default=0, show_default=True, help="Subsample each side to this many dialogues (0 = all).")
 @click.option("--no-attributes", is_flag=True, help="Skip classifier-ensemble distribution matching.")
+@click.option("--no-embeddings", is_flag=True,
+              help="Skip sentence embeddings (faster; TF-IDF stands in for them). Drop 'embedding' from -d too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON on stdout.")
 def realism(synthetic: str, reference: str, out: Path | None, seed: int, discriminators: str, n_boot: int,
-            max_dialogues: int, no_attributes: bool, as_json: bool) -> None:
+            max_dialogues: int, no_attributes: bool, no_embeddings: bool, as_json: bool) -> None:
     """Can discriminators tell SYNTHETIC dialogues from real ones, and do the distributions match?
 
     SYNTHETIC is a run folder or a corpus file (one row per turn: dialogue_id, turn, role, text,
@@ -36,8 +38,11 @@ def realism(synthetic: str, reference: str, out: Path | None, seed: int, discrim
     from simgen.realism.config import RealismConfig
     from simgen.realism.report import compare
 
+    names = tuple(d.strip() for d in discriminators.split(",") if d.strip())
+    if no_embeddings:
+        names = tuple(d for d in names if d != "embedding")
     config = RealismConfig(
-        seed=seed, discriminators=tuple(d.strip() for d in discriminators.split(",") if d.strip()),
+        seed=seed, discriminators=names, use_embeddings=not no_embeddings,
         n_boot=n_boot, n_perm=n_boot, max_dialogues=max_dialogues, attributes=not no_attributes,
     )
     report = compare(synthetic, reference, out, config=config)
