@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from simgen import rng
-from simgen.backends import Backend
+from simgen.backends import Backend, Session
 from simgen.config import SamplingConfig
 from simgen.data import Chat, Dialogue, Generation, ProfileLatent, Turn, dialogue_id
 from simgen.scenario import Scenario
@@ -101,6 +101,19 @@ def simulate(
         assistant_system = scenario.assistant_template.render("system", assistant_context(scenario, 0, max_turns))
         states.append(_State(job, [{"role": "system", "content": user_system}], [{"role": "system", "content": assistant_system}]))
 
+    with user_backend.session() as user_session, assistant_backend.session() as assistant_session:
+        _loop(states, scenario, user_session, assistant_session, user_backend, assistant_backend,
+              user_sampling, assistant_sampling, seed, max_turns, on_step)
+    for s in states:  # a path that ended without a terminal intent within max_turns
+        if s.stop_reason is None:
+            s.stop_reason = "max_turns"
+    return [Dialogue(dialogue_id(s.job.index), s.job.index, s.job.profile, tuple(s.turns), s.stop_reason) for s in states]
+
+
+def _loop(states: list[_State], scenario: Scenario, user_session: Session, assistant_session: Session,
+          user_backend: Backend, assistant_backend: Backend, user_sampling: SamplingConfig,
+          assistant_sampling: SamplingConfig, seed: int, max_turns: int,
+          on_step: Callable[[int, int], None] | None) -> None:
     for k in range(max_turns):
         active = [s for s in states if s.stop_reason is None]
         if not active:
@@ -111,7 +124,7 @@ def simulate(
             content = instruction if s.pending_assistant_line is None else f"{s.pending_assistant_line}\n\n{instruction}"
             s.user_chat.append({"role": "user", "content": content})
         seeds = [rng.derive(seed, s.job.index, rng.USER, k) for s in active]
-        gens = user_backend.generate([s.user_chat for s in active], user_sampling, seeds)
+        gens = user_session.generate([s.user_chat for s in active], user_sampling, seeds, [s.job.index for s in active])
         _check_count(user_backend, active, gens)
         for s, g in zip(active, gens):
             intent = s.job.intents[k]
@@ -130,7 +143,7 @@ def simulate(
         if not active:
             break
         seeds = [rng.derive(seed, s.job.index, rng.ASSISTANT, k) for s in active]
-        gens = assistant_backend.generate([s.assistant_chat for s in active], assistant_sampling, seeds)
+        gens = assistant_session.generate([s.assistant_chat for s in active], assistant_sampling, seeds, [s.job.index for s in active])
         _check_count(assistant_backend, active, gens)
         for s, g in zip(active, gens):
             text = clean_line(g.text)
@@ -142,11 +155,6 @@ def simulate(
                 s.stop_reason = "max_turns"
         if on_step:
             on_step(len(active), sum(g.n_tokens for g in gens))
-
-    for s in states:  # a path that ended without a terminal intent within max_turns
-        if s.stop_reason is None:
-            s.stop_reason = "max_turns"
-    return [Dialogue(dialogue_id(s.job.index), s.job.index, s.job.profile, tuple(s.turns), s.stop_reason) for s in states]
 
 
 def user_chat(scenario: Scenario, job: DialogueJob, turns: Sequence[Turn], k: int, max_turns: int) -> Chat:

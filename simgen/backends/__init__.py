@@ -6,6 +6,12 @@ batch (transformers) advances all of them in one forward pass. `seeds` holds one
 chat, derived from (run seed, dialogue index, turn, side): a backend that honours them makes
 dialogue i the same whatever batch it lands in.
 
+Within one batch of dialogues the simulator talks to a backend through a `Session` per side:
+`session.generate(chats, sampling, seeds, keys)`, where `keys` names the dialogue of each chat.
+A side's chat only ever grows, so a stateful session (transformers) keeps each dialogue's KV cache
+across turns and prefills only the new tokens. The default session is stateless: it just calls
+`generate`.
+
 Backends are named in a lazy registry (`"name": "module:object"`), so naming one imports only it.
 Capabilities are flags, never isinstance checks: `batched`, `seeded`, `logprobs`.
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from collections.abc import Hashable
 from typing import Any, ClassVar
 
 from simgen.config import SamplingConfig
@@ -43,6 +50,37 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """What the manifest records about this backend."""
         return {"backend": self.name}
+
+    def session(self) -> Session:
+        """A session for one side of one batch of dialogues; stateless unless a backend overrides it."""
+        return StatelessSession(self)
+
+
+class Session:
+    """One side of one batch of dialogues. `keys[i]` names the dialogue of `chats[i]`; a key's chat
+    only grows between calls, and a later call may carry fewer keys (dialogues that ended)."""
+
+    def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
+                 keys: Sequence[Hashable]) -> list[Generation]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free what the session holds (KV caches)."""
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StatelessSession(Session):
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
+                 keys: Sequence[Hashable]) -> list[Generation]:
+        return self.backend.generate(chats, sampling, seeds)
 
 
 def backend_class(name: str) -> type[Backend]:

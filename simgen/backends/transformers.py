@@ -7,17 +7,18 @@ A row stops at an end-of-turn token or at `max_new_tokens`; the batch stops when
 Sampling is done here rather than by `model.generate`: temperature and top-p on fp32 logits, then
 one draw per row from that row's own `torch.Generator`, seeded by the simulator from (run seed,
 dialogue, turn, side). So a dialogue's tokens do not depend on the random state of its neighbours.
-Temperature 0 is greedy. What this leaves out: keeping the KV cache across turns (each call
-re-encodes the whole chat) and refilling rows as they finish.
+Temperature 0 is greedy. Within a batch of dialogues, a `KVSession` keeps each dialogue's KV cache
+across turns, so a turn prefills only its new tokens. What this leaves out: refilling the rows of
+finished dialogues with new ones, static caches and torch.compile.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
-from simgen.backends import Backend
+from simgen.backends import Backend, Session
 from simgen.config import SamplingConfig
 from simgen.data import Chat, Generation
 from simgen.models import ModelSource, load_causal_lm, resolve_model
@@ -55,50 +56,129 @@ class TransformersBackend(Backend):
         return list(out)
 
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int]) -> list[Generation]:
+        """Stateless: every chat is encoded and prefilled from scratch (a fresh session per call)."""
+        with self.session(reuse_cache=False) as session:
+            return session.generate(chats, sampling, seeds, keys=list(range(len(chats))))
+
+    def session(self, reuse_cache: bool = True) -> KVSession:
+        return KVSession(self, reuse_cache)
+
+
+class KVSession(Session):
+    """One side of one batch: a batched KV cache whose rows are dialogues, kept across turns.
+
+    Each call encodes every chat, finds the longest prefix whose keys/values are already cached for
+    that row, and prefills only the rest. Cached tokens that no longer match (the line was cleaned
+    after generation, say) are masked out, not recomputed in place, so the cache is append-only:
+    its columns are physical slots, the attention mask says which slots a row may see, and RoPE
+    positions count only a row's valid tokens. Rows of dialogues that ended are dropped from the
+    cache. With `reuse_cache=False` the session forgets everything between calls (the reference path).
+
+        mask (rows, slots)            1 where the slot holds a valid token of that row
+        hist[row] / cols[row]         the row's valid tokens, and the slot of each
+    """
+
+    def __init__(self, backend: TransformersBackend, reuse_cache: bool = True) -> None:
+        self.b = backend
+        self.reuse_cache = reuse_cache
+        self._reset([])
+
+    def _reset(self, keys: list[Hashable]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache()
+        self.keys = list(keys)
+        self.mask = torch.zeros((len(keys), 0), dtype=torch.long, device=self.b.device)
+        self.hist: list[list[int]] = [[] for _ in keys]
+        self.cols: list[list[int]] = [[] for _ in keys]
+
+    def _select(self, keys: list[Hashable]) -> None:
+        """Keep (and order) the cache rows of `keys`; start afresh for keys it has never seen."""
+        import torch
+
+        if not self.reuse_cache or not self.keys or not set(keys) <= set(self.keys):
+            self._reset(keys)
+            return
+        index = [self.keys.index(k) for k in keys]
+        if index != list(range(len(self.keys))):
+            rows = torch.tensor(index, device=self.b.device)
+            if self.cache.get_seq_length() > 0:
+                self.cache.batch_select_indices(rows)
+            self.mask = self.mask[rows]
+            self.hist = [self.hist[i] for i in index]
+            self.cols = [self.cols[i] for i in index]
+            self.keys = list(keys)
+
+    def close(self) -> None:
+        self._reset([])
+
+    def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
+                 keys: Sequence[Hashable]) -> list[Generation]:
         if not chats:
             return []
-        prompts = [self.encode(chat) for chat in chats]
-        tokens, finished = self.decode(prompts, sampling, seeds)
-        out = []
-        for ids, stopped in zip(tokens, finished):
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            out.append(Generation(text, n_tokens=len(ids), finish_reason="stop" if stopped else "length"))
-        return out
+        self._select(list(keys))
+        prompts = [self.b.encode(chat) for chat in chats]
+        tokens, stopped = self._decode(prompts, sampling, seeds)
+        return [
+            Generation(self.b.tokenizer.decode(ids, skip_special_tokens=True), n_tokens=len(ids),
+                       finish_reason="stop" if stop else "length")
+            for ids, stop in zip(tokens, stopped)
+        ]
 
-    def decode(self, prompts: list[list[int]], sampling: SamplingConfig, seeds: Sequence[int]) -> tuple[list[list[int]], list[bool]]:
+    def _decode(self, prompts: list[list[int]], sampling: SamplingConfig, seeds: Sequence[int]) -> tuple[list[list[int]], list[bool]]:
         """New token ids per prompt (stop token excluded) and whether each row stopped on its own."""
         import torch
 
+        b, device = self.b, self.b.device
         with torch.inference_mode():
-            batch, width = len(prompts), max(len(p) for p in prompts)
-            input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((batch, width), dtype=torch.long)
-            for row, ids in enumerate(prompts):  # left padding: (batch, width)
-                input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-                mask[row, width - len(ids):] = 1
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            input_ids, mask, positions = (t.to(self.device) for t in (input_ids, mask, positions))
+            # 1. per row: drop the cached tokens that no longer match, keep the new suffix
+            suffixes = []
+            for row, ids in enumerate(prompts):
+                hist, n = self.hist[row], 0
+                limit = min(len(hist), len(ids) - 1)  # always feed >= 1 token, to get logits
+                while n < limit and hist[n] == ids[n]:
+                    n += 1
+                if n < len(hist):
+                    self.mask[row, self.cols[row][n:]] = 0
+                    del hist[n:], self.cols[row][n:]
+                suffixes.append(ids[n:])
+            # 2. prefill the suffixes together, left-padded: (rows, width)
+            batch, width, start = len(prompts), max(len(x) for x in suffixes), self.mask.shape[1]
+            chunk = torch.full((batch, width), b.pad_id, dtype=torch.long)
+            chunk_mask = torch.zeros((batch, width), dtype=torch.long)
+            positions = torch.zeros((batch, width), dtype=torch.long)
+            for row, suffix in enumerate(suffixes):
+                offset = width - len(suffix)
+                chunk[row, offset:] = torch.tensor(suffix, dtype=torch.long)
+                chunk_mask[row, offset:] = 1
+                positions[row, offset:] = torch.arange(len(self.hist[row]), len(self.hist[row]) + len(suffix))
+                self.hist[row].extend(suffix)
+                self.cols[row].extend(range(start + offset, start + width))
+            chunk, chunk_mask, positions = chunk.to(device), chunk_mask.to(device), positions.to(device)
+            mask = torch.cat([self.mask, chunk_mask], dim=1)
             generators = [torch.Generator().manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF) for s in seeds]
-            stop = torch.tensor(sorted(self.stop_ids), device=self.device)
-            seen = None  # (batch, vocab) bool: tokens already in each row's chat, for the penalty
+            stop = torch.tensor(sorted(b.stop_ids), device=device)
+            seen = None  # (rows, vocab) bool: tokens already in each row's chat, for the penalty
             if sampling.repetition_penalty != 1.0:
-                seen = torch.zeros((batch, self.model.config.vocab_size), dtype=torch.bool, device=self.device)
-                seen.scatter_(1, input_ids, mask.bool())
+                seen = torch.zeros((batch, b.model.config.vocab_size), dtype=torch.bool, device=device)
+                for row, ids in enumerate(prompts):
+                    seen[row, torch.tensor(ids, device=device)] = True
+            logits = b.model(input_ids=chunk, attention_mask=mask, position_ids=positions, use_cache=True,
+                             logits_to_keep=1, **{b.cache_kwarg: self.cache}).logits[:, -1, :]
 
-            from transformers import DynamicCache
-
-            cache = DynamicCache()
-            logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                                use_cache=True, logits_to_keep=1, **{self.cache_kwarg: cache}).logits[:, -1, :]
+            # 3. decode: one forward pass per token for every row still running
             new_tokens: list[list[int]] = [[] for _ in range(batch)]
-            done = torch.zeros(batch, dtype=torch.bool, device=self.device)
+            done = torch.zeros(batch, dtype=torch.bool, device=device)
             stopped = [False] * batch
+            rows = torch.arange(batch, device=device)
             for _ in range(sampling.max_new_tokens):
-                next_ids = pick_tokens(logits, sampling, generators, seen)  # (batch,)
+                next_ids = pick_tokens(logits, sampling, generators, seen)  # (rows,)
                 if seen is not None:
-                    seen[torch.arange(batch, device=self.device), next_ids] = True
+                    seen[rows, next_ids] = True
                 is_stop = torch.isin(next_ids, stop)
-                for row in (~done).nonzero().flatten().tolist():
+                running = (~done).nonzero().flatten().tolist()
+                for row in running:
                     if is_stop[row]:
                         stopped[row] = True
                     else:
@@ -106,11 +186,18 @@ class TransformersBackend(Backend):
                 done |= is_stop
                 if bool(done.all()):
                     break
-                next_ids = next_ids.masked_fill(done, self.pad_id)
-                mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=self.device)], dim=1)
-                positions = positions[:, -1:] + 1
-                logits = self.model(input_ids=next_ids[:, None], attention_mask=mask, position_ids=positions,
-                                    use_cache=True, **{self.cache_kwarg: cache}).logits[:, -1, :]
+                # feed each running row its token; finished rows feed a pad their mask hides
+                slot = mask.shape[1]
+                step_positions = torch.zeros((batch, 1), dtype=torch.long)
+                for row in (~done).nonzero().flatten().tolist():
+                    step_positions[row, 0] = len(self.hist[row])
+                    self.hist[row].append(int(next_ids[row]))
+                    self.cols[row].append(slot)
+                mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
+                logits = b.model(input_ids=next_ids.masked_fill(done, b.pad_id)[:, None], attention_mask=mask,
+                                 position_ids=step_positions.to(device), use_cache=True,
+                                 **{b.cache_kwarg: self.cache}).logits[:, -1, :]
+            self.mask = mask
         return new_tokens, stopped
 
 

@@ -184,7 +184,7 @@ def run_attributes(units: Units, user_emb: np.ndarray | None, dlg_emb: np.ndarra
     # intent / dialogue act
     intent_labs: list[Labelling] = []
     intents = u["intent"].to_list()
-    for side, who in ((0, "reference labels"), (1, "synthetic intent latents")):
+    for side, who in ((0, "reference labels"), (1, "synthetic labels")):
         vals = [x if s == side else None for x, s in zip(intents, usides)]
         present = {x for x in vals if x is not None}
         n_lab = sum(x is not None for x in vals)

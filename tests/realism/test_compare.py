@@ -59,7 +59,7 @@ def test_obvious_synthetic_is_caught_and_explained(distinct: dict) -> None:
 def test_intent_latents_are_a_label_source(distinct: dict) -> None:
     intent = distinct["attributes"]["intent"]
     sources = [lab["source"] for lab in intent["labellers"]]
-    assert sources == ["synthetic intent latents (intent)"]
+    assert sources == ["synthetic labels (intent)"]
     assert intent["labellers"][0]["classes"] == ["accept", "ask", "reject"]
     assert 0 <= intent["labellers"][0]["cv_agreement"] <= 1
 

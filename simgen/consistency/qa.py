@@ -1,0 +1,138 @@
+"""Q&A consistency: multiple-choice questions about the persona, graded against the sampled profile.
+
+simgen owns the ground truth, so no judge writes the questions: `profile_questions` builds them from
+the structured profile latent and its declared profile space.
+
+    categorical  "What is your occupation?"   the sampled value + other declared values
+    list         "Which of these is one of your liked genres?"   one sampled item + items not sampled
+    int          "How old are you?" / "What is your X?"   the value + values a step or more away
+    float        skipped: latent traits (patience, sociability) are not facts a person states
+
+Options are shuffled with a seed, so a dialogue gets the same questions at every checkpoint and its
+drift is comparable turn by turn. `option_probabilities` answers by option likelihood under the
+simulator model (transformers backend): the mean log-prob per token of each option as the persona's
+next line, softmaxed over the options. It is deterministic and needs no text parsing. Grading is
+against the profile, never against what the persona said earlier. Backends that cannot score text
+(HTTP, callables) are left out here: the caller reports Q&A as not computed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from simgen.data import Chat
+
+
+@dataclass(frozen=True)
+class ProfileQuestion:
+    attribute: str  # the profile variable it tests
+    question: str
+    options: tuple[str, ...]
+    answer: int  # index of the option true to the profile
+
+
+def _label(var: Any) -> str:
+    return var.description.strip().rstrip(".") if getattr(var, "description", "") else var.name.replace("_", " ")
+
+
+def _declared_values(var: Any) -> list[str]:
+    """Every value a categorical/list variable can take, over its base and all its cases, in order."""
+    out: list[str] = []
+    for dist in [var.base, *(d for _, d in var.cases)]:
+        for v in (dist.values if dist is not None else ()):
+            if str(v) not in out:
+                out.append(str(v))
+    return out
+
+
+def _bounds(var: Any) -> tuple[float | None, float | None]:
+    lows, highs = [], []
+    for dist in [var.base, *(d for _, d in var.cases)]:
+        if dist is None:
+            continue
+        if dist.low is not None:
+            lows.append(dist.low)
+        elif dist.mean is not None and dist.std is not None:
+            lows.append(dist.mean - 3 * dist.std)
+        if dist.high is not None:
+            highs.append(dist.high)
+        elif dist.mean is not None and dist.std is not None:
+            highs.append(dist.mean + 3 * dist.std)
+    return (min(lows) if lows else None, max(highs) if highs else None)
+
+
+def profile_questions(space: Any, values: dict[str, Any], seed: int | Sequence[int] = 0, n_options: int = 4,
+                      skip: Sequence[str] = ()) -> list[ProfileQuestion]:
+    """Questions about one profile latent (`values`: variable -> sampled value), in declaration order."""
+    rng = np.random.default_rng(seed)
+    out: list[ProfileQuestion] = []
+    for var in space.variables:
+        if var.name in skip or var.name not in values or values[var.name] is None:
+            continue
+        label = _label(var)
+        truth: str
+        pool: list[str]
+        if var.type == "categorical":
+            truth = str(values[var.name])
+            pool = [v for v in _declared_values(var) if v != truth]
+            question = "What is your name?" if var.name == "name" else f"What is your {label}?"
+        elif var.type == "list":
+            sampled = [str(v) for v in values[var.name]]
+            if not sampled:
+                continue
+            truth = sampled[int(rng.integers(len(sampled)))]
+            pool = [v for v in _declared_values(var) if v not in sampled]
+            question = f"Which of these is one of your {label}?"
+        elif var.type == "int":
+            value = int(values[var.name])
+            truth = str(value)
+            low, high = _bounds(var)
+            span = (high - low) if low is not None and high is not None else max(abs(value), 10)
+            step = max(1, int(round(span / 8)))
+            pool = [str(value + k * step) for k in (-3, -2, -1, 1, 2, 3)
+                    if (low is None or value + k * step >= low) and (high is None or value + k * step <= high)]
+            question = "How old are you?" if var.name == "age" else f"What is your {label}?"
+        else:
+            continue
+        if not pool:
+            continue
+        k = min(n_options - 1, len(pool))
+        distractors = [pool[i] for i in rng.choice(len(pool), size=k, replace=False)]
+        options = [truth, *distractors]
+        order = rng.permutation(len(options))
+        shuffled = tuple(options[i] for i in order)
+        out.append(ProfileQuestion(var.name, question, shuffled, int(np.flatnonzero(order == 0)[0])))
+    return out
+
+
+def option_probabilities(backend: Any, items: Sequence[tuple[Chat, Sequence[str]]], batch_size: int = 8) -> list[list[float]]:
+    """For each (chat, options): softmax over options of the mean token log-prob of option-as-next-line."""
+    from simgen.consistency.lm import continuation_logprobs
+
+    flat = [(chat, str(o)) for chat, options in items for o in options]
+    scores = iter(continuation_logprobs(backend, flat, batch_size))
+    out = []
+    for _, options in items:
+        means = []
+        for _ in options:
+            total, n = next(scores)
+            means.append(total / n if n else -math.inf)
+        m = max(means)
+        w = [math.exp(v - m) if v > -math.inf else 0.0 for v in means]
+        out.append([v / sum(w) for v in w])
+    return out
+
+
+def ask(backend: Any, chats: Sequence[Chat], questions: Sequence[ProfileQuestion], batch_size: int = 8) -> list[int]:
+    """The option index the persona picks for each question, asked at the end of its chat.
+
+    `chats[i]` is the persona's chat (roles flipped) up to the checkpoint; the question arrives as the
+    other side's message.
+    """
+    items = [([*chat, {"role": "user", "content": q.question}], q.options) for chat, q in zip(chats, questions)]
+    return [int(np.argmax(p)) for p in option_probabilities(backend, items, batch_size)]
