@@ -4,6 +4,7 @@ Both rows run the same simulator over the same dialogues (same scenario, seed, p
 model, dtype, max_new_tokens, greedy decoding); only the backend differs:
 
 - simgen: `TransformersBackend`, every active dialogue advances in one batched forward pass;
+- no-reuse: simgen's batched decoding, but every turn re-encodes the whole chat (no KV reuse);
 - naive:  what a user would write by hand, one `model.generate` call per dialogue per turn,
           re-encoding the whole history each time.
 
@@ -30,6 +31,18 @@ from simgen.config import SamplingConfig
 from simgen.data import Chat, Generation
 from simgen.scenario import load_scenario
 from simgen.simulator import plan, simulate
+
+
+class StatelessBackend(Backend):
+    """simgen's batched decoding without keeping KV caches across turns (an ablation row)."""
+
+    name = "stateless"
+
+    def __init__(self, inner: TransformersBackend) -> None:
+        self.inner = inner
+
+    def generate(self, chats, sampling, seeds):  # noqa: ANN001, ANN201
+        return self.inner.generate(chats, sampling, seeds)
 
 
 class NaiveBackend(Backend):
@@ -90,6 +103,7 @@ def main() -> None:
     measure(backend, scenario, 2, 2, 1, SamplingConfig(temperature=0, max_new_tokens=4), SamplingConfig(temperature=0, max_new_tokens=4))
 
     rows = {"simgen": measure(backend, scenario, args.n, args.batch_size, args.max_turns, greedy, greedy)}
+    rows["no-reuse"] = measure(StatelessBackend(backend), scenario, args.n, args.batch_size, args.max_turns, greedy, greedy)
     if not args.skip_naive:
         rows["naive"] = measure(NaiveBackend(backend), scenario, args.n, args.batch_size, args.max_turns, greedy, greedy)
     result = {
@@ -99,6 +113,7 @@ def main() -> None:
                  "machine": f"{platform.machine()} {platform.processor() or ''}".strip()},
         "rows": {k: {kk: vv for kk, vv in v.items() if kk != "texts"} for k, v in rows.items()},
     }
+    result["ratio_simgen_over_no_reuse_tokens_per_s"] = round(rows["simgen"]["tokens_per_s"] / rows["no-reuse"]["tokens_per_s"], 2)
     print(f"{'row':8} {'seconds':>8} {'tokens':>7} {'tokens/s':>9} {'dialogues/min':>14}")
     for name, r in result["rows"].items():
         print(f"{name:8} {r['seconds']:8.1f} {r['tokens']:7d} {r['tokens_per_s']:9.1f} {r['dialogues_per_min']:14.2f}")
@@ -106,6 +121,7 @@ def main() -> None:
         result["ratio_simgen_over_naive_tokens_per_s"] = round(rows["simgen"]["tokens_per_s"] / rows["naive"]["tokens_per_s"], 2)
         same = sum(a == b for a, b in zip(rows["simgen"]["texts"], rows["naive"]["texts"]))
         result["identical_dialogues"] = f"{same}/{args.n}"
+        result["ratio_simgen_over_naive_dialogues_per_min"] = round(rows["simgen"]["dialogues_per_min"] / rows["naive"]["dialogues_per_min"], 2)
         print(f"simgen/naive tokens/s: {result['ratio_simgen_over_naive_tokens_per_s']}x; "
               f"dialogues identical under greedy decoding: {same}/{args.n}")
     args.json.parent.mkdir(parents=True, exist_ok=True)

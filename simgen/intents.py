@@ -100,6 +100,8 @@ def load_intent_model(raw: Any, source: str, profile_names: tuple[str, ...] = ()
     """Validate an intent model: a mapping, or the path of its own YAML file relative to `source`'s folder."""
     if isinstance(raw, str):
         path = Path(raw) if Path(raw).is_absolute() else Path(source).parent / raw
+        if not path.is_file():
+            raise ConfigError(f"{source}: intent_model: file {str(path)!r} not found; give its path relative to the scenario file's folder, or write the intent model inline.")
         return load_intent_model(load_yaml(path), str(path), profile_names, where=str(path))
     where = where or f"{source}: intent_model"
     check_keys(where, raw, {"intents", "start", "transitions", "modifiers"}, required={"intents", "start"})
