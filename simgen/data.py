@@ -12,7 +12,7 @@ on its last row. This module does not sample, render, generate or write anything
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import polars as pl
@@ -113,19 +113,3 @@ def dialogues_to_frame(dialogues: list[Dialogue], profile_schema: pl.Struct) -> 
             profiles.append(d.profile.values)
     frame = pl.DataFrame(rows, schema=TURN_COLUMNS)
     return frame.with_columns(pl.Series("profile", profiles, dtype=profile_schema))
-
-
-def required_turn_columns() -> tuple[str, ...]:
-    """Columns every turns frame must have (DESIGN.md's contract); the rest are optional."""
-    return ("dialogue_id", "turn", "role", "text")
-
-
-@dataclass(frozen=True)
-class Counts:
-    """What a run produced, as recorded in its manifest."""
-
-    dialogues: int = 0
-    turns: int = 0
-    user_turns: int = 0
-    tokens: int = 0
-    stop_reasons: dict[str, int] = field(default_factory=dict)

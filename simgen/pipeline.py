@@ -8,6 +8,7 @@ resumed run skips the shards its manifest lists, so it ends byte-identical to an
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -78,8 +79,6 @@ def resume(path: str | Path, assistant: Callable[[list[dict]], str] | Backend | 
     manifest_path = out / MANIFEST
     if not manifest_path.is_file():
         raise RunError(f"--resume {out}: no {MANIFEST} there, so there is nothing to resume. Start a new run with --out.")
-    import json
-
     try:
         manifest = json.loads(manifest_path.read_text())
         raw = manifest["config"]
