@@ -5,11 +5,12 @@ optional `answer(questions) -> [option probabilities]` for multiple-choice quest
 (the default answers through `contradiction`). Three ship:
 
     llm   any local transformers causal LM folder, or the embedded SmolLM2-135M-Instruct (default):
-          P(yes) from the next-token log-probs of yes/no after a yes/no question; no text parsing.
+          asked "is the line consistent with ...? yes or no", read from the next-token log-probs of
+          yes/no (P(contradiction) = P(no) over {yes, no}); no text parsing.
     nli   any local sequence-classification NLI folder: P(contradiction), the label found in
           `config.id2label`; persona descriptions are split into sentences and the max is taken.
-    http  an OpenAI-compatible chat-completions server: P(yes) from `logprobs`/`top_logprobs` of one
-          generated token (standard library only).
+    http  an OpenAI-compatible chat-completions server: the same question, read from the
+          `logprobs`/`top_logprobs` of one generated token (standard library only).
 
 Judges are named by a spec string `NAME[:ARG]` (`llm`, `llm:/models/qwen`, `nli:/models/nli`,
 `http:http://127.0.0.1:8080/v1`), resolved through a lazy registry (`"name": "module:object"`) so
@@ -120,14 +121,19 @@ SYSTEM = "You are a careful fact checker. You answer every question with yes or 
 
 
 def pair_prompt(pair: Pair) -> list[dict[str, str]]:
-    """The chat that asks whether a pair is a contradiction; its answer starts with yes or no."""
+    """The chat that asks whether a pair is consistent; its answer starts with yes or no.
+
+    P(contradiction) is read as P(no). The question asks "consistent?" rather than "contradict?":
+    on dev.jsonl the embedded SmolLM2 says "yes" to both framings alike, and the "consistent?"
+    framing ranks contradictions better (prompt-to-line ROC-AUC 0.68 against 0.34).
+    """
     asked = f'They were asked: "{pair.context}"\n' if pair.context else ""
     if pair.kind == "prompt_to_line":
         text = (f"Here is a description of a person:\n{pair.premise}\n\n{asked}The person said: \"{pair.line}\"\n\n"
-                "Does what the person said contradict the description? Answer yes or no.")
+                "Is what the person said consistent with the description? Answer yes or no.")
     else:
         text = (f"A person said earlier: \"{pair.premise}\"\n{asked}Later the same person said: \"{pair.line}\"\n\n"
-                "Do the two statements contradict each other? Answer yes or no.")
+                "Are the two statements consistent with each other? Answer yes or no.")
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
 
 
@@ -148,7 +154,7 @@ NO = ("no", "No", " no", " No", "NO")
 
 
 class LLMJudge(Judge):
-    """A local causal LM read as P(yes) over {yes, no} from its next-token log-probs."""
+    """A local causal LM asked a yes/no question, read from its next-token log-probs of yes and no."""
 
     name = "llm"
 
@@ -168,7 +174,7 @@ class LLMJudge(Judge):
 
     def describe(self) -> dict[str, Any]:
         return {"judge": self.name, "model": self.backend.source.id, "fingerprint": self.backend.source.fingerprint,
-                "dtype": str(self.backend.model.dtype).removeprefix("torch."), "read_as": "P(yes) from next-token log-probs of yes/no"}
+                "dtype": str(self.backend.model.dtype).removeprefix("torch."), "read_as": "P(no) to 'consistent?' from next-token log-probs of yes/no"}
 
     def contradiction(self, pairs: Sequence[Pair]) -> list[float]:
         if not pairs:
@@ -180,7 +186,7 @@ class LLMJudge(Judge):
         logp = next_token_logprobs(self.backend, [pair_prompt(p) for p in pairs], self.batch_size)  # (n, vocab)
         yes = torch.logsumexp(logp[:, self.yes_ids], dim=-1)
         no = torch.logsumexp(logp[:, self.no_ids], dim=-1)
-        return torch.sigmoid(yes - no).tolist()
+        return torch.sigmoid(no - yes).tolist()  # P(no) to "consistent?" over {yes, no}
 
     def answer(self, questions: Sequence[Question]) -> list[list[float]]:
         """Option likelihood under the model speaking as the persona (mean log-prob per token)."""
@@ -301,7 +307,7 @@ class OpenAIJudge(Judge):
         self.timeout = timeout
 
     def describe(self) -> dict[str, Any]:
-        return {"judge": self.name, "model": self.model, "base_url": self.base_url, "read_as": "P(yes) from top_logprobs of yes/no"}
+        return {"judge": self.name, "model": self.model, "base_url": self.base_url, "read_as": "P(no) to 'consistent?' from top_logprobs of yes/no"}
 
     def _top_logprobs(self, messages: list[dict[str, str]]) -> dict[str, float]:
         """token -> log-prob of the first generated token's top alternatives."""
@@ -349,7 +355,7 @@ class OpenAIJudge(Judge):
                 continue
             floor = min(top.values())  # an unlisted answer is at most as likely as the least listed token
             yes, no = max(yes, floor - 1e-3) if yes == -math.inf else yes, max(no, floor - 1e-3) if no == -math.inf else no
-            out.append(1.0 / (1.0 + math.exp(no - yes)))
+            out.append(1.0 / (1.0 + math.exp(yes - no)))  # P(no) to "consistent?"
         return out
 
     def answer(self, questions: Sequence[Question]) -> list[list[float]]:

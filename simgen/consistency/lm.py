@@ -57,27 +57,60 @@ def next_token_logprobs(backend: Any, chats: Sequence[Chat], batch_size: int = 8
 
 
 def continuation_logprobs(backend: Any, items: Sequence[tuple[Chat, str]], batch_size: int = 8) -> list[tuple[float, int]]:
-    """(sum of token log-probs, token count) of each text continuing its chat."""
-    import torch
+    """(sum of token log-probs, token count) of each text continuing its chat.
 
-    rows = [continuation_ids(backend, chat, text) for chat, text in items]
-    out: list[tuple[float, int]] = []
+    Items that share a chat (the options of one question) share one prefill of it: the chat runs
+    once, its KV cache is repeated for the texts, and only the texts' tokens run after it.
+    """
+    groups: dict[int, list[int]] = {}  # first item with the same chat -> items
+    keys: dict[str, int] = {}
+    for i, (chat, _) in enumerate(items):
+        key = repr(chat)
+        groups.setdefault(keys.setdefault(key, i), []).append(i)
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(items)
+    for first, members in groups.items():
+        prompt = backend.encode(items[first][0])
+        texts = [backend.tokenizer.encode(items[i][1], add_special_tokens=False) for i in members]
+        for idx in _batches(len(members), batch_size):
+            for i, score in zip((members[j] for j in idx), _score_texts(backend, prompt, [texts[j] for j in idx])):
+                out[i] = score
+    return out
+
+
+def _score_texts(backend: Any, prompt: list[int], texts: Sequence[list[int]]) -> list[tuple[float, int]]:
+    """(sum log-prob, n) of each token list after one shared prompt: one prefill, one batched pass."""
+    import torch
+    from transformers import DynamicCache
+
+    n = len(texts)
+    width = max((len(t) for t in texts), default=0)
+    if width == 0:
+        return [(0.0, 0)] * n
     with torch.inference_mode():
-        for idx in _batches(len(rows), batch_size):
-            batch = [rows[i] for i in idx]
-            ids, mask, pos = _padded(backend, [r[0] for r in batch])
-            logp = torch.log_softmax(backend.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float(), dim=-1)
-            width = ids.shape[1]
-            for row, (full, start) in enumerate(batch):
-                n = len(full) - start
-                if n == 0:
-                    out.append((0.0, 0))
-                    continue
-                offset = width - len(full)  # left padding
-                # token t is predicted at position t - 1
-                targets = ids[row, offset + start: offset + len(full)]
-                scores = logp[row, offset + start - 1: offset + len(full) - 1].gather(-1, targets[:, None])
-                out.append((float(scores.sum()), n))
+        cache = DynamicCache()
+        ids = torch.tensor([prompt], dtype=torch.long, device=backend.device)
+        first = backend.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{backend.cache_kwarg: cache}).logits[:, -1, :]
+        first = torch.log_softmax(first.float(), dim=-1)[0]  # (vocab,): the first text token's distribution
+        cache.batch_repeat_interleave(n)
+        # right-padded texts: (n, width); padding comes after every real token, so causality hides it
+        body = torch.full((n, width), backend.pad_id, dtype=torch.long)
+        mask = torch.ones((n, len(prompt) + width), dtype=torch.long)
+        for row, t in enumerate(texts):
+            body[row, :len(t)] = torch.tensor(t, dtype=torch.long)
+            mask[row, len(prompt) + len(t):] = 0
+        positions = torch.arange(len(prompt), len(prompt) + width)[None, :].expand(n, -1)
+        logits = backend.model(input_ids=body.to(backend.device), attention_mask=mask.to(backend.device),
+                               position_ids=positions.to(backend.device), use_cache=True, **{backend.cache_kwarg: cache}).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (n, width - 1, vocab): predicts tokens 1..
+    out = []
+    for row, t in enumerate(texts):
+        if not t:
+            out.append((0.0, 0))
+            continue
+        total = float(first[t[0]])
+        if len(t) > 1:
+            total += float(logp[row, torch.arange(len(t) - 1), torch.tensor(t[1:])].sum())
+        out.append((total, len(t)))
     return out
 
 

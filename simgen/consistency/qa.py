@@ -128,11 +128,46 @@ def option_probabilities(backend: Any, items: Sequence[tuple[Chat, Sequence[str]
     return out
 
 
-def ask(backend: Any, chats: Sequence[Chat], questions: Sequence[ProfileQuestion], batch_size: int = 8) -> list[int]:
-    """The option index the persona picks for each question, asked at the end of its chat.
+def dialogue_turns(rows: Sequence[dict[str, Any]]) -> list[Any]:
+    """turns.parquet rows of one dialogue -> `Turn` records, in order."""
+    from simgen.data import Turn
 
-    `chats[i]` is the persona's chat (roles flipped) up to the checkpoint; the question arrives as the
-    other side's message.
+    return [Turn(int(r["turn"]), r["role"], r["text"] or "", r.get("intent")) for r in rows]
+
+
+def qa_scores(backend: Any, scenario: Any, dialogues: Sequence[dict[str, Any]], max_turns: int, every: int = 1,
+              max_questions: int = 8, n_options: int = 4, seed: int = 0, batch_size: int = 8) -> dict[tuple[str, int], tuple[int, int]]:
+    """(dialogue_id, user_turn) -> (asked, correct) at the checkpoint right after that user line.
+
+    At a checkpoint the persona's own chat (as the simulator built it, `simgen.simulator.user_chat`)
+    is cut after the line, and each question arrives as the other side's next message. Every
+    `every`-th non-empty user line is a checkpoint; each dialogue gets the same questions at all its
+    checkpoints (seeded by `seed` and the dialogue id).
     """
-    items = [([*chat, {"role": "user", "content": q.question}], q.options) for chat, q in zip(chats, questions)]
-    return [int(np.argmax(p)) for p in option_probabilities(backend, items, batch_size)]
+    import zlib
+
+    from simgen.data import ProfileLatent
+    from simgen.simulator import DialogueJob, user_chat
+
+    items: list[tuple[Chat, Sequence[str]]] = []
+    keys: list[tuple[tuple[str, int], int]] = []  # per item: (checkpoint, correct option)
+    for d in dialogues:
+        profile = {k: v for k, v in d["profile"].items()}
+        questions = profile_questions(scenario.profile, profile, [seed, zlib.crc32(d["dialogue_id"].encode())], n_options)[:max_questions]
+        if not questions:
+            continue
+        turns = dialogue_turns(d["rows"])
+        job = DialogueJob(0, ProfileLatent(profile), tuple(t.intent for t in turns if t.role == "user"))
+        users = [t for t in turns if t.role == "user"]
+        for k, t in enumerate(users):
+            if (k + 1) % every or not t.text.strip():
+                continue
+            chat = user_chat(scenario, job, turns, k + 1, max_turns)[:-1]  # cut after line k: drop the next instruction
+            for q in questions:
+                items.append(([*chat, {"role": "user", "content": q.question}], q.options))
+                keys.append(((d["dialogue_id"], k), q.answer))
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    for (key, answer), probs in zip(keys, option_probabilities(backend, items, batch_size)):
+        asked, correct = out.get(key, (0, 0))
+        out[key] = (asked + 1, correct + int(int(np.argmax(probs)) == answer))
+    return out

@@ -1,0 +1,88 @@
+"""`simgen consistency` and `simgen judge-eval`: persona consistency of a run, and how good a judge is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+JUDGE_HELP = ("NAME[:ARG]: llm (embedded SmolLM2-135M-Instruct), llm:/path/to/causal-lm, nli:/path/to/nli-model, "
+              "http:http://HOST:PORT/v1 (OpenAI-compatible server with logprobs).")
+
+
+@click.command("consistency")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--judge", "judge_spec", default="llm", show_default=True, help=JUDGE_HELP)
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for consistency.json/.html [default: RUN/reports].")
+@click.option("--threshold", default=0.5, show_default=True, help="P(contradiction) at or above which a line or pair counts as a conflict.")
+@click.option("--no-qa", is_flag=True, help="Skip the Q&A checkpoints (the slowest part).")
+@click.option("--qa-every", default=1, show_default=True, help="Ask the profile questions after every k-th user line.")
+@click.option("--no-axis", is_flag=True, help="Skip the persona axis.")
+@click.option("--axis-layer", type=int, default=None, help="Decoder layer of the persona axis [default: the middle one].")
+@click.option("--max-dialogues", default=0, show_default=True, help="Score the first N dialogues only (0 = all).")
+def consistency(run: Path, judge_spec: str, out: Path | None, threshold: float, no_qa: bool, qa_every: int, no_axis: bool,
+                axis_layer: int | None, max_dialogues: int) -> None:
+    """Score the persona consistency of RUN, line by line and turn by turn.
+
+    Writes RUN/consistency.parquet (one row per user line: prompt-to-line, line-to-line, Q&A,
+    specificity, persona-axis projection; turns.parquet is never rewritten) and
+    reports/consistency.json + .html (scores per dialogue and overall, drift curves, the judge used).
+
+    \b
+    Examples:
+      simgen consistency outputs/demo
+      simgen consistency outputs/demo --judge llm:/models/qwen2.5-1.5b-instruct --no-qa
+      simgen consistency outputs/demo --judge http:http://127.0.0.1:8080/v1 --out rep
+    """
+    from simgen.consistency.check import check_run
+    from simgen.consistency.metrics import ConsistencyConfig
+
+    config = ConsistencyConfig(threshold=threshold, qa=not no_qa, qa_every=qa_every, axis=not no_axis,
+                               axis_layer=axis_layer, max_dialogues=max_dialogues)
+    report = check_run(run, judge_spec, out, config)
+    o = report["overall"]
+
+    def show(key: str) -> str:
+        v = o[key]
+        return "n/a" if v["mean"] is None else f"{v['mean']:.3f}" + (f" ± {v['se']:.3f}" if v["se"] is not None else "")
+
+    j = report["judge"]
+    click.echo(f"judge: {j['judge']} {j.get('model', '')}".rstrip())
+    click.echo(f"{o['dialogues']} dialogues, {o['lines']} user lines")
+    for key in ("prompt_to_line", "line_to_line", "qa", "specificity"):
+        click.echo(f"  {key:<15} {show(key)}")
+    for key, why in report["not_computed"].items():
+        click.echo(f"warning: {key} not computed: {why}", err=True)
+    click.echo(f"wrote {report['sidecar']}, {report['paths']['json']} and {report['paths']['html']}")
+
+
+@click.command("judge-eval")
+@click.argument("labelled", type=click.Path(path_type=Path))
+@click.option("--judge", "judge_spec", default="llm", show_default=True, help=JUDGE_HELP)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the full result (per kind: accuracy, ROC-AUC, confusion; per item scores).")
+@click.option("--threshold", default=0.5, show_default=True, help="P(contradiction) at or above which an item is predicted to contradict.")
+def judge_eval(labelled: Path, judge_spec: str, json_out: Path, threshold: float) -> None:
+    """Measure a consistency judge on LABELLED.jsonl (hand-labelled items, e.g. ../shared/data/consistency/dev.jsonl).
+
+    Prints accuracy, ROC-AUC and the confusion matrix per kind (prompt_to_line, line_to_line, qa)
+    as a Markdown table and writes the whole result to --json.
+
+    \b
+    Example:
+      simgen judge-eval ../shared/data/consistency/dev.jsonl --judge llm --json outputs/judge-eval.json
+    """
+    from simgen.consistency.evaluate import format_table
+    from simgen.consistency.evaluate import judge_eval as run_eval
+    from simgen.errors import DataError
+
+    report = run_eval(labelled, judge_spec, threshold)
+    try:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"--json {json_out}: cannot write it ({e.strerror}).") from None
+    click.echo(format_table(report))
+    click.echo(f"wrote {json_out}")

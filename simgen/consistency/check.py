@@ -1,0 +1,162 @@
+"""`simgen consistency`: score a run's persona consistency, write the sidecar and the report.
+
+    RUN/consistency.parquet        one row per user line (metrics.COLUMNS), keyed by dialogue_id and turn
+    RUN/reports/consistency.json   scores overall, per dialogue, drift by turn; judge and model used
+    RUN/reports/consistency.html   the same for people, drift curves first
+    RUN/reports/persona_axis.json  the fitted persona direction (for --persona-cap)
+
+Prompt-to-line and line-to-line need only the judge. Q&A and the persona axis need the simulator's
+own model through the transformers backend (the run's manifest names it) and the run's scenario;
+when either is missing they are reported as not computed, with the reason, and the rest goes on.
+turns.parquet is never rewritten. `score_dialogues` does the same on a turns frame, writing nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from simgen.consistency.judges import Judge, load_judge
+from simgen.consistency.metrics import (
+    COLUMNS,
+    ConsistencyConfig,
+    dialogue_scores,
+    dialogues_from_turns,
+    drift,
+    overall,
+    persona_text,
+    score_lines,
+)
+from simgen.consistency.report import NOTES, write_report
+
+SIDECAR = "consistency.parquet"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What scoring a set of dialogues gives."""
+
+    lines: pl.DataFrame  # the sidecar frame: one row per user line (metrics.COLUMNS)
+    report: dict[str, Any]  # JSON-ready: judge, overall, per dialogue, drift, ...
+    axis: Any = None  # the fitted PersonaAxis, when the simulator model was given
+
+
+def score_dialogues(turns: pl.DataFrame, judge: Judge | str | None = None, *, scenario: Any = None, simulator: Any = None,
+                    max_turns: int | None = None, config: ConsistencyConfig = ConsistencyConfig()) -> Scored:
+    """Score a turns frame (turns.parquet's columns, hand-built or from a run); writes nothing.
+
+    Q&A and the axis run when `scenario` and `simulator` (a TransformersBackend of the model that
+    spoke the user lines) are given.
+    """
+    judge = load_judge(judge)
+    dialogues = dialogues_from_turns(turns)
+    if config.max_dialogues:
+        dialogues = dialogues[:config.max_dialogues]
+    sidecar = score_lines(dialogues, judge, config)
+    not_computed: dict[str, str] = {}
+    axis = None
+    if max_turns is None:
+        max_turns = max(sum(r["role"] == "user" for r in d["rows"]) for d in dialogues)
+    if scenario is None or simulator is None:
+        reason = "needs the run's scenario and its simulator model through the transformers backend"
+        not_computed = {"qa": reason, "axis": reason}
+    else:
+        if config.qa:
+            from simgen.consistency.qa import qa_scores
+
+            qa = qa_scores(simulator, scenario, dialogues, max_turns, config.qa_every, config.qa_max_questions,
+                           config.qa_options, config.seed, config.batch_size)
+            sidecar = _fill(sidecar, {k: v[0] for k, v in qa.items()}, "qa_asked", pl.Int32(), 0)
+            sidecar = _fill(sidecar, {k: v[1] for k, v in qa.items()}, "qa_correct", pl.Int32(), 0)
+        else:
+            not_computed["qa"] = "turned off (qa=False)"
+        if config.axis:
+            from simgen.consistency.axis import default_layer, fit_axis, line_activations
+
+            layer = config.axis_layer if config.axis_layer is not None else default_layer(simulator)
+            keys, persona, assistant = line_activations(simulator, scenario, dialogues, max_turns, layer, config.batch_size)
+            axis = fit_axis(persona, assistant, layer, simulator.source.fingerprint)
+            projections = axis.project(persona)
+            sidecar = _fill(sidecar, {k: float(p) for k, p in zip(keys, projections) if p == p}, "persona_projection", pl.Float64(), None)
+        else:
+            not_computed["axis"] = "turned off (axis=False)"
+    per_dialogue = dialogue_scores(sidecar)
+    persona_of = {d["dialogue_id"]: persona_text(d["profile"]) for d in dialogues}
+    text_of = {(d["dialogue_id"], r["turn"]): r["text"] for d in dialogues for r in d["rows"]}
+    worst = sidecar.filter(pl.col("p2l_contradiction").is_not_null()).sort("p2l_contradiction", descending=True).head(10)
+    report = {
+        "check": "consistency",
+        "judge": judge.describe(),
+        "simulator": simulator.describe() if simulator is not None else None,
+        "config": asdict(config),
+        "overall": overall(per_dialogue),
+        "dialogues": per_dialogue.to_dicts(),
+        "drift": drift(sidecar).to_dicts(),
+        "axis": {k: v for k, v in axis.to_dict().items() if k != "direction"} if axis else None,
+        "worst_lines": [{**r, "persona": persona_of[r["dialogue_id"]], "text": text_of[(r["dialogue_id"], r["turn"])]}
+                        for r in worst.select("dialogue_id", "turn", "p2l_contradiction").to_dicts()],
+        "not_computed": not_computed,
+        "notes": list(NOTES),
+    }
+    return Scored(sidecar, report, axis)
+
+
+def _fill(sidecar: pl.DataFrame, values: dict[tuple[str, int], Any], column: str, dtype: pl.DataType, default: Any) -> pl.DataFrame:
+    """Set `column` from (dialogue_id, user_turn) -> value; rows without a value get `default`."""
+    series = [values.get((d, k), default) for d, k in zip(sidecar["dialogue_id"], sidecar["user_turn"])]
+    return sidecar.with_columns(pl.Series(column, series, dtype=dtype))
+
+
+def _simulator(manifest: dict[str, Any], judge: Judge) -> tuple[Any, str | None]:
+    """The run's user-side model as a TransformersBackend (shared with an LLM judge of the same model), or (None, why not)."""
+    user = (manifest.get("backend") or {}).get("user") or {}
+    if user.get("backend") != "transformers":
+        return None, f"the run's user side used the {user.get('backend', 'unknown')!r} backend; Q&A by option likelihood and the axis need transformers"
+    model = user.get("model") or {}
+    backend = getattr(judge, "backend", None)
+    if backend is not None and getattr(backend, "source", None) is not None and backend.source.fingerprint == model.get("fingerprint"):
+        return backend, None
+    from simgen.backends.transformers import TransformersBackend
+    from simgen.errors import ModelError
+    from simgen.models import EMBEDDED_NAME
+
+    spec = None if model.get("id") == EMBEDDED_NAME else (model.get("path") or model.get("id"))
+    try:
+        return TransformersBackend(spec, user.get("dtype") or "auto"), None
+    except ModelError as e:
+        return None, f"the run's simulator model cannot be loaded here ({e})"
+
+
+def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None = None,
+              config: ConsistencyConfig = ConsistencyConfig()) -> dict[str, Any]:
+    """Score a run folder (or `Run`): write RUN/consistency.parquet and the reports; return the report."""
+    from simgen.run import Run, atomic_write_parquet, load_run, now
+    from simgen.scenario import load_scenario
+    from simgen.errors import SimgenError
+
+    run = run if isinstance(run, Run) else load_run(run)
+    judge = load_judge(judge)
+    manifest = run.manifest
+    scenario, why = None, None
+    try:
+        scenario = load_scenario(manifest["scenario"]["path"])
+    except (SimgenError, KeyError, TypeError) as e:
+        why = f"the run's scenario cannot be loaded ({e})"
+    simulator, why_sim = (None, why) if scenario is None else _simulator(manifest, judge)
+    max_turns = (manifest.get("config") or {}).get("max_turns")
+    scored = score_dialogues(run.turns, judge, scenario=scenario, simulator=simulator, max_turns=max_turns, config=config)
+    sidecar, report, axis = scored.lines, dict(scored.report), scored.axis
+    if why_sim:
+        report["not_computed"] = {k: why_sim for k in report["not_computed"]}
+    report = {"check": "consistency", "run": str(run.path), "created": now(), **report}
+    atomic_write_parquet(run.path / SIDECAR, sidecar.select(list(COLUMNS)))
+    out = Path(out) if out is not None else run.path / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    if axis is not None:
+        report["axis"]["path"] = str(axis.save(out / "persona_axis.json"))
+    report["sidecar"] = str(run.path / SIDECAR)
+    write_report(report, out)
+    return report
