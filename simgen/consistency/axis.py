@@ -98,15 +98,14 @@ def line_activations(backend: Any, scenario: Any, dialogues: Sequence[dict[str, 
                      batch_size: int = 8) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray]:
     """(keys (dialogue_id, user_turn) of the user lines, their activations (n, hidden), the assistant lines' (m, hidden))."""
     from simgen.consistency.lm import continuation_activations
-    from simgen.consistency.qa import dialogue_turns
-    from simgen.data import ProfileLatent
-    from simgen.simulator import DialogueJob, assistant_context, user_chat
+    from simgen.consistency.qa import dialogue_job, dialogue_turns
+    from simgen.simulator import assistant_context, user_chat
 
     system = scenario.assistant_template.render("system", assistant_context(scenario, 0, max_turns))
     persona_items, keys, assistant_items = [], [], []
     for d in dialogues:
         turns = dialogue_turns(d["rows"])
-        job = DialogueJob(0, ProfileLatent(dict(d["profile"])), tuple(t.intent for t in turns if t.role == "user"))
+        job = dialogue_job(scenario, d["profile"], turns)
         chat = [{"role": "system", "content": system}]  # the assistant side, natural roles
         k = 0
         for t in turns:

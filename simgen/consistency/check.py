@@ -68,7 +68,7 @@ def score_dialogues(turns: pl.DataFrame, judge: Judge | str | None = None, *, sc
             from simgen.consistency.qa import qa_scores
 
             qa = qa_scores(simulator, scenario, dialogues, max_turns, config.qa_every, config.qa_max_questions,
-                           config.qa_options, config.seed, config.batch_size)
+                           config.qa_options, config.seed, config.batch_size, config.qa_skip)
             sidecar = _fill(sidecar, {k: v[0] for k, v in qa.items()}, "qa_asked", pl.Int32(), 0)
             sidecar = _fill(sidecar, {k: v[1] for k, v in qa.items()}, "qa_correct", pl.Int32(), 0)
         else:

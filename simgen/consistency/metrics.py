@@ -60,6 +60,7 @@ class ConsistencyConfig:
     qa_every: int = field(default=1, metadata={"help": "ask after every k-th user line"})
     qa_max_questions: int = field(default=8, metadata={"help": "questions per checkpoint at most"})
     qa_options: int = field(default=4, metadata={"help": "options per question"})
+    qa_skip: tuple[str, ...] = field(default=(), metadata={"help": "profile variables not to ask about"})
     axis: bool = field(default=True, metadata={"help": "fit the persona axis and project each user line on it"})
     axis_layer: int | None = field(default=None, metadata={"help": "decoder layer of the axis; None = the middle layer"})
     batch_size: int = field(default=8, metadata={"help": "sequences per forward pass"})

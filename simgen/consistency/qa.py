@@ -135,8 +135,18 @@ def dialogue_turns(rows: Sequence[dict[str, Any]]) -> list[Any]:
     return [Turn(int(r["turn"]), r["role"], r["text"] or "", r.get("intent")) for r in rows]
 
 
+def dialogue_job(scenario: Any, profile: dict[str, Any], turns: Sequence[Any]) -> Any:
+    """The simulator's `DialogueJob` of a recorded dialogue; intents the scenario lacks become None."""
+    from simgen.data import ProfileLatent
+    from simgen.simulator import DialogueJob
+
+    known = set(scenario.intents.names)
+    return DialogueJob(0, ProfileLatent(dict(profile)), tuple(t.intent if t.intent in known else None for t in turns if t.role == "user"))
+
+
 def qa_scores(backend: Any, scenario: Any, dialogues: Sequence[dict[str, Any]], max_turns: int, every: int = 1,
-              max_questions: int = 8, n_options: int = 4, seed: int = 0, batch_size: int = 8) -> dict[tuple[str, int], tuple[int, int]]:
+              max_questions: int = 8, n_options: int = 4, seed: int = 0, batch_size: int = 8,
+              skip: Sequence[str] = ()) -> dict[tuple[str, int], tuple[int, int]]:
     """(dialogue_id, user_turn) -> (asked, correct) at the checkpoint right after that user line.
 
     At a checkpoint the persona's own chat (as the simulator built it, `simgen.simulator.user_chat`)
@@ -146,18 +156,17 @@ def qa_scores(backend: Any, scenario: Any, dialogues: Sequence[dict[str, Any]], 
     """
     import zlib
 
-    from simgen.data import ProfileLatent
-    from simgen.simulator import DialogueJob, user_chat
+    from simgen.simulator import user_chat
 
     items: list[tuple[Chat, Sequence[str]]] = []
     keys: list[tuple[tuple[str, int], int]] = []  # per item: (checkpoint, correct option)
     for d in dialogues:
         profile = {k: v for k, v in d["profile"].items()}
-        questions = profile_questions(scenario.profile, profile, [seed, zlib.crc32(d["dialogue_id"].encode())], n_options)[:max_questions]
+        questions = profile_questions(scenario.profile, profile, [seed, zlib.crc32(d["dialogue_id"].encode())], n_options, skip)[:max_questions]
         if not questions:
             continue
         turns = dialogue_turns(d["rows"])
-        job = DialogueJob(0, ProfileLatent(profile), tuple(t.intent for t in turns if t.role == "user"))
+        job = dialogue_job(scenario, profile, turns)
         users = [t for t in turns if t.role == "user"]
         for k, t in enumerate(users):
             if (k + 1) % every or not t.text.strip():

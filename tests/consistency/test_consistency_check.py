@@ -1,0 +1,101 @@
+"""`simgen consistency` on a real run of the tiny model: sidecar, reports, CLI, turns.parquet untouched, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+import simgen
+from simgen.cli.consistency import consistency
+from simgen.config import SamplingConfig
+from simgen.consistency.check import SIDECAR, check_run
+from simgen.consistency.metrics import COLUMNS, ConsistencyConfig
+from simgen.errors import DataError, RunError
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model_dir, tmp_path_factory):
+    return simgen.generate(scenario="movie-recommendation", n=3, seed=3, model=str(tiny_model_dir), out=tmp_path_factory.mktemp("runs") / "a",
+                           max_turns=3, batch_size=3, dtype="float32", progress=False, user=SamplingConfig(max_new_tokens=8),
+                           assistant_sampling=SamplingConfig(temperature=0.7, max_new_tokens=10))
+
+
+@pytest.fixture(scope="module")
+def checked(run, tiny_model_dir):
+    before = hashlib.sha256((run.path / "turns.parquet").read_bytes()).hexdigest()
+    report = check_run(run, f"llm:{tiny_model_dir}", config=ConsistencyConfig(qa_max_questions=2, axis_layer=1))
+    return report, before
+
+
+def test_sidecar_is_keyed_by_dialogue_and_turn_and_turns_are_untouched(run, checked):
+    report, before = checked
+    assert hashlib.sha256((run.path / "turns.parquet").read_bytes()).hexdigest() == before
+    side = pl.read_parquet(run.path / SIDECAR)
+    assert side.columns == list(COLUMNS)
+    users = run.turns.filter(pl.col("role") == "user").select("dialogue_id", "turn")
+    assert side.select("dialogue_id", "turn").sort("dialogue_id", "turn").equals(users.sort("dialogue_id", "turn"))
+    judged = side.filter(pl.col("skipped").is_null())
+    assert judged["p2l_contradiction"].is_between(0, 1).all()
+    assert (judged["qa_asked"] == 2).all() and (judged["qa_correct"] <= 2).all()
+    assert judged["persona_projection"].is_not_null().all()
+
+
+def test_report_names_the_judge_and_has_drift_curves(run, checked, tiny_model_dir):
+    report, _ = checked
+    saved = json.loads((run.path / "reports" / "consistency.json").read_text())
+    assert saved["judge"]["judge"] == "llm" and saved["judge"]["model"] == str(tiny_model_dir)
+    assert saved["simulator"]["model"]["path"] == str(tiny_model_dir)
+    assert saved["overall"]["dialogues"] == 3
+    for key in ("prompt_to_line", "line_to_line", "qa", "specificity"):
+        assert key in saved["overall"]
+    assert [r["user_turn"] for r in saved["drift"]] == sorted(r["user_turn"] for r in saved["drift"])
+    assert saved["not_computed"] == {}
+    assert saved["axis"]["layer"] == 1 and "direction" not in saved["axis"]
+    assert json.loads((run.path / "reports" / "persona_axis.json").read_text())["layer"] == 1
+    assert any("says nothing" in n for n in saved["notes"])
+    html = (run.path / "reports" / "consistency.html").read_text()
+    assert "data-plot='drift'" in html and "data-plot='specificity'" in html and "data-plot='axis'" in html
+    assert str(tiny_model_dir) in html and "<script" not in html
+
+
+def test_cli_writes_to_out_and_reports_what_was_skipped(run, tiny_model_dir, tmp_path):
+    result = CliRunner().invoke(consistency, [str(run.path), "--judge", f"llm:{tiny_model_dir}", "--out", str(tmp_path / "rep"),
+                                              "--no-qa", "--no-axis", "--max-dialogues", "2"])
+    assert result.exit_code == 0, result.output
+    assert "judge: llm" in result.output and "prompt_to_line" in result.output
+    saved = json.loads((tmp_path / "rep" / "consistency.json").read_text())
+    assert saved["overall"]["dialogues"] == 2
+    assert saved["not_computed"] == {"qa": "turned off (qa=False)", "axis": "turned off (axis=False)"}
+
+
+def test_missing_simulator_model_skips_qa_and_axis_with_a_reason(run, tiny_model_dir, tmp_path):
+    from conftest import RuleJudge
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["backend"]["user"]["model"] = {"id": str(tmp_path / "gone"), "path": str(tmp_path / "gone"), "fingerprint": "x"}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    report = check_run(copy, RuleJudge())
+    assert set(report["not_computed"]) == {"qa", "axis"}
+    assert "cannot be loaded" in report["not_computed"]["qa"]
+    assert report["judge"] == {"judge": "rule"}
+
+
+def test_bad_runs_are_clear_errors(run, tmp_path, tiny_model_dir):
+    from conftest import RuleJudge
+
+    with pytest.raises(RunError, match="no such run folder"):
+        check_run(tmp_path / "nope", RuleJudge())
+    copy = tmp_path / "noprofile"
+    shutil.copytree(run.path, copy)
+    pl.read_parquet(copy / "turns.parquet").with_columns(pl.lit(None).alias("profile")).write_parquet(copy / "turns.parquet")
+    with pytest.raises(DataError, match="no profile latents"):
+        check_run(copy, RuleJudge())
+    result = CliRunner().invoke(consistency, [str(copy), "--judge", "bogus"])
+    assert result.exit_code != 0 and "unknown judge 'bogus'" in str(result.exception)
