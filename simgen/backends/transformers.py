@@ -69,9 +69,9 @@ class KVSession(Session):
 
     Each call encodes every chat, finds the longest prefix whose keys/values are already cached for
     that row, and prefills only the rest. Cached tokens that no longer match (the line was cleaned
-    after generation, say) are masked out, not recomputed in place, so the cache is append-only:
-    its columns are physical slots, the attention mask says which slots a row may see, and RoPE
-    positions count only a row's valid tokens. Rows of dialogues that ended are dropped from the
+    after generation, say) are masked out. Within a call the cache is append-only: its columns are
+    physical slots, the attention mask says which slots a row may see, and RoPE positions count
+    only a row's valid tokens. Between calls the masked slots are squeezed out. Rows of dialogues that ended are dropped from the
     cache. With `reuse_cache=False` the session forgets everything between calls (the reference path).
 
         mask (rows, slots)            1 where the slot holds a valid token of that row
@@ -113,6 +113,33 @@ class KVSession(Session):
     def close(self) -> None:
         self._reset([])
 
+    def _compact(self) -> None:
+        """Squeeze out masked slots (pads, stale tokens): rows become left-padded valid tokens.
+
+        A dynamic cache copies itself on every appended token, so each slot it carries costs on
+        every decoding step; compacting once per turn keeps it as short as the longest live chat.
+        """
+        import torch
+
+        width = max((len(c) for c in self.cols), default=0)
+        if width == self.mask.shape[1] or self.cache.get_seq_length() == 0:
+            return
+        device = self.b.device
+        # (rows, width): the old slot that lands in each new slot; pads point at slot 0, masked
+        source = torch.zeros((len(self.cols), width), dtype=torch.long)
+        mask = torch.zeros((len(self.cols), width), dtype=torch.long)
+        for row, cols in enumerate(self.cols):
+            if cols:
+                source[row, width - len(cols):] = torch.tensor(cols)
+                mask[row, width - len(cols):] = 1
+            self.cols[row] = list(range(width - len(cols), width))
+        source = source.to(device)
+        for layer in self.cache.layers:
+            index = source[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[-1])
+            layer.keys = layer.keys.gather(2, index)
+            layer.values = layer.values.gather(2, index)
+        self.mask = mask.to(device)
+
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
                  keys: Sequence[Hashable]) -> list[Generation]:
         if not chats:
@@ -143,6 +170,7 @@ class KVSession(Session):
                     self.mask[row, self.cols[row][n:]] = 0
                     del hist[n:], self.cols[row][n:]
                 suffixes.append(ids[n:])
+            self._compact()
             # 2. prefill the suffixes together, left-padded: (rows, width)
             batch, width, start = len(prompts), max(len(x) for x in suffixes), self.mask.shape[1]
             chunk = torch.full((batch, width), b.pad_id, dtype=torch.long)
