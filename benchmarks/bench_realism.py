@@ -109,7 +109,7 @@ def calibrate() -> list[dict]:
             max_jsd_lo = max(lab["jsd"]["ci"][0] for at in r["attributes"].values() for lab in at["labellers"])
             row = {"corpus": name, "case": case, "auc": r["auc"], "auc_ci": r["auc_ci"],
                    "per_discriminator": {k: v["dialogue"]["auc"] for k, v in r["discriminators"].items()},
-                   "max_jsd_ci_low": max_jsd_lo, "mauve": r["mauve"]["mauve"]}
+                   "max_jsd_ci_low": max_jsd_lo, "mauve": r["mauve"]["mauve"], "timing_s": r["timing_s"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| corpus | case | ensemble AUC (95% CI) | tfidf | embedding | style | largest JSD CI low | MAUVE |")

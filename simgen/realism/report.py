@@ -115,8 +115,10 @@ def compare(
         "warnings": warnings,
         "notes": [
             "AUC 0.5: the discriminators cannot tell synthetic from reference; 1.0: they always can.",
-            "Intervals are 95% cluster-bootstrap intervals over dialogues (each interval on its own; no multiple-comparison correction).",
-            "JSD/TV value_bc and ci are bias-corrected (basic bootstrap): a plug-in divergence is above 0 even for two samples of one corpus.",
+            "AUC intervals are 95% cluster-bootstrap intervals over dialogues (each on its own).",
+            "JSD/TV: value is the plug-in estimate (above 0 even for two samples of one corpus); value_bc is bias-corrected. "
+            "Their intervals hold together at 95% across all attribute comparisons (Bonferroni); the lower end is 0 when the "
+            "permutation test does not reject; p_value is raw, p_adjusted Bonferroni-adjusted.",
             "Sentiment labels come from a hand-written lexicon and classifiers trained on it: a proxy, not validated on labelled data.",
             "'Typos' are approximated by informal-spelling markers; no spelling dictionary is available offline.",
         ],

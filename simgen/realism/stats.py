@@ -10,7 +10,12 @@ even for two halves of one corpus). The interval is the basic ("reverse percenti
 interval, [2 d - q_hi, 2 d - q_lo] clipped at 0, which corrects that bias to first order, and the
 reported `value_bc` is the bias-corrected estimate 2 d - mean(d*). The plug-in `value` is kept too.
 
-It leaves out: multiple-comparison corrections (each interval is marginal; the report says so).
+Intervals at the null: near 0 a bootstrap interval of a divergence is not reliable (the bootstrap
+is not valid at the boundary, and TV is not smooth there), while the permutation test is exact
+for "same distribution". So the interval is the set of values not rejected: its lower end is 0
+whenever the permutation test does not reject at the interval's level, and the basic bootstrap
+bound otherwise. The caller passes the level; `distribution.py` Bonferroni-adjusts it across all
+attribute comparisons of a report, so all its intervals hold together at the nominal level.
 """
 
 from __future__ import annotations
@@ -134,18 +139,20 @@ def divergence_test(
     for i in range(n_perm):
         perm_a[i, rng.permutation(na + nb)[:na]] = 1
     ppa, ppb = _normalise(perm_a @ pooled), _normalise((1 - perm_a) @ pooled)
-    a = (1 - ci) / 2
+    alpha = 1 - ci
     out: dict = {"reference": pa.tolist(), "synthetic": pb.tolist()}
     for name, fn in (("jsd", jsd), ("tv", tv)):
         d = float(fn(pa, pb))
         boot = fn(bpa, bpb)
         perm = fn(ppa, ppb)
-        lo, hi = np.quantile(boot, [a, 1 - a])
+        p_value = float((1 + (perm >= d - 1e-12).sum()) / (1 + n_perm))
+        lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+        low = 0.0 if p_value >= alpha else max(0.0, 2 * d - float(hi))
         out[name] = {
             "value": round(d, 5),
             "value_bc": round(max(0.0, 2 * d - float(boot.mean())), 5),
-            "ci": [round(max(0.0, 2 * d - float(hi)), 5), round(max(0.0, 2 * d - float(lo)), 5)],
-            "p_value": round(float((1 + (perm >= d - 1e-12).sum()) / (1 + n_perm)), 4),
+            "ci": [round(low, 5), round(max(0.0, 2 * d - float(lo)), 5)],
+            "p_value": round(p_value, 4),
         }
     return out
 

@@ -92,3 +92,21 @@ def test_mauve_same_is_near_one_disjoint_near_zero() -> None:
     apart = mauve_score(rng.integers(0, 5, 2000), rng.integers(5, 10, 2000), 10)
     half = mauve_score(rng.integers(0, 10, 2000), rng.integers(0, 5, 2000), 10)
     assert same > 0.98 and apart < 0.01 and apart < half < same
+
+
+def test_interval_covers_zero_whenever_permutation_test_does_not_reject() -> None:
+    rng = np.random.default_rng(6)
+    rejected = 0
+    for i in range(30):
+        shift = 0.04 * (i % 5)
+        a = rng.multinomial(3, [0.3, 0.3, 0.4], size=120)
+        b = rng.multinomial(3, [0.3 + shift, 0.3, 0.4 - shift], size=120)
+        r = divergence_test(a, b, n_boot=200, n_perm=200, ci=0.95, seed=i)
+        for m in ("jsd", "tv"):
+            lo, hi = r[m]["ci"]
+            assert 0 <= lo <= hi
+            if r[m]["p_value"] >= 0.05:
+                assert lo == 0, r[m]
+            else:
+                rejected += 1
+    assert rejected > 10  # the larger shifts are detected
