@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "scenarios": "simgen.cli.profiles:scenarios",
     "realism": "simgen.cli.realism:realism",
     "show": "simgen.cli.show:show",
+    "consistency": "simgen.cli.consistency:consistency",
+    "judge-eval": "simgen.cli.consistency:judge_eval",
 }
 
 
