@@ -17,7 +17,7 @@ import pytest
 from conftest import AGE, PRIYA, RETIRED, STEAK, STUDENT, VEGETARIAN, VEGGIE, dialogue_frame, fill
 
 from simgen.consistency.check import score_dialogues
-from simgen.consistency.metrics import ConsistencyConfig, dialogues_from_turns
+from simgen.consistency.metrics import dialogues_from_turns
 from simgen.consistency.qa import qa_scores
 
 pytestmark = pytest.mark.slow
