@@ -67,3 +67,5 @@ def realism(synthetic: str, reference: str, out: Path | None, seed: int, discrim
         click.echo(f"warning: {w}", err=True)
     if "paths" in report:
         click.echo(f"wrote {report['paths']['json']} and {report['paths']['html']}")
+    else:
+        click.echo("no files written: pass --out DIR for report.json and report.html")

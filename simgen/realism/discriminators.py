@@ -74,7 +74,11 @@ def cross_val_scores(X: Any, y: np.ndarray, folds: np.ndarray, make_model: Any) 
         if len(np.unique(y[train])) < 2:
             raise DataError("a cross-validation fold holds units of one side only; add dialogues to both sides.")
         model = make_model().fit(X[train], y[train])
-        out[test] = _score(model, X[test])
+        s = _score(model, X[test])
+        # standardise within the fold: each fold's model has its own offset, and that offset is
+        # (weakly, inversely) tied to the fold's side balance; pooled raw scores would let the
+        # stacker learn from fold composition instead of text
+        out[test] = (s - s.mean()) / (s.std() + 1e-12)
     return out
 
 

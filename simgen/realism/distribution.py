@@ -157,8 +157,10 @@ def _cluster_names(texts: list[str], labels: np.ndarray, k: int) -> list[str]:
 
 
 def kmeans_labels(R: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k-means cluster per row; k is capped at the number of distinct rows (labels stay in 0..k-1)."""
     from sklearn.cluster import KMeans
 
+    k = max(1, min(k, len(np.unique(np.round(R, 6), axis=0))))
     return KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed).fit_predict(R)
 
 

@@ -6,10 +6,12 @@
   user and assistant swapped; text truncated to half its words) must be caught: AUC > 0.8.
 
 The full default discriminator set runs (embeddings included); each corpus's four comparisons are
-computed once per module. Slow: about 2-3 minutes per corpus on 2 cores (embeddings cached).
+computed once per module. Slow: a few minutes per corpus on 2 cores, more on a busy machine.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import polars as pl
 import pytest
@@ -27,7 +29,9 @@ def calibrate(turns: pl.DataFrame) -> dict[str, dict]:
     a, b = split_halves(turns, seed=0)
     out = {"real_vs_real": compare(b, a, config=CONFIG)}
     for name, distort in DISTORTIONS.items():
-        out[name] = compare(distort(b), a, config=CONFIG)
+        # attribute matching is asserted on the real halves and the role swap only (time budget)
+        cfg = CONFIG if name == "roles_swapped" else replace(CONFIG, attributes=False)
+        out[name] = compare(distort(b), a, config=cfg)
     return out
 
 
