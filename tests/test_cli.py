@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from conftest import write
+from tests.conftest import write
 from simgen.cli import cli
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import write
+from tests.conftest import write
 from simgen.errors import ConfigError
 from simgen.scenario import list_scenarios, load_scenario
 

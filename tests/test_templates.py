@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write
+from tests.conftest import write
 from simgen.errors import TemplateError
 from simgen.templates import load_template
 

@@ -74,7 +74,7 @@ def test_cli_writes_to_out_and_reports_what_was_skipped(run, tiny_model_dir, tmp
 
 
 def test_missing_simulator_model_skips_qa_and_axis_with_a_reason(run, tiny_model_dir, tmp_path):
-    from conftest import RuleJudge
+    from tests.consistency.conftest import RuleJudge
 
     copy = tmp_path / "run"
     shutil.copytree(run.path, copy)
@@ -88,7 +88,7 @@ def test_missing_simulator_model_skips_qa_and_axis_with_a_reason(run, tiny_model
 
 
 def test_bad_runs_are_clear_errors(run, tmp_path, tiny_model_dir):
-    from conftest import RuleJudge
+    from tests.consistency.conftest import RuleJudge
 
     with pytest.raises(RunError, match="no such run folder"):
         check_run(tmp_path / "nope", RuleJudge())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 
 import pytest
-from conftest import AGE, PRIYA, RETIRED, STEAK, STUDENT, VEGETARIAN, VEGGIE, dialogue_frame, fill
+from tests.consistency.conftest import AGE, PRIYA, RETIRED, STEAK, STUDENT, VEGETARIAN, VEGGIE, dialogue_frame, fill
 
 from simgen.consistency.check import score_dialogues
 from simgen.consistency.metrics import dialogues_from_turns

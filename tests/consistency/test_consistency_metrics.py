@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from conftest import AGE, PRIYA, RETIRED, STEAK, STUDENT, VEGETARIAN, VEGGIE, RuleJudge, dialogue_frame, fill
+from tests.consistency.conftest import AGE, PRIYA, RETIRED, STEAK, STUDENT, VEGETARIAN, VEGGIE, RuleJudge, dialogue_frame, fill
 
 from simgen.consistency.check import score_dialogues
 from simgen.consistency.metrics import (

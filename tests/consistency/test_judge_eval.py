@@ -6,7 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import RuleJudge
+from tests.consistency.conftest import RuleJudge
 
 from simgen.cli.consistency import judge_eval as judge_eval_cli
 from simgen.consistency.evaluate import judge_eval, read_labelled, roc_auc

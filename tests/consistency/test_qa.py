@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import dialogue_frame
+from tests.consistency.conftest import dialogue_frame
 
 from simgen.consistency.metrics import dialogues_from_turns
 from simgen.consistency.qa import option_probabilities, profile_questions, qa_scores

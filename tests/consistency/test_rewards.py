@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
-from conftest import PRIYA, RuleJudge
+from tests.consistency.conftest import PRIYA, RuleJudge
 
 from simgen.consistency.rewards import ConsistencyReward, make_reward
 from simgen.errors import ConfigError, DataError
