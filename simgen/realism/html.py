@@ -97,8 +97,8 @@ def _auc_plot(disc: dict) -> str:
     out = [f"<svg class='plot' data-plot='auc' xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' "
            f"viewBox='0 0 {w} {h}' role='img' aria-label='AUC per discriminator with 95% CIs'>"]
     for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
-        out.append(f"<line x1='{x(t):.1f}' x2='{x(t):.1f}' y1='20' y2='{h - 20}' stroke='{'#999' if t == 0.5 else '#eee'}'"
-                   f"{' stroke-dasharray=4' if t == 0.5 else ''}/>")
+        style = "stroke='#999' stroke-dasharray='4'" if t == 0.5 else "stroke='#eee'"
+        out.append(f"<line x1='{x(t):.1f}' x2='{x(t):.1f}' y1='20' y2='{h - 20}' {style}/>")
         out.append(f"<text x='{x(t):.1f}' y='{h - 5}' font-size='11' text-anchor='middle'>{t:.1f}</text>")
     for i, (name, level, r) in enumerate(rows):
         y = 30 + i * rh
@@ -126,10 +126,10 @@ def _attribute_table(attrs: dict, mauve: dict | None) -> str:
         rows.append(
             f"<tr><td>{escape(name)}</td><td>{escape(a['headline'])}</td><td>{j['value_bc']:.4f} "
             f"({j['ci'][0]:.4f}&ndash;{j['ci'][1]:.4f})</td><td>{t['value_bc']:.3f} ({t['ci'][0]:.3f}&ndash;{t['ci'][1]:.3f})</td>"
-            f"<td>{j['p_value']:.3f}</td></tr>"
+            f"<td>{j['p_value']:.3f} ({j.get('p_adjusted', j['p_value']):.3f})</td></tr>"
         )
     table = ("<table><tr><th>attribute</th><th>labeller (largest divergence)</th><th>JSD (simultaneous 95% CI)</th>"
-             f"<th>TV (simultaneous 95% CI)</th><th>permutation p</th></tr>{''.join(rows)}</table>")
+             f"<th>TV (simultaneous 95% CI)</th><th>permutation p (adjusted)</th></tr>{''.join(rows)}</table>")
     if mauve:
         table += (f"<p>MAUVE-style score <b>{mauve['mauve']:.3f}</b> (&plusmn;{mauve['std']:.3f} over {mauve['seeds']} "
                   f"k-means seeds, k={mauve['k']}; 1 = same mix of user-turn clusters).</p>")
@@ -139,13 +139,13 @@ def _attribute_table(attrs: dict, mauve: dict | None) -> str:
 def _bar_plot(name: str, lab: dict) -> str:
     classes = lab["classes"]
     ref, syn = lab["reference"], lab["synthetic"]
-    order = sorted(range(len(classes)), key=lambda i: -(ref[i] + syn[i]))[:15]
+    order = [i for i in sorted(range(len(classes)), key=lambda i: -(ref[i] + syn[i])) if ref[i] + syn[i] > 0][:15]
     w, left, rh = 480, 170, 24
     h = 10 + rh * len(order) + 10
     top = max([ref[i] for i in order] + [syn[i] for i in order] + [1e-9])
 
     def bw(v: float) -> float:
-        return v / top * (w - left - 50)
+        return v / top * (w - left - 80)
 
     out = [f"<svg class='plot' data-plot='attribute-{escape(name)}' xmlns='http://www.w3.org/2000/svg' width='{w}' "
            f"height='{h}' viewBox='0 0 {w} {h}' role='img' aria-label='{escape(name)}: reference vs synthetic'>"]
@@ -173,7 +173,7 @@ def _hist_plot(name: str, h: dict) -> str:
         for j, (v, c) in enumerate(((ref[i], REF_COLOR), (syn[i], SYN_COLOR))):
             bh = v / top * (ht - 2 * pad)
             out.append(f"<rect x='{x0 + j * bw / 2:.1f}' y='{ht - pad - bh:.1f}' width='{bw / 2:.1f}' height='{bh:.1f}' fill='{c}'>"
-                       f"<title>{edges[i]}&ndash;{edges[i + 1] - 1}: {v:.3f}</title></rect>")
+                       f"<title>{edges[i]}–{edges[i + 1] - 1}: {v:.3f}</title></rect>")
     for i in range(0, n + 1, max(1, n // 8)):
         out.append(f"<text x='{pad + i * bw:.1f}' y='{ht - 12}' font-size='10' text-anchor='middle'>{edges[i]}</text>")
     out.append(f"<line x1='{pad}' x2='{w - pad}' y1='{ht - pad}' y2='{ht - pad}' stroke='#999'/></svg>")

@@ -3,10 +3,12 @@ where Debian's chromium exists, a real headless render."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.etree import ElementTree
 
 import polars as pl
 import pytest
@@ -65,11 +67,17 @@ def test_html_embeds_every_plot(page: Path) -> None:
     assert {f"attribute-{a}" for a in ("intent", "sentiment", "topic", "length", "dialogue_length", "style")} <= set(p.plots)
     assert {"hist-user_turn_words", "hist-turns_per_dialogue"} <= set(p.plots)
     assert p.svg_shapes > 50
+    # every plot is well-formed SVG (an unquoted attribute would swallow the elements after it)
+    svgs = re.findall(r"<svg\b.*?</svg>", html, flags=re.S)
+    assert len(svgs) == len(p.plots)
+    for svg in svgs:
+        root = ElementTree.fromstring(svg)
+        assert root.tag == "{http://www.w3.org/2000/svg}svg" and len(root) > 0
     assert p.external == []  # self-contained: no scripts, images or stylesheets fetched
     assert "script" not in p.tags
     text = " ".join(p.text)
     for needle in ("Ensemble discriminator AUC", "What gives synthetic text away", "nearest reference user turn",
-                   "Most synthetic-looking examples", "permutation p"):
+                   "Most synthetic-looking examples", "permutation p (adjusted)"):
         assert needle in text
     assert "<script>alert" in text  # shown as text, escaped in the source
     assert "&lt;script&gt;" in html
