@@ -60,3 +60,13 @@ def test_cli_errors_are_one_line(files: tuple[Path, Path], args: list[str], need
 def test_cli_help_has_examples() -> None:
     res = CliRunner().invoke(cli, ["realism", "--help"])
     assert res.exit_code == 0 and "simgen realism outputs/demo" in res.output
+
+
+def test_importing_the_check_stays_cheap() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, simgen.realism, simgen.corpora, simgen.cli.realism; "
+            "heavy = [m for m in ('torch', 'sklearn', 'sentence_transformers') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
