@@ -13,8 +13,9 @@ optional `answer(questions) -> [option probabilities]` for multiple-choice quest
           `logprobs`/`top_logprobs` of one generated token (standard library only).
 
 Judges are named by a spec string `NAME[:ARG]` (`llm`, `llm:/models/qwen`, `nli:/models/nli`,
-`http:http://127.0.0.1:8080/v1`), resolved through a lazy registry (`"name": "module:object"`) so
-that naming one imports only it. Nothing here downloads anything; a missing model folder is a
+`http:http://127.0.0.1:8080/v1`), resolved through a lazy registry (`"name": "module:object"`), so
+a judge from another module can be registered without importing it up front; torch and transformers
+load only when a local judge is built. Nothing here downloads anything; a missing model folder is a
 `JudgeError` that says what to pass instead. This module does not know about runs or dialogues.
 """
 
