@@ -94,6 +94,8 @@ class GenerateConfig:
     user: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8, max_new_tokens=48))
     assistant: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=96))
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model folders that ship Python code"})
+    persona_cap: str | None = field(default=None, metadata={"help": "LAYER:THRESHOLD: cap the user side's projection on the persona axis"})
+    persona_axis: str | None = field(default=None, metadata={"help": "persona_axis.json written by `simgen consistency` (needed with persona_cap)"})
 
     def __post_init__(self) -> None:
         for name in ("n", "max_turns", "batch_size"):
@@ -102,6 +104,8 @@ class GenerateConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}.")
+        if (self.persona_cap is None) != (self.persona_axis is None):
+            raise ConfigError("--persona-cap and --persona-axis go together: the cap needs the axis file that `simgen consistency` writes (RUN/reports/persona_axis.json).")
         if self.dtype not in ("auto", "bfloat16", "float32"):
             raise ConfigError(f"dtype must be auto, bfloat16 or float32, got {self.dtype!r}.")
 

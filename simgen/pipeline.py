@@ -16,10 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from simgen.backends import Backend
+from simgen.backends import Backend, Session
 from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import dialogues_to_frame
-from simgen.errors import RunError
+from simgen.errors import ConfigError, RunError
 from simgen.run import MANIFEST, FORMAT_VERSION, Run, RunWriter, atomic_write_json, load_run, now, package_versions, prepare_out_dir
 from simgen.scenario import Scenario, load_scenario
 from simgen.simulator import plan, simulate
@@ -118,14 +118,59 @@ def _backends(cfg: GenerateConfig, assistant: Any) -> tuple[Backend, Backend]:
     from simgen.backends.callable import CallableBackend
     from simgen.backends.transformers import TransformersBackend
 
-    user = TransformersBackend(cfg.model, cfg.dtype, cfg.trust_remote_code)
+    model = TransformersBackend(cfg.model, cfg.dtype, cfg.trust_remote_code)
+    user: Backend = model if cfg.persona_cap is None else CappedBackend(model, cfg.persona_cap, cfg.persona_axis)
     if isinstance(assistant, Backend):
         return user, assistant
     if assistant is not None:
         return user, CallableBackend(assistant)
     if cfg.assistant_model is None or cfg.assistant_model == cfg.model:
-        return user, user
+        return user, model
     return user, TransformersBackend(cfg.assistant_model, cfg.dtype, cfg.trust_remote_code)
+
+
+class CappedBackend(Backend):
+    """The user side with activation capping on the persona axis (Lu et al. 2026), hooked only
+    while the user side generates, so an assistant sharing the same model is left alone."""
+
+    name = "transformers"
+    batched = seeded = True
+
+    def __init__(self, inner: Any, spec: str, axis_path: str | None) -> None:
+        from simgen.consistency.axis import PersonaAxis, parse_persona_cap
+
+        self.inner = inner
+        self.layer, self.threshold = parse_persona_cap(spec)
+        self.axis = PersonaAxis.load(axis_path)
+        if self.axis.layer != self.layer:
+            raise ConfigError(f"--persona-cap {spec!r}: the axis in {axis_path} was fitted at layer {self.axis.layer}; cap that layer.")
+
+    def _capped(self):  # noqa: ANN202
+        from simgen.consistency.axis import persona_cap
+
+        return persona_cap(self.inner, self.layer, self.threshold, self.axis)
+
+    def generate(self, chats, sampling, seeds):  # noqa: ANN001, ANN201
+        with self._capped():
+            return self.inner.generate(chats, sampling, seeds)
+
+    def session(self) -> Session:
+        return _CappedSession(self.inner.session(), self._capped)
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.inner.describe(), "persona_cap": {"layer": self.layer, "threshold": self.threshold, "axis_model": self.axis.model}}
+
+
+class _CappedSession(Session):
+    def __init__(self, inner: Session, capped: Callable[[], Any]) -> None:
+        self.inner, self.capped = inner, capped
+
+    def generate(self, chats, sampling, seeds, keys):  # noqa: ANN001, ANN201
+        with self.capped():
+            return self.inner.generate(chats, sampling, seeds, keys)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def _run(out: Path, manifest: dict[str, Any], cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool) -> Run:

@@ -13,12 +13,20 @@ from simgen.errors import ConfigError, RunError
 from simgen.pipeline import resume
 
 
-def gen(tiny_model_dir, out, **kw):
+def gen(tiny_model_dir, out, persona_cap=None, persona_axis=None, **kw):
     # short lines keep the tiny model fast; the code path is the same at any length
     args = dict(scenario="movie-recommendation", n=5, seed=3, model=str(tiny_model_dir), out=out, max_turns=3,
                 batch_size=2, dtype="float32", progress=False, user=SamplingConfig(max_new_tokens=8),
                 assistant_sampling=SamplingConfig(temperature=0.7, max_new_tokens=10))
     args.update(kw)
+    if persona_cap is not None:  # only reachable through the config
+        from simgen.config import GenerateConfig
+
+        config = GenerateConfig(scenario=args["scenario"], n=args["n"], seed=args["seed"], model=args["model"],
+                                max_turns=args["max_turns"], batch_size=args["batch_size"], dtype=args["dtype"],
+                                user=args["user"], assistant=args["assistant_sampling"],
+                                persona_cap=persona_cap, persona_axis=persona_axis)
+        return simgen.generate(config=config, out=out, progress=False)
     return simgen.generate(**args)
 
 
@@ -130,3 +138,23 @@ def test_unwritable_output_folder(tiny_model_dir, tmp_path):
     blocker.write_text("x")
     with pytest.raises(RunError, match="cannot write there|not a folder"):
         gen(tiny_model_dir, blocker / "run")
+
+
+def test_persona_cap_flag_hooks_only_the_user_side(tiny_model_dir, run, tmp_path):
+    import numpy as np
+
+    from simgen.config import GenerateConfig
+    from simgen.consistency.axis import PersonaAxis
+
+    direction = np.random.default_rng(0).normal(size=32)
+    axis = PersonaAxis(layer=1, direction=tuple(float(x) for x in direction / np.linalg.norm(direction)),
+                       persona_mean=-1.0, assistant_mean=1.0, n_persona=1, n_assistant=1)
+    axis_path = axis.save(tmp_path / "persona_axis.json")
+    capped = gen(tiny_model_dir, tmp_path / "capped", persona_cap="1:-50", persona_axis=str(axis_path))
+    assert capped.manifest["backend"]["user"]["persona_cap"] == {"layer": 1, "threshold": -50.0, "axis_model": ""}
+    user = pl.col("role") == "user"
+    assert not capped.turns.filter(user)["text"].equals(run.turns.filter(user)["text"])
+    with pytest.raises(ConfigError, match="go together"):
+        GenerateConfig(persona_cap="1:0")
+    with pytest.raises(ConfigError, match="fitted at layer 1; cap that layer"):
+        gen(tiny_model_dir, tmp_path / "bad", persona_cap="0:1", persona_axis=str(axis_path))

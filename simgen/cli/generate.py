@@ -26,10 +26,12 @@ from simgen.config import GenerateConfig, SamplingConfig
 @click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float32"]), default="auto", show_default=True, help="auto = bf16 where the CPU supports it.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Run folder (default: outputs/<scenario>-n<N>-seed<SEED>).")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Finish an interrupted run folder with its recorded settings.")
+@click.option("--persona-cap", default=None, help="LAYER:THRESHOLD: cap the user side's projection on the persona axis (needs --persona-axis).")
+@click.option("--persona-axis", default=None, type=click.Path(), help="persona_axis.json from `simgen consistency RUN` (RUN/reports/persona_axis.json).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model folders that ship their own Python code.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def generate(scenario, n, seed, model, assistant_model, assistant_spec, max_turns, batch_size, temperature, top_p,
-             repetition_penalty, user_max_new_tokens, assistant_max_new_tokens, dtype, out, resume, trust_remote_code, quiet) -> None:  # noqa: ANN001
+             repetition_penalty, user_max_new_tokens, assistant_max_new_tokens, dtype, out, resume, persona_cap, persona_axis, trust_remote_code, quiet) -> None:  # noqa: ANN001
     """Generate multi-turn dialogues between a simulated user and an assistant.
 
     Each dialogue gets a profile latent (who the user is) and an intent latent per user turn
@@ -68,7 +70,8 @@ def generate(scenario, n, seed, model, assistant_model, assistant_spec, max_turn
         )
         config = GenerateConfig(scenario=scenario, n=n, seed=seed, model=model, assistant_model=assistant_model,
                                 max_turns=max_turns, batch_size=batch_size, dtype=dtype, user=user,
-                                assistant=assistant_sampling, trust_remote_code=trust_remote_code)
+                                assistant=assistant_sampling, trust_remote_code=trust_remote_code,
+                                persona_cap=persona_cap, persona_axis=str(persona_axis) if persona_axis else None)
         run = gen.generate(config=config, out=out, assistant=assistant, progress=not quiet)
     counts, timings = run.manifest["counts"], run.manifest["timings"]
     click.echo(
