@@ -66,6 +66,10 @@ def generate(
                                 max_turns=max_turns, batch_size=batch_size, dtype=dtype, user=user,
                                 assistant=assistant_sampling, trust_remote_code=trust_remote_code)
     sc = load_scenario(config.scenario)  # fails on a bad scenario before any folder or model is touched
+    from simgen.models import resolve_model
+
+    for spec in (config.model, config.assistant_model) if config.assistant_model else (config.model,):
+        resolve_model(spec, config.trust_remote_code)  # a missing model fails before the folder exists
     out = Path(out) if out is not None else default_out_dir(config)
     prepare_out_dir(out)
     manifest = _new_manifest(config, sc, out, assistant)

@@ -72,6 +72,7 @@ def test_user_errors_are_one_clear_line(runner, args, message, tmp_path, monkeyp
     assert result.exit_code == 1, result.output
     assert message in result.output and "Traceback" not in result.output
     assert result.output.startswith("error: ")
+    assert not (tmp_path / "outputs").exists()  # nothing half-written
 
 
 def test_bad_scenario_file_fails_before_generation(runner, tmp_path, monkeypatch):
