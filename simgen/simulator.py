@@ -51,10 +51,6 @@ class _State:
     stop_reason: str | None = None
     pending_assistant_line: str | None = None  # the assistant line the next user message answers
 
-    @property
-    def user_turns(self) -> int:
-        return sum(t.role == "user" for t in self.turns)
-
 
 def plan(scenario: Scenario, seed: int, index: int, max_turns: int) -> DialogueJob:
     """Sample dialogue `index`'s profile and intent path; depends only on (seed, index)."""
