@@ -10,8 +10,9 @@ first attribute access:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from simgen.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -36,11 +37,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from simgen.scenario import load_scenario
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'simgen' has no attribute {name!r}")
-    module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

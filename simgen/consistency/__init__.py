@@ -22,8 +22,7 @@ rewards, report (JSON + HTML), evaluate (judge-eval), check (the run-level check
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from simgen.lazy import lazy_getattr
 
 # public name -> "module:attribute", resolved on first access
 _LAZY = {
@@ -51,11 +50,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'simgen.consistency' has no attribute {name!r}")
-    module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
