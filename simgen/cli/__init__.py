@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "show": "simgen.cli.show:show",
     "consistency": "simgen.cli.consistency:consistency",
     "judge-eval": "simgen.cli.consistency:judge_eval",
+    "export": "simgen.cli.export:export",
 }
 
 
