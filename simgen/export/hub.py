@@ -310,6 +310,8 @@ def push(folder: str | Path, repo_id: str, *, private: bool = True, token: str |
         hint = {401: "the token is invalid or expired", 403: "the token cannot write to that namespace",
                 404: "no such namespace"}.get(status, "the Hub refused the request")
         raise HubError(f"cannot push to {repo_id}: HTTP {status}, {hint} ({clean(e)}). {keep}") from None
+    except ValueError as e:  # the Hub's check of the card's YAML metadata
+        raise HubError(f"cannot push to {repo_id}: the Hub rejected README.md's metadata ({clean(e)}). {keep}") from None
     except (httpx2.HTTPError, OSError) as e:
         raise HubError(f"cannot push to {repo_id}: the Hub is unreachable ({type(e).__name__}: {clean(e)}). "
                        f"Check the network and run the push again. {keep}") from None
