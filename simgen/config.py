@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from simgen.errors import ConfigError, did_you_mean
+from simgen.errors import ConfigError, did_you_mean, unknown_name
 
 
 def load_yaml(path: str | os.PathLike[str]) -> Any:
@@ -96,9 +96,15 @@ class GenerateConfig:
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model folders that ship Python code"})
     persona_cap: str | None = field(default=None, metadata={"help": "LAYER:THRESHOLD: cap the user side's projection on the persona axis"})
     persona_axis: str | None = field(default=None, metadata={"help": "persona_axis.json written by `simgen consistency` (needed with persona_cap)"})
+    backend: str = field(default="transformers", metadata={"help": "transformers (in-process) | openai (an OpenAI-compatible server)"})
+    base_url: str | None = field(default=None, metadata={"help": "the server's URL, ending in /v1 (backend openai)"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the API key (never recorded)"})
+    concurrency: int = field(default=16, metadata={"help": "requests in flight at most (backend openai)"})
+    request_timeout: float = field(default=120.0, metadata={"help": "seconds to wait for one answer before retrying (backend openai)"})
+    max_retries: int = field(default=4, metadata={"help": "retries per request on 429/5xx/timeouts/dropped connections (backend openai)"})
 
     def __post_init__(self) -> None:
-        for name in ("n", "max_turns", "batch_size"):
+        for name in ("n", "max_turns", "batch_size", "concurrency"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
@@ -106,6 +112,16 @@ class GenerateConfig:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}.")
         if (self.persona_cap is None) != (self.persona_axis is None):
             raise ConfigError("--persona-cap and --persona-axis go together: the cap needs the axis file that `simgen consistency` writes (RUN/reports/persona_axis.json).")
+        if self.backend not in ("transformers", "openai"):
+            raise ConfigError(unknown_name("backend", self.backend, ("transformers", "openai")))
+        if self.backend == "openai" and (not self.base_url or not self.model):
+            raise ConfigError("--backend openai needs --base-url URL (ending in /v1) and --model NAME (the name the server serves).")
+        if self.backend == "openai" and self.persona_cap is not None:
+            raise ConfigError("--persona-cap steers the model's activations, so it needs --backend transformers.")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ConfigError(f"max_retries must be a non-negative integer, got {self.max_retries!r}.")
+        if not (self.request_timeout > 0):
+            raise ConfigError(f"request_timeout must be > 0 seconds, got {self.request_timeout!r}.")
         if self.dtype not in ("auto", "bfloat16", "float32"):
             raise ConfigError(f"dtype must be auto, bfloat16 or float32, got {self.dtype!r}.")
 

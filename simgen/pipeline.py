@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,14 +23,25 @@ from simgen.backends import Backend, Session
 from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import dialogues_to_frame
 from simgen.errors import ConfigError, RunError
-from simgen.run import MANIFEST, FORMAT_VERSION, Run, RunWriter, atomic_write_json, load_run, now, package_versions, prepare_out_dir
+from simgen.run import (MANIFEST, FORMAT_VERSION, Run, RunWriter, atomic_write_json, holds_no_run, load_run, now,
+                        package_versions, prepare_out_dir, remove_leftovers)
 from simgen.scenario import Scenario, load_scenario
 from simgen.simulator import plan, simulate
 
 
+OUTPUTS = Path("outputs")
+
+
 def default_out_dir(cfg: GenerateConfig) -> Path:
+    """`outputs/<scenario>-n<N>-seed<SEED>`, always one folder directly inside `outputs/`.
+
+    The scenario part is the file's stem with anything but letters, digits, `.`, `_` and `-`
+    replaced and leading dots dropped, so no scenario name or path (`../../x`, `/etc/x.yaml`)
+    can place the run elsewhere.
+    """
     name = Path(cfg.scenario).stem if cfg.scenario.endswith((".yaml", ".yml")) else Path(cfg.scenario).name
-    return Path("outputs") / f"{name}-n{cfg.n}-seed{cfg.seed}"
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "scenario"
+    return OUTPUTS / f"{name}-n{cfg.n}-seed{cfg.seed}"
 
 
 def generate(
@@ -68,8 +82,11 @@ def generate(
     sc = load_scenario(config.scenario)  # fails on a bad scenario before any folder or model is touched
     from simgen.models import resolve_model
 
-    for spec in (config.model, config.assistant_model) if config.assistant_model else (config.model,):
-        resolve_model(spec, config.trust_remote_code)  # a missing model fails before the folder exists
+    if config.backend == "transformers":
+        for spec in (config.model, config.assistant_model) if config.assistant_model else (config.model,):
+            resolve_model(spec, config.trust_remote_code)  # a missing model fails before the folder exists
+    else:
+        _backends(config, assistant)  # an unreachable server fails before the folder exists
     out = Path(out) if out is not None else default_out_dir(config)
     prepare_out_dir(out)
     manifest = _new_manifest(config, sc, out, assistant)
@@ -82,6 +99,9 @@ def resume(path: str | Path, assistant: Callable[[list[dict]], str] | Backend | 
     out = Path(path)
     manifest_path = out / MANIFEST
     if not manifest_path.is_file():
+        if out.is_dir() and holds_no_run(out):
+            raise RunError(f"--resume {out}: the run was stopped before it wrote {MANIFEST}, so no settings were saved. "
+                           f"Run the original `simgen generate` command again with --out {shlex.quote(str(out))}; the folder is reused.")
         raise RunError(f"--resume {out}: no {MANIFEST} there, so there is nothing to resume. Start a new run with --out.")
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -89,6 +109,7 @@ def resume(path: str | Path, assistant: Callable[[list[dict]], str] | Backend | 
     except (ValueError, KeyError) as e:
         raise RunError(f"{manifest_path}: unreadable manifest ({e}); the run cannot be resumed.") from None
     if manifest.get("status") == "complete":
+        remove_leftovers(out)  # a run killed while it cleaned up after itself
         return load_run(out)
     config = GenerateConfig(**{**raw, "user": SamplingConfig(**raw["user"]), "assistant": SamplingConfig(**raw["assistant"])})
     sc = load_scenario(manifest["scenario"]["path"])
@@ -120,9 +141,19 @@ def _new_manifest(cfg: GenerateConfig, sc: Scenario, out: Path, assistant: Any) 
 
 def _backends(cfg: GenerateConfig, assistant: Any) -> tuple[Backend, Backend]:
     from simgen.backends.callable import CallableBackend
-    from simgen.backends.transformers import TransformersBackend
 
-    model = TransformersBackend(cfg.model, cfg.dtype, cfg.trust_remote_code)
+    if cfg.backend == "openai":
+        from simgen.backends.openai import OpenAIBackend
+
+        def load(name: str | None) -> Backend:
+            return OpenAIBackend(cfg.base_url, name, cfg.api_key_env, cfg.concurrency, cfg.request_timeout, cfg.max_retries)
+    else:
+        from simgen.backends.transformers import TransformersBackend
+
+        def load(name: str | None) -> Backend:
+            return TransformersBackend(name, cfg.dtype, cfg.trust_remote_code)
+
+    model = load(cfg.model)
     user: Backend = model if cfg.persona_cap is None else CappedBackend(model, cfg.persona_cap, cfg.persona_axis)
     if isinstance(assistant, Backend):
         return user, assistant
@@ -130,7 +161,7 @@ def _backends(cfg: GenerateConfig, assistant: Any) -> tuple[Backend, Backend]:
         return user, CallableBackend(assistant)
     if cfg.assistant_model is None or cfg.assistant_model == cfg.model:
         return user, model
-    return user, TransformersBackend(cfg.assistant_model, cfg.dtype, cfg.trust_remote_code)
+    return user, load(cfg.assistant_model)
 
 
 class CappedBackend(Backend):
@@ -178,9 +209,40 @@ class _CappedSession(Session):
 
 
 def _run(out: Path, manifest: dict[str, Any], cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool) -> Run:
+    """Generate the shards the manifest lacks, then merge them. On Ctrl-C the finished shards
+    stay, stderr says how to resume, and `KeyboardInterrupt` propagates (the CLI exits 130)."""
+    writer = RunWriter(out, manifest)
+    try:
+        load_seconds = _generate_shards(writer, cfg, sc, assistant, progress)
+        shards = manifest["progress"]["shards"]
+        gen_seconds = sum(s["seconds"] for s in shards)
+        tokens = sum(s["tokens"] for s in shards)
+        writer.finish({
+            **({"load_seconds": round(load_seconds, 3)} if load_seconds is not None else {}),
+            "generate_seconds": round(gen_seconds, 3),
+            "dialogues_per_min": round(cfg.n / gen_seconds * 60, 2) if gen_seconds else None,
+            "tokens_per_s": round(tokens / gen_seconds, 1) if gen_seconds else None,
+        })
+    except KeyboardInterrupt:
+        if manifest["status"] != "complete":
+            manifest["status"] = "interrupted"
+            writer.save()
+        print(f"\nInterrupted; finished shards are saved in {out}. Resume with: simgen generate --resume {shlex.quote(str(out))}",
+              file=sys.stderr, flush=True)
+        raise
+    return load_run(out)
+
+
+def _generate_shards(writer: RunWriter, cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool) -> float | None:
+    """Simulate and write every shard the manifest does not list; the model's load time in
+    seconds, or None when every shard was already written (nothing is loaded then)."""
     from tqdm.auto import tqdm
 
-    writer = RunWriter(out, manifest)
+    manifest = writer.manifest
+    n_shards = manifest["progress"]["n_shards"]
+    todo = [shard for shard in range(n_shards) if shard not in writer.done_shards]
+    if not todo:
+        return None
     started = time.perf_counter()
     user_backend, assistant_backend = _backends(cfg, assistant)
     load_seconds = time.perf_counter() - started
@@ -188,8 +250,6 @@ def _run(out: Path, manifest: dict[str, Any], cfg: GenerateConfig, sc: Scenario,
     manifest["status"] = "running"
     writer.save()
 
-    done = writer.done_shards
-    n_shards = manifest["progress"]["n_shards"]
     bar = tqdm(total=cfg.n, initial=manifest["progress"]["dialogues_done"], unit="dlg", desc=f"simgen {sc.name}",
                disable=not progress, dynamic_ncols=True)
     totals = {"lines": 0, "tokens": 0}
@@ -203,9 +263,7 @@ def _run(out: Path, manifest: dict[str, Any], cfg: GenerateConfig, sc: Scenario,
         bar.refresh()
 
     try:
-        for shard in range(n_shards):
-            if shard in done:
-                continue
+        for shard in todo:
             first, last = shard * cfg.batch_size, min((shard + 1) * cfg.batch_size, cfg.n) - 1
             shard_start = time.perf_counter()
             jobs = [plan(sc, cfg.seed, i, cfg.max_turns) for i in range(first, last + 1)]
@@ -214,22 +272,6 @@ def _run(out: Path, manifest: dict[str, Any], cfg: GenerateConfig, sc: Scenario,
             tokens = sum(t.n_tokens for d in dialogues for t in d.turns)
             writer.write_shard(shard, frame, first, last, tokens, time.perf_counter() - shard_start)
             bar.update(len(jobs))
-    except KeyboardInterrupt:
+    finally:
         bar.close()
-        manifest["status"] = "interrupted"
-        writer.save()
-        print(f"\nInterrupted; finished shards are saved. Resume with: simgen generate --resume {out}", flush=True)
-        raise
-    bar.close()
-
-    shards = manifest["progress"]["shards"]
-    gen_seconds = sum(s["seconds"] for s in shards)
-    tokens = sum(s["tokens"] for s in shards)
-    writer.finish({
-        "load_seconds": round(load_seconds, 3),
-        "generate_seconds": round(gen_seconds, 3),
-        "dialogues_per_min": round(cfg.n / gen_seconds * 60, 2) if gen_seconds else None,
-        "tokens_per_s": round(tokens / gen_seconds, 1) if gen_seconds else None,
-    })
-    return load_run(out)
-
+    return load_seconds

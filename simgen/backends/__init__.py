@@ -32,6 +32,7 @@ from simgen.errors import ConfigError, unknown_name
 REGISTRY: dict[str, str] = {
     "transformers": "simgen.backends.transformers:TransformersBackend",
     "callable": "simgen.backends.callable:CallableBackend",
+    "openai": "simgen.backends.openai:OpenAIBackend",
 }
 
 

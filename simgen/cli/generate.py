@@ -29,9 +29,17 @@ from simgen.config import GenerateConfig, SamplingConfig
 @click.option("--persona-cap", default=None, help="LAYER:THRESHOLD: cap the user side's projection on the persona axis (needs --persona-axis).")
 @click.option("--persona-axis", default=None, type=click.Path(), help="persona_axis.json from `simgen consistency RUN` (RUN/reports/persona_axis.json).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model folders that ship their own Python code.")
+@click.option("--backend", type=click.Choice(["transformers", "openai"]), default="transformers", show_default=True,
+              help="transformers: the model in this process. openai: an OpenAI-compatible server (vLLM, llama.cpp, TGI, Ollama).")
+@click.option("--base-url", default=None, help="With --backend openai: the server's URL, ending in /v1.")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="With --backend openai: the environment variable holding the API key (the key is never logged).")
+@click.option("--concurrency", type=int, default=16, show_default=True, help="With --backend openai: requests in flight at most.")
+@click.option("--request-timeout", type=float, default=120.0, show_default=True, help="With --backend openai: seconds per answer before a retry.")
+@click.option("--max-retries", type=int, default=4, show_default=True, help="With --backend openai: retries per request (429, 5xx, timeouts, dropped connections).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def generate(scenario, n, seed, model, assistant_model, assistant_spec, max_turns, batch_size, temperature, top_p,
-             repetition_penalty, user_max_new_tokens, assistant_max_new_tokens, dtype, out, resume, persona_cap, persona_axis, trust_remote_code, quiet) -> None:  # noqa: ANN001
+             repetition_penalty, user_max_new_tokens, assistant_max_new_tokens, dtype, out, resume, persona_cap, persona_axis, trust_remote_code,
+             backend, base_url, api_key_env, concurrency, request_timeout, max_retries, quiet) -> None:  # noqa: ANN001
     """Generate multi-turn dialogues between a simulated user and an assistant.
 
     Each dialogue gets a profile latent (who the user is) and an intent latent per user turn
@@ -43,6 +51,7 @@ def generate(scenario, n, seed, model, assistant_model, assistant_spec, max_turn
       simgen generate --scenario chitchat -n 200 --seed 7 --batch-size 32
       simgen generate --scenario my_scenario.yaml --model ~/models/Qwen2.5-0.5B-Instruct
       simgen generate --assistant mybot.py:reply -n 50      # test your own assistant
+      simgen generate --backend openai --base-url http://127.0.0.1:8080/v1 --model smollm2 -n 1000
       simgen generate --resume outputs/demo                 # finish an interrupted run
     """
     from simgen import pipeline as gen
@@ -71,7 +80,9 @@ def generate(scenario, n, seed, model, assistant_model, assistant_spec, max_turn
         config = GenerateConfig(scenario=scenario, n=n, seed=seed, model=model, assistant_model=assistant_model,
                                 max_turns=max_turns, batch_size=batch_size, dtype=dtype, user=user,
                                 assistant=assistant_sampling, trust_remote_code=trust_remote_code,
-                                persona_cap=persona_cap, persona_axis=str(persona_axis) if persona_axis else None)
+                                persona_cap=persona_cap, persona_axis=str(persona_axis) if persona_axis else None,
+                                backend=backend, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
+                                request_timeout=request_timeout, max_retries=max_retries)
         run = gen.generate(config=config, out=out, assistant=assistant, progress=not quiet)
     counts, timings = run.manifest["counts"], run.manifest["timings"]
     click.echo(

@@ -11,8 +11,6 @@ better prompt or model fixes it, the test fails and the mark must go.
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 from tests.consistency.conftest import AGE, PRIYA, RETIRED, STEAK, STUDENT, VEGETARIAN, VEGGIE, dialogue_frame, fill
 
@@ -25,21 +23,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def llamacpp_url():
-    xlc = pytest.importorskip("xllamacpp")
-    from simgen.models import embedded_gguf
+    pytest.importorskip("xllamacpp")
+    from simgen.llamacpp import serve_gguf
 
-    params = xlc.CommonParams()
-    params.model.path = str(embedded_gguf())
-    params.n_ctx = 4096
-    params.n_parallel = 1
-    params.cpuparams.n_threads = 2
-    params.cpuparams_batch.n_threads = 2
-    params.cache_prompt = False  # a reused prompt prefix shifts the quantised logits: the same pair would score differently
-    params.verbosity = 0
-    server = xlc.Server(params)
-    yield server.listening_address + "/v1"
-    del server
-    gc.collect()
+    # no prompt cache: a reused prompt prefix shifts the quantised logits, so the same pair would score differently
+    with serve_gguf(parallel=1, ctx_per_slot=4096, threads=2, cache_prompt=False) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
