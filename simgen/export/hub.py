@@ -249,12 +249,12 @@ def _card(run: Run, selection: Selection, files: dict[str, dict[str, dict[str, i
         ], ["what", "value"]) + "\n\n`recipe.json` holds the scenario, profile space, intent model and template texts, "
         "the full config and the package versions.",
     ]
-    if "realism" in reports:
-        r = reports["realism"]
-        lo, hi = (r.get("auc_ci") or [None, None])[:2]
+    r = reports.get("realism") or {}
+    if isinstance(r.get("auc"), (int, float)) and len(r.get("auc_ci") or []) == 2:
+        lo, hi = r["auc_ci"]
         body.append("## Realism (`reports/realism.json`)\n\n"
                     f"Discriminator ROC-AUC synthetic vs `{(r.get('reference') or {}).get('name', 'reference')}`: "
-                    f"{r.get('auc', float('nan')):.3f} (95% CI {lo:.3f}-{hi:.3f}); 0.5 = indistinguishable, 1 = always told apart. "
+                    f"{r['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}); 0.5 = indistinguishable, 1 = always told apart. "
                     f"Verdict: {r.get('verdict')}.")
     if "consistency" in reports:
         c = reports["consistency"]

@@ -195,3 +195,15 @@ def test_export_refuses_a_file_as_target(run, tmp_path):
     with pytest.raises(RunError, match="not a folder"):
         export_hub(run, target)
     assert Path(target).read_text() == "x"
+
+
+def test_realism_report_is_copied_and_summarised(run, tmp_path):
+    with_realism = tmp_path / "run"
+    shutil.copytree(run.path, with_realism)
+    (with_realism / "reports").mkdir()
+    report = {"check": "realism", "auc": 0.8125, "auc_ci": [0.71, 0.9], "verdict": "distinguishable", "reference": {"name": "iard"}}
+    (with_realism / "reports" / "realism.json").write_text(json.dumps(report))
+    export_hub(with_realism, tmp_path / "ds")
+    assert json.loads((tmp_path / "ds" / "reports" / "realism.json").read_text()) == report
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "0.812 (95% CI 0.710-0.900)" in card and "`iard`" in card and "Persona consistency" not in card
