@@ -9,7 +9,17 @@
 Every file is written to a temporary name and renamed into place, so a crash leaves either the
 old file or the new one, never half of one. The manifest lists finished shards; resuming skips
 them. When the last shard lands, the shards are merged (streamed, not loaded) into
-`turns.parquet` and removed. This module does not generate or check anything.
+`turns.parquet`, the manifest is marked complete, and only then are the shards removed. So a kill
+at any moment leaves one of these states, each of which `simgen generate --resume` finishes:
+
+    no manifest yet            nothing to resume: rerun the original command (the folder is reused)
+    running / interrupted      finished shards are kept; the rest are generated
+    all shards, merge pending  the shards are merged again (no model is loaded)
+    complete, shards left      the leftover shards are removed
+
+Shard files are named from their integer index, never from manifest text. Ctrl-C is held while a
+shard and its manifest entry are written, so they land together. This module does not generate or
+check anything.
 """
 
 from __future__ import annotations
@@ -18,6 +28,10 @@ import json
 import os
 import platform
 import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
@@ -34,6 +48,8 @@ MANIFEST = "manifest.json"
 TURNS = "turns.parquet"
 SHARDS = "shards"
 FORMAT_VERSION = 1
+# what a run killed before its manifest landed can leave behind (reused as an empty folder)
+LEFTOVERS = frozenset({".write-test", f".{MANIFEST}.tmp"})
 
 
 def now() -> str:
@@ -71,16 +87,42 @@ def atomic_write_parquet(path: Path, frame: pl.DataFrame) -> None:
     os.replace(tmp, path)
 
 
+@contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise `KeyboardInterrupt`.
+
+    Only the main thread can take signals; elsewhere the block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def holds_no_run(out: Path) -> bool:
+    """True when `out` holds nothing but what a run killed before its manifest landed leaves."""
+    return all(p.name in LEFTOVERS for p in out.iterdir())
+
+
 def prepare_out_dir(out: Path) -> None:
     """Create `out` for a new run; refuse one that already holds files (nothing is overwritten)."""
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out}: exists and is not a folder; choose another path.")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and not holds_no_run(out):
         if (out / MANIFEST).is_file():
             raise RunError(f"--out {out}: already holds a run. Resume it with `simgen generate --resume {out}`, or choose another --out.")
         raise RunError(f"--out {out}: the folder is not empty; choose an empty or new folder so nothing in it is overwritten.")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        for leftover in LEFTOVERS:
+            (out / leftover).unlink(missing_ok=True)
         probe = out / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
@@ -88,36 +130,53 @@ def prepare_out_dir(out: Path) -> None:
         raise RunError(f"--out {out}: cannot write there ({e.strerror}); choose a folder you can write to.") from None
 
 
+def shard_name(shard: int) -> str:
+    """`part-00007.parquet`: shard files are named from their index only."""
+    return f"part-{int(shard):05d}.parquet"
+
+
 class RunWriter:
-    """Writes finished batches as shards and keeps the manifest in step with them."""
+    """Writes finished batches as shards and keeps the manifest in step with them.
+
+    A shard the manifest lists but whose file is gone (a run finished, then resumed after the
+    cleanup was cut short, or a hand-edited folder) is dropped from the list and made again.
+    """
 
     def __init__(self, out: Path, manifest: dict[str, Any]) -> None:
         self.out = out
         self.manifest = manifest
         (out / SHARDS).mkdir(exist_ok=True)
+        progress = manifest["progress"]
+        progress["shards"] = [s for s in progress["shards"] if self.shard_path(s["shard"]).is_file()]
+        progress["dialogues_done"] = _dialogues(progress["shards"])
+
+    def shard_path(self, shard: int) -> Path:
+        return self.out / SHARDS / shard_name(shard)
 
     @property
     def done_shards(self) -> set[int]:
         return {s["shard"] for s in self.manifest["progress"]["shards"]}
 
     def write_shard(self, shard: int, frame: pl.DataFrame, first: int, last: int, tokens: int, seconds: float) -> None:
-        name = f"part-{shard:05d}.parquet"
-        atomic_write_parquet(self.out / SHARDS / name, frame)
+        """Write one shard, then list it in the manifest; Ctrl-C waits until both are on disk."""
         stop = frame.filter(pl.col("stop_reason").is_not_null())["stop_reason"].to_list()
-        self.manifest["progress"]["shards"].append({
-            "shard": shard, "file": f"{SHARDS}/{name}", "dialogues": [first, last], "rows": frame.height,
-            "tokens": tokens, "seconds": round(seconds, 3), "stop_reasons": _count(stop),
-        })
-        self.manifest["progress"]["shards"].sort(key=lambda s: s["shard"])
-        self.manifest["progress"]["dialogues_done"] = sum(s["dialogues"][1] - s["dialogues"][0] + 1 for s in self.manifest["progress"]["shards"])
-        self.save()
+        entry = {"shard": shard, "file": f"{SHARDS}/{shard_name(shard)}", "dialogues": [first, last], "rows": frame.height,
+                 "tokens": tokens, "seconds": round(seconds, 3), "stop_reasons": _count(stop)}
+        progress = self.manifest["progress"]
+        with deferred_interrupt():
+            atomic_write_parquet(self.shard_path(shard), frame)
+            progress["shards"] = sorted([*progress["shards"], entry], key=lambda s: s["shard"])
+            progress["dialogues_done"] = _dialogues(progress["shards"])
+            self.save()
 
     def save(self) -> None:
         atomic_write_json(self.out / MANIFEST, self.manifest)
 
     def finish(self, timings: dict[str, Any]) -> None:
-        """Merge the shards into turns.parquet (streamed), fill in the counts, mark the run complete."""
-        shards = [self.out / s["file"] for s in self.manifest["progress"]["shards"]]
+        """Merge the shards into turns.parquet (streamed), fill in the counts, mark the run complete,
+        then remove the shards. Safe to repeat after a crash at any line: the shards stay until
+        the manifest says complete."""
+        shards = [self.shard_path(s["shard"]) for s in self.manifest["progress"]["shards"]]
         tmp = self.out / f".{TURNS}.tmp"
         pl.scan_parquet(shards).sink_parquet(tmp, compression="zstd", statistics=True)
         os.replace(tmp, self.out / TURNS)
@@ -135,7 +194,18 @@ class RunWriter:
         self.manifest["status"] = "complete"
         self.manifest["finished"] = now()
         self.save()
-        shutil.rmtree(self.out / SHARDS, ignore_errors=True)
+        remove_leftovers(self.out)
+
+
+def remove_leftovers(out: Path) -> None:
+    """Remove what a complete run no longer needs: its shards and temporary files."""
+    shutil.rmtree(out / SHARDS, ignore_errors=True)
+    for tmp in out.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def _dialogues(shards: list[dict[str, Any]]) -> int:
+    return sum(s["dialogues"][1] - s["dialogues"][0] + 1 for s in shards)
 
 
 def _count(values: list[str]) -> dict[str, int]:

@@ -33,14 +33,13 @@ def embedded_dir() -> Path:
     return embedded_model_dir()
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path) -> Path:
-    """A random 2-layer Llama (hidden 32) with the SmolLM2 tokenizer and chat template."""
+def build_tiny_model(out: Path, tokenizer_dir: Path) -> Path:
+    """Save a random 2-layer Llama (hidden 32) with `tokenizer_dir`'s tokenizer and chat template
+    into `out` and return it (benchmarks/scale.py builds its model the same way)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    out = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = AutoTokenizer.from_pretrained(embedded_dir, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
@@ -51,6 +50,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path)
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path) -> Path:
+    """A random 2-layer Llama (hidden 32) with the SmolLM2 tokenizer and chat template."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), embedded_dir)
 
 
 def write(path: Path, text: str) -> Path:
