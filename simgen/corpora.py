@@ -119,6 +119,8 @@ def _load_run(folder: Path, name: str | None) -> Corpus:
             manifest = json.loads(mpath.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"{mpath} is not valid UTF-8 JSON ({e}); fix or delete it.") from e
+        if not isinstance(manifest, dict):
+            raise DataError(f"{mpath} holds a JSON {type(manifest).__name__}, not an object; fix or delete it.")
     turns = validate_turns(_read_parquet(parquet), str(parquet))
     return Corpus(name=name or folder.name, source=str(folder), turns=turns, kind="run", manifest=manifest)
 
@@ -228,29 +230,34 @@ def validate_turns(df: pl.DataFrame, source: str) -> pl.DataFrame:
     return df.sort("dialogue_id", "turn")
 
 
-def iard_to_turns(conversations: list[dict[str, Any]], source: str = "<iard>") -> pl.DataFrame:
+def iard_to_turns(conversations: list[Any], source: str = "<iard>") -> pl.DataFrame:
     """Convert the IARD JSON shape to the turns frame (intent = the first dialogue act's intent)."""
     role_of = {"USER": "user", "AGENT": "assistant"}
     rows: list[dict[str, Any]] = []
-    for c in conversations:
-        try:
-            cid = str(c["conversation_id"])
-            for i, u in enumerate(c["conversation"]):
-                participant = u["participant"]
-                if participant not in role_of:
-                    raise DataError(f"{source}: conversation {cid!r} has participant {participant!r}; expected USER or AGENT.")
-                acts = u.get("dialogue_acts") or []
-                rows.append(
-                    {
-                        "dialogue_id": cid,
-                        "turn": i,
-                        "role": role_of[participant],
-                        "text": u["utterance"],
-                        "intent": acts[0].get("intent") if acts else None,
-                    }
-                )
-        except KeyError as e:
-            raise DataError(f"{source}: an IARD conversation lacks the key {e.args[0]!r}.") from e
+    for n, c in enumerate(conversations):
+        if not isinstance(c, dict):
+            raise DataError(f"{source}: conversation {n} is a {type(c).__name__}; expected an object with conversation_id and conversation.")
+        missing = [k for k in ("conversation_id", "conversation") if k not in c]
+        if missing:
+            raise DataError(f"{source}: an IARD conversation lacks the key {missing[0]!r}.")
+        cid = str(c["conversation_id"])
+        if not isinstance(c["conversation"], list):
+            raise DataError(f"{source}: conversation {cid!r}: 'conversation' must be a list of utterance objects.")
+        for i, u in enumerate(c["conversation"]):
+            where = f"{source}: conversation {cid!r}, utterance {i}"
+            if not isinstance(u, dict) or "participant" not in u or "utterance" not in u:
+                raise DataError(f"{where}: expected an object with 'participant' (USER or AGENT) and 'utterance'.")
+            participant = u["participant"]
+            if not isinstance(participant, str) or participant not in role_of:
+                raise DataError(f"{where} has participant {participant!r}; expected USER or AGENT.")
+            if not isinstance(u["utterance"], str):
+                raise DataError(f"{where}: 'utterance' must be a string, got {type(u['utterance']).__name__}.")
+            acts = u.get("dialogue_acts") or []
+            first = acts[0] if isinstance(acts, list) and acts else None
+            if acts and not (isinstance(first, dict) and isinstance(first.get("intent"), (str, type(None)))):
+                raise DataError(f"{where}: 'dialogue_acts' must be a list of objects with a string 'intent'.")
+            rows.append({"dialogue_id": cid, "turn": i, "role": role_of[participant], "text": u["utterance"],
+                         "intent": first.get("intent") if first else None})
     if not rows:
         raise DataError(f"{source} holds no turns: the corpus is empty.")
     schema = {"dialogue_id": pl.String, "turn": pl.Int64, "role": pl.String, "text": pl.String, "intent": pl.String}
