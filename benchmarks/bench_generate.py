@@ -1,24 +1,40 @@
-"""Generation throughput: simgen's batched loop against the naive loop, same work, one process.
+"""Generation throughput: simgen against what users would otherwise run, same work, one script.
 
-Both rows run the same simulator over the same dialogues (same scenario, seed, profiles, intents,
-model, dtype, max_new_tokens, greedy decoding); only the backend differs:
+Every row runs simgen's simulator over the same dialogues (same scenario, seed, profiles, intents,
+number of turns, max_new_tokens, greedy decoding, the embedded SmolLM2-135M-Instruct); only what
+produces the lines differs:
 
-- simgen: `TransformersBackend`, every active dialogue advances in one batched forward pass;
-- no-reuse: simgen's batched decoding, but every turn re-encodes the whole chat (no KV reuse);
-- naive:  what a user would write by hand, one `model.generate` call per dialogue per turn,
-          re-encoding the whole history each time.
+- simgen:    `TransformersBackend`, every active dialogue advances in one batched forward pass and
+             keeps its KV cache across turns (a turn prefills only its new tokens);
+- naive:     the loop a user writes by hand: one `model.generate` per dialogue per turn, re-encoding
+             the whole history each time. It handles one dialogue at a time, so its rate does not
+             depend on how many there are: it runs the first `--naive-dialogues` of them;
+- llama.cpp: llama.cpp's server (the xllamacpp wheel, in-process) on the same model's GGUF, with as
+             many parallel slots as simgen's batch size, fed concurrent requests by simgen's
+             OpenAI-compatible backend (one request per dialogue per turn, `cache_prompt` on);
+- bound:     the compute bound: the best matmul FLOP/s this machine reaches in simgen's dtype,
+             divided by 2 x parameters (FLOPs per generated token). Attention, sampling and
+             Python are not counted, so no real row can reach it.
 
-It prints dialogues/min, generated tokens/s and the ratio simgen/naive, and writes them to JSON.
+It prints tokens/s and dialogues/min per row and the ratios simgen/naive, simgen/llama.cpp and
+simgen/bound, and writes them to JSON. With `--ablations` it adds simgen without KV reuse and
+simgen with transformers' DynamicCache; `--profile` writes a torch.profiler table of simgen's row;
+`--rss 64,256` reports the peak RSS of simgen with that many concurrent dialogues (one child
+process each).
 
-    python benchmarks/bench_generate.py                      # defaults: 16 dialogues, batch 16, 4 turns
-    python benchmarks/bench_generate.py -n 32 --batch-size 32 --json outputs/bench_generate.json
+    python benchmarks/bench_generate.py                       # the issue's work: 64 dialogues x 6 turns x 48 tokens
+    python benchmarks/bench_generate.py -n 16 --max-turns 2 --skip llama.cpp    # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,62 +84,167 @@ class NaiveBackend(Backend):
         return out
 
 
-def measure(backend: Backend, scenario, n: int, batch_size: int, max_turns: int, user: SamplingConfig, assistant: SamplingConfig) -> dict:
+def measure(backend: Backend, scenario, n: int, batch_size: int, max_turns: int, sampling: SamplingConfig) -> dict:
     tokens = lines = 0
     start = time.perf_counter()
     texts = []
     for first in range(0, n, batch_size):
         jobs = [plan(scenario, 0, i, max_turns) for i in range(first, min(first + batch_size, n))]
-        for d in simulate(jobs, scenario, backend, backend, user, assistant, 0, max_turns):
+        for d in simulate(jobs, scenario, backend, backend, sampling, sampling, 0, max_turns):
             tokens += sum(t.n_tokens for t in d.turns)
             lines += len(d.turns)
             texts.append([t.text for t in d.turns])
     seconds = time.perf_counter() - start
-    return {"seconds": round(seconds, 2), "tokens": tokens, "lines": lines, "tokens_per_s": round(tokens / seconds, 1),
-            "dialogues_per_min": round(n / seconds * 60, 2), "texts": texts}
+    return {"dialogues": n, "seconds": round(seconds, 2), "tokens": tokens, "lines": lines,
+            "tokens_per_s": round(tokens / seconds, 1), "dialogues_per_min": round(n / seconds * 60, 2), "texts": texts}
+
+
+def matmul_flops(dtype: torch.dtype, seconds: float = 2.0) -> dict:
+    """The best FLOP/s of `a @ b` over a few shapes: square ones, and the model's own decode GEMMs."""
+    best: dict = {"flops_per_s": 0.0}
+    for m, k, n in ((2048, 2048, 2048), (1024, 1024, 1024), (64, 576, 1536), (256, 576, 1536), (64, 576, 49152)):
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        a @ b  # warm-up
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 5:
+            a @ b
+            reps += 1
+        rate = 2 * m * k * n * reps / (time.perf_counter() - start)
+        if rate > best["flops_per_s"]:
+            best = {"flops_per_s": rate, "shape": f"{m}x{k} @ {k}x{n}"}
+    return best
+
+
+def llamacpp_row(scenario, n: int, batch_size: int, max_turns: int, sampling: SamplingConfig, threads: int) -> dict:
+    from simgen.backends.openai import OpenAIBackend
+    from simgen.llamacpp import serve_gguf
+
+    ctx = 4096 if max_turns > 3 else 2048
+    with serve_gguf(parallel=batch_size, ctx_per_slot=ctx, threads=threads) as url:
+        backend = OpenAIBackend(url, "smollm2", concurrency=batch_size, timeout=600)
+        measure(backend, scenario, 2, 2, 1, SamplingConfig(temperature=0, max_new_tokens=4))  # warm-up
+        row = measure(backend, scenario, n, batch_size, max_turns, sampling)
+        backend.close()
+    row["slots"], row["threads"] = batch_size, threads
+    return row
+
+
+def profile_row(backend: TransformersBackend, scenario, args, sampling: SamplingConfig, path: Path) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        measure(backend, scenario, args.n, args.batch_size, args.max_turns, sampling)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+    path.write_text(table + "\n")
+    print(table)
+
+
+def rss_child(args) -> None:  # noqa: ANN001
+    """One simgen run with `-n` dialogues in one batch; print peak RSS as JSON (run as a child)."""
+    scenario = load_scenario(args.scenario)
+    backend = TransformersBackend(args.model, args.dtype)
+    sampling = SamplingConfig(temperature=0, max_new_tokens=args.max_new_tokens, repetition_penalty=1.0)
+    after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    row = measure(backend, scenario, args.n, args.n, args.max_turns, sampling)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"concurrent_dialogues": args.n, "peak_rss_mib": round(peak), "rss_after_load_mib": round(after_load),
+                      "tokens_per_s": row["tokens_per_s"], "seconds": row["seconds"]}))
+
+
+def rss_rows(args, sizes: list[int]) -> list[dict]:  # noqa: ANN001
+    out = []
+    for size in sizes:
+        cmd = [sys.executable, __file__, "--rss-child", "-n", str(size), "--max-turns", str(args.max_turns),
+               "--max-new-tokens", str(args.max_new_tokens), "--dtype", args.dtype, "--scenario", args.scenario]
+        if args.model:
+            cmd += ["--model", args.model]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"rss: {out[-1]}")
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", default="movie-recommendation")
-    ap.add_argument("-n", type=int, default=16, help="dialogues (both rows)")
-    ap.add_argument("--batch-size", type=int, default=16, help="simgen's batch size (the CLI default is 16)")
-    ap.add_argument("--max-turns", type=int, default=4)
+    ap.add_argument("-n", type=int, default=64, help="dialogues (every row)")
+    ap.add_argument("--batch-size", type=int, default=64, help="simgen's batch size = llama.cpp's parallel slots")
+    ap.add_argument("--max-turns", type=int, default=6)
     ap.add_argument("--max-new-tokens", type=int, default=48, help="per line, both sides")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M-Instruct")
-    ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--naive-dialogues", type=int, default=8, help="the naive row runs the first N dialogues (it does one at a time)")
+    ap.add_argument("--llamacpp-threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--skip", action="append", default=[], choices=["naive", "llama.cpp", "bound"], help="leave a row out")
+    ap.add_argument("--ablations", action="store_true", help="add simgen without KV reuse, and with transformers' DynamicCache")
+    ap.add_argument("--profile", type=Path, default=None, help="write a torch.profiler table of the simgen row here")
+    ap.add_argument("--rss", default=None, help="comma-separated concurrent-dialogue counts for peak RSS, e.g. 64,256")
+    ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=Path("outputs/bench_generate.json"))
     args = ap.parse_args()
+    if args.rss_child:
+        return rss_child(args)
 
     scenario = load_scenario(args.scenario)
     backend = TransformersBackend(args.model, args.dtype)
+    dtype = backend.model.dtype
     greedy = SamplingConfig(temperature=0, max_new_tokens=args.max_new_tokens, repetition_penalty=1.0)
-    # warm-up: one short batch, so neither row pays for first-call allocation
-    measure(backend, scenario, 2, 2, 1, SamplingConfig(temperature=0, max_new_tokens=4), SamplingConfig(temperature=0, max_new_tokens=4))
+    measure(backend, scenario, 2, 2, 1, SamplingConfig(temperature=0, max_new_tokens=4))  # warm-up
 
-    rows = {"simgen": measure(backend, scenario, args.n, args.batch_size, args.max_turns, greedy, greedy)}
-    rows["no-reuse"] = measure(StatelessBackend(backend), scenario, args.n, args.batch_size, args.max_turns, greedy, greedy)
-    if not args.skip_naive:
-        rows["naive"] = measure(NaiveBackend(backend), scenario, args.n, args.batch_size, args.max_turns, greedy, greedy)
+    rows = {"simgen": measure(backend, scenario, args.n, args.batch_size, args.max_turns, greedy)}
+    if "naive" not in args.skip:
+        k = min(args.naive_dialogues, args.n)
+        rows["naive"] = measure(NaiveBackend(backend), scenario, k, k, args.max_turns, greedy)
+    if "llama.cpp" not in args.skip:
+        rows["llama.cpp"] = llamacpp_row(scenario, args.n, args.batch_size, args.max_turns, greedy, args.llamacpp_threads)
+    if args.ablations:
+        rows["simgen, no KV reuse"] = measure(StatelessBackend(backend), scenario, args.n, args.batch_size, args.max_turns, greedy)
+        import simgen.backends.transformers as tb
+        from transformers import DynamicCache
+
+        growing, tb.growing_cache_class = tb.growing_cache_class, lambda: DynamicCache
+        try:
+            rows["simgen, DynamicCache"] = measure(backend, scenario, args.n, args.batch_size, args.max_turns, greedy)
+        finally:
+            tb.growing_cache_class = growing
+    params = sum(p.numel() for p in backend.model.parameters())
+    if "bound" not in args.skip:
+        mm = matmul_flops(dtype)
+        bound = mm["flops_per_s"] / (2 * params)
+        rows["bound"] = {"tokens_per_s": round(bound, 1), "matmul_gflops": round(mm["flops_per_s"] / 1e9, 1), "best_shape": mm["shape"]}
+
     result = {
         "work": {"scenario": args.scenario, "dialogues": args.n, "batch_size": args.batch_size, "max_turns": args.max_turns,
-                 "max_new_tokens": args.max_new_tokens, "decoding": "greedy", "model": backend.source.id,
-                 "dtype": str(backend.model.dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
-                 "machine": f"{platform.machine()} {platform.processor() or ''}".strip()},
+                 "max_new_tokens": args.max_new_tokens, "decoding": "greedy", "model": backend.source.id, "parameters": params,
+                 "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                 "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "torch": torch.__version__},
         "rows": {k: {kk: vv for kk, vv in v.items() if kk != "texts"} for k, v in rows.items()},
+        "ratios": {},
     }
-    result["ratio_simgen_over_no_reuse_tokens_per_s"] = round(rows["simgen"]["tokens_per_s"] / rows["no-reuse"]["tokens_per_s"], 2)
-    print(f"{'row':8} {'seconds':>8} {'tokens':>7} {'tokens/s':>9} {'dialogues/min':>14}")
-    for name, r in result["rows"].items():
-        print(f"{name:8} {r['seconds']:8.1f} {r['tokens']:7d} {r['tokens_per_s']:9.1f} {r['dialogues_per_min']:14.2f}")
+    simgen_rate = rows["simgen"]["tokens_per_s"]
+    for peer in ("naive", "llama.cpp", "bound"):
+        if peer in rows:
+            result["ratios"][f"simgen/{peer}"] = round(simgen_rate / rows[peer]["tokens_per_s"], 3)
     if "naive" in rows:
-        result["ratio_simgen_over_naive_tokens_per_s"] = round(rows["simgen"]["tokens_per_s"] / rows["naive"]["tokens_per_s"], 2)
-        same = sum(a == b for a, b in zip(rows["simgen"]["texts"], rows["naive"]["texts"]))
-        result["identical_dialogues"] = f"{same}/{args.n}"
-        result["ratio_simgen_over_naive_dialogues_per_min"] = round(rows["simgen"]["dialogues_per_min"] / rows["naive"]["dialogues_per_min"], 2)
-        print(f"simgen/naive tokens/s: {result['ratio_simgen_over_naive_tokens_per_s']}x; "
-              f"dialogues identical under greedy decoding: {same}/{args.n}")
+        k = rows["naive"]["dialogues"]
+        same = sum(a == b for a, b in zip(rows["simgen"]["texts"][:k], rows["naive"]["texts"]))
+        result["naive_dialogues_identical_to_simgen"] = f"{same}/{k}"
+
+    print(f"\n{args.n} dialogues x {args.max_turns} turns x {args.max_new_tokens} new tokens, greedy, "
+          f"{result['work']['dtype']}, batch {args.batch_size}, {os.cpu_count()} CPUs")
+    print(f"{'row':22} {'dialogues':>9} {'seconds':>8} {'tokens':>7} {'tokens/s':>9} {'dialogues/min':>14}")
+    for name, r in result["rows"].items():
+        if name == "bound":
+            print(f"{name:22} {'':>9} {'':>8} {'':>7} {r['tokens_per_s']:9.1f} {'':>14}  ({r['matmul_gflops']} GFLOP/s, {r['best_shape']})")
+        else:
+            print(f"{name:22} {r['dialogues']:9d} {r['seconds']:8.1f} {r['tokens']:7d} {r['tokens_per_s']:9.1f} {r['dialogues_per_min']:14.2f}")
+    print("  ".join(f"{k}: {v}x" for k, v in result["ratios"].items()))
+    if "naive_dialogues_identical_to_simgen" in result:
+        print(f"naive dialogues identical to simgen's under greedy decoding: {result['naive_dialogues_identical_to_simgen']}")
+    if args.profile:
+        profile_row(backend, scenario, args, greedy, args.profile)
+    if args.rss:
+        result["rss"] = rss_rows(args, [int(x) for x in args.rss.split(",")])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
