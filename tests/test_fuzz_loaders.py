@@ -72,3 +72,14 @@ def test_non_utf8_and_deep_yaml(tmp_path):
     path.write_text(yaml.safe_dump({"profile": {"variables": {}}, "templates": {}, "intent_model": {}}))
     with pytest.raises(ConfigError, match="non-empty mapping"):
         load_scenario(path)
+
+
+def test_yaml_python_tags_are_refused_not_run(tmp_path):
+    """YAML is loaded with safe_load: a tag that would build a Python object or call a function
+    is a ConfigError, and nothing runs."""
+    marker = tmp_path / "ran"
+    path = tmp_path / "s.yaml"
+    path.write_text(f"scenario: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        load_scenario(path)
+    assert not marker.exists()

@@ -54,3 +54,30 @@ def test_missing_block_and_missing_file(tmp_path):
         load(tmp_path, "{% block system %}x{% endblock %}")
     with pytest.raises(TemplateError, match="template 'nope.j2' .* not found"):
         load_template("nope.j2", [tmp_path], "user", KNOWN)
+
+
+ESCAPE = "''.__class__.__mro__[1].__subclasses__()"
+
+
+def test_sandbox_also_guards_backstories_constraints_and_intent_modifiers():
+    """Every user-written jinja2 text renders in the same sandbox: the escape is a ConfigError
+    naming the file and field, never a result."""
+    import numpy as np
+
+    from simgen.data import ProfileLatent
+    from simgen.errors import ConfigError
+    from simgen.intents import load_intent_model
+    from simgen.profiles import parse_profile_space
+
+    variables = {"patience": {"type": "float", "dist": "uniform", "low": 0, "high": 1}}
+    for raw, field in [({"variables": variables, "backstory": "{{ " + ESCAPE + " }}"}, "profile.backstory"),
+                       ({"variables": variables, "constraints": [ESCAPE]}, "profile.constraints")]:
+        with pytest.raises(ConfigError, match=rf"f\.yaml: {field}.*unsafe"):
+            parse_profile_space(raw, "f.yaml").sample(np.random.default_rng(0))
+    model = load_intent_model({
+        "intents": {"ASK": {"description": "ask"}, "BYE": {"description": "bye", "terminal": True}},
+        "start": {"ASK": 1.0}, "transitions": {"ASK": {"ASK": 0.5, "BYE": 0.5}},
+        "modifiers": [{"when": ESCAPE, "scale": {"BYE": 2.0}}],
+    }, "f.yaml", ("patience",))
+    with pytest.raises(ConfigError, match=r"f\.yaml: modifiers: .*unsafe"):
+        model.sample_path(ProfileLatent({"patience": 0.5}), np.random.default_rng(0), 3)
