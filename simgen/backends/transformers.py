@@ -8,8 +8,10 @@ Sampling is done here rather than by `model.generate`: temperature and top-p on 
 one draw per row from that row's own `torch.Generator`, seeded by the simulator from (run seed,
 dialogue, turn, side). So a dialogue's tokens do not depend on the random state of its neighbours.
 Temperature 0 is greedy. Within a batch of dialogues, a `KVSession` keeps each dialogue's KV cache
-across turns, so a turn prefills only its new tokens. What this leaves out: refilling the rows of
-finished dialogues with new ones, static caches and torch.compile.
+across turns, so a turn prefills only its new tokens, and its cache layers append in place into
+buffers that grow geometrically (transformers' DynamicCache copies the whole cache on every token).
+What this leaves out: refilling the rows of finished dialogues with new ones, and torch.compile
+(the cache length changes every step, so a compiled graph would recompile or pad to a fixed size).
 """
 
 from __future__ import annotations
