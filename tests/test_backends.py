@@ -120,3 +120,52 @@ def test_kv_session_reuses_the_cache_and_matches_the_stateless_path(backend):
     session.generate([chat], greedy, [0], keys=["a"])
     reused = sum(1 for a, b in zip(session.hist[0], prompt) if a == b)
     assert reused > cached // 2 and session.mask.shape[1] < cached + len(prompt)
+
+
+@pytest.mark.parametrize("sampling", [SAMPLED, SamplingConfig(temperature=0.8, top_p=1.0, max_new_tokens=8, repetition_penalty=1.2)],
+                         ids=["top_p", "penalty"])
+def test_kv_reuse_and_growing_cache_match_the_reference_path_under_sampling(backend, sampling, monkeypatch):
+    """Under sampling the optimised path draws the very same tokens as the reference path (no KV
+    reuse, transformers' own DynamicCache): same logits, same per-row generators. So the output
+    distribution is unchanged, not merely close."""
+    import simgen.backends.transformers as tb
+    from transformers import DynamicCache
+
+    from simgen.scenario import load_scenario
+    from simgen.simulator import plan, simulate
+
+    class Reference:
+        def __init__(self, inner):
+            self.inner, self.name = inner, "reference"
+
+        def session(self):
+            return self.inner.session(reuse_cache=False)
+
+    sc = load_scenario("movie-recommendation")
+    jobs = [plan(sc, 3, i, 4) for i in range(5)]
+    fast = simulate(jobs, sc, backend, backend, sampling, sampling, 3, 4)
+    monkeypatch.setattr(tb, "growing_cache_class", lambda: DynamicCache)
+    slow = simulate(jobs, sc, Reference(backend), Reference(backend), sampling, sampling, 3, 4)
+    assert [[t.text for t in d.turns] for d in fast] == [[t.text for t in d.turns] for d in slow]
+    assert sum(len(d.turns) for d in fast) >= 10
+
+
+def test_growing_cache_appends_in_place_and_adopts_replaced_tensors():
+    import torch
+
+    from simgen.backends.transformers import growing_cache_class
+
+    cache = growing_cache_class()()
+    layer_updates, buffers = [], set()
+    for step in range(500):
+        k = torch.full((2, 3, 1 if step else 5, 4), float(step))
+        keys, values = cache.update(k, k.clone(), 0)
+        layer_updates.append(keys.shape[-2])
+        buffers.add(cache.layers[0]._kbuf.data_ptr())
+    assert layer_updates[-1] == 504 and cache.get_seq_length() == 504
+    assert len(buffers) <= 5  # geometric growth: a handful of reallocations for 500 appends (+64 each time would take 8)
+    assert torch.equal(keys[:, :, 5:, 0], torch.arange(1, 500).float().expand(2, 3, -1))
+    # a row selection (what KVSession does when dialogues end) replaces keys; appending continues from it
+    cache.batch_select_indices(torch.tensor([1]))
+    keys, _ = cache.update(torch.full((1, 3, 1, 4), -1.0), torch.full((1, 3, 1, 4), -1.0), 0)
+    assert keys.shape == (1, 3, 505, 4) and keys[0, 0, -1, 0] == -1 and keys[0, 0, -2, 0] == 499
