@@ -1,8 +1,11 @@
 """Generation throughput: simgen against what users would otherwise run, same work, one script.
 
 Every row runs simgen's simulator over the same dialogues (same scenario, seed, profiles, intents,
-number of turns, max_new_tokens, greedy decoding, the embedded SmolLM2-135M-Instruct); only what
-produces the lines differs:
+max_new_tokens, greedy decoding, the embedded SmolLM2-135M-Instruct), and every dialogue runs
+exactly `--max-turns` user turns and as many assistant turns: the stop rules are off (a 135M model
+under greedy decoding soon repeats itself, and each row would otherwise stop different dialogues
+at different turns) and terminal intents are left out of the paths. Only what produces the lines
+differs:
 
 - simgen:    `TransformersBackend`, every active dialogue advances in one batched forward pass and
              keeps its KV cache across turns (a turn prefills only its new tokens);
@@ -29,6 +32,7 @@ process each).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -37,6 +41,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -46,7 +51,7 @@ from simgen.backends.transformers import TransformersBackend
 from simgen.config import SamplingConfig
 from simgen.data import Chat, Generation
 from simgen.scenario import load_scenario
-from simgen.simulator import plan, simulate
+from simgen.simulator import DialogueJob, plan, simulate
 
 
 class StatelessBackend(Backend):
@@ -84,13 +89,20 @@ class NaiveBackend(Backend):
         return out
 
 
+def full_length(job: DialogueJob, scenario, max_turns: int) -> DialogueJob:
+    """The job with its intent path stretched to `max_turns` user turns, terminal intents left out."""
+    path = [i for i in job.intents if not scenario.intents.get(i).terminal] or [scenario.intents.intents[0].name]
+    return replace(job, intents=tuple(itertools.islice(itertools.cycle(path), max_turns)))
+
+
 def measure(backend: Backend, scenario, n: int, batch_size: int, max_turns: int, sampling: SamplingConfig) -> dict:
+    """Every dialogue runs exactly `max_turns` user turns (no early stops), so all rows do the same turns."""
     tokens = lines = 0
     start = time.perf_counter()
     texts = []
     for first in range(0, n, batch_size):
-        jobs = [plan(scenario, 0, i, max_turns) for i in range(first, min(first + batch_size, n))]
-        for d in simulate(jobs, scenario, backend, backend, sampling, sampling, 0, max_turns):
+        jobs = [full_length(plan(scenario, 0, i, max_turns), scenario, max_turns) for i in range(first, min(first + batch_size, n))]
+        for d in simulate(jobs, scenario, backend, backend, sampling, sampling, 0, max_turns, early_stop=False):
             tokens += sum(t.n_tokens for t in d.turns)
             lines += len(d.turns)
             texts.append([t.text for t in d.turns])

@@ -89,8 +89,14 @@ def simulate(
     seed: int,
     max_turns: int,
     on_step: Callable[[int, int], None] | None = None,
+    early_stop: bool = True,
 ) -> list[Dialogue]:
-    """Run `jobs` to completion as one batch; `on_step(lines, tokens)` reports progress."""
+    """Run `jobs` to completion as one batch; `on_step(lines, tokens)` reports progress.
+
+    `early_stop=False` keeps every dialogue going through empty and degenerate lines (only a
+    generation error or the end of its intent path stops it): benchmarks use it so that every
+    row does the same number of turns, whatever text the model writes.
+    """
     states = []
     for job in jobs:
         user_system = scenario.user_template.render("system", user_context(scenario, job, 0, max_turns))
@@ -99,7 +105,7 @@ def simulate(
 
     with user_backend.session() as user_session, assistant_backend.session() as assistant_session:
         _loop(states, scenario, user_session, assistant_session, user_backend, assistant_backend,
-              user_sampling, assistant_sampling, seed, max_turns, on_step)
+              user_sampling, assistant_sampling, seed, max_turns, on_step, early_stop)
     for s in states:  # a path that ended without a terminal intent within max_turns
         if s.stop_reason is None:
             s.stop_reason = "max_turns"
@@ -109,7 +115,7 @@ def simulate(
 def _loop(states: list[_State], scenario: Scenario, user_session: Session, assistant_session: Session,
           user_backend: Backend, assistant_backend: Backend, user_sampling: SamplingConfig,
           assistant_sampling: SamplingConfig, seed: int, max_turns: int,
-          on_step: Callable[[int, int], None] | None) -> None:
+          on_step: Callable[[int, int], None] | None, early_stop: bool = True) -> None:
     for k in range(max_turns):
         active = [s for s in states if s.stop_reason is None]
         if not active:
@@ -128,7 +134,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
             s.turns.append(Turn(len(s.turns), "user", text, intent, g.n_tokens, g.finish_reason if not g.error else "error"))
             s.user_chat.append({"role": "assistant", "content": text})
             s.assistant_chat.append({"role": "user", "content": text})
-            s.stop_reason = _stop_reason(s, g, text)
+            s.stop_reason = _stop_reason(s, g, text, early_stop)
             if s.stop_reason is None and scenario.intents.get(intent).terminal:
                 s.stop_reason = "terminal_intent"
         if on_step:
@@ -146,7 +152,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
             s.turns.append(Turn(len(s.turns), "assistant", text, None, g.n_tokens, g.finish_reason if not g.error else "error"))
             s.assistant_chat.append({"role": "assistant", "content": text})
             s.pending_assistant_line = text
-            s.stop_reason = _stop_reason(s, g, text)
+            s.stop_reason = _stop_reason(s, g, text, early_stop)
             if s.stop_reason is None and k == max_turns - 1:
                 s.stop_reason = "max_turns"
         if on_step:
@@ -212,9 +218,11 @@ def degenerate(text: str, same_side: Sequence[str], other_side: str | None) -> s
     return None
 
 
-def _stop_reason(state: _State, gen: Generation, text: str) -> str | None:
+def _stop_reason(state: _State, gen: Generation, text: str, early_stop: bool = True) -> str | None:
     if gen.error:
         return f"generation_error: {gen.error}"
+    if not early_stop:
+        return None
     if not text:
         return "empty_output"
     role = state.turns[-1].role

@@ -89,6 +89,16 @@ def test_stop_rules_record_the_row_and_the_reason(scenario, user_fn, assistant_f
     assert d.stop_reason == reason and len(d.turns) == n_turns
 
 
+def test_without_early_stop_degenerate_lines_run_to_the_end_of_the_path(scenario):
+    """What the throughput benchmark relies on: every dialogue runs its whole path."""
+    jobs = [job(scenario, ["ASK", "SHARE", "ASK", "SHARE"])]
+    user, assistant = Scripted(lambda c, k: "same thing"), Scripted(lambda c, k: "   ")
+    (d,) = simulate(jobs, scenario, user, assistant, S, S, 0, 4, early_stop=False)
+    assert len(d.turns) == 8 and d.stop_reason == "max_turns"
+    (d,), _, _ = run(scenario, jobs, lambda c, k: "same thing", lambda c, k: "   ", max_turns=4)
+    assert d.stop_reason == "empty_output"
+
+
 def test_a_failing_dialogue_does_not_stop_the_batch(scenario):
     class FailsOnFirstCall(Scripted):
         """The first chat of the first call fails, as a broken server or assistant would."""
