@@ -115,7 +115,7 @@ def resume(path: str | Path, assistant: Callable[[list[dict]], str] | Backend | 
     sc = load_scenario(manifest["scenario"]["path"])
     if sc.sha256 != manifest["scenario"]["sha256"]:
         raise RunError(f"--resume {out}: the scenario {sc.path} changed since the run started, so the rest would not match. Restore it, or start a new run.")
-    if manifest["backend"]["assistant"].get("backend") == "callable" and assistant is None:
+    if manifest.get("backend", {}).get("assistant", {}).get("backend") == "callable" and assistant is None:
         raise RunError(f"--resume {out}: the run's assistant was {manifest['backend']['assistant'].get('callable')}; pass it again (--assistant).")
     return _run(out, manifest, config, sc, assistant, progress)
 
@@ -131,12 +131,22 @@ def _new_manifest(cfg: GenerateConfig, sc: Scenario, out: Path, assistant: Any) 
         "n": cfg.n,
         "scenario": sc.describe(),
         "config": cfg.to_dict(),
-        "backend": {},
+        "backend": _declared_assistant(assistant),  # the models' descriptions are added once they load
         "versions": package_versions(),
         "progress": {"batch_size": cfg.batch_size, "n_shards": math.ceil(cfg.n / cfg.batch_size), "dialogues_done": 0, "shards": []},
         "counts": {},
         "timings": {},
     }
+
+
+def _declared_assistant(assistant: Any) -> dict[str, Any]:
+    """{"assistant": description} for an assistant the caller passed, so a run killed before its
+    models loaded still knows on resume that it needs it; else {}."""
+    from simgen.backends.callable import CallableBackend
+
+    if assistant is None:
+        return {}
+    return {"assistant": (assistant if isinstance(assistant, Backend) else CallableBackend(assistant)).describe()}
 
 
 def _backends(cfg: GenerateConfig, assistant: Any) -> tuple[Backend, Backend]:

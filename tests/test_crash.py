@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import pytest
 N, BATCH = 6, 2  # three shards
 CLI = [sys.executable, "-c", "import sys; from simgen.cli import main; sys.argv[0] = 'simgen'; main()"]
 POLL = 0.005  # seconds between looks at the run folder
+TIMEOUT = 600  # seconds one process may take on a loaded machine
 
 
 def command(model: Path, out: Path, seed: int) -> list[str]:
@@ -45,16 +47,22 @@ def manifest(out: Path) -> dict | None:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Trigger:
-    """When to kill: `after` seconds from the start, or once the folder reaches `state`."""
+    """When to kill: `after` seconds once the folder reaches `state` (from the start if None)."""
 
-    after: float | None = None
+    after: float = 0.0
     state: str | None = None  # "folder" | "shards:K" (K shards listed) | "merge" (every shard listed)
+    reached: float | None = None  # when the state was first seen
 
     def due(self, out: Path, elapsed: float) -> bool:
-        if self.after is not None:
-            return elapsed >= self.after
+        if self.reached is None and self.state_reached(out):
+            self.reached = elapsed
+        return self.reached is not None and elapsed >= self.reached + self.after
+
+    def state_reached(self, out: Path) -> bool:
+        if self.state is None:
+            return True
         if self.state == "folder":
             return out.is_dir()
         m = manifest(out)
@@ -67,15 +75,25 @@ class Trigger:
 
 def run_until(cmd: list[str], out: Path, trigger: Trigger | None, sig: int = signal.SIGKILL) -> subprocess.CompletedProcess:
     """Run `cmd`; send `sig` when `trigger` is due. The result's returncode says who won."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    start = time.perf_counter()
-    while proc.poll() is None and trigger is not None:
-        if trigger.due(out, time.perf_counter() - start):
-            proc.send_signal(sig)
-            break
-        time.sleep(POLL)
-    stdout, stderr = proc.communicate(timeout=180)
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    # stderr goes to a file: a pipe nobody reads while we poll could fill and stall the child
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        start = time.perf_counter()
+        while proc.poll() is None and trigger is not None:
+            if trigger.due(out, time.perf_counter() - start):
+                proc.send_signal(sig)
+                break
+            if time.perf_counter() - start > TIMEOUT:
+                break
+            time.sleep(POLL)
+        try:
+            proc.wait(timeout=max(TIMEOUT - (time.perf_counter() - start), 1))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"{' '.join(cmd[3:])} did not finish within {TIMEOUT} s")
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, "", err.read())
 
 
 def check_consistent(out: Path) -> None:
@@ -141,9 +159,11 @@ def kill_and_resume(model: Path, out: Path, seed: int, triggers: list[Trigger]) 
 def test_kills_at_chosen_moments_then_resume_is_byte_identical(tiny_model_dir, baselines, tmp_path):
     baseline, _, _ = baselines(0)
     out = tmp_path / "run"
-    left = kill_and_resume(tiny_model_dir, out, 0, [Trigger(state="folder"), Trigger(state="shards:1"), Trigger(state="merge")])
+    # as the folder appears; while the model loads (manifest, no shard); after a shard; in the merge
+    triggers = [Trigger(state="folder"), Trigger(state="shards:0"), Trigger(state="shards:1"), Trigger(state="merge")]
+    left = kill_and_resume(tiny_model_dir, out, 0, triggers)
     print(f"kills left {left}")
-    assert left[0] in ("no manifest", "running") and left[1] == "running"
+    assert left[0] in ("no manifest", "running") and left[1:3] == ["running", "running"]
     check_run(out, baseline)
 
 
@@ -151,9 +171,12 @@ def test_kills_at_chosen_moments_then_resume_is_byte_identical(tiny_model_dir, b
 def test_kills_at_random_moments_then_resume_is_byte_identical(tiny_model_dir, baselines, tmp_path, seed):
     baseline, seconds, _ = baselines(seed)
     rng = random.Random(seed)
-    # random moments from process start to the end of a whole run (imports, model load, shards,
-    # merge), then once more in the merge; a kill that lands after the run finished is harmless
-    triggers = [*(Trigger(after=rng.uniform(0.0, seconds)) for _ in range(2)), Trigger(state="merge")]
+    # a random moment from process start to the end of a whole run (imports, model load, shards,
+    # merge), a random moment after a random number of shards, then once more in the merge; a
+    # kill that lands after the run finished is harmless
+    triggers = [Trigger(after=rng.uniform(0.0, seconds)),
+                Trigger(after=rng.uniform(0.0, 0.5), state=f"shards:{rng.randrange(N // BATCH)}"),
+                Trigger(after=rng.uniform(0.0, 0.05), state="merge")]
     out = tmp_path / "run"
     left = kill_and_resume(tiny_model_dir, out, seed, triggers)
     print(f"seed {seed}: kills at {triggers} left {left}")
