@@ -20,8 +20,9 @@ differs:
              Python are not counted, so no real row can reach it.
 
 It prints tokens/s and dialogues/min per row and the ratios simgen/naive, simgen/llama.cpp and
-simgen/bound, and writes them to JSON. With `--ablations` it adds simgen without KV reuse and
-simgen with transformers' DynamicCache; `--profile` writes a torch.profiler table of simgen's row;
+simgen/bound, and writes them to JSON. `--ablations no-reuse,dynamic-cache,sdpa` adds simgen with
+one optimisation taken out (KV reuse, the growing cache, the decode-step attention); `--profile FILE` times decode steps at several context lengths under torch.profiler (where a
+step's time goes, beside what the weight matmuls alone would take at the measured peak);
 `--rss 64,256` reports the peak RSS of simgen with that many concurrent dialogues (one child
 process each).
 
@@ -47,7 +48,7 @@ from pathlib import Path
 import torch
 
 from simgen.backends import Backend
-from simgen.backends.transformers import TransformersBackend
+from simgen.backends.transformers import TransformersBackend, growing_cache_class
 from simgen.config import SamplingConfig
 from simgen.data import Chat, Generation
 from simgen.scenario import load_scenario
@@ -107,6 +108,7 @@ def measure(backend: Backend, scenario, n: int, batch_size: int, max_turns: int,
             lines += len(d.turns)
             texts.append([t.text for t in d.turns])
     seconds = time.perf_counter() - start
+    print(f"  {backend.name}: {n} dialogues, {tokens} tokens in {seconds:.1f} s", flush=True)
     return {"dialogues": n, "seconds": round(seconds, 2), "tokens": tokens, "lines": lines,
             "tokens_per_s": round(tokens / seconds, 1), "dialogues_per_min": round(n / seconds * 60, 2), "texts": texts}
 
@@ -141,14 +143,45 @@ def llamacpp_row(scenario, n: int, batch_size: int, max_turns: int, sampling: Sa
     return row
 
 
-def profile_row(backend: TransformersBackend, scenario, args, sampling: SamplingConfig, path: Path) -> None:
+def profile_decode(backend: TransformersBackend, batch: int, contexts: Sequence[int], flops_per_s: float, path: Path) -> list[dict]:
+    """Where a decode step's time goes: `batch` rows with `context` cached tokens each, a few steps
+    under torch.profiler, beside what the weight matmuls alone would take at the measured peak."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        measure(backend, scenario, args.n, args.batch_size, args.max_turns, sampling)
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
-    path.write_text(table + "\n")
-    print(table)
+    model, params = backend.model, sum(p.numel() for p in backend.model.parameters())
+    vocab, out, tables = model.config.vocab_size, [], []
+    for context in contexts:
+        cache = growing_cache_class()()
+        ids = torch.randint(0, vocab, (batch, context))
+        with torch.inference_mode():
+            start = time.perf_counter()
+            model(input_ids=ids, use_cache=True, logits_to_keep=1, **{backend.cache_kwarg: cache})
+            prefill = time.perf_counter() - start
+            step_ids = torch.randint(0, vocab, (batch, 1))
+            mask = torch.ones((batch, context + 1), dtype=torch.long)
+            model(input_ids=step_ids, attention_mask=mask, use_cache=True, **{backend.cache_kwarg: cache})  # warm-up step
+            steps = 4
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                start = time.perf_counter()
+                for k in range(steps):
+                    mask = torch.ones((batch, context + 2 + k), dtype=torch.long)
+                    model(input_ids=step_ids, attention_mask=mask, use_cache=True, **{backend.cache_kwarg: cache})
+                step = (time.perf_counter() - start) / steps
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events) or 1
+        top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
+        row = {"context": context, "batch": batch, "step_ms": round(step * 1000, 1), "tokens_per_s": round(batch / step, 1),
+               "weight_matmul_ms_at_peak": round(2 * params * batch / flops_per_s * 1000, 1),
+               "prefill_tokens_per_s": round(batch * context / prefill, 1),
+               "top_ops_self_cpu_share": {e.key: round(e.self_cpu_time_total / total, 3) for e in top}}
+        out.append(row)
+        tables.append(f"# batch {batch}, {context} cached tokens per row: {row['step_ms']} ms per decode step\n"
+                      + events.table(sort_by="self_cpu_time_total", row_limit=12))
+        print(f"  decode step, batch {batch}, context {context}: {row['step_ms']} ms ({row['tokens_per_s']} tokens/s; "
+              f"weight matmuls at peak: {row['weight_matmul_ms_at_peak']} ms); top ops: "
+              + ", ".join(f"{k} {v:.0%}" for k, v in list(row["top_ops_self_cpu_share"].items())[:4]), flush=True)
+    path.write_text("\n\n".join(tables) + "\n")
+    return out
 
 
 def rss_child(args) -> None:  # noqa: ANN001
@@ -188,8 +221,10 @@ def main() -> None:
     ap.add_argument("--naive-dialogues", type=int, default=8, help="the naive row runs the first N dialogues (it does one at a time)")
     ap.add_argument("--llamacpp-threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--skip", action="append", default=[], choices=["naive", "llama.cpp", "bound"], help="leave a row out")
-    ap.add_argument("--ablations", action="store_true", help="add simgen without KV reuse, and with transformers' DynamicCache")
-    ap.add_argument("--profile", type=Path, default=None, help="write a torch.profiler table of the simgen row here")
+    ap.add_argument("--ablations", type=lambda v: v.split(","), default=[],
+                    help="comma-separated: no-reuse (re-encode every turn), dynamic-cache (transformers' DynamicCache), "
+                         "sdpa (transformers' SDPA attention in decode steps)")
+    ap.add_argument("--profile", type=Path, default=None, help="profile decode steps at 128-1536 cached tokens; write the op tables here")
     ap.add_argument("--rss", default=None, help="comma-separated concurrent-dialogue counts for peak RSS, e.g. 64,256")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=Path("outputs/bench_generate.json"))
@@ -203,14 +238,18 @@ def main() -> None:
     greedy = SamplingConfig(temperature=0, max_new_tokens=args.max_new_tokens, repetition_penalty=1.0)
     measure(backend, scenario, 2, 2, 1, SamplingConfig(temperature=0, max_new_tokens=4))  # warm-up
 
+    backend.stats.update(prefill_tokens=0, decode_steps=0, decoded_rows=0)
     rows = {"simgen": measure(backend, scenario, args.n, args.batch_size, args.max_turns, greedy)}
+    rows["simgen"].update(prefilled_tokens=backend.stats["prefill_tokens"], decode_steps=backend.stats["decode_steps"],
+                          mean_rows_per_step=round(backend.stats["decoded_rows"] / max(backend.stats["decode_steps"], 1), 1))
     if "naive" not in args.skip:
         k = min(args.naive_dialogues, args.n)
         rows["naive"] = measure(NaiveBackend(backend), scenario, k, k, args.max_turns, greedy)
     if "llama.cpp" not in args.skip:
         rows["llama.cpp"] = llamacpp_row(scenario, args.n, args.batch_size, args.max_turns, greedy, args.llamacpp_threads)
-    if args.ablations:
+    if "no-reuse" in args.ablations:
         rows["simgen, no KV reuse"] = measure(StatelessBackend(backend), scenario, args.n, args.batch_size, args.max_turns, greedy)
+    if "dynamic-cache" in args.ablations:
         import simgen.backends.transformers as tb
         from transformers import DynamicCache
 
@@ -219,6 +258,10 @@ def main() -> None:
             rows["simgen, DynamicCache"] = measure(backend, scenario, args.n, args.batch_size, args.max_turns, greedy)
         finally:
             tb.growing_cache_class = growing
+    if "sdpa" in args.ablations:
+        sdpa = TransformersBackend(args.model, args.dtype, fast_attention=False)
+        rows["simgen, SDPA attention"] = measure(sdpa, scenario, args.n, args.batch_size, args.max_turns, greedy)
+        del sdpa
     params = sum(p.numel() for p in backend.model.parameters())
     if "bound" not in args.skip:
         mm = matmul_flops(dtype)
@@ -254,7 +297,8 @@ def main() -> None:
     if "naive_dialogues_identical_to_simgen" in result:
         print(f"naive dialogues identical to simgen's under greedy decoding: {result['naive_dialogues_identical_to_simgen']}")
     if args.profile:
-        profile_row(backend, scenario, args, greedy, args.profile)
+        peak = rows["bound"]["matmul_gflops"] * 1e9 if "bound" in rows else matmul_flops(dtype)["flops_per_s"]
+        result["profile"] = profile_decode(backend, args.batch_size, (128, 512, 1024, 1536), peak, args.profile)
     if args.rss:
         result["rss"] = rss_rows(args, [int(x) for x in args.rss.split(",")])
     args.json.parent.mkdir(parents=True, exist_ok=True)

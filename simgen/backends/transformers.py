@@ -34,22 +34,28 @@ class TransformersBackend(Backend):
     logprobs = True
 
     def __init__(self, model: str | None = None, dtype: str = "auto", trust_remote_code: bool = False,
-                 source: ModelSource | None = None) -> None:
+                 source: ModelSource | None = None, fast_attention: bool = True) -> None:
         self.source = source or resolve_model(model, trust_remote_code)
         self.model, self.tokenizer = load_causal_lm(self.source, dtype, trust_remote_code)
+        if fast_attention and self.model.device.type == "cpu" and self.model.config._attn_implementation == "sdpa":
+            from simgen.backends.attention import register
+
+            self.model.set_attn_implementation(register())  # decode steps by matmuls, prefill still by SDPA
         self.stop_ids = _stop_token_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else min(self.stop_ids)
         # transformers 5.x renamed `past_key_values` to `cache`; pass whichever this version takes
         params = inspect.signature(self.model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self.stats = {"prefill_tokens": 0, "decode_steps": 0, "decoded_rows": 0}  # work done, for benchmarks
 
     @property
     def device(self):  # noqa: ANN201
         return self.model.device
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.source.describe(), "dtype": str(self.model.dtype).removeprefix("torch.")}
+        return {"backend": self.name, "model": self.source.describe(), "dtype": str(self.model.dtype).removeprefix("torch."),
+                "attention": self.model.config._attn_implementation}
 
     def encode(self, chat: Chat) -> list[int]:
         """Token ids of a chat with the generation prompt of the next "assistant" message."""
@@ -159,6 +165,8 @@ class KVSession(Session):
         """New token ids per prompt (stop token excluded) and whether each row stopped on its own."""
         import torch
 
+        from torch.profiler import record_function  # labels for `bench_generate.py --profile`; free when not profiling
+
         b, device = self.b, self.b.device
         with torch.inference_mode():
             # 1. per row: drop the cached tokens that no longer match, keep the new suffix
@@ -185,6 +193,7 @@ class KVSession(Session):
                 positions[row, offset:] = torch.arange(len(self.hist[row]), len(self.hist[row]) + len(suffix))
                 self.hist[row].extend(suffix)
                 self.cols[row].extend(range(start + offset, start + width))
+            b.stats["prefill_tokens"] += sum(len(x) for x in suffixes)
             chunk, chunk_mask, positions = chunk.to(device), chunk_mask.to(device), positions.to(device)
             mask = torch.cat([self.mask, chunk_mask], dim=1)
             generators = [torch.Generator().manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF) for s in seeds]
@@ -194,8 +203,9 @@ class KVSession(Session):
                 seen = torch.zeros((batch, b.model.config.vocab_size), dtype=torch.bool, device=device)
                 for row, ids in enumerate(prompts):
                     seen[row, torch.tensor(ids, device=device)] = True
-            logits = b.model(input_ids=chunk, attention_mask=mask, position_ids=positions, use_cache=True,
-                             logits_to_keep=1, **{b.cache_kwarg: self.cache}).logits[:, -1, :]
+            with record_function("simgen.prefill"):
+                logits = b.model(input_ids=chunk, attention_mask=mask, position_ids=positions, use_cache=True,
+                                 logits_to_keep=1, **{b.cache_kwarg: self.cache}).logits[:, -1, :]
 
             # 3. decode: one forward pass per token for every row still running
             new_tokens: list[list[int]] = [[] for _ in range(batch)]
@@ -224,9 +234,12 @@ class KVSession(Session):
                     self.hist[row].append(int(next_ids[row]))
                     self.cols[row].append(slot)
                 mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
-                logits = b.model(input_ids=next_ids.masked_fill(done, b.pad_id)[:, None], attention_mask=mask,
-                                 position_ids=step_positions.to(device), use_cache=True,
-                                 **{b.cache_kwarg: self.cache}).logits[:, -1, :]
+                b.stats["decode_steps"] += 1
+                b.stats["decoded_rows"] += batch
+                with record_function("simgen.decode_step"):
+                    logits = b.model(input_ids=next_ids.masked_fill(done, b.pad_id)[:, None], attention_mask=mask,
+                                     position_ids=step_positions.to(device), use_cache=True,
+                                     **{b.cache_kwarg: self.cache}).logits[:, -1, :]
             self.mask = mask
         return new_tokens, stopped
 
