@@ -20,8 +20,8 @@ differs:
              Python are not counted, so no real row can reach it.
 
 It prints tokens/s and dialogues/min per row and the ratios simgen/naive, simgen/llama.cpp and
-simgen/bound, and writes them to JSON. `--ablations no-reuse,dynamic-cache,sdpa` adds simgen with
-one optimisation taken out (KV reuse, the growing cache, the decode-step attention); `--profile FILE` times decode steps at several context lengths under torch.profiler (where a
+simgen/bound, and writes them to JSON. `--ablations no-reuse,dynamic-cache` adds simgen with one
+optimisation taken out (KV reuse, the growing cache); `--profile FILE` times decode steps at several context lengths under torch.profiler (where a
 step's time goes, beside what the weight matmuls alone would take at the measured peak);
 `--rss 64,256` reports the peak RSS of simgen with that many concurrent dialogues (one child
 process each).
@@ -222,8 +222,7 @@ def main() -> None:
     ap.add_argument("--llamacpp-threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--skip", action="append", default=[], choices=["naive", "llama.cpp", "bound"], help="leave a row out")
     ap.add_argument("--ablations", type=lambda v: v.split(","), default=[],
-                    help="comma-separated: no-reuse (re-encode every turn), dynamic-cache (transformers' DynamicCache), "
-                         "sdpa (transformers' SDPA attention in decode steps)")
+                    help="comma-separated: no-reuse (re-encode every turn), dynamic-cache (transformers' DynamicCache)")
     ap.add_argument("--profile", type=Path, default=None, help="profile decode steps at 128-1536 cached tokens; write the op tables here")
     ap.add_argument("--rss", default=None, help="comma-separated concurrent-dialogue counts for peak RSS, e.g. 64,256")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
@@ -258,10 +257,6 @@ def main() -> None:
             rows["simgen, DynamicCache"] = measure(backend, scenario, args.n, args.batch_size, args.max_turns, greedy)
         finally:
             tb.growing_cache_class = growing
-    if "sdpa" in args.ablations:
-        sdpa = TransformersBackend(args.model, args.dtype, fast_attention=False)
-        rows["simgen, SDPA attention"] = measure(sdpa, scenario, args.n, args.batch_size, args.max_turns, greedy)
-        del sdpa
     params = sum(p.numel() for p in backend.model.parameters())
     if "bound" not in args.skip:
         mm = matmul_flops(dtype)

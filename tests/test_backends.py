@@ -170,33 +170,3 @@ def test_growing_cache_appends_in_place_and_adopts_replaced_tensors():
     keys, _ = cache.update(torch.full((1, 3, 1, 4), -1.0), torch.full((1, 3, 1, 4), -1.0), 0)
     assert keys.shape == (1, 3, 505, 4) and keys[0, 0, -1, 0] == -1 and keys[0, 0, -2, 0] == 499
 
-
-def test_matmul_attention_matches_sdpa(tiny_model_dir, backend):
-    """The decode-step attention (simgen/backends/attention.py) against transformers' SDPA: the same
-    logits on a padded batch with a KV cache (fp32), and the same greedy dialogues."""
-    import torch
-
-    from simgen.backends.transformers import TransformersBackend, growing_cache_class
-    from simgen.scenario import load_scenario
-    from simgen.simulator import plan, simulate
-
-    reference = TransformersBackend(str(tiny_model_dir), dtype="float32", fast_attention=False)
-    assert backend.describe()["attention"] == "simgen_matmul" and reference.describe()["attention"] == "sdpa"
-    torch.manual_seed(0)
-    ids = torch.randint(0, 1000, (3, 9))
-    mask = torch.ones_like(ids)
-    mask[0, :4] = mask[2, :2] = 0  # left padding
-    logits = []
-    for b in (backend, reference):
-        cache = growing_cache_class()()
-        with torch.inference_mode():
-            b.model(input_ids=ids, attention_mask=mask, use_cache=True, **{b.cache_kwarg: cache})
-            step = b.model(input_ids=ids[:, :1], attention_mask=torch.cat([mask, torch.ones((3, 1), dtype=torch.long)], 1),
-                           use_cache=True, **{b.cache_kwarg: cache}).logits
-        logits.append(step)
-    torch.testing.assert_close(logits[0], logits[1], rtol=1e-5, atol=1e-5)
-
-    sc = load_scenario("chitchat")
-    jobs = [plan(sc, 0, i, 3) for i in range(4)]
-    runs = [simulate(jobs, sc, b, b, GREEDY, GREEDY, 0, 3) for b in (backend, reference)]
-    assert [[t.text for t in d.turns] for d in runs[0]] == [[t.text for t in d.turns] for d in runs[1]]

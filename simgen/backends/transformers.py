@@ -34,13 +34,9 @@ class TransformersBackend(Backend):
     logprobs = True
 
     def __init__(self, model: str | None = None, dtype: str = "auto", trust_remote_code: bool = False,
-                 source: ModelSource | None = None, fast_attention: bool = True) -> None:
+                 source: ModelSource | None = None) -> None:
         self.source = source or resolve_model(model, trust_remote_code)
         self.model, self.tokenizer = load_causal_lm(self.source, dtype, trust_remote_code)
-        if fast_attention and self.model.device.type == "cpu" and self.model.config._attn_implementation == "sdpa":
-            from simgen.backends.attention import register
-
-            self.model.set_attn_implementation(register())  # decode steps by matmuls, prefill still by SDPA
         self.stop_ids = _stop_token_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else min(self.stop_ids)
