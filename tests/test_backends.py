@@ -15,6 +15,16 @@ GREEDY = SamplingConfig(temperature=0, max_new_tokens=12, repetition_penalty=1.0
 SAMPLED = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=12)
 
 
+class Stateless:
+    """The same backend, but every call starts from an empty cache: the reference path."""
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, "stateless"
+
+    def session(self):
+        return self.inner.session(reuse_cache=False)
+
+
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir):
     from simgen.backends.transformers import TransformersBackend
@@ -95,13 +105,6 @@ def test_kv_session_reuses_the_cache_and_matches_the_stateless_path(backend):
     from simgen.scenario import load_scenario
     from simgen.simulator import plan, simulate
 
-    class Stateless:  # the same backend, but every call starts from an empty cache
-        def __init__(self, inner):
-            self.inner, self.name = inner, "stateless"
-
-        def session(self):
-            return self.inner.session(reuse_cache=False)
-
     sc = load_scenario("chitchat")
     jobs = [plan(sc, 0, i, 4) for i in range(4)]
     greedy = SamplingConfig(temperature=0, max_new_tokens=6, repetition_penalty=1.3)
@@ -134,18 +137,11 @@ def test_kv_reuse_and_growing_cache_match_the_reference_path_under_sampling(back
     from simgen.scenario import load_scenario
     from simgen.simulator import plan, simulate
 
-    class Reference:
-        def __init__(self, inner):
-            self.inner, self.name = inner, "reference"
-
-        def session(self):
-            return self.inner.session(reuse_cache=False)
-
     sc = load_scenario("movie-recommendation")
     jobs = [plan(sc, 3, i, 4) for i in range(5)]
     fast = simulate(jobs, sc, backend, backend, sampling, sampling, 3, 4)
     monkeypatch.setattr(tb, "growing_cache_class", lambda: DynamicCache)
-    slow = simulate(jobs, sc, Reference(backend), Reference(backend), sampling, sampling, 3, 4)
+    slow = simulate(jobs, sc, Stateless(backend), Stateless(backend), sampling, sampling, 3, 4)
     assert [[t.text for t in d.turns] for d in fast] == [[t.text for t in d.turns] for d in slow]
     assert sum(len(d.turns) for d in fast) >= 10
 
