@@ -82,16 +82,17 @@ def generate(
     sc = load_scenario(config.scenario)  # fails on a bad scenario before any folder or model is touched
     from simgen.models import resolve_model
 
+    backends = None
     if config.backend == "transformers":
         for spec in (config.model, config.assistant_model) if config.assistant_model else (config.model,):
             resolve_model(spec, config.trust_remote_code)  # a missing model fails before the folder exists
     else:
-        _backends(config, assistant)  # an unreachable server fails before the folder exists
+        backends = _backends(config, assistant)  # an unreachable server fails before the folder exists; built once
     out = Path(out) if out is not None else default_out_dir(config)
     prepare_out_dir(out)
     manifest = _new_manifest(config, sc, out, assistant)
     atomic_write_json(out / MANIFEST, manifest)
-    return _run(out, manifest, config, sc, assistant, progress)
+    return _run(out, manifest, config, sc, assistant, progress, backends)
 
 
 def resume(path: str | Path, assistant: Callable[[list[dict]], str] | Backend | None = None, progress: bool = True) -> Run:
@@ -218,12 +219,13 @@ class _CappedSession(Session):
         self.inner.close()
 
 
-def _run(out: Path, manifest: dict[str, Any], cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool) -> Run:
+def _run(out: Path, manifest: dict[str, Any], cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool,
+         backends: tuple[Backend, Backend] | None = None) -> Run:
     """Generate the shards the manifest lacks, then merge them. On Ctrl-C the finished shards
     stay, stderr says how to resume, and `KeyboardInterrupt` propagates (the CLI exits 130)."""
     writer = RunWriter(out, manifest)
     try:
-        load_seconds = _generate_shards(writer, cfg, sc, assistant, progress)
+        load_seconds = _generate_shards(writer, cfg, sc, assistant, progress, backends)
         shards = manifest["progress"]["shards"]
         gen_seconds = sum(s["seconds"] for s in shards)
         tokens = sum(s["tokens"] for s in shards)
@@ -243,9 +245,11 @@ def _run(out: Path, manifest: dict[str, Any], cfg: GenerateConfig, sc: Scenario,
     return load_run(out)
 
 
-def _generate_shards(writer: RunWriter, cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool) -> float | None:
+def _generate_shards(writer: RunWriter, cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool,
+                     backends: tuple[Backend, Backend] | None = None) -> float | None:
     """Simulate and write every shard the manifest does not list; the model's load time in
-    seconds, or None when every shard was already written (nothing is loaded then)."""
+    seconds, or None when every shard was already written (nothing is loaded then). `backends`
+    are ones `generate` already built (a server's, checked before the folder was made)."""
     from tqdm.auto import tqdm
 
     manifest = writer.manifest
@@ -254,7 +258,7 @@ def _generate_shards(writer: RunWriter, cfg: GenerateConfig, sc: Scenario, assis
     if not todo:
         return None
     started = time.perf_counter()
-    user_backend, assistant_backend = _backends(cfg, assistant)
+    user_backend, assistant_backend = backends or _backends(cfg, assistant)
     load_seconds = time.perf_counter() - started
     manifest["backend"] = {"user": user_backend.describe(), "assistant": assistant_backend.describe()}
     manifest["status"] = "running"
