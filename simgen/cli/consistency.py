@@ -22,8 +22,10 @@ JUDGE_HELP = ("NAME[:ARG]: llm (embedded SmolLM2-135M-Instruct), llm:/path/to/ca
 @click.option("--no-axis", is_flag=True, help="Skip the persona axis.")
 @click.option("--axis-layer", type=int, default=None, help="Decoder layer of the persona axis [default: the middle one].")
 @click.option("--max-dialogues", default=0, show_default=True, help="Score the first N dialogues only (0 = all).")
+@click.option("--chunk-dialogues", default=500, show_default=True,
+              help="Dialogues read from the run and scored at a time; lower it if memory is short (scores do not change).")
 def consistency(run: Path, judge_spec: str, out: Path | None, threshold: float, no_qa: bool, qa_every: int, no_axis: bool,
-                axis_layer: int | None, max_dialogues: int) -> None:
+                axis_layer: int | None, max_dialogues: int, chunk_dialogues: int) -> None:
     """Score the persona consistency of RUN, line by line and turn by turn.
 
     Writes RUN/consistency.parquet (one row per user line: prompt-to-line, line-to-line, Q&A,
@@ -40,8 +42,8 @@ def consistency(run: Path, judge_spec: str, out: Path | None, threshold: float, 
     from simgen.consistency.metrics import ConsistencyConfig
 
     config = ConsistencyConfig(threshold=threshold, qa=not no_qa, qa_every=qa_every, axis=not no_axis,
-                               axis_layer=axis_layer, max_dialogues=max_dialogues)
-    report = check_run(run, judge_spec, out, config)
+                               axis_layer=axis_layer, max_dialogues=max_dialogues, chunk_dialogues=chunk_dialogues)
+    report = check_run(run, judge_spec, out, config, progress=True)
     o = report["overall"]
 
     def show(key: str) -> str:

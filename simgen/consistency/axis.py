@@ -75,17 +75,56 @@ class PersonaAxis:
 
 def fit_axis(persona: np.ndarray, assistant: np.ndarray, layer: int, model: str = "") -> PersonaAxis:
     """The unit direction from the mean persona activation to the mean assistant activation."""
-    persona = persona[~np.isnan(persona).any(axis=1)]
-    assistant = assistant[~np.isnan(assistant).any(axis=1)]
-    if len(persona) == 0 or len(assistant) == 0:
-        raise ConfigError(f"the persona axis needs lines of both sides; got {len(persona)} persona and {len(assistant)} assistant lines with text.")
-    diff = assistant.mean(0) - persona.mean(0)
-    norm = float(np.linalg.norm(diff))
-    if not math.isfinite(norm) or norm == 0.0:
-        raise ConfigError("the persona and assistant activations have the same mean; no persona axis can be fitted.")
-    d = (diff / norm).astype(np.float32)
-    return PersonaAxis(layer, tuple(float(v) for v in d), float((persona @ d).mean()), float((assistant @ d).mean()),
-                       len(persona), len(assistant), model)
+    sums = AxisSums()
+    sums.add([], persona, assistant)
+    return sums.fit(layer, model)
+
+
+class AxisSums:
+    """Running sums of the persona and assistant activations, so a run's axis is fitted chunk by chunk.
+
+    `add` takes one chunk's activations (rows with NaN, lines without text, are left out of the
+    means); with `spill`, the chunk's persona activations go to that .npy file and `projections`
+    reads them back once the axis is fitted, so no more than one chunk is held in memory.
+    """
+
+    def __init__(self) -> None:
+        self.persona = self.assistant = None
+        self.n_persona = self.n_assistant = 0
+        self.chunks: list[tuple[list[tuple[str, int]], Path]] = []
+
+    def add(self, keys: list[tuple[str, int]], persona: np.ndarray, assistant: np.ndarray, spill: Path | None = None) -> None:
+        p = persona[~np.isnan(persona).any(axis=1)].astype(np.float64)
+        a = assistant[~np.isnan(assistant).any(axis=1)].astype(np.float64)
+        if len(p):
+            self.persona = p.sum(0) + (0 if self.persona is None else self.persona)
+        if len(a):
+            self.assistant = a.sum(0) + (0 if self.assistant is None else self.assistant)
+        self.n_persona += len(p)
+        self.n_assistant += len(a)
+        if spill is not None:
+            np.save(spill, np.asarray(persona, dtype=np.float32))
+            self.chunks.append((list(keys), spill))
+
+    def fit(self, layer: int, model: str = "") -> PersonaAxis:
+        if not self.n_persona or not self.n_assistant:
+            raise ConfigError(f"the persona axis needs lines of both sides; got {self.n_persona} persona and "
+                              f"{self.n_assistant} assistant lines with text.")
+        persona_mean, assistant_mean = self.persona / self.n_persona, self.assistant / self.n_assistant
+        diff = assistant_mean - persona_mean
+        norm = float(np.linalg.norm(diff))
+        if not math.isfinite(norm) or norm == 0.0:
+            raise ConfigError("the persona and assistant activations have the same mean; no persona axis can be fitted.")
+        d = (diff / norm).astype(np.float32)
+        return PersonaAxis(layer, tuple(float(v) for v in d), float(persona_mean @ d), float(assistant_mean @ d),
+                           self.n_persona, self.n_assistant, model)
+
+    def projections(self, axis: PersonaAxis) -> Iterator[tuple[tuple[str, int], float]]:
+        """((dialogue_id, user_turn), projection) for every spilled persona line with text."""
+        for keys, path in self.chunks:
+            for key, p in zip(keys, axis.project(np.load(path, mmap_mode="r"))):
+                if p == p:  # NaN: a line without text
+                    yield key, float(p)
 
 
 def default_layer(backend: Any) -> int:

@@ -13,16 +13,20 @@ turns.parquet is never rewritten. `score_dialogues` does the same on a turns fra
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from tqdm.auto import tqdm
 
 from simgen.consistency.judges import Judge, load_judge
 from simgen.consistency.metrics import (
     COLUMNS,
+    TURN_COLUMNS,
     ConsistencyConfig,
+    check_turns,
     dialogue_scores,
     dialogues_from_turns,
     drift,
@@ -44,48 +48,69 @@ class Scored:
     axis: Any = None  # the fitted PersonaAxis, when the simulator model was given
 
 
-def score_dialogues(turns: pl.DataFrame, judge: Judge | str | None = None, *, scenario: Any = None, simulator: Any = None,
-                    max_turns: int | None = None, config: ConsistencyConfig = ConsistencyConfig()) -> Scored:
+def score_dialogues(turns: pl.DataFrame | pl.LazyFrame, judge: Judge | str | None = None, *, scenario: Any = None,
+                    simulator: Any = None, max_turns: int | None = None,
+                    config: ConsistencyConfig = ConsistencyConfig(), progress: bool = False) -> Scored:
     """Score a turns frame (turns.parquet's columns, hand-built or from a run); writes nothing.
 
-    Q&A and the axis run when `scenario` and `simulator` (a TransformersBackend of the model that
-    spoke the user lines) are given.
+    `turns` may be lazy (`Run.scan()`): it is read `config.chunk_dialogues` dialogues at a time, so
+    only one chunk's text and activations are in memory; the sidecar (numbers per line) is what
+    grows with the run. Results do not depend on the chunk size. Q&A and the axis run when
+    `scenario` and `simulator` (a TransformersBackend of the model that spoke the user lines) are
+    given; the axis is fitted from running means over every chunk, then each line is projected.
     """
     judge = load_judge(judge)
-    dialogues = dialogues_from_turns(turns)
+    scan = turns.lazy()
+    check_turns(scan)
+    schema = scan.collect_schema()
+    columns = [c for c in TURN_COLUMNS if c in schema]
+    ids = scan.select(pl.col("dialogue_id").unique().sort()).collect().to_series()
     if config.max_dialogues:
-        dialogues = dialogues[:config.max_dialogues]
-    sidecar = score_lines(dialogues, judge, config)
-    not_computed: dict[str, str] = {}
-    axis = None
+        ids = ids.head(config.max_dialogues)
     if max_turns is None:
-        max_turns = max(sum(r["role"] == "user" for r in d["rows"]) for d in dialogues)
+        max_turns = (scan.filter((pl.col("role") == "user") & pl.col("dialogue_id").is_in(ids.implode()))
+                     .group_by("dialogue_id").len().select(pl.col("len").max()).collect().item() or 1)
+    not_computed = {k: f"turned off ({k}=False)" for k, on in (("qa", config.qa), ("axis", config.axis)) if not on}
+    run_qa = run_axis = False
     if scenario is None or simulator is None:
         reason = "needs the run's scenario and its simulator model through the transformers backend"
-        not_computed = {"qa": reason, "axis": reason}
+        not_computed |= {k: reason for k in ("qa", "axis") if k not in not_computed}
     else:
-        if config.qa:
-            from simgen.consistency.qa import qa_scores
+        run_qa, run_axis = config.qa, config.axis
+    layer = None
+    if run_axis:
+        from simgen.consistency.axis import AxisSums, default_layer, line_activations
 
-            qa = qa_scores(simulator, scenario, dialogues, max_turns, config.qa_every, config.qa_max_questions,
-                           config.qa_options, config.seed, config.batch_size, config.qa_skip)
+        layer = config.axis_layer if config.axis_layer is not None else default_layer(simulator)
+        sums = AxisSums()
+    if run_qa:
+        from simgen.consistency.qa import qa_scores
+
+    parts: list[pl.DataFrame] = []
+    qa: dict[tuple[str, int], tuple[int, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="simgen-axis-") as spill, \
+            tqdm(total=len(ids), unit="dialogue", desc="consistency", disable=not progress) as bar:
+        for start in range(0, len(ids), config.chunk_dialogues):
+            chunk = ids.slice(start, config.chunk_dialogues)
+            frame = scan.filter(pl.col("dialogue_id").is_in(chunk.implode())).select(columns).collect()
+            dialogues = dialogues_from_turns(frame, checked=True)
+            parts.append(score_lines(dialogues, judge, config))
+            if run_qa:
+                qa.update(qa_scores(simulator, scenario, dialogues, max_turns, config.qa_every, config.qa_max_questions,
+                                    config.qa_options, config.seed, config.batch_size, config.qa_skip))
+            if run_axis:
+                keys, persona, assistant = line_activations(simulator, scenario, dialogues, max_turns, layer, config.batch_size)
+                sums.add(keys, persona, assistant, Path(spill) / f"{start}.npy")
+            bar.update(len(dialogues))
+        sidecar = pl.concat(parts) if parts else pl.DataFrame(schema=COLUMNS)
+        axis = None
+        if run_qa:
             sidecar = _fill(sidecar, {k: v[0] for k, v in qa.items()}, "qa_asked", pl.Int32(), 0)
             sidecar = _fill(sidecar, {k: v[1] for k, v in qa.items()}, "qa_correct", pl.Int32(), 0)
-        else:
-            not_computed["qa"] = "turned off (qa=False)"
-        if config.axis:
-            from simgen.consistency.axis import default_layer, fit_axis, line_activations
-
-            layer = config.axis_layer if config.axis_layer is not None else default_layer(simulator)
-            keys, persona, assistant = line_activations(simulator, scenario, dialogues, max_turns, layer, config.batch_size)
-            axis = fit_axis(persona, assistant, layer, simulator.source.fingerprint)
-            projections = axis.project(persona)
-            sidecar = _fill(sidecar, {k: float(p) for k, p in zip(keys, projections) if p == p}, "persona_projection", pl.Float64(), None)
-        else:
-            not_computed["axis"] = "turned off (axis=False)"
+        if run_axis:
+            axis = sums.fit(layer, simulator.source.fingerprint)
+            sidecar = _fill(sidecar, dict(sums.projections(axis)), "persona_projection", pl.Float64(), None)
     per_dialogue = dialogue_scores(sidecar)
-    persona_of = {d["dialogue_id"]: persona_text(d["profile"]) for d in dialogues}
-    text_of = {(d["dialogue_id"], r["turn"]): r["text"] for d in dialogues for r in d["rows"]}
     worst = sidecar.filter(pl.col("p2l_contradiction").is_not_null()).sort("p2l_contradiction", descending=True).head(10)
     report = {
         "check": "consistency",
@@ -96,12 +121,24 @@ def score_dialogues(turns: pl.DataFrame, judge: Judge | str | None = None, *, sc
         "dialogues": per_dialogue.to_dicts(),
         "drift": drift(sidecar).to_dicts(),
         "axis": {k: v for k, v in axis.to_dict().items() if k != "direction"} if axis else None,
-        "worst_lines": [{**r, "persona": persona_of[r["dialogue_id"]], "text": text_of[(r["dialogue_id"], r["turn"])]}
-                        for r in worst.select("dialogue_id", "turn", "p2l_contradiction").to_dicts()],
+        "worst_lines": _with_text(scan, worst.select("dialogue_id", "turn", "p2l_contradiction")),
         "not_computed": not_computed,
         "notes": list(NOTES),
     }
     return Scored(sidecar, report, axis)
+
+
+def _with_text(scan: pl.LazyFrame, lines: pl.DataFrame) -> list[dict[str, Any]]:
+    """`lines` (dialogue_id, turn, ...) with each line's persona and text, read from the scan for those lines only."""
+    if lines.height == 0:
+        return []
+    rows = (scan.filter(pl.col("dialogue_id").is_in(lines["dialogue_id"].unique().implode()))
+            .select("dialogue_id", "turn", "text", "profile").collect())
+    persona_of: dict[str, str] = {}
+    for r in rows.filter(pl.col("profile").is_not_null()).unique("dialogue_id", keep="first", maintain_order=True).iter_rows(named=True):
+        persona_of[r["dialogue_id"]] = persona_text(r["profile"])
+    text_of = {(d, t): x for d, t, x in rows.select("dialogue_id", "turn", "text").iter_rows()}
+    return [{**r, "persona": persona_of[r["dialogue_id"]], "text": text_of[(r["dialogue_id"], r["turn"])]} for r in lines.to_dicts()]
 
 
 def _fill(sidecar: pl.DataFrame, values: dict[tuple[str, int], Any], column: str, dtype: pl.DataType, default: Any) -> pl.DataFrame:
@@ -131,8 +168,11 @@ def _simulator(manifest: dict[str, Any], judge: Judge) -> tuple[Any, str | None]
 
 
 def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None = None,
-              config: ConsistencyConfig = ConsistencyConfig()) -> dict[str, Any]:
-    """Score a run folder (or `Run`): write RUN/consistency.parquet and the reports; return the report."""
+              config: ConsistencyConfig = ConsistencyConfig(), progress: bool = False) -> dict[str, Any]:
+    """Score a run folder (or `Run`): write RUN/consistency.parquet and the reports; return the report.
+
+    The run is read lazily, `config.chunk_dialogues` dialogues at a time (see `score_dialogues`).
+    """
     from simgen.run import Run, atomic_write_parquet, load_run, now
     from simgen.scenario import load_scenario
     from simgen.errors import SimgenError
@@ -145,12 +185,16 @@ def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None
         scenario = load_scenario(manifest["scenario"]["path"])
     except (SimgenError, KeyError, TypeError) as e:
         why = f"the run's scenario cannot be loaded ({e})"
-    simulator, why_sim = (None, why) if scenario is None else _simulator(manifest, judge)
+    if not (config.qa or config.axis):  # the simulator's model is needed only for these two
+        simulator, why_sim = None, None
+    else:
+        simulator, why_sim = (None, why) if scenario is None else _simulator(manifest, judge)
     max_turns = (manifest.get("config") or {}).get("max_turns")
-    scored = score_dialogues(run.turns, judge, scenario=scenario, simulator=simulator, max_turns=max_turns, config=config)
+    scored = score_dialogues(run.scan(), judge, scenario=scenario, simulator=simulator, max_turns=max_turns, config=config,
+                             progress=progress)
     sidecar, report, axis = scored.lines, dict(scored.report), scored.axis
     if why_sim:
-        report["not_computed"] = {k: why_sim for k in report["not_computed"]}
+        report["not_computed"] = {k: v if v.startswith("turned off") else why_sim for k, v in report["not_computed"].items()}
     report = {"check": "consistency", "run": str(run.path), "created": now(), **report}
     atomic_write_parquet(run.path / SIDECAR, sidecar.select(list(COLUMNS)))
     out = Path(out) if out is not None else run.path / "reports"

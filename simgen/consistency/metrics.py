@@ -66,13 +66,14 @@ class ConsistencyConfig:
     batch_size: int = field(default=8, metadata={"help": "sequences per forward pass"})
     seed: int = field(default=0, metadata={"help": "seed of the Q&A option order"})
     max_dialogues: int = field(default=0, metadata={"help": "score the first N dialogues only (0 = all)"})
+    chunk_dialogues: int = field(default=500, metadata={"help": "dialogues read from the run and scored at a time (bounds memory)"})
 
     def __post_init__(self) -> None:
         from simgen.errors import ConfigError
 
         if not (0.0 < self.threshold < 1.0):
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}.")
-        for name in ("qa_every", "qa_max_questions", "batch_size"):
+        for name in ("qa_every", "qa_max_questions", "batch_size", "chunk_dialogues"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
@@ -109,14 +110,32 @@ def mentioned(text: str, values: Mapping[str, Sequence[str]]) -> list[str]:
             if any(re.search(rf"(?<!\w){re.escape(v.lower())}(?!\w)", low) for v in vs)]
 
 
-def dialogues_from_turns(turns: pl.DataFrame) -> list[dict[str, Any]]:
-    """Check the turns frame and group it: [{dialogue_id, profile, rows: [turn dicts in order]}]."""
-    missing = [c for c in ("dialogue_id", "turn", "role", "text") if c not in turns.columns]
+TURN_COLUMNS = ("dialogue_id", "turn", "role", "text", "profile", "intent")  # what scoring reads from turns.parquet (intent: when present)
+
+
+def check_turns(turns: pl.LazyFrame) -> None:
+    """Raise DataError unless the turns (read lazily: only what the checks need) can be scored."""
+    schema = turns.collect_schema()
+    missing = [c for c in ("dialogue_id", "turn", "role", "text") if c not in schema]
     if missing:
         raise DataError(f"the turns have no {missing[0]!r} column; pass a simgen run folder or a frame with turns.parquet's columns.")
-    if "profile" not in turns.columns or turns.height == 0 or turns["profile"].null_count() == turns.height:
+    if "profile" not in schema or turns.filter(pl.col("profile").is_not_null()).select(pl.len()).collect().item() == 0:
         raise DataError("the run has no profile latents (no 'profile' column, or all null), so there is nothing to check "
                         "persona consistency against. Generate it with `simgen generate`, which records each dialogue's profile.")
+    spoken = turns.filter((pl.col("role") == "user") & (pl.col("text").str.strip_chars().str.len_chars() > 0))
+    if spoken.select(pl.len()).collect().item() == 0:
+        raise DataError("the dialogues are empty: no user line has any text, so there is nothing to judge. "
+                        "Check the run's stop reasons (`simgen show RUN`) and generate it again.")
+
+
+def dialogues_from_turns(turns: pl.DataFrame, *, checked: bool = False) -> list[dict[str, Any]]:
+    """Check the turns frame and group it: [{dialogue_id, profile, rows: [turn dicts in order]}].
+
+    `checked=True`: `check_turns` already ran on the whole run, so this frame (one chunk of it) may
+    hold only empty lines.
+    """
+    if not checked:
+        check_turns(turns.lazy())
     out = []
     for (did,), group in turns.sort("dialogue_id", "turn", maintain_order=True).group_by("dialogue_id", maintain_order=True):
         rows = group.to_dicts()
@@ -124,9 +143,6 @@ def dialogues_from_turns(turns: pl.DataFrame) -> list[dict[str, Any]]:
         if profile is None:
             raise DataError(f"dialogue {did}: no profile latent on any of its rows; every dialogue needs one.")
         out.append({"dialogue_id": did, "profile": profile, "rows": rows})
-    if not any((r["text"] or "").strip() for d in out for r in d["rows"] if r["role"] == "user"):
-        raise DataError("the dialogues are empty: no user line has any text, so there is nothing to judge. "
-                        "Check the run's stop reasons (`simgen show RUN`) and generate it again.")
     return out
 
 

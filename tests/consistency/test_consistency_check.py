@@ -99,3 +99,38 @@ def test_bad_runs_are_clear_errors(run, tmp_path, tiny_model_dir):
         check_run(copy, RuleJudge())
     result = CliRunner().invoke(consistency, [str(copy), "--judge", "bogus"])
     assert result.exit_code != 0 and "unknown judge 'bogus'" in str(result.exception)
+
+
+def test_scores_do_not_depend_on_the_chunk_size(run, tiny_model_dir, tmp_path):
+    """The run is read and scored a chunk of dialogues at a time: one dialogue per chunk gives the
+    same sidecar and axis as all three in one (up to fp32 batch-neighbour noise of the tiny model)."""
+    reports, sidecars = [], []
+    for chunk in (1, 500):
+        copy = tmp_path / f"run-{chunk}"
+        shutil.copytree(run.path, copy)
+        config = ConsistencyConfig(qa_max_questions=2, axis_layer=1, chunk_dialogues=chunk)
+        reports.append(check_run(copy, f"llm:{tiny_model_dir}", config=config))
+        sidecars.append(pl.read_parquet(copy / SIDECAR).sort("dialogue_id", "turn"))
+    (one, report), (chunked, whole) = reports, sidecars
+    exact = [c for c, t in COLUMNS.items() if not t.is_float()]
+    assert chunked.select(exact).equals(whole.select(exact))
+    for c in ("p2l_contradiction", "l2l_score", "persona_projection"):
+        assert chunked[c].to_list() == pytest.approx(whole[c].to_list(), abs=1e-3, nan_ok=True)
+    assert one["axis"]["n_persona"] == report["axis"]["n_persona"] and one["axis"]["n_assistant"] == report["axis"]["n_assistant"]
+    assert one["axis"]["persona_mean"] == pytest.approx(report["axis"]["persona_mean"], abs=1e-3)
+    assert one["overall"]["dialogues"] == 3
+
+
+def test_the_judge_sees_one_chunk_at_a_time(run, tmp_path):
+    """Lazy reading: with chunks of one dialogue, no judge call holds lines of two dialogues, and
+    the worst lines still come back with their text, read from the run for those lines only."""
+    from tests.consistency.conftest import RuleJudge
+
+    judge = RuleJudge()
+    report = check_run(run, judge, out=tmp_path / "rep", config=ConsistencyConfig(qa=False, axis=False, chunk_dialogues=1))
+    personas = [{p.premise for p in call if p.kind == "prompt_to_line"} for call in judge.calls]
+    assert len(judge.calls) == 3 and all(len(p) == 1 for p in personas)
+    texts = {(d, t): x for d, t, x in run.turns.select("dialogue_id", "turn", "text").iter_rows()}
+    assert report["worst_lines"] and all(w["text"] == texts[(w["dialogue_id"], w["turn"])] for w in report["worst_lines"])
+    with pytest.raises(Exception, match="chunk_dialogues must be a positive integer"):
+        ConsistencyConfig(chunk_dialogues=0)
