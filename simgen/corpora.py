@@ -62,6 +62,7 @@ class Corpus:
     turns: pl.DataFrame = field(repr=False)  # one row per turn, sorted by (dialogue_id, turn)
     kind: str = "file"  # "file" | "run" | "named" | "frame"
     manifest: dict[str, Any] = field(default_factory=dict, repr=False)  # a run's manifest.json
+    total_dialogues: int | None = None  # dialogues in the source before sampling (None: not sampled)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -75,18 +76,26 @@ class Corpus:
         return self.turns["dialogue_id"].n_unique()
 
 
-def load_corpus(spec: str | Path | pl.DataFrame | Corpus, *, name: str | None = None) -> Corpus:
-    """Read a corpus from a frame, a run folder, a file or a registered name (see module doc)."""
+def load_corpus(spec: str | Path | pl.DataFrame | Corpus, *, name: str | None = None, max_dialogues: int = 0,
+                seed: int = 0, columns: tuple[str, ...] | None = None) -> Corpus:
+    """Read a corpus from a frame, a run folder, a file or a registered name (see module doc).
+
+    max_dialogues: keep a seeded sample of at most this many dialogues (`sample_ids`); 0 keeps all.
+    columns: keep only these of the optional columns (the required ones always stay); None keeps all.
+    A run folder or a .parquet file is read lazily (a polars scan): only the kept columns of the
+    sampled dialogues are loaded, so a sample of a run bigger than memory can be read.
+    """
     if isinstance(spec, Corpus):
         return spec
+    how = {"max_dialogues": max_dialogues, "seed": seed, "columns": columns}
     if isinstance(spec, pl.DataFrame):
-        return Corpus(name=name or "frame", source="<frame>", turns=validate_turns(spec, "<frame>"), kind="frame")
+        return _corpus(spec.lazy(), "<frame>", name=name or "frame", kind="frame", **how)
     path = Path(spec)
     if path.is_dir():
-        return _load_run(path, name)
+        return _load_run(path, name, **how)
     if path.is_file():
-        turns = validate_turns(read_turns_file(path), str(path))
-        return Corpus(name=name or path.name, source=str(path), turns=turns, kind="file")
+        raw = _scan_parquet(path) if path.suffix.lower() == ".parquet" else read_turns_file(path).lazy()
+        return _corpus(raw, str(path), name=name or path.name, kind="file", **how)
     text = str(spec)
     looks_like_path = any(s in text for s in ("/", "\\")) or path.suffix in (".json", ".jsonl", ".parquet")
     if not looks_like_path:
@@ -96,8 +105,35 @@ def load_corpus(spec: str | Path | pl.DataFrame | Corpus, *, name: str | None = 
                 + " Or pass a path to a run folder or a .jsonl/.json/.parquet corpus file."
             )
         loader = _resolve(CORPORA[text])
-        return Corpus(name=name or text, source=text, turns=validate_turns(loader(), text), kind="named")
+        return _corpus(loader().lazy(), text, name=name or text, kind="named", **how)
     raise DataError(f"corpus file {text!r} does not exist. Check the path (relative paths start at {Path.cwd()}).")
+
+
+def sample_ids(ids: pl.Series, n: int, seed: int) -> pl.Series:
+    """A seeded sample of at most `n` of the distinct `ids` (all of them when n is 0 or covers them)."""
+    ids = ids.unique().sort()
+    return ids if not n or len(ids) <= n else ids.sample(n, seed=seed, shuffle=True)
+
+
+def _corpus(raw: pl.LazyFrame, where: str, *, name: str, kind: str, max_dialogues: int, seed: int,
+            columns: tuple[str, ...] | None, manifest: dict[str, Any] | None = None, source: str | None = None) -> Corpus:
+    """Project, sample and validate a lazily read corpus; errors name `where` (the file)."""
+    source, where = source or where, where
+    try:
+        schema = raw.collect_schema()
+    except Exception as e:  # polars raises several error types for unreadable files
+        raise DataError(f"{where} is not a readable table ({type(e).__name__}: {e}).") from e
+    if columns is not None:
+        raw = raw.select([c for c in schema if c in REQUIRED_COLUMNS or c in columns])
+    total = None
+    if max_dialogues and "dialogue_id" in schema:
+        ids = _collect(raw.select(pl.col("dialogue_id").cast(pl.String).unique()), where).to_series()
+        keep = sample_ids(ids, max_dialogues, seed)
+        total = len(ids)
+        if len(keep) < total:
+            raw = raw.filter(pl.col("dialogue_id").cast(pl.String).is_in(keep.implode()))
+    turns = validate_turns(_collect(raw, where), where)
+    return Corpus(name=name, source=source, turns=turns, kind=kind, manifest=manifest or {}, total_dialogues=total)
 
 
 def _resolve(target: str) -> Callable[[], pl.DataFrame]:
@@ -105,7 +141,7 @@ def _resolve(target: str) -> Callable[[], pl.DataFrame]:
     return getattr(importlib.import_module(module), attr)
 
 
-def _load_run(folder: Path, name: str | None) -> Corpus:
+def _load_run(folder: Path, name: str | None, **how: Any) -> Corpus:
     parquet = folder / "turns.parquet"
     if not parquet.is_file():
         raise DataError(
@@ -121,8 +157,8 @@ def _load_run(folder: Path, name: str | None) -> Corpus:
             raise DataError(f"{mpath} is not valid UTF-8 JSON ({e}); fix or delete it.") from e
         if not isinstance(manifest, dict):
             raise DataError(f"{mpath} holds a JSON {type(manifest).__name__}, not an object; fix or delete it.")
-    turns = validate_turns(_read_parquet(parquet), str(parquet))
-    return Corpus(name=name or folder.name, source=str(folder), turns=turns, kind="run", manifest=manifest)
+    return _corpus(_scan_parquet(parquet), str(parquet), name=name or folder.name, kind="run", manifest=manifest,
+                   source=str(folder), **how)
 
 
 def read_turns_file(path: Path) -> pl.DataFrame:
@@ -167,10 +203,23 @@ def _read_utf8(path: Path) -> str:
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:
+    return _collect(_scan_parquet(path), str(path))
+
+
+def _scan_parquet(path: Path) -> pl.LazyFrame:
     try:
-        return pl.read_parquet(path)
+        return pl.scan_parquet(path)
     except Exception as e:  # polars raises several error types for unreadable files
         raise DataError(f"{path} is not a readable parquet file ({type(e).__name__}: {e}).") from e
+
+
+def _collect(frame: pl.LazyFrame, source: str) -> pl.DataFrame:
+    try:
+        return frame.collect()
+    except DataError:
+        raise
+    except Exception as e:  # a cut or corrupt file shows up only when read; polars raises several types
+        raise DataError(f"{source} is not a readable table ({type(e).__name__}: {e}).") from e
 
 
 def _rows_to_frame(rows: list[Any], path: Path) -> pl.DataFrame:
@@ -198,6 +247,9 @@ def validate_turns(df: pl.DataFrame, source: str) -> pl.DataFrame:
         )
     if df.height == 0:
         raise DataError(f"{source} holds no turns: the corpus is empty.")
+    if not isinstance(df.schema["text"], (pl.String, pl.Binary, pl.Null, pl.Categorical, pl.Enum)):
+        raise DataError(f"{source}: column 'text' holds {df.schema['text']} values, not strings; every turn's text must "
+                        f"be a string (quote numbers and booleans in JSON). {SCHEMA_HELP}")
     if df.schema["text"] == pl.Binary:
         try:
             df = df.with_columns(pl.col("text").cast(pl.String))

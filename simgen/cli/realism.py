@@ -18,7 +18,8 @@ import click
 @click.option("--discriminators", "-d", default="tfidf,embedding,style", show_default=True,
               help="Comma-separated discriminators to train.")
 @click.option("--n-boot", default=1000, show_default=True, help="Bootstrap resamples per interval.")
-@click.option("--max-dialogues", default=0, show_default=True, help="Subsample each side to this many dialogues (0 = all).")
+@click.option("--max-dialogues", default=0, show_default=True,
+              help="Subsample each side to this many dialogues (seeded; 0 = all). A run is read lazily: only the sample is loaded.")
 @click.option("--no-attributes", is_flag=True, help="Skip classifier-ensemble distribution matching.")
 @click.option("--no-embeddings", is_flag=True,
               help="Skip sentence embeddings (faster; TF-IDF stands in for them). Drop 'embedding' from -d too.")

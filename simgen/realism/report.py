@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from simgen.corpora import Corpus, load_corpus
+from simgen.corpora import LABEL_COLUMNS, Corpus, load_corpus
 from simgen.errors import DataError
 from simgen.realism.config import RealismConfig
 from simgen.realism.features import Units, build_units
 
 REPORT_VERSION = 1
+READ_COLUMNS = LABEL_COLUMNS  # besides the required dialogue_id, turn, role, text
 
 
 def compare(
@@ -49,8 +50,10 @@ def compare(
     cfg = config or RealismConfig()
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
-    syn = load_corpus(synthetic, name=None if not isinstance(synthetic, pl.DataFrame) else "synthetic")
-    ref = load_corpus(reference, name=None if not isinstance(reference, pl.DataFrame) else "reference")
+    # runs and parquet files are read lazily: only these columns of the sampled dialogues are loaded
+    how = {"max_dialogues": cfg.max_dialogues, "seed": cfg.seed, "columns": READ_COLUMNS}
+    syn = load_corpus(synthetic, name=None if not isinstance(synthetic, pl.DataFrame) else "synthetic", **how)
+    ref = load_corpus(reference, name=None if not isinstance(reference, pl.DataFrame) else "reference", **how)
     for label, c in (("synthetic", syn), ("reference", ref)):
         n_user = c.turns.filter(pl.col("role") == "user").height
         if n_user == 0:
@@ -59,8 +62,7 @@ def compare(
                 f"the {label} corpus {c.source!r} has no user turns (roles found: {roles}); realism compares "
                 "user turns, so both sides need some. Check the role column."
             )
-    syn_turns, ref_turns = _subsample(syn.turns, cfg), _subsample(ref.turns, cfg)
-    units = build_units(ref_turns, syn_turns)
+    units = build_units(ref.turns, syn.turns)
     timing["load"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -164,18 +166,10 @@ def _json_default(x: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
-def _subsample(turns: pl.DataFrame, cfg: RealismConfig) -> pl.DataFrame:
-    if not cfg.max_dialogues:
-        return turns
-    ids = turns["dialogue_id"].unique().sort()
-    if len(ids) <= cfg.max_dialogues:
-        return turns
-    keep = ids.sample(cfg.max_dialogues, seed=cfg.seed, shuffle=True)
-    return turns.filter(pl.col("dialogue_id").is_in(keep.implode()))
-
-
 def _describe(c: Corpus) -> dict[str, Any]:
     d = {"name": c.name, "source": c.source, "kind": c.kind, "labels": list(c.labels)}
+    if c.total_dialogues is not None:
+        d["sampled"] = {"dialogues": c.n_dialogues, "of": c.total_dialogues}
     if c.manifest.get("scenario"):
         d["scenario"] = c.manifest["scenario"]
     return d

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from simgen.corpora import CORPORA, iard_to_turns, load_corpus
+from simgen.corpora import CORPORA, iard_to_turns, load_corpus, sample_ids
 from simgen.errors import DataError
 
 ROWS = [
@@ -65,6 +65,23 @@ def test_run_folder_keeps_profile_struct_and_manifest(tmp_path: Path) -> None:
     assert "extra" in c.turns.columns
 
 
+def test_a_sample_of_a_run_is_read_lazily(tmp_path: Path, make_corpus) -> None:  # noqa: ANN001
+    """max_dialogues samples on the scan: the kept columns of the sampled dialogues, the same
+    sample as drawing it from the whole corpus in memory, and the size it was drawn from."""
+    run = tmp_path / "run"
+    run.mkdir()
+    full = make_corpus("plain", 60, seed=1, intents=True).with_columns(pl.lit("x" * 1000).alias("bulky"))
+    full.write_parquet(run / "turns.parquet")
+    c = load_corpus(run, max_dialogues=10, seed=3, columns=("intent",))
+    assert c.total_dialogues == 60 and c.n_dialogues == 10
+    assert c.turns.columns == ["dialogue_id", "turn", "role", "text", "intent"]
+    want = sample_ids(full["dialogue_id"], 10, 3)
+    assert sorted(c.turns["dialogue_id"].unique()) == sorted(want)
+    assert c.turns.equals(load_corpus(full).turns.filter(pl.col("dialogue_id").is_in(want.implode())).select(c.turns.columns))
+    assert load_corpus(run, max_dialogues=100).total_dialogues == 60 and load_corpus(run).total_dialogues is None
+    assert sample_ids(full["dialogue_id"], 10, 4).sort().to_list() != want.sort().to_list()
+
+
 def test_iard_shape_is_converted(tmp_path: Path) -> None:
     conv = [{"conversation_id": 7, "conversation": [
         {"participant": "AGENT", "utterance": "Hi, what do you like?", "dialogue_acts": [{"intent": "REQ", "slot_values": []}]},
@@ -106,6 +123,8 @@ def test_chitchat_named_corpus() -> None:
         (lambda p: _jsonl(p / "c.jsonl", [{**ROWS[0], "role": "bot"}]), "'bot'"),
         (lambda p: _jsonl(p / "c.jsonl", [ROWS[1], ROWS[1]]), "more than once"),
         (lambda p: _jsonl(p / "c.jsonl", [{**ROWS[0], "text": None}]), "null"),
+        (lambda p: _jsonl(p / "c.jsonl", [{**ROWS[0], "text": 5}]), "'text' holds Int64 values, not strings"),
+        (lambda p: _jsonl(p / "c.jsonl", [{**ROWS[0], "text": False}]), "'text' holds Boolean values, not strings"),
         (lambda p: (p / "c.csv").write_text("x") and p / "c.csv", "unsupported file type"),
         (lambda p: p, "no turns.parquet"),
     ],
