@@ -23,7 +23,7 @@ from simgen.backends import Backend, Session
 from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import dialogues_to_frame
 from simgen.errors import ConfigError, RunError
-from simgen.run import (MANIFEST, FORMAT_VERSION, Run, RunWriter, atomic_write_json, holds_no_run, load_run, now,
+from simgen.run import (MANIFEST, FORMAT_VERSION, Run, RunWriter, atomic_write_json, check_manifest, holds_no_run, load_run, now,
                         package_versions, prepare_out_dir, remove_leftovers)
 from simgen.scenario import Scenario, load_scenario
 from simgen.simulator import plan, simulate
@@ -107,12 +107,17 @@ def resume(path: str | Path, assistant: Callable[[list[dict]], str] | Backend | 
     try:
         manifest = json.loads(manifest_path.read_text())
         raw = manifest["config"]
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise RunError(f"{manifest_path}: unreadable manifest ({e}); the run cannot be resumed.") from None
     if manifest.get("status") == "complete":
         remove_leftovers(out)  # a run killed while it cleaned up after itself
         return load_run(out)
-    config = GenerateConfig(**{**raw, "user": SamplingConfig(**raw["user"]), "assistant": SamplingConfig(**raw["assistant"])})
+    check_manifest(manifest, manifest_path)
+    try:
+        config = GenerateConfig(**{**raw, "user": SamplingConfig(**raw["user"]), "assistant": SamplingConfig(**raw["assistant"])})
+    except TypeError as e:  # an unknown or missing setting
+        raise RunError(f"{manifest_path}: the recorded config does not match this simgen's settings ({e}); "
+                       "resume with the simgen version that started the run, or start a new run.") from None
     sc = load_scenario(manifest["scenario"]["path"])
     if sc.sha256 != manifest["scenario"]["sha256"]:
         raise RunError(f"--resume {out}: the scenario {sc.path} changed since the run started, so the rest would not match. Restore it, or start a new run.")

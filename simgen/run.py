@@ -135,6 +135,53 @@ def shard_name(shard: int) -> str:
     return f"part-{int(shard):05d}.parquet"
 
 
+def check_manifest(manifest: Any, path: Path) -> None:
+    """Raise RunError, naming the field, unless `manifest` (read from `path`) has what a resume reads."""
+
+    def bad(field: str, want: str, got: Any) -> RunError:
+        return RunError(f"{path}: {field} is {got!r}, expected {want}. The manifest was edited or damaged; restore it, "
+                        "or start a new run (the finished shards cannot be matched to dialogues without it).")
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not isinstance(manifest, dict):
+        raise bad("the manifest", "a JSON object", type(manifest).__name__)
+    for key in ("config", "scenario", "progress"):
+        if not isinstance(manifest.get(key), dict):
+            raise bad(key, "an object", manifest.get(key))
+    for side in ("user", "assistant"):
+        if not isinstance(manifest["config"].get(side), dict):
+            raise bad(f"config.{side}", "an object of sampling settings", manifest["config"].get(side))
+    for key in ("path", "sha256"):
+        if not isinstance(manifest["scenario"].get(key), str):
+            raise bad(f"scenario.{key}", "a string", manifest["scenario"].get(key))
+    progress = manifest["progress"]
+    for key in ("batch_size", "n_shards"):
+        if not integer(progress.get(key)) or progress[key] <= 0:
+            raise bad(f"progress.{key}", "a positive integer", progress.get(key))
+    if not isinstance(progress.get("shards"), list):
+        raise bad("progress.shards", "a list", progress.get("shards"))
+    size = progress["batch_size"]
+    for i, entry in enumerate(progress["shards"]):
+        where = f"progress.shards[{i}]"
+        if not isinstance(entry, dict):
+            raise bad(where, "an object", entry)
+        shard = entry.get("shard")
+        if not integer(shard) or not 0 <= shard < progress["n_shards"]:
+            raise bad(f"{where}.shard", f"an integer from 0 to {progress['n_shards'] - 1}", shard)
+        span = entry.get("dialogues")
+        if not (isinstance(span, list) and len(span) == 2 and all(map(integer, span))
+                and span[0] == shard * size and span[0] <= span[1] < span[0] + size):
+            raise bad(f"{where}.dialogues", f"[first, last] of shard {shard} (first = {shard * size})", span)
+        for key in ("tokens", "seconds"):
+            if not isinstance(entry.get(key), (int, float)) or isinstance(entry.get(key), bool):
+                raise bad(f"{where}.{key}", "a number", entry.get(key))
+    shards = [e["shard"] for e in progress["shards"]]
+    if len(set(shards)) != len(shards):
+        raise bad("progress.shards", "each shard listed once", sorted(shards))
+
+
 class RunWriter:
     """Writes finished batches as shards and keeps the manifest in step with them.
 

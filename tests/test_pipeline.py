@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -105,6 +106,34 @@ def test_resume_after_an_interrupted_run_matches_an_uninterrupted_one(run, tiny_
     resumed = resume(tmp_path / "r", progress=False)
     assert (resumed.path / "turns.parquet").read_bytes() == (run.path / "turns.parquet").read_bytes()
 
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    (lambda m: m["progress"]["shards"][0].update(shard="one"), "progress.shards[0].shard is 'one'"),
+    (lambda m: m["progress"]["shards"][0].update(shard=7), "progress.shards[0].shard is 7, expected an integer from 0 to 2"),
+    (lambda m: m["progress"]["shards"][0].update(dialogues=[1, 0]), "progress.shards[0].dialogues"),
+    (lambda m: m["progress"]["shards"][0].pop("tokens"), "progress.shards[0].tokens"),
+    (lambda m: m["progress"]["shards"].append(dict(m["progress"]["shards"][0])), "each shard listed once"),
+    (lambda m: m["progress"].update(batch_size=0), "progress.batch_size is 0"),
+    (lambda m: m["progress"].update(shards={"0": 1}), "progress.shards is {'0': 1}, expected a list"),
+    (lambda m: m["scenario"].pop("sha256"), "scenario.sha256"),
+    (lambda m: m["config"].update(user=None), "config.user"),
+    (lambda m: m["config"].update(colour="blue"), "does not match this simgen's settings"),
+])
+def test_a_damaged_manifest_is_a_clear_error_naming_the_field(run, tmp_path, edit, field):
+    m = json.loads((run.path / "manifest.json").read_text())
+    m["status"] = "interrupted"
+    m["progress"]["shards"] = m["progress"]["shards"][:1]
+    edit(m)
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(RunError, match=re.escape(field)) as err:
+        resume(out, progress=False)
+    assert str(out / "manifest.json") in str(err.value)
+    (out / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(RunError, match="unreadable manifest"):
+        resume(out, progress=False)
 
 def test_own_assistant_callable(tiny_model_dir, tmp_path):
     seen = []
