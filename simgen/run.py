@@ -299,6 +299,29 @@ class Run:
         return f"Run({str(self.path)!r}, dialogues={counts.get('dialogues')}, turns={counts.get('turns')})"
 
 
+def dialogue_spans(scan: pl.LazyFrame) -> pl.DataFrame:
+    """Each dialogue's rows in the file, sorted by dialogue_id: dialogue_id, start, rows, contiguous.
+
+    A run's turns.parquet keeps each dialogue's rows together and in dialogue order, so a chunk of
+    dialogues is one row range, read with a slice (the parquet reader skips the rest); any other
+    frame is read with a filter on the chunk's ids.
+    """
+    spans = (scan.select("dialogue_id").with_row_index("row").group_by("dialogue_id")
+             .agg(pl.col("row").min().alias("start"), pl.len().alias("rows"), pl.col("row").max().alias("end"))
+             .sort("dialogue_id").collect(engine="streaming"))
+    together = (spans["end"] - spans["start"] + 1 == spans["rows"]).all()
+    in_order = (spans["start"].shift(-1) == spans["end"] + 1).drop_nulls().all()
+    return spans.select("dialogue_id", "start", "rows").with_columns(pl.lit(bool(together and in_order)).alias("contiguous"))
+
+
+def read_dialogues(scan: pl.LazyFrame, spans: pl.DataFrame) -> pl.DataFrame:
+    """The rows of the dialogues in `spans` (rows of `dialogue_spans`): one row range when they are
+    consecutive in the file, else a filter on their ids."""
+    if spans.height and spans["contiguous"][0] and (spans["start"].shift(-1) == spans["start"] + spans["rows"]).drop_nulls().all():
+        return scan.slice(spans["start"][0], int(spans["rows"].sum())).collect()
+    return scan.filter(pl.col("dialogue_id").is_in(spans["dialogue_id"].implode())).collect(engine="streaming")
+
+
 def load_run(path: str | os.PathLike[str]) -> Run:
     """Open a complete run folder; a missing or unfinished one is a `RunError` that says what to do."""
     path = Path(path)

@@ -35,6 +35,7 @@ from simgen.consistency.metrics import (
     score_lines,
 )
 from simgen.consistency.report import NOTES, write_report
+from simgen.run import dialogue_spans, read_dialogues
 
 SIDECAR = "consistency.parquet"
 
@@ -64,12 +65,13 @@ def score_dialogues(turns: pl.DataFrame | pl.LazyFrame, judge: Judge | str | Non
     check_turns(scan)
     schema = scan.collect_schema()
     columns = [c for c in TURN_COLUMNS if c in schema]
-    ids = scan.select(pl.col("dialogue_id").unique().sort()).collect().to_series()
+    spans = dialogue_spans(scan)
     if config.max_dialogues:
-        ids = ids.head(config.max_dialogues)
+        spans = spans.head(config.max_dialogues)
+    ids = spans["dialogue_id"]
     if max_turns is None:
         max_turns = (scan.filter((pl.col("role") == "user") & pl.col("dialogue_id").is_in(ids.implode()))
-                     .group_by("dialogue_id").len().select(pl.col("len").max()).collect().item() or 1)
+                     .group_by("dialogue_id").len().select(pl.col("len").max()).collect(engine="streaming").item() or 1)
     not_computed = {k: f"turned off ({k}=False)" for k, on in (("qa", config.qa), ("axis", config.axis)) if not on}
     run_qa = run_axis = False
     if scenario is None or simulator is None:
@@ -91,8 +93,7 @@ def score_dialogues(turns: pl.DataFrame | pl.LazyFrame, judge: Judge | str | Non
     with tempfile.TemporaryDirectory(prefix="simgen-axis-") as spill, \
             tqdm(total=len(ids), unit="dialogue", desc="consistency", disable=not progress) as bar:
         for start in range(0, len(ids), config.chunk_dialogues):
-            chunk = ids.slice(start, config.chunk_dialogues)
-            frame = scan.filter(pl.col("dialogue_id").is_in(chunk.implode())).select(columns).collect()
+            frame = read_dialogues(scan.select(columns), spans.slice(start, config.chunk_dialogues))
             dialogues = dialogues_from_turns(frame, checked=True)
             parts.append(score_lines(dialogues, judge, config))
             if run_qa:
@@ -133,7 +134,7 @@ def _with_text(scan: pl.LazyFrame, lines: pl.DataFrame) -> list[dict[str, Any]]:
     if lines.height == 0:
         return []
     rows = (scan.filter(pl.col("dialogue_id").is_in(lines["dialogue_id"].unique().implode()))
-            .select("dialogue_id", "turn", "text", "profile").collect())
+            .select("dialogue_id", "turn", "text", "profile").collect(engine="streaming"))
     persona_of: dict[str, str] = {}
     for r in rows.filter(pl.col("profile").is_not_null()).unique("dialogue_id", keep="first", maintain_order=True).iter_rows(named=True):
         persona_of[r["dialogue_id"]] = persona_text(r["profile"])

@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from simgen.errors import ConfigError
+from simgen.run import dialogue_spans, read_dialogues
 
 SPLITS = ("train", "validation", "test")
 _PRIME = np.uint64((1 << 32) - 5)  # the largest prime below 2^32: MinHash permutations are (a x + b) mod p
@@ -136,15 +137,24 @@ def _bands(num_perm: int, threshold: float) -> tuple[int, int]:
     return best
 
 
-def near_duplicates(texts: list[str], threshold: float, num_perm: int = 128, seed: int = 0) -> list[tuple[int, int, float]]:
-    """Pairs (i, j, jaccard), i < j, whose shingle sets have Jaccard similarity >= threshold."""
-    shingles = [_shingles(t) for t in texts]
+DEDUP_CHUNK = 5000  # dialogues whose text is held at a time while looking for duplicates
+
+
+def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     a = rng.integers(1, 1 << 31, size=num_perm, dtype=np.uint64)
     b = rng.integers(0, 1 << 31, size=num_perm, dtype=np.uint64)
-    # (dialogue, permutation) -> min hash
-    signatures = np.stack([((np.outer(s, a) + b) % _PRIME).min(axis=0) for s in shingles]) if shingles else np.zeros((0, num_perm), np.uint64)
-    bands, rows = _bands(num_perm, threshold)
+    return a, b
+
+
+def _signature(shingles: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The MinHash signature of one shingle set (uint32: every value is below the prime < 2^32)."""
+    return ((np.outer(shingles, a) + b) % _PRIME).min(axis=0).astype(np.uint32)
+
+
+def _candidates(signatures: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Row pairs (i < j) that share a whole LSH band of their signatures."""
+    bands, rows = _bands(signatures.shape[1], threshold)
     candidates: set[tuple[int, int]] = set()
     for band in range(bands):
         buckets: dict[bytes, list[int]] = {}
@@ -152,36 +162,87 @@ def near_duplicates(texts: list[str], threshold: float, num_perm: int = 128, see
             buckets.setdefault(key.tobytes(), []).append(i)
         for members in buckets.values():
             candidates.update((members[x], members[y]) for x in range(len(members)) for y in range(x + 1, len(members)))
+    return sorted(candidates)
+
+
+def _jaccard(x: np.ndarray, y: np.ndarray) -> float:
+    inter = np.intersect1d(x, y, assume_unique=True).size
+    return inter / (x.size + y.size - inter)
+
+
+def near_duplicates(texts: list[str], threshold: float, num_perm: int = 128, seed: int = 0) -> list[tuple[int, int, float]]:
+    """Pairs (i, j, jaccard), i < j, whose shingle sets have Jaccard similarity >= threshold."""
+    shingles = [_shingles(t) for t in texts]
+    a, b = _permutations(num_perm, seed)
+    signatures = np.stack([_signature(s, a, b) for s in shingles]) if shingles else np.zeros((0, num_perm), np.uint32)
     out = []
-    for i, j in sorted(candidates):
-        inter = np.intersect1d(shingles[i], shingles[j], assume_unique=True).size
-        jaccard = inter / (shingles[i].size + shingles[j].size - inter)
+    for i, j in _candidates(signatures, threshold):
+        jaccard = _jaccard(shingles[i], shingles[j])
         if jaccard >= threshold:
             out.append((i, j, float(jaccard)))
     return out
 
 
-def select(turns: pl.LazyFrame, config: SplitConfig = SplitConfig()) -> Selection:
-    """Deduplicate the dialogues of a turns frame (if `config.dedup`) and assign the rest to splits."""
-    texts = dialogue_texts(turns)
-    ids, norm = texts["dialogue_id"].to_list(), texts["text"].to_list()
-    duplicate_of: dict[int, tuple[int, str, float]] = {}  # dropped index -> (kept index, kind, jaccard)
-    if config.dedup:
-        first: dict[str, int] = {}
-        for i, t in enumerate(norm):
-            if t in first:
-                duplicate_of[i] = (first[t], "exact", 1.0)
+def _texts(turns: pl.LazyFrame, spans: pl.DataFrame) -> list[str]:
+    """The normalised texts of the dialogues in `spans`, in their order."""
+    texts = dialogue_texts(read_dialogues(turns, spans).lazy())
+    if texts["dialogue_id"].to_list() != spans["dialogue_id"].to_list():
+        raise RuntimeError("dialogue texts came back out of step with the dialogue ids")
+    return texts["text"].to_list()
+
+
+def find_duplicates(turns: pl.LazyFrame, spans: pl.DataFrame, config: SplitConfig,
+                    chunk: int | None = None) -> dict[int, tuple[int, str, float]]:
+    """dropped dialogue (row of `spans`) -> (kept dialogue, "exact" | "near", jaccard), read `chunk`
+    (default DEDUP_CHUNK) dialogues at a time.
+
+    What stays in memory is a 16-byte hash and a MinHash signature per dialogue (512 bytes at 128
+    permutations), never the run's text: near-duplicate candidates are confirmed by reading the
+    texts of the dialogues in candidate pairs again, a chunk at a time.
+    """
+    chunk = chunk or DEDUP_CHUNK
+    a, b = _permutations(config.num_perm, config.seed)
+    first: dict[bytes, int] = {}
+    duplicate_of: dict[int, tuple[int, str, float]] = {}
+    unique: list[int] = []
+    signatures = np.zeros((spans.height, config.num_perm), np.uint32)
+    for start in range(0, spans.height, chunk):
+        for k, text in enumerate(_texts(turns, spans.slice(start, chunk))):
+            i = start + k
+            key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+            if key in first:
+                duplicate_of[i] = (first[key], "exact", 1.0)
             else:
-                first[t] = i
-        unique = sorted(first.values())
-        partners: dict[int, list[tuple[int, float]]] = {}  # later dialogue -> [(earlier dialogue, jaccard)]
-        for x, y, jac in near_duplicates([norm[i] for i in unique], config.near_dup_threshold, config.num_perm, config.seed):
-            partners.setdefault(unique[y], []).append((unique[x], jac))
-        for j in unique:  # in run order: drop j when an earlier *kept* dialogue is its near twin
-            twins = [(i, jac) for i, jac in partners.get(j, []) if i not in duplicate_of]
-            if twins:
-                i, jac = min(twins)
-                duplicate_of[j] = (i, "near", round(jac, 4))
+                first[key] = i
+                unique.append(i)
+                signatures[len(unique) - 1] = _signature(_shingles(text), a, b)
+    pairs = [(unique[x], unique[y]) for x, y in _candidates(signatures[:len(unique)], config.near_dup_threshold)]
+    involved = sorted({i for pair in pairs for i in pair})
+    shingles: dict[int, np.ndarray] = {}
+    for start in range(0, len(involved), chunk):
+        rows = involved[start:start + chunk]
+        shingles.update(zip(rows, map(_shingles, _texts(turns, spans[rows]))))
+    partners: dict[int, list[tuple[int, float]]] = {}  # later dialogue -> [(earlier dialogue, jaccard)]
+    for i, j in pairs:
+        jaccard = _jaccard(shingles[i], shingles[j])
+        if jaccard >= config.near_dup_threshold:
+            partners.setdefault(j, []).append((i, jaccard))
+    for j in unique:  # in run order: drop j when an earlier *kept* dialogue is its near twin
+        twins = [(i, jac) for i, jac in partners.get(j, []) if i not in duplicate_of]
+        if twins:
+            i, jac = min(twins)
+            duplicate_of[j] = (i, "near", round(jac, 4))
+    return duplicate_of
+
+
+def select(turns: pl.LazyFrame, config: SplitConfig = SplitConfig()) -> Selection:
+    """Deduplicate the dialogues of a turns frame (if `config.dedup`) and assign the rest to splits.
+
+    The turns are read lazily: dialogue ids, then (with dedup) a chunk of dialogue texts at a time.
+    """
+    spans = dialogue_spans(turns)
+    ids = spans["dialogue_id"].to_list()
+    duplicate_of = find_duplicates(turns, spans, config) if config.dedup else {}
     kept_ids = [d for i, d in enumerate(ids) if i not in duplicate_of]
     assignments = pl.DataFrame({"dialogue_id": kept_ids, "split": split_of(kept_ids, config)},
                                schema={"dialogue_id": pl.String(), "split": pl.String()})

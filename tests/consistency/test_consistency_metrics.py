@@ -126,3 +126,18 @@ def test_bad_input_is_a_clear_error(rule_judge):
         ConsistencyConfig(threshold=1.5)
     with pytest.raises(ConfigError, match="qa_every"):
         ConsistencyConfig(qa_every=0)
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_chunked_scoring_matches_scoring_all_at_once(rule_judge, order):
+    """Chunks are row ranges when each dialogue's rows sit together in dialogue order (a run), and
+    id filters otherwise (here: rows shuffled); either way the scores match one chunk of all."""
+    frame = _frame().sort("dialogue_id", "turn")
+    if order == "shuffled":
+        frame = frame.sample(fraction=1.0, shuffle=True, seed=1)
+    whole = score_dialogues(frame, RuleJudge()).lines
+    chunked = score_dialogues(frame.lazy(), rule_judge, config=ConsistencyConfig(chunk_dialogues=1))
+    assert chunked.lines.equals(whole)
+    assert len(rule_judge.calls) == 4  # one judge call per dialogue
+    first_two = score_dialogues(frame, RuleJudge(), config=ConsistencyConfig(max_dialogues=2, chunk_dialogues=1))
+    assert first_two.lines["dialogue_id"].unique().sort().to_list() == ["retired", "steak"]

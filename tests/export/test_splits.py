@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 
 from simgen.errors import ConfigError
-from simgen.export.splits import SplitConfig, near_duplicates, normalise, parse_splits, select, split_of
+from simgen.export.splits import SplitConfig, find_duplicates, near_duplicates, normalise, parse_splits, select, split_of
+from simgen.run import dialogue_spans
 
 WORDS = ("movie comedy night friend popcorn drama actor scene watch love hate funny sad long short classic new old "
          "animation horror thriller family weekend cinema ticket director sequel plot twist ending music").split()
@@ -76,6 +77,15 @@ def test_exact_and_near_duplicates_are_dropped_and_counted():
     assert "d0000042" in loose.dropped["dialogue_id"].to_list()  # the threshold is honoured
     nodedup = select(frame(dialogues), SplitConfig(dedup=False))
     assert nodedup.dropped.height == 0 and nodedup.assignments.height == 43
+
+    # read a few dialogues at a time (a run on disk, in row ranges, and a shuffled frame, by id
+    # filters), the duplicates found are the same as reading every text at once
+    turns = frame(dialogues).collect()
+    for lazy in (turns.lazy(), turns.sample(fraction=1.0, shuffle=True, seed=2).lazy()):
+        spans = dialogue_spans(lazy)
+        whole = find_duplicates(lazy, spans, SplitConfig(seed=1), chunk=10_000)
+        assert find_duplicates(lazy, spans, SplitConfig(seed=1), chunk=3) == whole
+        assert {spans["dialogue_id"][i] for i in whole} == {"d0000040", "d0000041"}
 
 
 def test_near_duplicates_find_every_pair_above_the_threshold():
