@@ -18,7 +18,7 @@ by `simgen consistency`, user turns carry a `consistency` struct and dialogues t
 the environment or the login cache (never printed), `upload_folder`, which with hf_xet (installed
 with huggingface_hub) commits large folders in batches and resumes an interrupted upload when run
 again. Offline or without a token it fails with a clear error before any request, and the local
-folder is left as it is. The run is read lazily (polars scans); nothing here loads a model.
+folder is left as it is. The run is read lazily, EXPORT_CHUNK dialogues at a time; nothing here loads a model.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from simgen.errors import ConfigError, SimgenError
 from simgen.export.card import config_entry, render_card, size_category, table
 from simgen.export.output import check_target, staged, write_splits
 from simgen.export.splits import SPLITS, Selection, SplitConfig, select
-from simgen.run import Run, atomic_write_json, load_run, now
+from simgen.run import Run, atomic_write_json, dialogue_spans, load_run, now, read_dialogues
 
 CONFIGS = ("dialogues", "turns", "profiles")
 REPORTS = ("realism.json", "consistency.json")
@@ -72,13 +72,8 @@ def export_hub(run: Run | str | Path, to: str | Path, *, split: SplitConfig = Sp
         validate_repo_id(repo_id)
     check_target(to, overwrite, run.path)
     selection = select(run.scan(), split)
-    turns = _turns(run, selection)
     with staged(to, overwrite) as tmp:
-        files: dict[str, dict[str, dict[str, int]]] = {
-            "dialogues": write_splits(_dialogues(run, turns), tmp / "data" / "dialogues", SPLITS),
-            "turns": write_splits(turns, tmp / "data" / "turns", SPLITS),
-            "profiles": write_splits(_profiles(turns), tmp / "data" / "profiles", SPLITS),
-        }
+        files = _write_configs(run, selection, tmp)
         reports = _copy_reports(run, tmp / "reports")
         recipe = build_recipe(run, selection)
         atomic_write_json(tmp / "recipe.json", recipe)
@@ -88,19 +83,47 @@ def export_hub(run: Run | str | Path, to: str | Path, *, split: SplitConfig = Sp
     return summary
 
 
-def _turns(run: Run, selection: Selection) -> pl.LazyFrame:
-    """(kept dialogue, turn) -> turns.parquet's row + its split (+ a `consistency` struct on user turns)."""
-    turns = run.scan().join(selection.assignments.lazy(), on="dialogue_id", how="inner")
+EXPORT_CHUNK = 20_000  # dialogues read from the run at a time
+
+
+def _write_configs(run: Run, selection: Selection, tmp: Path) -> dict[str, dict[str, dict[str, int]]]:
+    """Write the three configs' split shards into tmp/data, reading the run EXPORT_CHUNK dialogues at a time.
+
+    Each chunk's rows of each config go to a part file; the parts are then cut into the split
+    shards by streaming scans, so neither step holds more than a chunk of the run.
+    """
+    parts = tmp / ".parts"
+    spans = dialogue_spans(run.scan())
+    for k, start in enumerate(range(0, spans.height, EXPORT_CHUNK)):
+        chunk = spans.slice(start, EXPORT_CHUNK)
+        turns = _turns(run, read_dialogues(run.scan(), chunk).lazy(), selection, chunk["dialogue_id"]).collect()
+        if turns.height == 0:  # every dialogue of the chunk was a duplicate
+            continue
+        frames = {"dialogues": _dialogues(run, turns.lazy(), chunk["dialogue_id"]), "turns": turns.lazy(), "profiles": _profiles(turns.lazy())}
+        for name, frame in frames.items():
+            (parts / name).mkdir(parents=True, exist_ok=True)
+            frame.collect().write_parquet(parts / name / f"part-{k:05d}.parquet")
+    files = {name: write_splits(pl.scan_parquet(sorted((parts / name).glob("*.parquet"))), tmp / "data" / name, SPLITS)
+             for name in CONFIGS if (parts / name).is_dir()}
+    shutil.rmtree(parts, ignore_errors=True)
+    return files
+
+
+def _turns(run: Run, rows: pl.LazyFrame, selection: Selection, ids: pl.Series) -> pl.LazyFrame:
+    """(kept dialogue, turn) -> turns.parquet's row + its split (+ a `consistency` struct on user turns).
+
+    `rows` are the run's rows of the dialogues `ids`."""
+    turns = rows.join(selection.assignments.lazy(), on="dialogue_id", how="inner")
     sidecar = run.path / SIDECAR
     if sidecar.is_file():
-        scores = pl.scan_parquet(sidecar)
+        scores = pl.scan_parquet(sidecar).filter(pl.col("dialogue_id").is_in(ids.implode()))
         cols = [c for c in scores.collect_schema().names() if c not in ("dialogue_id", "turn")]
         turns = turns.join(scores.select("dialogue_id", "turn", pl.struct(cols).alias("consistency")),
                            on=["dialogue_id", "turn"], how="left")
     return turns.sort("dialogue_id", "turn")  # joins do not keep row order
 
 
-def _dialogues(run: Run, turns: pl.LazyFrame) -> pl.LazyFrame:
+def _dialogues(run: Run, turns: pl.LazyFrame, ids: pl.Series) -> pl.LazyFrame:
     """(dialogue) -> messages [{role, content}], profile, intents, n_turns, stop_reason, split (+ mean scores)."""
     out = turns.group_by("dialogue_id", maintain_order=True).agg(
         pl.struct(pl.col("role"), pl.col("text").alias("content")).alias("messages"),
@@ -112,7 +135,7 @@ def _dialogues(run: Run, turns: pl.LazyFrame) -> pl.LazyFrame:
     )
     sidecar = run.path / SIDECAR
     if sidecar.is_file():
-        scores = pl.scan_parquet(sidecar).group_by("dialogue_id").agg(
+        scores = pl.scan_parquet(sidecar).filter(pl.col("dialogue_id").is_in(ids.implode())).group_by("dialogue_id").agg(
             (1 - pl.col("p2l_contradiction")).mean().alias("prompt_to_line"),
             pl.col("l2l_score").mean().alias("line_to_line"),
             (pl.col("qa_correct").sum() / pl.col("qa_asked").sum()).alias("qa"),

@@ -68,6 +68,20 @@ def test_consistency_scores_travel_with_the_turns(hub_dir, scored_run):
     assert row["consistency"]["prompt_to_line"] == pytest.approx((1 - own["p2l_contradiction"]).mean())
 
 
+def test_reading_the_run_in_chunks_writes_the_same_data(hub_dir, scored_run, tmp_path, monkeypatch):
+    """The run is read EXPORT_CHUNK dialogues at a time; two per chunk (three chunks of the six)
+    gives the same rows, in the same order, in every config and split."""
+    import simgen.export.hub as hub
+
+    monkeypatch.setattr(hub, "EXPORT_CHUNK", 2)
+    out = tmp_path / "ds"
+    export_hub(scored_run, out, split=SplitConfig(fractions=(0.5, 0.25, 0.25), seed=0), repo_id="my-org/movie-dialogues")
+    files = sorted(p.relative_to(hub_dir) for p in (hub_dir / "data").rglob("*.parquet"))
+    assert files == sorted(p.relative_to(out) for p in (out / "data").rglob("*.parquet"))
+    for f in files:
+        assert pl.read_parquet(out / f).equals(pl.read_parquet(hub_dir / f)), f
+
+
 def test_card_metadata_recipe_and_reports(hub_dir, scored_run):
     from huggingface_hub import DatasetCard
 
