@@ -188,9 +188,10 @@ class LLMJudge(Judge):
 
         from simgen.consistency.lm import next_token_logprobs
 
-        logp = next_token_logprobs(self.backend, [pair_prompt(p) for p in pairs], self.batch_size)  # (n, vocab)
-        yes = torch.logsumexp(logp[:, self.yes_ids], dim=-1)
-        no = torch.logsumexp(logp[:, self.no_ids], dim=-1)
+        keep = [*self.yes_ids, *self.no_ids]
+        logp = next_token_logprobs(self.backend, [pair_prompt(p) for p in pairs], self.batch_size, keep)  # (n, yes + no)
+        yes = torch.logsumexp(logp[:, :len(self.yes_ids)], dim=-1)
+        no = torch.logsumexp(logp[:, len(self.yes_ids):], dim=-1)
         return torch.sigmoid(no - yes).tolist()  # P(no) to "consistent?" over {yes, no}
 
     def answer(self, questions: Sequence[Question]) -> list[list[float]]:

@@ -42,8 +42,12 @@ def _padded(backend: Any, rows: Sequence[list[int]]) -> tuple[Any, Any, Any]:
     return ids.to(backend.device), mask.to(backend.device), positions.to(backend.device)
 
 
-def next_token_logprobs(backend: Any, chats: Sequence[Chat], batch_size: int = 8) -> Any:
-    """log-softmax of the first token the model would write after each chat: (len(chats), vocab), fp32 CPU."""
+def next_token_logprobs(backend: Any, chats: Sequence[Chat], batch_size: int = 8, keep: Sequence[int] | None = None) -> Any:
+    """log-softmax of the first token the model would write after each chat: (len(chats), vocab), fp32 CPU.
+
+    keep: token ids; only their columns are returned, (len(chats), len(keep)), so scoring many
+    chats does not hold a vocabulary-wide row for each.
+    """
     import torch
 
     out = []
@@ -52,7 +56,8 @@ def next_token_logprobs(backend: Any, chats: Sequence[Chat], batch_size: int = 8
         for idx in _batches(len(encoded), batch_size):
             ids, mask, pos = _padded(backend, [encoded[i] for i in idx])
             logits = backend.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1, :]
-            out.append(torch.log_softmax(logits.float(), dim=-1).cpu())
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            out.append((logp if keep is None else logp[:, list(keep)]).cpu())
     return torch.cat(out) if out else torch.empty((0, 0))
 
 

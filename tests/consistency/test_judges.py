@@ -59,6 +59,21 @@ def test_describe_names_the_judge_and_model(judge, tiny_model_dir, tiny_nli_dir)
     assert d["read_as"]
 
 
+def test_llm_judge_reads_yes_and_no_from_the_full_distribution(tiny_llm_judge):
+    """The judge keeps only the yes/no columns of each next-token distribution; P(no) over {yes,
+    no} is the same as read from the whole vocabulary-wide log-softmax."""
+    import torch
+
+    from simgen.consistency.judges import pair_prompt
+    from simgen.consistency.lm import next_token_logprobs
+
+    full = next_token_logprobs(tiny_llm_judge.backend, [pair_prompt(p) for p in PAIRS])
+    assert full.shape[1] == len(tiny_llm_judge.backend.tokenizer)
+    yes = torch.logsumexp(full[:, tiny_llm_judge.yes_ids], dim=-1)
+    no = torch.logsumexp(full[:, tiny_llm_judge.no_ids], dim=-1)
+    assert tiny_llm_judge.contradiction(PAIRS) == pytest.approx(torch.sigmoid(no - yes).tolist(), abs=1e-6)
+
+
 def test_nli_judge_takes_the_max_over_persona_sentences(tiny_nli_judge):
     persona = "Priya is 19. She is a vegetarian. She loves comedy."
     assert sentences(persona) == ["Priya is 19.", "She is a vegetarian.", "She loves comedy."]
