@@ -118,7 +118,7 @@ def sample_ids(ids: pl.Series, n: int, seed: int) -> pl.Series:
 def _corpus(raw: pl.LazyFrame, where: str, *, name: str, kind: str, max_dialogues: int, seed: int,
             columns: tuple[str, ...] | None, manifest: dict[str, Any] | None = None, source: str | None = None) -> Corpus:
     """Project, sample and validate a lazily read corpus; errors name `where` (the file)."""
-    source, where = source or where, where
+    source = source or where
     try:
         schema = raw.collect_schema()
     except Exception as e:  # polars raises several error types for unreadable files

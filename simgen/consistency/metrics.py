@@ -119,11 +119,11 @@ def check_turns(turns: pl.LazyFrame) -> None:
     missing = [c for c in ("dialogue_id", "turn", "role", "text") if c not in schema]
     if missing:
         raise DataError(f"the turns have no {missing[0]!r} column; pass a simgen run folder or a frame with turns.parquet's columns.")
-    if "profile" not in schema or turns.filter(pl.col("profile").is_not_null()).select(pl.len()).collect().item() == 0:
+    if "profile" not in schema or not turns.select(pl.col("profile").is_not_null().any()).collect(engine="streaming").item():
         raise DataError("the run has no profile latents (no 'profile' column, or all null), so there is nothing to check "
                         "persona consistency against. Generate it with `simgen generate`, which records each dialogue's profile.")
-    spoken = turns.filter((pl.col("role") == "user") & (pl.col("text").str.strip_chars().str.len_chars() > 0))
-    if spoken.select(pl.len()).collect().item() == 0:
+    spoken = (pl.col("role") == "user") & (pl.col("text").str.strip_chars().str.len_chars() > 0)
+    if not turns.select(spoken.any()).collect(engine="streaming").item():
         raise DataError("the dialogues are empty: no user line has any text, so there is nothing to judge. "
                         "Check the run's stop reasons (`simgen show RUN`) and generate it again.")
 
