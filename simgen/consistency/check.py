@@ -133,12 +133,10 @@ def _with_text(scan: pl.LazyFrame, lines: pl.DataFrame) -> list[dict[str, Any]]:
     """`lines` (dialogue_id, turn, ...) with each line's persona and text, read from the scan for those lines only."""
     if lines.height == 0:
         return []
-    rows = (scan.filter(pl.col("dialogue_id").is_in(lines["dialogue_id"].unique().implode()))
-            .select("dialogue_id", "turn", "text", "profile").collect(engine="streaming"))
-    persona_of: dict[str, str] = {}
-    for r in rows.filter(pl.col("profile").is_not_null()).unique("dialogue_id", keep="first", maintain_order=True).iter_rows(named=True):
-        persona_of[r["dialogue_id"]] = persona_text(r["profile"])
-    text_of = {(d, t): x for d, t, x in rows.select("dialogue_id", "turn", "text").iter_rows()}
+    dialogues = dialogues_from_turns(scan.filter(pl.col("dialogue_id").is_in(lines["dialogue_id"].unique().implode()))
+                                     .collect(engine="streaming"), checked=True)
+    persona_of = {d["dialogue_id"]: persona_text(d["profile"]) for d in dialogues}
+    text_of = {(d["dialogue_id"], r["turn"]): r["text"] for d in dialogues for r in d["rows"]}
     return [{**r, "persona": persona_of[r["dialogue_id"]], "text": text_of[(r["dialogue_id"], r["turn"])]} for r in lines.to_dicts()]
 
 
