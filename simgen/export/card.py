@@ -9,7 +9,7 @@
     - config_name: dialogues
       default: true
       data_files:
-      - {split: train, path: data/dialogues/train-*.parquet}
+      - {split: train, path: data/dialogues/train-*-3f9a0c1d2b4e.parquet}   # the shards' content tag
     ---
     # title
     body (Markdown)
@@ -32,11 +32,12 @@ def size_category(n: int) -> str:
     return next((name for bound, name in bounds if n < bound), "n>1T")
 
 
-def config_entry(name: str, folder: str, splits: Sequence[str], default: bool = False) -> dict[str, Any]:
+def config_entry(name: str, folder: str, files: Mapping[str, Mapping[str, Any]], default: bool = False) -> dict[str, Any]:
+    """A card's `configs` entry for the shards `write_splits` wrote (split -> {"tag", ...}), named by their content tag."""
     entry: dict[str, Any] = {"config_name": name}
     if default:
         entry["default"] = True
-    entry["data_files"] = [{"split": s, "path": f"{folder}/{s}-*.parquet"} for s in splits]
+    entry["data_files"] = [{"split": s, "path": f"{folder}/{s}-*-{info['tag']}.parquet"} for s, info in files.items()]
     return entry
 
 

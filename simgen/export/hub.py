@@ -5,7 +5,7 @@
                                          category, configs) and what the data is, how it was made
       recipe.json                        scenario, profile space, intent model and template texts with
                                          their sha256, model, seed, sampling, versions, splits and dedup
-      data/dialogues/{split}-00000-of-00001.parquet   one row per dialogue: messages, profile, intents
+      data/dialogues/{split}-00000-of-00001-{tag}.parquet  one row per dialogue: messages, profile, intents
       data/turns/{split}-...parquet      one row per turn: turns.parquet's columns (+ consistency scores)
       data/profiles/{split}-...parquet   one row per dialogue: the profile latent, one column per variable
       reports/realism.json, reports/consistency.json   copies of the run's reports, when it has them
@@ -231,7 +231,7 @@ def _card(run: Run, selection: Selection, files: dict[str, dict[str, dict[str, i
     m = run.manifest
     counts = selection.counts
     user_model = (recipe["model"]["user"] or {}).get("model") or {}
-    configs = [config_entry(name, f"data/{name}", list(files[name]), default=(name == "dialogues")) for name in CONFIGS]
+    configs = [config_entry(name, f"data/{name}", files[name], default=(name == "dialogues")) for name in CONFIGS]
     metadata = {
         "license": license or _default_license(run),
         "task_categories": ["text-generation"],

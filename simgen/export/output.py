@@ -3,7 +3,12 @@
     check_target(to, overwrite, run)   refuse a non-empty --to (unless overwrite), a file, the run itself
     staged(to, overwrite)              a context manager: a temporary sibling folder to write into;
                                        on success it replaces --to, on error it is removed
-    write_splits(frame, folder, ...)   one lazy frame -> `{split}-00000-of-0000N.parquet` shards
+    write_splits(frame, folder, ...)   one lazy frame -> `{split}-00000-of-0000N-{tag}.parquet` shards
+
+Shard names end in a tag of their content (the first 12 hex digits of a sha256 over the split's
+shards), and cards name the shards by that tag. `datasets` caches a local folder under its name and
+the card's file patterns, not under the files themselves: without the tag, a second export to a
+folder of the same name would load the first export's rows from the cache.
 
 A crash or an error leaves --to as it was (absent, empty, or the previous export); nothing is
 written outside --to except the temporary sibling, which becomes --to. This module knows nothing
@@ -12,6 +17,7 @@ about runs beyond refusing to overwrite one.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -19,6 +25,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -66,10 +73,10 @@ def staged(to: Path, overwrite: bool) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_splits(frame: pl.LazyFrame, folder: Path, splits: tuple[str, ...], max_rows: int = MAX_SHARD_ROWS) -> dict[str, dict[str, int]]:
+def write_splits(frame: pl.LazyFrame, folder: Path, splits: tuple[str, ...], max_rows: int = MAX_SHARD_ROWS) -> dict[str, dict[str, Any]]:
     """Write each split of `frame` (which has a `split` column, dropped here) as parquet shards.
 
-    Returns split -> {"rows", "shards"} for the splits that have rows; empty splits get no file.
+    Returns split -> {"rows", "shards", "tag"} for the splits that have rows; empty splits get no file.
     """
     folder.mkdir(parents=True, exist_ok=True)
     counts = dict(frame.group_by("split").len().collect().iter_rows())
@@ -80,8 +87,17 @@ def write_splits(frame: pl.LazyFrame, folder: Path, splits: tuple[str, ...], max
             continue
         part = frame.filter(pl.col("split") == split).drop("split")
         n = math.ceil(rows / max_rows)
+        digest = hashlib.sha256()
+        written = []
         for k in range(n):
-            path = folder / f"{split}-{k:05d}-of-{n:05d}.parquet"
+            path = folder / f".{split}-{k:05d}-of-{n:05d}.parquet.partial"
             part.slice(k * max_rows, max_rows).sink_parquet(path, compression="zstd", statistics=True)
-        out[split] = {"rows": rows, "shards": n}
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            written.append(path)
+        tag = digest.hexdigest()[:12]
+        for k, path in enumerate(written):
+            path.rename(folder / f"{split}-{k:05d}-of-{n:05d}-{tag}.parquet")
+        out[split] = {"rows": rows, "shards": n, "tag": tag}
     return out

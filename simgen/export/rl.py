@@ -414,7 +414,7 @@ def _card(run: Run, config: RLConfig, files: dict[str, dict[str, int]], selectio
         "task_categories": ["text-generation"],
         "size_categories": [size_category(n)],
         "tags": ["synthetic", "simgen", "trl", config.format, run.manifest["scenario"]["name"]],
-        "configs": [config_entry(config.format, "data", list(files), default=True)],
+        "configs": [config_entry(config.format, "data", files, default=True)],
     }
     body = [
         f"TRL `{config.format}` data (policy: the {'user simulator' if config.policy == 'user' else 'assistant'}) exported by "

@@ -23,6 +23,19 @@ def load(path):
     return [r for s in ds for r in ds[s]]
 
 
+def test_a_second_export_under_the_same_name_loads_its_own_rows(run, tmp_path):
+    """datasets caches a local folder by its name and its card's patterns: the shards' content tag keeps
+    two exports named `rw` apart (they shared one cache entry, and the second load read the first's rows)."""
+    from simgen.export.splits import SplitConfig
+
+    whole = export_rl(run, tmp_path / "a" / "rw", "prompt", split=SplitConfig(fractions=(1.0, 0.0, 0.0)))
+    half = export_rl(run, tmp_path / "b" / "rw", "prompt", split=SplitConfig(fractions=(0.5, 0.5, 0.0), seed=0))
+    assert whole["files"]["train"]["rows"] != half["files"]["train"]["rows"]
+    assert whole["files"]["train"]["tag"] != half["files"]["train"]["tag"]
+    for summary in (whole, half):
+        assert len(load(summary["to"])) == sum(f["rows"] for f in summary["files"].values())
+
+
 def dialogue(run, did):
     return run.turns.filter(pl.col("dialogue_id") == did).sort("turn")
 
