@@ -37,6 +37,10 @@ class RunError(SimgenError):
     """A run folder cannot be written, read or resumed."""
 
 
+class ScenarioChanged(RunError):
+    """A file of the run's scenario (YAML, intent model, a template) changed since the run was generated."""
+
+
 class DataError(SimgenError):
     """A corpus or data file is missing or does not follow the documented schema."""
 

@@ -25,7 +25,7 @@ from simgen.data import dialogues_to_frame
 from simgen.errors import ConfigError, RunError
 from simgen.run import (MANIFEST, FORMAT_VERSION, Run, RunWriter, atomic_write_json, check_manifest, holds_no_run, load_run, now,
                         package_versions, prepare_out_dir, remove_leftovers)
-from simgen.scenario import Scenario, load_scenario
+from simgen.scenario import Scenario, load_recorded, load_scenario
 from simgen.simulator import plan, simulate
 
 
@@ -118,9 +118,8 @@ def resume(path: str | Path, assistant: Callable[[list[dict]], str] | Backend | 
     except TypeError as e:  # an unknown or missing setting
         raise RunError(f"{manifest_path}: the recorded config does not match this simgen's settings ({e}); "
                        "resume with the simgen version that started the run, or start a new run.") from None
-    sc = load_scenario(manifest["scenario"]["path"])
-    if sc.sha256 != manifest["scenario"]["sha256"]:
-        raise RunError(f"--resume {out}: the scenario {sc.path} changed since the run started, so the rest would not match. Restore it, or start a new run.")
+    sc = load_recorded(manifest["scenario"], f"--resume {out}",
+                       "the rest of the run would be written from other prompts than its finished dialogues")
     if manifest.get("backend", {}).get("assistant", {}).get("backend") == "callable" and assistant is None:
         raise RunError(f"--resume {out}: the run's assistant was {manifest['backend']['assistant'].get('callable')}; pass it again (--assistant).")
     return _run(out, manifest, config, sc, assistant, progress)

@@ -153,9 +153,14 @@ def check_manifest(manifest: Any, path: Path) -> None:
     for side in ("user", "assistant"):
         if not isinstance(manifest["config"].get(side), dict):
             raise bad(f"config.{side}", "an object of sampling settings", manifest["config"].get(side))
-    for key in ("path", "sha256"):
-        if not isinstance(manifest["scenario"].get(key), str):
-            raise bad(f"scenario.{key}", "a string", manifest["scenario"].get(key))
+    scenario = manifest["scenario"]
+    legacy = "fingerprint" not in scenario and "sha256" in scenario  # written before the fingerprint
+    for key in ("path", "sha256" if legacy else "fingerprint"):
+        if not isinstance(scenario.get(key), str):
+            raise bad(f"scenario.{key}", "a string", scenario.get(key))
+    files = scenario.get("files")
+    if not legacy and not (isinstance(files, dict) and all(isinstance(f, dict) and isinstance(f.get("sha256"), str) for f in files.values())):
+        raise bad("scenario.files", "an object of {path, sha256} per file", files)
     progress = manifest["progress"]
     for key in ("batch_size", "n_shards"):
         if not integer(progress.get(key)) or progress[key] <= 0:

@@ -13,17 +13,23 @@ A scenario is one YAML file:
 user's own file. Template paths resolve against the scenario file's folder first, then the shipped
 `templates/` folder, so a user's scenario can reuse shipped templates. Everything is validated
 here, before any model loads.
+
+Every file that shapes a prompt (the scenario YAML, the intent model's own file, both templates) is
+hashed into `Scenario.files`, and `Scenario.fingerprint` covers them all. A run records both;
+`load_recorded` reloads a run's scenario for whatever rebuilds its chats (resume, the consistency
+check's Q&A and persona axis, `export rl`) and refuses one whose files changed, naming them.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from simgen.config import check_keys, load_yaml
-from simgen.errors import ConfigError, unknown_name
+from simgen.errors import ConfigError, RunError, ScenarioChanged, SimgenError, unknown_name
 from simgen.intents import IntentModel, load_intent_model
 from simgen.profiles import ProfileSpace, parse_profile_space
 from simgen.templates import ASSISTANT_CONTEXT, USER_CONTEXT, PromptTemplate, load_template
@@ -42,24 +48,38 @@ def list_scenarios() -> dict[str, Path]:
     return {p.stem: p for p in sorted(builtin_dir("profiles").glob("*.yaml")) if not p.name.endswith(".intents.yaml")}
 
 
+# what each entry of `Scenario.files` is, as an error message names it
+FILE_LABELS = {"scenario": "the scenario file", "intent_model": "the intent model file",
+               "user_template": "the user template", "assistant_template": "the assistant template"}
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
     path: Path
-    sha256: str
+    files: dict[str, dict[str, str]]  # "scenario" | "intent_model" | "<side>_template" -> {"path", "sha256"}
     profile: ProfileSpace
     intents: IntentModel
     user_template: PromptTemplate
     assistant_template: PromptTemplate
     reference: str | None = None
 
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over every file that shapes a prompt (`files`): any edit to any of them changes it."""
+        digest = hashlib.sha256()
+        for key in sorted(self.files):
+            digest.update(f"{key}\0{self.files[key]['sha256']}\n".encode())
+        return digest.hexdigest()
+
     def describe(self) -> dict[str, Any]:
         """What the manifest records about the scenario."""
         return {
             "name": self.name,
             "path": str(self.path),
-            "sha256": self.sha256,
+            "fingerprint": self.fingerprint,
+            "files": {k: dict(v) for k, v in self.files.items()},
             "intent_model": self.intents.source,
             "reference": self.reference,
             "templates": {
@@ -67,6 +87,45 @@ class Scenario:
                 for t in (self.user_template, self.assistant_template)
             },
         }
+
+    def changes_since(self, recorded: Mapping[str, Any]) -> list[str]:
+        """The files whose content differs from a manifest's scenario entry, as `the user template PATH`."""
+        if "files" not in recorded:  # a run written before the fingerprint: the YAML+intents digest and template hashes
+            legacy = {"scenario": recorded.get("sha256"),
+                      **{f"{side}_template": t.get("sha256") for side, t in (recorded.get("templates") or {}).items()}}
+            now = {"scenario": _legacy_digest(self), "user_template": self.user_template.sha256,
+                   "assistant_template": self.assistant_template.sha256}
+            return [f"{FILE_LABELS[k]} {self.files[k]['path']}" for k in now if legacy.get(k) != now[k]]
+        files = recorded.get("files") or {}
+        keys = sorted(set(files) | set(self.files))
+        return [f"{FILE_LABELS.get(k, k)} {self.files.get(k, files.get(k, {})).get('path')}" for k in keys
+                if (files.get(k) or {}).get("sha256") != (self.files.get(k) or {}).get("sha256")]
+
+
+def load_recorded(recorded: Any, where: str, consequence: str) -> Scenario:
+    """The scenario a run's manifest names (`recorded` is its `scenario` entry), unchanged since the run.
+
+    A scenario that cannot be loaded is a `RunError`; one whose files changed is a `ScenarioChanged`
+    that names the files and says the `consequence` of going on (e.g. "rebuilt chats would not be
+    what the simulator saw").
+    """
+    try:
+        scenario = load_scenario(recorded["path"])
+    except (SimgenError, KeyError, TypeError) as e:
+        raise RunError(f"{where}: the run's scenario cannot be loaded ({e}). Restore the scenario file the manifest names.") from None
+    changed = scenario.changes_since(recorded)
+    if changed:
+        raise ScenarioChanged(f"{where}: {' and '.join(changed)} changed since the run was generated, so {consequence}. "
+                       f"Restore {'it' if len(changed) == 1 else 'them'}, or generate the run again.")
+    return scenario
+
+
+def _legacy_digest(scenario: Scenario) -> str:
+    """What manifests before the fingerprint recorded as `sha256`: the YAML, then the intent model's own file."""
+    digest = hashlib.sha256(scenario.path.read_bytes())
+    if "intent_model" in scenario.files:
+        digest.update(Path(scenario.files["intent_model"]["path"]).read_bytes())
+    return digest.hexdigest()
 
 
 def resolve_scenario_path(name_or_path: str | Path) -> Path:
@@ -105,19 +164,24 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     user_t = load_template(str(refs["user"]), search, "user", user_known)
     assistant_t = load_template(str(refs["assistant"]), search, "assistant", ASSISTANT_CONTEXT)
 
-    digest = hashlib.sha256(path.read_bytes())
+    files = {"scenario": _file(path)}
     if isinstance(raw["intent_model"], str):
-        digest.update(Path(intents.source).read_bytes())
+        files["intent_model"] = _file(Path(intents.source))
+    files |= {f"{t.side}_template": {"path": str(t.path), "sha256": t.sha256} for t in (user_t, assistant_t)}
     name = raw.get("scenario") or path.stem
     reference = raw.get("reference")
     return Scenario(
         name=str(name),
         description=str(raw.get("description", "")).strip(),
         path=path,
-        sha256=digest.hexdigest(),
+        files=files,
         profile=profile,
         intents=intents,
         user_template=user_t,
         assistant_template=assistant_t,
         reference=str(reference) if reference is not None else None,
     )
+
+
+def _file(path: Path) -> dict[str, str]:
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}

@@ -65,7 +65,7 @@ def test_profiles_and_intents_are_the_planned_latents(run):
 def test_manifest_records_what_made_the_run(run):
     m = json.loads((run.path / "manifest.json").read_text())
     assert m["status"] == "complete" and m["seed"] == 3 and m["n"] == 5
-    assert m["scenario"]["name"] == "movie-recommendation" and len(m["scenario"]["sha256"]) == 64
+    assert m["scenario"]["name"] == "movie-recommendation" and len(m["scenario"]["fingerprint"]) == 64
     assert set(m["scenario"]["templates"]) == {"user", "assistant"}
     assert m["backend"]["user"]["model"]["fingerprint"] and m["backend"]["user"]["dtype"] == "float32"
     assert {"torch", "transformers", "polars", "simgen"} <= set(m["versions"])
@@ -116,7 +116,8 @@ def test_resume_after_an_interrupted_run_matches_an_uninterrupted_one(run, tiny_
     (lambda m: m["progress"]["shards"].append(dict(m["progress"]["shards"][0])), "each shard listed once"),
     (lambda m: m["progress"].update(batch_size=0), "progress.batch_size is 0"),
     (lambda m: m["progress"].update(shards={"0": 1}), "progress.shards is {'0': 1}, expected a list"),
-    (lambda m: m["scenario"].pop("sha256"), "scenario.sha256"),
+    (lambda m: m["scenario"].pop("fingerprint"), "scenario.fingerprint"),
+    (lambda m: m["scenario"]["files"].update(user_template="edited"), "scenario.files"),
     (lambda m: m["config"].update(user=None), "config.user"),
     (lambda m: m["config"].update(colour="blue"), "does not match this simgen's settings"),
 ])

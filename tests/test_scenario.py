@@ -24,7 +24,7 @@ intent_model:
 @pytest.mark.parametrize("name", ["movie-recommendation", "chitchat"])
 def test_shipped_scenarios_load(name):
     sc = load_scenario(name)
-    assert sc.name == name and sc.reference and len(sc.sha256) == 64
+    assert sc.name == name and sc.reference and len(sc.fingerprint) == 64
     assert any(i.terminal for i in sc.intents.intents)
     assert sc.describe()["templates"]["user"]["sha256"] == sc.user_template.sha256
 

@@ -172,22 +172,25 @@ def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None
 
     The run is read lazily, `config.chunk_dialogues` dialogues at a time (see `score_dialogues`).
     """
+    from simgen.errors import RunError, ScenarioChanged
     from simgen.run import Run, atomic_write_parquet, load_run, now
-    from simgen.scenario import load_scenario
-    from simgen.errors import SimgenError
+    from simgen.scenario import load_recorded
 
     run = run if isinstance(run, Run) else load_run(run)
     judge = load_judge(judge)
     manifest = run.manifest
-    scenario, why = None, None
-    try:
-        scenario = load_scenario(manifest["scenario"]["path"])
-    except (SimgenError, KeyError, TypeError) as e:
-        why = f"the run's scenario cannot be loaded ({e})"
-    if not (config.qa or config.axis):  # the simulator's model is needed only for these two
-        simulator, why_sim = None, None
-    else:
-        simulator, why_sim = (None, why) if scenario is None else _simulator(manifest, judge)
+    scenario, simulator, why_sim = None, None, None
+    if config.qa or config.axis:  # only these two rebuild the simulator's chats and need its model
+        try:
+            scenario = load_recorded(manifest.get("scenario") or {}, str(run.path),
+                                     "Q&A and the persona axis would read the simulator in chats it never saw "
+                                     "(--no-qa --no-axis scores the rest without them)")
+        except ScenarioChanged:
+            raise
+        except RunError as e:
+            why_sim = str(e)
+        if scenario is not None:
+            simulator, why_sim = _simulator(manifest, judge)
     max_turns = (manifest.get("config") or {}).get("max_turns")
     scored = score_dialogues(run.scan(), judge, scenario=scenario, simulator=simulator, max_turns=max_turns, config=config,
                              progress=progress)

@@ -182,24 +182,23 @@ def build_recipe(run: Run, selection: Selection | None = None) -> dict[str, Any]
     """What produced the run, from its manifest, with the scenario, intent model and template texts."""
     m = run.manifest
     sc = m.get("scenario") or {}
-    files = {"scenario": _file_record(sc.get("path"))}
-    intents = sc.get("intent_model")
-    if intents and intents != sc.get("path") and Path(intents).is_file():
-        files["intent_model"] = _file_record(intents)
+    recorded = sc.get("files")
+    if not isinstance(recorded, dict):  # a run written before the scenario fingerprint: only the templates' hashes
+        recorded = {"scenario": {"path": sc.get("path")}, **{f"{side}_template": t for side, t in (sc.get("templates") or {}).items()}}
+        if sc.get("intent_model") and sc.get("intent_model") != sc.get("path"):
+            recorded["intent_model"] = {"path": sc.get("intent_model")}
+    files = {key: _file_record(f.get("path"), f.get("sha256")) for key, f in recorded.items() if isinstance(f, dict)}
     for side, t in (sc.get("templates") or {}).items():
-        files[f"template_{side}"] = {"id": t.get("id"), **_file_record(t.get("path"), t.get("sha256"))}
-    scenario_ok = None
-    if files["scenario"]["found"]:
-        digest = hashlib.sha256(Path(sc["path"]).read_bytes())
-        if "intent_model" in files:
-            digest.update(Path(intents).read_bytes())
-        scenario_ok = digest.hexdigest() == sc.get("sha256")
+        if f"{side}_template" in files:
+            files[f"{side}_template"]["id"] = t.get("id")
+    matches = [f.get("matches_run") for f in files.values()]
+    scenario_ok = None if None in matches else all(matches)
     backend = m.get("backend") or {}
     return {
         "simgen_recipe": 1,
         "exported": now(),
         "run": {"path": str(run.path), "created": m.get("created"), "finished": m.get("finished"), "counts": m.get("counts")},
-        "scenario": {"name": sc.get("name"), "sha256": sc.get("sha256"), "reference": sc.get("reference"),
+        "scenario": {"name": sc.get("name"), "fingerprint": sc.get("fingerprint"), "reference": sc.get("reference"),
                      "files_match_run": scenario_ok,
                      "note": "profile space and intent model are the scenario file's `profile:` and `intent_model:` (or the intent file)"},
         "files": files,
@@ -263,9 +262,9 @@ def _card(run: Run, selection: Selection, files: dict[str, dict[str, dict[str, i
            f"{counts['kept']} of {counts['dialogues']} kept." if selection.config.dedup else
            f"Duplicates were not removed (`--no-dedup`): {counts['kept']} dialogues."),
         "## Recipe\n\n" + table([
-            ["scenario", f"`{recipe['scenario']['name']}` sha256 `{recipe['scenario']['sha256']}`"],
+            ["scenario", f"`{recipe['scenario']['name']}` fingerprint `{recipe['scenario']['fingerprint']}`"],
             *[[k, f"`{v.get('id') or Path(v['path'] or '').name}` sha256 `{v.get('sha256') or v.get('recorded_sha256')}`"]
-              for k, v in recipe["files"].items() if k.startswith("template")],
+              for k, v in recipe["files"].items() if k.endswith("_template")],
             ["model", f"`{user_model.get('id')}` (fingerprint `{user_model.get('fingerprint')}`, {(recipe['model']['user'] or {}).get('dtype')})"],
             ["seed", recipe["seed"]],
             ["sampling", json.dumps({k: (recipe['config'] or {}).get(k) for k in ('max_turns', 'user', 'assistant')})],

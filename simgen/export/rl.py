@@ -40,7 +40,7 @@ from simgen.export.card import config_entry, render_card, size_category, table
 from simgen.export.output import check_target, staged, write_splits
 from simgen.export.splits import SPLITS, Selection, SplitConfig, select
 from simgen.run import Run, atomic_write_json, load_run, now
-from simgen.scenario import Scenario
+from simgen.scenario import Scenario, load_recorded
 from simgen.simulator import DialogueJob, assistant_context, clean_line, user_chat
 
 FORMATS = ("sft", "prompt", "dpo", "rewards")
@@ -279,22 +279,6 @@ class Candidates:
 # ---------------------------------------------------------------- the export
 
 
-def _scenario(run: Run) -> Scenario:
-    from simgen.errors import SimgenError
-    from simgen.scenario import load_scenario
-
-    sc = run.manifest.get("scenario") or {}
-    try:
-        scenario = load_scenario(sc["path"])
-    except (SimgenError, KeyError, TypeError) as e:
-        raise RunError(f"{run.path}: the run's scenario cannot be loaded ({e}); the chats are rebuilt from its templates. "
-                       "Restore the scenario file the manifest names.") from None
-    if scenario.sha256 != sc.get("sha256"):
-        raise RunError(f"{run.path}: the scenario {scenario.path} changed since the run (sha256 differs from the manifest), "
-                       "so rebuilt chats would not be what the simulator saw. Restore it, or generate the run again.")
-    return scenario
-
-
 def _rows(chats: Chats, dialogues: list[Dialogue], config: RLConfig, split: dict[str, str], skipped: dict[str, int]) -> list[dict[str, Any]]:
     rows = []
     for d in dialogues:
@@ -345,7 +329,8 @@ def export_rl(run: Run | str | Path, to: str | Path, format: str = "sft", *, con
     run = run if isinstance(run, Run) else load_run(run)
     to = Path(to)
     check_target(to, overwrite, run.path)
-    scenario = _scenario(run)
+    scenario = load_recorded(run.manifest.get("scenario") or {}, str(run.path),
+                             "the rebuilt chats would not be what the simulator saw")
     max_turns = int((run.manifest.get("config") or {}).get("max_turns") or 0) or max(
         1, run.scan().filter(pl.col("role") == "user").group_by("dialogue_id").len().select(pl.col("len").max()).collect().item())
     selection = select(run.scan(), split)

@@ -98,11 +98,11 @@ def test_card_metadata_recipe_and_reports(hub_dir, scored_run):
 
     recipe = json.loads((hub_dir / "recipe.json").read_text())
     m = scored_run.manifest
-    assert recipe["seed"] == m["seed"] and recipe["scenario"]["sha256"] == m["scenario"]["sha256"]
+    assert recipe["seed"] == m["seed"] and recipe["scenario"]["fingerprint"] == m["scenario"]["fingerprint"]
     assert recipe["scenario"]["files_match_run"] is True
     assert recipe["model"]["user"]["model"]["fingerprint"] == m["backend"]["user"]["model"]["fingerprint"]
     for side in ("user", "assistant"):
-        t = recipe["files"][f"template_{side}"]
+        t = recipe["files"][f"{side}_template"]
         assert t["sha256"] == m["scenario"]["templates"][side]["sha256"] == hashlib.sha256(t["text"].encode()).hexdigest()
     assert "profile:" in recipe["files"]["scenario"]["text"]  # the profile space
     assert "transitions" in recipe["files"]["intent_model"]["text"]  # the intent model
