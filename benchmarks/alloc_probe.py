@@ -24,9 +24,9 @@ from pathlib import Path
 
 import psutil
 
-import simgen.run
+import simgen.generation.run
 from simgen.config import SamplingConfig
-from simgen.pipeline import generate
+from simgen.generation.pipeline import generate
 
 MIB = 1024 * 1024
 
@@ -40,7 +40,7 @@ def main() -> None:
     libc = ctypes.CDLL("libc.so.6")
     me = psutil.Process()
     rows: list[dict[str, float]] = []
-    write_shard = simgen.run.RunWriter.write_shard
+    write_shard = simgen.generation.run.RunWriter.write_shard
 
     def probed(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
         write_shard(self, *a, **k)
@@ -51,7 +51,7 @@ def main() -> None:
                      "after_trim_mib": round(me.memory_info().rss / MIB) if args.trim else None})
         print(rows[-1], flush=True)
 
-    simgen.run.RunWriter.write_shard = probed
+    simgen.generation.run.RunWriter.write_shard = probed
     out = Path(tempfile.mkdtemp(prefix="simgen-alloc-")) / "run"
     try:
         line = replace(SamplingConfig(), max_new_tokens=16)

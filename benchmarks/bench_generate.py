@@ -52,7 +52,8 @@ from simgen.backends.transformers import TransformersBackend, growing_cache_clas
 from simgen.config import SamplingConfig
 from simgen.data import Chat, Generation
 from simgen.scenario import load_scenario
-from simgen.simulator import DialogueJob, plan, simulate
+from simgen.generation.plan import DialogueJob, plan
+from simgen.generation.simulator import simulate
 
 
 class StatelessBackend(Backend):
@@ -131,7 +132,7 @@ def matmul_flops(dtype: torch.dtype, seconds: float = 2.0) -> dict:
 
 def llamacpp_row(scenario, n: int, batch_size: int, max_turns: int, sampling: SamplingConfig, threads: int) -> dict:
     from simgen.backends.openai import OpenAIBackend
-    from simgen.llamacpp import serve_gguf
+    from simgen.backends.llamacpp import serve_gguf
 
     ctx = 4096 if max_turns > 3 else 2048
     with serve_gguf(parallel=batch_size, ctx_per_slot=ctx, threads=threads) as url:

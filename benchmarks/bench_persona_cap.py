@@ -3,7 +3,7 @@
 One process, one model (the embedded SmolLM2-135M-Instruct unless --model), one scenario, the same
 planned dialogues (profiles, intents, per-turn seeds); only the user side's generate calls differ:
 
-1. baseline: `simgen.simulator.simulate` as `simgen generate` runs it;
+1. baseline: `simgen.generation.simulator.simulate` as `simgen generate` runs it;
 2. the persona axis is fitted on the baseline's lines (layer --layer, default the middle one):
    direction = mean(assistant lines) - mean(persona lines) in the residual stream;
 3. capped: the same simulation with `persona_cap(backend, layer, threshold, axis)` around every user
@@ -41,7 +41,8 @@ from simgen.consistency.judges import load_judge
 from simgen.consistency.metrics import ConsistencyConfig, dialogues_from_turns
 from simgen.data import Chat, Generation, dialogues_to_frame
 from simgen.scenario import load_scenario
-from simgen.simulator import plan, simulate
+from simgen.generation.plan import plan
+from simgen.generation.simulator import simulate
 
 
 class CappedBackend(Backend):

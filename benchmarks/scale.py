@@ -104,7 +104,7 @@ def lazy_read(run: Path) -> dict[str, Any]:
     """Aggregate the finished run through `Run.scan()` with polars' streaming engine."""
     import polars as pl
 
-    from simgen.run import load_run
+    from simgen.generation.run import load_run
 
     me = psutil.Process()
     before = me.memory_info().rss

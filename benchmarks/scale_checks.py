@@ -88,7 +88,7 @@ def child(code: str, *args: str) -> dict[str, Any]:
             "out": lines[-1] if lines else ""}
 
 
-IMPORTS = "import sys, polars as pl; from simgen.run import load_run; from simgen.corpora import load_corpus; "
+IMPORTS = "import sys, polars as pl; from simgen.generation.run import load_run; from simgen.corpora import load_corpus; "
 LOAD_LAZY = IMPORTS + """
 r = load_run(sys.argv[1]).scan()
 print(r.group_by("role").agg(pl.len(), pl.col("text").str.len_chars().mean()).collect(engine="streaming").height)

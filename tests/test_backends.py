@@ -103,7 +103,8 @@ def test_callable_backend_turns_failures_into_data():
 def test_kv_session_reuses_the_cache_and_matches_the_stateless_path(backend):
     """Greedy dialogues are identical whether each turn re-encodes the chat or reuses the KV cache."""
     from simgen.scenario import load_scenario
-    from simgen.simulator import plan, simulate
+    from simgen.generation.plan import plan
+    from simgen.generation.simulator import simulate
 
     sc = load_scenario("chitchat")
     jobs = [plan(sc, 0, i, 4) for i in range(4)]
@@ -135,7 +136,8 @@ def test_kv_reuse_and_growing_cache_match_the_reference_path_under_sampling(back
     from transformers import DynamicCache
 
     from simgen.scenario import load_scenario
-    from simgen.simulator import plan, simulate
+    from simgen.generation.plan import plan
+    from simgen.generation.simulator import simulate
 
     sc = load_scenario("movie-recommendation")
     jobs = [plan(sc, 3, i, 4) for i in range(5)]

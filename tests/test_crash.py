@@ -226,7 +226,7 @@ def test_complete_run_with_leftover_shards_is_cleaned_on_resume(tiny_model_dir, 
 def test_interrupt_is_held_until_the_block_ends():
     """Ctrl-C inside `deferred_interrupt` (where a shard and its manifest entry are written) is
     raised only once the block is done."""
-    from simgen.run import deferred_interrupt
+    from simgen.generation.run import deferred_interrupt
 
     finished = []
     with pytest.raises(KeyboardInterrupt):

@@ -75,7 +75,7 @@ def generate(tiny_model_dir: Path, scenario: Path, out: Path) -> simgen.Run:
 
 
 def test_resume_refuses_a_run_whose_template_changed(tiny_model_dir, tmp_path, monkeypatch):
-    from simgen import pipeline
+    from simgen.generation import pipeline
 
     yaml_path = copy_scenario(tmp_path / "scenario")
     real, calls = pipeline.simulate, {"n": 0}

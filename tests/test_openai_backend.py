@@ -26,7 +26,7 @@ from simgen.backends.openai import OpenAIBackend
 from simgen.cli import cli
 from simgen.config import GenerateConfig, SamplingConfig
 from simgen.errors import BackendError, ConfigError
-from simgen.pipeline import generate
+from simgen.generation.pipeline import generate
 
 SECRET = "sk-test-0123456789-do-not-print"
 GREEDY = SamplingConfig(temperature=0, max_new_tokens=12)
@@ -35,7 +35,7 @@ GREEDY = SamplingConfig(temperature=0, max_new_tokens=12)
 @pytest.fixture(scope="module")
 def llamacpp() -> Iterator[str]:
     pytest.importorskip("xllamacpp")
-    from simgen.llamacpp import serve_gguf
+    from simgen.backends.llamacpp import serve_gguf
 
     with serve_gguf(parallel=4, ctx_per_slot=2048, threads=1) as url:
         yield url
@@ -80,7 +80,7 @@ def test_greedy_runs_through_the_server_are_repeatable(llamacpp, tmp_path):
 
 def test_a_refused_api_key_fails_before_the_run_folder_and_is_never_printed(tmp_path, monkeypatch):
     pytest.importorskip("xllamacpp")
-    from simgen.llamacpp import serve_gguf
+    from simgen.backends.llamacpp import serve_gguf
 
     out = tmp_path / "run"
     args = ["generate", "--backend", "openai", "--model", "smollm2", "-n", "2", "--max-turns", "1", "-t", "0",
@@ -297,7 +297,7 @@ def test_a_key_refused_mid_run_stops_the_run_and_resume_finishes_it(fault_server
         generate(**common, out=tmp_path / "r", assistant=_backend(refused))
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert manifest["status"] != "complete" and len(manifest["progress"]["shards"]) == 1
-    from simgen.pipeline import resume
+    from simgen.generation.pipeline import resume
 
     run = resume(tmp_path / "r", assistant=_backend(fault_server()), progress=False)
     assert (run.path / "turns.parquet").read_bytes() == (reference.path / "turns.parquet").read_bytes()

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import simgen
 from simgen.config import GenerateConfig, SamplingConfig
-from simgen.pipeline import OUTPUTS, default_out_dir
-from simgen.run import SHARDS, RunWriter
+from simgen.generation.pipeline import OUTPUTS, default_out_dir
+from simgen.generation.run import SHARDS, RunWriter
 from simgen.scenario import list_scenarios
 
 HOSTILE = ["../../x", "../../x.yaml", "/etc/evil.yaml", "/", "..", ".", "a/../../b.yml", "..yaml", "x\n/../y", "~/z", "\\..\\..\\w"]

@@ -11,7 +11,7 @@ import pytest
 import simgen
 from simgen.config import SamplingConfig
 from simgen.errors import ConfigError, RunError
-from simgen.pipeline import resume
+from simgen.generation.pipeline import resume
 
 
 def gen(tiny_model_dir, out, persona_cap=None, persona_axis=None, **kw):
@@ -53,7 +53,7 @@ def test_run_folder_follows_the_contract(run):
 
 def test_profiles_and_intents_are_the_planned_latents(run):
     from simgen.scenario import load_scenario
-    from simgen.simulator import plan
+    from simgen.generation.plan import plan
 
     sc = load_scenario("movie-recommendation")
     for i, (_, d) in enumerate(run.turns.group_by("dialogue_id", maintain_order=True)):
@@ -84,7 +84,7 @@ def test_same_seed_gives_byte_identical_turns(run, tiny_model_dir, tmp_path):
 
 
 def test_resume_after_an_interrupted_run_matches_an_uninterrupted_one(run, tiny_model_dir, tmp_path, monkeypatch):
-    from simgen import pipeline
+    from simgen.generation import pipeline
 
     calls = {"n": 0}
     real = pipeline.simulate

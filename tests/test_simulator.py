@@ -10,7 +10,8 @@ from simgen.backends import Backend
 from simgen.config import SamplingConfig
 from simgen.data import Generation
 from simgen.scenario import load_scenario
-from simgen.simulator import DialogueJob, clean_line, degenerate, plan, simulate
+from simgen.generation.plan import DialogueJob, plan
+from simgen.generation.simulator import clean_line, degenerate, simulate
 
 S = SamplingConfig()
 
@@ -63,7 +64,7 @@ def test_roles_are_flipped_for_the_user_side_and_chats_only_grow(scenario):
 
 
 def test_user_chat_rebuilds_what_the_simulator_sent(scenario):
-    from simgen.simulator import user_chat
+    from simgen.generation.chats import user_chat
 
     j = job(scenario, ["GREET", "ASK", "SHARE", "BYE"])
     (d,), user, _ = run(scenario, [j], lambda c, k: f"user line {k}", lambda c, k: f"assistant line {k}")

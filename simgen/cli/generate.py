@@ -54,7 +54,7 @@ def generate(scenario, n, seed, model, assistant_model, assistant_spec, max_turn
       simgen generate --backend openai --base-url http://127.0.0.1:8080/v1 --model smollm2 -n 1000
       simgen generate --resume outputs/demo                 # finish an interrupted run
     """
-    from simgen import pipeline as gen
+    from simgen.generation import pipeline as gen
 
     assistant = None
     if assistant_spec:

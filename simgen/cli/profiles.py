@@ -31,7 +31,7 @@ def sample(scenario: str, n: int, seed: int, backstory: bool, show_intents: bool
 
     from simgen.errors import ConfigError
     from simgen.scenario import load_scenario
-    from simgen.simulator import plan
+    from simgen.generation.plan import plan
 
     if n <= 0:
         raise ConfigError(f"-n must be > 0, got {n}.")

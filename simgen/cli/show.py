@@ -23,7 +23,7 @@ def show(run: Path, n: int, ids: tuple[str, ...], profile: bool) -> None:
     """
     import polars as pl
 
-    from simgen.run import load_run
+    from simgen.generation.run import load_run
 
     r = load_run(run)
     turns = r.scan()

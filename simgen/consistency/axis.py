@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from simgen.data import Dialogue
 from simgen.errors import ConfigError
 
 
@@ -133,29 +134,23 @@ def default_layer(backend: Any) -> int:
     return len(decoder_layers(backend.model)) // 2
 
 
-def line_activations(backend: Any, scenario: Any, dialogues: Sequence[dict[str, Any]], max_turns: int, layer: int,
+def line_activations(backend: Any, scenario: Any, dialogues: Sequence[Dialogue], max_turns: int, layer: int,
                      batch_size: int = 8) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray]:
     """(keys (dialogue_id, user_turn) of the user lines, their activations (n, hidden), the assistant lines' (m, hidden))."""
     from simgen.consistency.lm import continuation_activations
-    from simgen.consistency.qa import dialogue_job, dialogue_turns
-    from simgen.simulator import assistant_context, user_chat
+    from simgen.generation.chats import assistant_chat, job_of, user_chat
 
-    system = scenario.assistant_template.render("system", assistant_context(scenario, 0, max_turns))
     persona_items, keys, assistant_items = [], [], []
     for d in dialogues:
-        turns = dialogue_turns(d["rows"])
-        job = dialogue_job(scenario, d["profile"], turns)
-        chat = [{"role": "system", "content": system}]  # the assistant side, natural roles
+        job = job_of(scenario, d)
         k = 0
-        for t in turns:
+        for i, t in enumerate(d.turns):
             if t.role == "user":
-                persona_items.append((user_chat(scenario, job, turns, k, max_turns), t.text))
-                keys.append((d["dialogue_id"], k))
-                chat.append({"role": "user", "content": t.text})
+                persona_items.append((user_chat(scenario, job, d.turns, k, max_turns), t.text))
+                keys.append((d.dialogue_id, k))
                 k += 1
             else:
-                assistant_items.append((list(chat), t.text))
-                chat.append({"role": "assistant", "content": t.text})
+                assistant_items.append((assistant_chat(scenario, d.turns[:i], max_turns), t.text))
     persona = continuation_activations(backend, persona_items, layer, batch_size)
     assistant = continuation_activations(backend, assistant_items, layer, batch_size)
     return keys, persona, assistant

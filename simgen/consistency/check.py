@@ -35,7 +35,7 @@ from simgen.consistency.metrics import (
     score_lines,
 )
 from simgen.consistency.report import NOTES, write_report
-from simgen.run import dialogue_spans, read_dialogues
+from simgen.generation.run import dialogue_spans, read_dialogues
 
 SIDECAR = "consistency.parquet"
 
@@ -135,8 +135,8 @@ def _with_text(scan: pl.LazyFrame, lines: pl.DataFrame) -> list[dict[str, Any]]:
         return []
     dialogues = dialogues_from_turns(scan.filter(pl.col("dialogue_id").is_in(lines["dialogue_id"].unique().implode()))
                                      .collect(engine="streaming"), checked=True)
-    persona_of = {d["dialogue_id"]: persona_text(d["profile"]) for d in dialogues}
-    text_of = {(d["dialogue_id"], r["turn"]): r["text"] for d in dialogues for r in d["rows"]}
+    persona_of = {d.dialogue_id: persona_text(d.profile.values) for d in dialogues}
+    text_of = {(d.dialogue_id, t.turn): t.text for d in dialogues for t in d.turns}
     return [{**r, "persona": persona_of[r["dialogue_id"]], "text": text_of[(r["dialogue_id"], r["turn"])]} for r in lines.to_dicts()]
 
 
@@ -173,7 +173,8 @@ def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None
     The run is read lazily, `config.chunk_dialogues` dialogues at a time (see `score_dialogues`).
     """
     from simgen.errors import RunError, ScenarioChanged
-    from simgen.run import Run, atomic_write_parquet, load_run, now
+    from simgen.files import atomic_write_parquet, now
+    from simgen.generation.run import Run, load_run
     from simgen.scenario import load_recorded
 
     run = run if isinstance(run, Run) else load_run(run)

@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from simgen.consistency.judges import Judge, Pair
+from simgen.data import Dialogue, frame_to_dialogues
 from simgen.errors import DataError
 
 # the sidecar's columns, in order: (dialogue, user line) -> scores
@@ -128,43 +129,40 @@ def check_turns(turns: pl.LazyFrame) -> None:
                         "Check the run's stop reasons (`simgen show RUN`) and generate it again.")
 
 
-def dialogues_from_turns(turns: pl.DataFrame, *, checked: bool = False) -> list[dict[str, Any]]:
-    """Check the turns frame and group it: [{dialogue_id, profile, rows: [turn dicts in order]}].
+def dialogues_from_turns(turns: pl.DataFrame, *, checked: bool = False) -> list[Dialogue]:
+    """Check the turns frame and read it back into `Dialogue` records (`simgen.data.frame_to_dialogues`).
 
     `checked=True`: `check_turns` already ran on the whole run, so this frame (one chunk of it) may
     hold only empty lines.
     """
     if not checked:
         check_turns(turns.lazy())
-    out = []
-    for (did,), group in turns.sort("dialogue_id", "turn", maintain_order=True).group_by("dialogue_id", maintain_order=True):
-        rows = group.to_dicts()
-        profile = next((r["profile"] for r in rows if r["profile"] is not None), None)
-        if profile is None:
-            raise DataError(f"dialogue {did}: no profile latent on any of its rows; every dialogue needs one.")
-        out.append({"dialogue_id": did, "profile": profile, "rows": rows})
+    out = frame_to_dialogues(turns)
+    for d in out:
+        if not d.profile.values:
+            raise DataError(f"dialogue {d.dialogue_id}: no profile latent on any of its rows; every dialogue needs one.")
     return out
 
 
-def score_lines(dialogues: Sequence[Mapping[str, Any]], judge: Judge, config: ConsistencyConfig = ConsistencyConfig()) -> pl.DataFrame:
+def score_lines(dialogues: Sequence[Dialogue], judge: Judge, config: ConsistencyConfig = ConsistencyConfig()) -> pl.DataFrame:
     """Prompt-to-line, line-to-line and specificity for every user line: the sidecar frame (Q&A and axis empty)."""
     rows: list[dict[str, Any]] = []
     pairs: list[Pair] = []
     p2l_index: dict[int, int] = {}  # row -> its pair
     l2l_index: dict[int, list[int]] = {}  # row -> its pairs
     for d in dialogues:
-        persona = persona_text(d["profile"])
-        values = attribute_values(d["profile"])
+        persona = persona_text(d.profile.values)
+        values = attribute_values(d.profile.values)
         earlier: list[str] = []
         previous_other: str | None = None
         user_turn = 0
-        for r in d["rows"]:
-            text = (r["text"] or "").strip()
-            if r["role"] != "user":
+        for t in d.turns:
+            text = t.text.strip()
+            if t.role != "user":
                 previous_other = text or None
                 continue
             row = {c: None for c in COLUMNS}
-            row.update(dialogue_id=d["dialogue_id"], turn=r["turn"], user_turn=user_turn, qa_asked=0, qa_correct=0,
+            row.update(dialogue_id=d.dialogue_id, turn=t.turn, user_turn=user_turn, qa_asked=0, qa_correct=0,
                        attributes_mentioned=mentioned(text, values))
             row["specificity"] = len(row["attributes_mentioned"])
             i = len(rows)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from simgen.data import Chat
+from simgen.data import Chat, Dialogue
 
 
 @dataclass(frozen=True)
@@ -128,45 +128,27 @@ def option_probabilities(backend: Any, items: Sequence[tuple[Chat, Sequence[str]
     return out
 
 
-def dialogue_turns(rows: Sequence[dict[str, Any]]) -> list[Any]:
-    """turns.parquet rows of one dialogue -> `Turn` records, in order."""
-    from simgen.data import Turn
-
-    return [Turn(int(r["turn"]), r["role"], r["text"] or "", r.get("intent")) for r in rows]
-
-
-def dialogue_job(scenario: Any, profile: dict[str, Any], turns: Sequence[Any]) -> Any:
-    """The simulator's `DialogueJob` of a recorded dialogue; intents the scenario lacks become None."""
-    from simgen.data import ProfileLatent
-    from simgen.simulator import DialogueJob
-
-    known = set(scenario.intents.names)
-    return DialogueJob(0, ProfileLatent(dict(profile)), tuple(t.intent if t.intent in known else None for t in turns if t.role == "user"))
-
-
-def qa_scores(backend: Any, scenario: Any, dialogues: Sequence[dict[str, Any]], max_turns: int, every: int = 1,
+def qa_scores(backend: Any, scenario: Any, dialogues: Sequence[Dialogue], max_turns: int, every: int = 1,
               max_questions: int = 8, n_options: int = 4, seed: int = 0, batch_size: int = 8,
               skip: Sequence[str] = ()) -> dict[tuple[str, int], tuple[int, int]]:
     """(dialogue_id, user_turn) -> (asked, correct) at the checkpoint right after that user line.
 
-    At a checkpoint the persona's own chat (as the simulator built it, `simgen.simulator.user_chat`)
+    At a checkpoint the persona's own chat (as the simulator built it, `simgen.generation.chats.user_chat`)
     is cut after the line, and each question arrives as the other side's next message. Every
     `every`-th non-empty user line is a checkpoint; each dialogue gets the same questions at all its
     checkpoints (seeded by `seed` and the dialogue id).
     """
     import zlib
 
-    from simgen.simulator import user_chat
+    from simgen.generation.chats import job_of, user_chat
 
     items: list[tuple[Chat, Sequence[str]]] = []
     keys: list[tuple[tuple[str, int], int]] = []  # per item: (checkpoint, correct option)
     for d in dialogues:
-        profile = {k: v for k, v in d["profile"].items()}
-        questions = profile_questions(scenario.profile, profile, [seed, zlib.crc32(d["dialogue_id"].encode())], n_options, skip)[:max_questions]
+        questions = profile_questions(scenario.profile, d.profile.values, [seed, zlib.crc32(d.dialogue_id.encode())], n_options, skip)[:max_questions]
         if not questions:
             continue
-        turns = dialogue_turns(d["rows"])
-        job = dialogue_job(scenario, profile, turns)
+        turns, job = d.turns, job_of(scenario, d)
         users = [t for t in turns if t.role == "user"]
         for k, t in enumerate(users):
             if (k + 1) % every or not t.text.strip():
@@ -174,7 +156,7 @@ def qa_scores(backend: Any, scenario: Any, dialogues: Sequence[dict[str, Any]], 
             chat = user_chat(scenario, job, turns, k + 1, max_turns)[:-1]  # cut after line k: drop the next instruction
             for q in questions:
                 items.append(([*chat, {"role": "user", "content": q.question}], q.options))
-                keys.append(((d["dialogue_id"], k), q.answer))
+                keys.append(((d.dialogue_id, k), q.answer))
     out: dict[tuple[str, int], tuple[int, int]] = {}
     for (key, answer), probs in zip(keys, option_probabilities(backend, items, batch_size)):
         asked, correct = out.get(key, (0, 0))

@@ -141,11 +141,7 @@ def render_html(report: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
     """Write consistency.json and consistency.html into `out` (created), atomically."""
-    from simgen.run import atomic_write_bytes, atomic_write_json
+    from simgen.files import write_report as write
 
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "consistency.json", "html": out / "consistency.html"}
-    report["paths"] = {k: str(v) for k, v in paths.items()}
-    atomic_write_json(paths["json"], report)
-    atomic_write_bytes(paths["html"], render_html(report).encode("utf-8"))
-    return paths
+    report["paths"] = {k: str(out / f"consistency.{k}") for k in ("json", "html")}
+    return write(out, "consistency", report, render_html(report))

@@ -36,7 +36,8 @@ from simgen.errors import ConfigError, SimgenError
 from simgen.export.card import config_entry, render_card, size_category, table
 from simgen.export.output import check_target, staged, write_splits
 from simgen.export.splits import SPLITS, Selection, SplitConfig, select
-from simgen.run import Run, atomic_write_json, dialogue_spans, load_run, now, read_dialogues
+from simgen.files import atomic_write_json, now
+from simgen.generation.run import Run, dialogue_spans, load_run, read_dialogues
 
 CONFIGS = ("dialogues", "turns", "profiles")
 REPORTS = ("realism.json", "consistency.json")

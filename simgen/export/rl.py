@@ -10,7 +10,7 @@ The *policy* is the side being trained. `user` (the default) trains the user sim
 persona-consistency RL work: its chat is the simulator's own, exactly as simgen sent it (roles
 flipped: the persona prompt is the system message, the simulated user's lines are `assistant`
 messages, the assistant's lines arrive as `user` messages with the turn's intent instruction; built by
-`simgen.simulator.user_chat`). `assistant` gives the natural chat from the assistant's side, with the
+`simgen.generation.chats.user_chat`). `assistant` gives the natural chat from the assistant's side, with the
 assistant system prompt it was generated under. dpo and rewards score persona consistency, so they
 train the user side only.
 
@@ -34,14 +34,16 @@ from typing import Any
 import polars as pl
 
 from simgen import rng
-from simgen.data import Chat, Dialogue, ProfileLatent, Turn
+from simgen.data import Chat, Dialogue, Turn, frame_to_dialogues
 from simgen.errors import ConfigError, RunError, unknown_name
 from simgen.export.card import config_entry, render_card, size_category, table
 from simgen.export.output import check_target, staged, write_splits
 from simgen.export.splits import SPLITS, Selection, SplitConfig, select
-from simgen.run import Run, atomic_write_json, load_run, now
+from simgen.files import atomic_write_json, now
+from simgen.generation.run import Run, load_run
 from simgen.scenario import Scenario, load_recorded
-from simgen.simulator import DialogueJob, assistant_context, clean_line, user_chat
+from simgen.generation.chats import assistant_chat, job_of, user_chat
+from simgen.generation.simulator import clean_line
 
 FORMATS = ("sft", "prompt", "dpo", "rewards")
 POLICIES = ("user", "assistant")
@@ -106,18 +108,14 @@ class Chats:
     def __init__(self, scenario: Scenario, max_turns: int) -> None:
         self.scenario = scenario
         self.max_turns = max_turns
-        self.assistant_system = scenario.assistant_template.render("system", assistant_context(scenario, 0, max_turns))
-
-    def _job(self, d: Dialogue) -> DialogueJob:
-        return DialogueJob(d.index, d.profile, tuple(t.intent for t in d.turns if t.role == "user"))
 
     def user_prefix(self, d: Dialogue, k: int) -> Chat:
         """The simulator's chat before user line k (roles flipped), ending in that turn's instruction."""
-        return user_chat(self.scenario, self._job(d), d.turns, k, self.max_turns)
+        return user_chat(self.scenario, job_of(self.scenario, d), d.turns, k, self.max_turns)
 
     def assistant_prefix(self, d: Dialogue, turns: Sequence[Turn]) -> Chat:
         """The assistant's chat (natural roles) over `turns`."""
-        return [{"role": "system", "content": self.assistant_system}, *({"role": t.role, "content": t.text} for t in turns)]
+        return assistant_chat(self.scenario, turns, self.max_turns)
 
     def conversation(self, d: Dialogue, policy: str) -> Chat | None:
         """The whole usable dialogue as the policy side's chat, ending in the policy's last line."""
@@ -145,18 +143,6 @@ class Chats:
                 yield {"prompt": self.assistant_prefix(d, turns[:i]), "completion": t.text, "history": list(history),
                        "turn": t.turn, "user_turn": k - 1, "intent": turns[i - 1].intent if i else None}
                 history.append(t.text)
-
-
-def dialogues_from_frame(turns: pl.DataFrame) -> list[Dialogue]:
-    """A turns frame (sorted by dialogue_id, turn) -> Dialogue records."""
-    out = []
-    for (did,), g in turns.group_by("dialogue_id", maintain_order=True):
-        rows = g.to_dicts()
-        dturns = tuple(Turn(r["turn"], r["role"], r["text"] or "", r["intent"], r["n_tokens"] or 0, r["finish_reason"]) for r in rows)
-        stop = next((r["stop_reason"] for r in reversed(rows) if r["stop_reason"]), "max_turns")
-        index = int(did[1:]) if did[1:].isdigit() else 0
-        out.append(Dialogue(did, index, ProfileLatent(rows[0]["profile"] or {}), dturns, stop))
-    return out
 
 
 # ---------------------------------------------------------------- rewards
@@ -354,7 +340,7 @@ def export_rl(run: Run | str | Path, to: str | Path, format: str = "sft", *, con
                 break
             chunk = ids[start:start + CHUNK]
             frame = run.scan().filter(pl.col("dialogue_id").is_in(chunk)).sort("dialogue_id", "turn").collect()
-            rows = _rows(chats, dialogues_from_frame(frame), config, split_of, skipped)
+            rows = _rows(chats, frame_to_dialogues(frame), config, split_of, skipped)
             if rewards is not None:
                 rewards.score(chunk, rows)
             if candidates is not None:

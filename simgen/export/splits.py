@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from simgen.errors import ConfigError
-from simgen.run import dialogue_spans, read_dialogues
+from simgen.generation.run import dialogue_spans, read_dialogues
 
 SPLITS = ("train", "validation", "test")
 _PRIME = np.uint64((1 << 32) - 5)  # the largest prime below 2^32: MinHash permutations are (a x + b) mod p

@@ -65,7 +65,8 @@ class DialogueStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         from simgen.export.rl import Chats
         from simgen.scenario import load_scenario
-        from simgen.simulator import plan, simulate
+        from simgen.generation.plan import plan
+        from simgen.generation.simulator import simulate
 
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)

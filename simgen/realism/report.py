@@ -17,7 +17,6 @@ per attribute with `jsd` and `tv`: value, bias-corrected value, CI, p-value), `m
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -128,42 +127,23 @@ def compare(
     }
     timing["total"] = time.perf_counter() - t0
     report["timing_s"] = {k: round(v, 2) for k, v in timing.items()}
-    paths = _out_paths(syn, out)
-    if paths:
-        write_report(report, *paths)
-        report["paths"] = {"json": str(paths[0]), "html": str(paths[1])}
+    where = _out_folder(syn, out)
+    if where:
+        from simgen.files import write_report
+        from simgen.realism.html import render_html
+
+        paths = write_report(*where, report, render_html(report))
+        report["paths"] = {k: str(v) for k, v in paths.items()}
     return report
 
 
-def _out_paths(syn: Corpus, out: str | Path | None) -> tuple[Path, Path] | None:
+def _out_folder(syn: Corpus, out: str | Path | None) -> tuple[Path, str] | None:
+    """(folder, name) of the report: `--out`/report.*, else RUN/reports/realism.* for a run, else nowhere."""
     if out is not None:
-        d = Path(out)
-        return d / "report.json", d / "report.html"
+        return Path(out), "report"
     if syn.kind == "run":
-        d = Path(syn.source) / "reports"
-        return d / "realism.json", d / "realism.html"
+        return Path(syn.source) / "reports", "realism"
     return None
-
-
-def write_report(report: dict[str, Any], json_path: Path, html_path: Path) -> None:
-    """Write the JSON and the self-contained HTML page."""
-    from simgen.realism.html import render_html
-    from simgen.errors import RunError
-
-    try:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=_json_default), encoding="utf-8")
-        html_path.write_text(render_html(report), encoding="utf-8")
-    except OSError as e:
-        raise RunError(f"could not write the realism report to {json_path.parent}: {e.strerror}. Choose another --out.") from e
-
-
-def _json_default(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, (tuple, set)):
-        return list(x)
-    raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
 def _describe(c: Corpus) -> dict[str, Any]:

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def llamacpp_url():
     pytest.importorskip("xllamacpp")
-    from simgen.llamacpp import serve_gguf
+    from simgen.backends.llamacpp import serve_gguf
 
     # no prompt cache: a reused prompt prefix shifts the quantised logits, so the same pair would score differently
     with serve_gguf(parallel=1, ctx_per_slot=4096, threads=2, cache_prompt=False) as url:

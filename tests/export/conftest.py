@@ -38,7 +38,7 @@ def tiny_judge_spec(tiny_model_dir: Path) -> str:
 @pytest.fixture(scope="session")
 def scored_run(run: Any, tiny_judge_spec: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     from simgen.consistency import ConsistencyConfig, check_run
-    from simgen.run import load_run
+    from simgen.generation.run import load_run
 
     path = tmp_path_factory.mktemp("export-scored") / "run"
     shutil.copytree(run.path, path)

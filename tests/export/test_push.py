@@ -147,3 +147,30 @@ def test_rejected_token_names_the_status(fake_hub, folder):
     with pytest.raises(HubError, match="HTTP 401, the token is invalid or expired") as e:
         push(folder, "my-org/movie-dialogues", token=TOKEN)
     assert TOKEN not in str(e.value)
+
+
+def test_embedding_text_leaves_the_hub_reachable_in_the_same_process(tmp_path):
+    """The realism embedder once set HF_HUB_OFFLINE=1 for the whole process, which froze huggingface_hub
+    offline, so a push after a realism check failed. In a fresh interpreter whose environment has no
+    offline flags: embed (loads the embedded MiniLM from disk), then the push must get as far as the token."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN")}
+    env["HF_HOME"] = str(tmp_path / "hf")  # no login cache: the push must stop at the missing token
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "README.md").write_text("---\nlicense: other\n---\n")
+    code = (
+        "import os\n"
+        "from simgen.realism.embed import embed\n"
+        "assert embed(['a line to embed'], use_cache=False).shape == (1, 384)\n"
+        "from huggingface_hub import constants\n"
+        "assert not constants.is_offline_mode() and 'HF_HUB_OFFLINE' not in os.environ\n"
+        "from simgen.export.hub import HubError, push\n"
+        f"try:\n    push({str(tmp_path / 'ds')!r}, 'my-org/x')\n"
+        "except HubError as e:\n    print('HubError:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "no Hugging Face token" in out.stdout and "offline mode" not in out.stdout

@@ -13,7 +13,8 @@ from simgen.data import ProfileLatent
 from simgen.errors import ConfigError, RunError
 from simgen.export.rl import RLConfig, export_rl
 from simgen.scenario import load_scenario
-from simgen.simulator import DialogueJob, user_context
+from simgen.generation.chats import user_context
+from simgen.generation.plan import DialogueJob
 
 
 def load(path):

@@ -9,7 +9,7 @@ import pytest
 
 from simgen.errors import ConfigError
 from simgen.export.splits import SplitConfig, find_duplicates, near_duplicates, normalise, parse_splits, select, split_of
-from simgen.run import dialogue_spans
+from simgen.generation.run import dialogue_spans
 
 WORDS = ("movie comedy night friend popcorn drama actor scene watch love hate funny sad long short classic new old "
          "animation horror thriller family weekend cinema ticket director sequel plot twist ending music").split()

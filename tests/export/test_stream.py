@@ -61,7 +61,7 @@ def test_prompt_stream_rows_are_the_prompt_exports(run, tiny_model_dir, tmp_path
 
 def test_stream_holds_no_history(tiny_model_dir, monkeypatch):
     """Generation goes batch by batch: after k rows only ceil(k / batch_size) batches were simulated."""
-    from simgen import simulator
+    from simgen.generation import simulator
 
     sizes = []
     real = simulator.simulate

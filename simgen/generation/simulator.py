@@ -1,23 +1,12 @@
 """The simulator loop: a batch of dialogues advances together, one side at a time.
 
-For every dialogue of the batch the simulator keeps two chats that only ever grow:
-
-    user side (roles flipped, so a chat model speaks as the user):
-      system:    the user template's `system` block (persona, backstory)
-      user:      [the assistant's last line + "\\n\\n"] + the `turn` block (this turn's intent)
-      assistant: the simulated user's line
-      ...
-    assistant side (natural roles):
-      system:    the assistant template's `system` block
-      user:      the simulated user's line
-      assistant: the assistant's line
-      ...
-
+For every dialogue of the batch the simulator keeps two chats that only ever grow, one per side
+(their shape is in chats.py: the user side's roles are flipped, so a chat model speaks as the user).
 Each step sends the chats of all active dialogues to the backend in ONE call (so a batched backend
 runs one forward pass for all of them), then records the lines and applies the stop rules:
 terminal intent, max turns, empty output, degenerate output (a repeated line, an echo of the other
 side, a looping line), or a generation error. Every stop is recorded with its reason. The intents
-of a dialogue are drawn before it starts (see intents.py), from the dialogue's own seed.
+of a dialogue are drawn before it starts (plan.py), from the dialogue's own seed.
 """
 
 from __future__ import annotations
@@ -29,17 +18,10 @@ from dataclasses import dataclass, field
 from simgen import rng
 from simgen.backends import Backend, Session
 from simgen.config import SamplingConfig
-from simgen.data import Chat, Dialogue, Generation, ProfileLatent, Turn, dialogue_id
+from simgen.data import Chat, Dialogue, Generation, Turn, dialogue_id
+from simgen.generation.chats import assistant_system, user_message, user_system
+from simgen.generation.plan import DialogueJob
 from simgen.scenario import Scenario
-
-
-@dataclass(frozen=True)
-class DialogueJob:
-    """Everything that determines one dialogue before any model speaks."""
-
-    index: int
-    profile: ProfileLatent
-    intents: tuple[str, ...]  # the intent of each user turn, drawn up front
 
 
 @dataclass
@@ -50,33 +32,6 @@ class _State:
     turns: list[Turn] = field(default_factory=list)
     stop_reason: str | None = None
     pending_assistant_line: str | None = None  # the assistant line the next user message answers
-
-
-def plan(scenario: Scenario, seed: int, index: int, max_turns: int) -> DialogueJob:
-    """Sample dialogue `index`'s profile and intent path; depends only on (seed, index)."""
-    profile = scenario.profile.sample(rng.generator(seed, index, rng.PROFILE))
-    path = scenario.intents.sample_path(profile, rng.generator(seed, index, rng.INTENT), max_turns)
-    return DialogueJob(index, profile, tuple(path))
-
-
-def user_context(scenario: Scenario, job: DialogueJob, turn: int, max_turns: int) -> dict:
-    """The variables the user template sees for user turn `turn` (0-based)."""
-    intent = job.intents[turn] if turn < len(job.intents) else None
-    return {
-        **job.profile.values,
-        "profile": job.profile.values,
-        "backstory": job.profile.backstory,
-        "intent": intent,
-        "intent_description": scenario.intents.get(intent).description if intent else "",
-        "intents": {i.name: i.description for i in scenario.intents.intents},
-        "turn": turn,
-        "max_turns": max_turns,
-        "scenario": {"name": scenario.name, "description": scenario.description},
-    }
-
-
-def assistant_context(scenario: Scenario, turn: int, max_turns: int) -> dict:
-    return {"scenario": {"name": scenario.name, "description": scenario.description}, "turn": turn, "max_turns": max_turns}
 
 
 def simulate(
@@ -97,11 +52,7 @@ def simulate(
     generation error or the end of its intent path stops it): benchmarks use it so that every
     row does the same number of turns, whatever text the model writes.
     """
-    states = []
-    for job in jobs:
-        user_system = scenario.user_template.render("system", user_context(scenario, job, 0, max_turns))
-        assistant_system = scenario.assistant_template.render("system", assistant_context(scenario, 0, max_turns))
-        states.append(_State(job, [{"role": "system", "content": user_system}], [{"role": "system", "content": assistant_system}]))
+    states = [_State(job, [user_system(scenario, job, max_turns)], [assistant_system(scenario, max_turns)]) for job in jobs]
 
     with user_backend.session() as user_session, assistant_backend.session() as assistant_session:
         _loop(states, scenario, user_session, assistant_session, user_backend, assistant_backend,
@@ -122,9 +73,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
             break
         # user step: (active dialogue) -> user chat ending in this turn's instruction
         for s in active:
-            instruction = scenario.user_template.render("turn", user_context(scenario, s.job, k, max_turns))
-            content = instruction if s.pending_assistant_line is None else f"{s.pending_assistant_line}\n\n{instruction}"
-            s.user_chat.append({"role": "user", "content": content})
+            s.user_chat.append(user_message(scenario, s.job, k, max_turns, s.pending_assistant_line))
         seeds = [rng.derive(seed, s.job.index, rng.USER, k) for s in active]
         gens = user_session.generate([s.user_chat for s in active], user_sampling, seeds, [s.job.index for s in active])
         _check_count(user_backend, active, gens)
@@ -157,30 +106,6 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
                 s.stop_reason = "max_turns"
         if on_step:
             on_step(len(active), sum(g.n_tokens for g in gens))
-
-
-def user_chat(scenario: Scenario, job: DialogueJob, turns: Sequence[Turn], k: int, max_turns: int) -> Chat:
-    """The user side's chat exactly as the simulator sent it before user turn `k` (0-based).
-
-    `turns` are the dialogue's turns so far (at least those before user turn k). Checks use this
-    to ask the simulator questions in its own context (Q&A consistency) or to score its lines.
-    """
-    chat: Chat = [{"role": "system", "content": scenario.user_template.render("system", user_context(scenario, job, 0, max_turns))}]
-    pending: str | None = None
-    user_index = 0
-    for t in turns:
-        if t.role == "user":
-            if user_index == k:
-                break
-            instruction = scenario.user_template.render("turn", user_context(scenario, job, user_index, max_turns))
-            chat.append({"role": "user", "content": instruction if pending is None else f"{pending}\n\n{instruction}"})
-            chat.append({"role": "assistant", "content": t.text})
-            user_index += 1
-        else:
-            pending = t.text
-    instruction = scenario.user_template.render("turn", user_context(scenario, job, k, max_turns))
-    chat.append({"role": "user", "content": instruction if pending is None else f"{pending}\n\n{instruction}"})
-    return chat
 
 
 def _check_count(backend: Backend, active: list, gens: list[Generation]) -> None:

@@ -33,7 +33,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
@@ -43,6 +42,7 @@ import polars as pl
 
 from simgen.data import TURN_COLUMNS
 from simgen.errors import RunError
+from simgen.files import atomic_write_json, atomic_write_parquet, now
 
 MANIFEST = "manifest.json"
 TURNS = "turns.parquet"
@@ -50,10 +50,6 @@ SHARDS = "shards"
 FORMAT_VERSION = 1
 # what a run killed before its manifest landed can leave behind (reused as an empty folder)
 LEFTOVERS = frozenset({".write-test", f".{MANIFEST}.tmp"})
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def package_versions() -> dict[str, str]:
@@ -64,27 +60,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
-
-
-def atomic_write_parquet(path: Path, frame: pl.DataFrame) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(tmp, compression="zstd", statistics=True)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 @contextmanager

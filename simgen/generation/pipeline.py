@@ -23,10 +23,12 @@ from simgen.backends import Backend, Session
 from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import dialogues_to_frame
 from simgen.errors import ConfigError, RunError
-from simgen.run import (MANIFEST, FORMAT_VERSION, Run, RunWriter, atomic_write_json, check_manifest, holds_no_run, load_run, now,
+from simgen.files import atomic_write_json, now
+from simgen.generation.run import (MANIFEST, FORMAT_VERSION, Run, RunWriter, check_manifest, holds_no_run, load_run,
                         package_versions, prepare_out_dir, remove_leftovers)
 from simgen.scenario import Scenario, load_recorded, load_scenario
-from simgen.simulator import plan, simulate
+from simgen.generation.plan import plan
+from simgen.generation.simulator import simulate
 
 
 OUTPUTS = Path("outputs")
