@@ -35,7 +35,8 @@ import polars as pl
 from simgen.backends import Backend
 from simgen.backends.transformers import TransformersBackend
 from simgen.config import SamplingConfig
-from simgen.consistency.axis import PersonaAxis, default_layer, fit_axis, line_activations, persona_cap
+from simgen.backends.steering import PersonaAxis, persona_cap
+from simgen.consistency.axis import default_layer, fit_axis, line_activations
 from simgen.consistency.check import score_dialogues
 from simgen.consistency.judges import load_judge
 from simgen.consistency.metrics import ConsistencyConfig, dialogues_from_turns

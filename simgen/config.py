@@ -112,8 +112,10 @@ class GenerateConfig:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}.")
         if (self.persona_cap is None) != (self.persona_axis is None):
             raise ConfigError("--persona-cap and --persona-axis go together: the cap needs the axis file that `simgen consistency` writes (RUN/reports/persona_axis.json).")
-        if self.backend not in ("transformers", "openai"):
-            raise ConfigError(unknown_name("backend", self.backend, ("transformers", "openai")))
+        from simgen.backends import REGISTRY  # names only: no backend module is imported
+
+        if self.backend not in REGISTRY:
+            raise ConfigError(unknown_name("backend", self.backend, REGISTRY))
         if self.backend == "openai" and (not self.base_url or not self.model):
             raise ConfigError("--backend openai needs --base-url URL (ending in /v1) and --model NAME (the name the server serves).")
         if self.backend == "openai" and self.persona_cap is not None:

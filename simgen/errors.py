@@ -14,7 +14,7 @@ from collections.abc import Iterable
 class SimgenError(Exception):
     """An error the user can fix; the message says how."""
 
-    exit_code = 1
+    exit_code = 1  # what the CLI exits with
 
 
 class ConfigError(SimgenError):
@@ -43,6 +43,14 @@ class ScenarioChanged(RunError):
 
 class DataError(SimgenError):
     """A corpus or data file is missing or does not follow the documented schema."""
+
+
+class JudgeError(SimgenError):
+    """A judge cannot be built (bad spec, missing model) or cannot answer (server error)."""
+
+
+class HubError(SimgenError):
+    """The Hub cannot be reached, refuses the upload, or no token is available."""
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

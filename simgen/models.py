@@ -46,6 +46,12 @@ class ModelSource:
         return {"id": self.id, "path": str(self.path), "revision": self.revision, "fingerprint": self.fingerprint}
 
 
+def spec_of(described: Any) -> str | None:
+    """The `--model` spec that loads a model again from its manifest description (None: the embedded model)."""
+    model = described if isinstance(described, dict) else {}
+    return None if model.get("id") == EMBEDDED_NAME else (model.get("path") or model.get("id"))
+
+
 def resolve_model(spec: str | None, trust_remote_code: bool = False) -> ModelSource:
     """Turn `--model` into a local folder, checking it is a causal LM; never downloads."""
     if spec is None or spec.lower() in EMBEDDED_ALIASES:

@@ -174,7 +174,7 @@ def test_persona_cap_flag_hooks_only_the_user_side(tiny_model_dir, run, tmp_path
     import numpy as np
 
     from simgen.config import GenerateConfig
-    from simgen.consistency.axis import PersonaAxis
+    from simgen.backends.steering import PersonaAxis
 
     direction = np.random.default_rng(0).normal(size=32)
     axis = PersonaAxis(layer=1, direction=tuple(float(x) for x in direction / np.linalg.norm(direction)),

@@ -12,8 +12,15 @@ A side's chat only ever grows, so a stateful session (transformers) keeps each d
 across turns and prefills only the new tokens. The default session is stateless: it just calls
 `generate`.
 
-Backends are named in a lazy registry (`"name": "module:object"`), so naming one imports only it.
-Capabilities are flags, never isinstance checks: `batched`, `seeded`, `logprobs`.
+Backends are named in a lazy registry (`"name": "module:object"`), so naming one imports only it;
+`backend_class(name)` resolves a name and `build_backend(config, model)` builds one side of a
+`simgen generate` run through the class's `from_config`. Adding a backend is its module plus one
+registry line. (The callable backend wraps a user's function, so it is built from that function,
+never by name.)
+
+Capabilities are flags, never isinstance checks: `batched`, `seeded`, and `scorer` (the backend
+implements the `Scorer` protocol: log-probs, activations and steering of a local model, which the
+consistency check's Q&A, LLM judge and persona axis and the persona cap need).
 """
 
 from __future__ import annotations
@@ -22,16 +29,19 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from collections.abc import Hashable
-from typing import Any, ClassVar
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from simgen.config import SamplingConfig
 from simgen.data import Chat, Generation
 from simgen.errors import ConfigError, unknown_name
 
-# backend name -> "module:class"
+if TYPE_CHECKING:  # pragma: no cover
+    from simgen.config import GenerateConfig
+
+# backend name -> "module:class"; each serves `simgen generate --backend NAME` through `from_config`
 REGISTRY: dict[str, str] = {
     "transformers": "simgen.backends.transformers:TransformersBackend",
-    "callable": "simgen.backends.callable:CallableBackend",
     "openai": "simgen.backends.openai:OpenAIBackend",
 }
 
@@ -42,7 +52,18 @@ class Backend(ABC):
     name: ClassVar[str] = "backend"
     batched: ClassVar[bool] = False  # one call advances many chats in one pass
     seeded: ClassVar[bool] = False  # honours per-chat seeds (reproducible sampling)
-    logprobs: ClassVar[bool] = False  # can score text (used by consistency checks)
+    scorer: ClassVar[bool] = False  # implements `Scorer` (log-probs, activations, steering)
+
+    @classmethod
+    def from_config(cls, config: GenerateConfig, model: str | None) -> Backend:
+        """The backend of one side of a `simgen generate` run (`model`: that side's model)."""
+        raise ConfigError(f"the {cls.name} backend cannot be chosen with --backend.")
+
+    @classmethod
+    def precheck(cls, config: GenerateConfig, model: str | None) -> Backend | None:
+        """Before a run folder exists: raise if `model` cannot be served. A backend that had to be
+        built to know (a server's client) is returned, and the run uses it; else None."""
+        return None
 
     @abstractmethod
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int]) -> list[Generation]:
@@ -55,6 +76,9 @@ class Backend(ABC):
     def session(self) -> Session:
         """A session for one side of one batch of dialogues; stateless unless a backend overrides it."""
         return StatelessSession(self)
+
+    def close(self) -> None:
+        """Release what the backend holds (threads, connections); whoever built it calls this once."""
 
 
 class Session:
@@ -84,9 +108,46 @@ class StatelessSession(Session):
         return self.backend.generate(chats, sampling, seeds)
 
 
+class Scorer(Protocol):
+    """What the checks ask of a local model besides lines (`Backend.scorer` is True when implemented).
+
+    A *continuation* is text appended after a chat's generation prompt: the next "assistant" message
+    as the model would write it. Arrays are fp32: numpy for activations, torch for log-probs.
+    """
+
+    num_layers: int  # decoder layers, for `layer` arguments
+
+    def next_token_logprobs(self, chats: Sequence[Chat], batch_size: int = 8, keep: Sequence[int] | None = None) -> Any:
+        """(len(chats), vocab or len(keep)) log-probs of the token after each chat's generation prompt."""
+
+    def continuation_logprobs(self, items: Sequence[tuple[Chat, str]], batch_size: int = 8) -> list[tuple[float, int]]:
+        """(sum of log-probs, tokens) of each (chat, continuation)."""
+
+    def continuation_activations(self, items: Sequence[tuple[Chat, str]], layer: int, batch_size: int = 8) -> Any:
+        """(len(items), hidden) mean residual stream over each continuation's tokens at decoder `layer`."""
+
+    def steer(self, layer: int, threshold: float, direction: Any) -> AbstractContextManager[None]:
+        """While inside, cap every token's projection on `direction` at `threshold` at decoder `layer`."""
+
+
 def backend_class(name: str) -> type[Backend]:
+    """The class registered as `name`; an unknown name lists the known ones."""
     target = REGISTRY.get(name)
     if target is None:
         raise ConfigError(unknown_name("backend", name, REGISTRY))
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+LOCAL = "transformers"  # the registry entry that runs a model in this process and implements `Scorer`
+
+
+def local_model(model: str | None = None, dtype: str = "auto", trust_remote_code: bool = False) -> Backend:
+    """`model` (None: the embedded SmolLM2) in this process, as a backend that also implements `Scorer`:
+    what checks, judges and exports load to score or sample lines themselves."""
+    return backend_class(LOCAL)(model, dtype, trust_remote_code)
+
+
+def build_backend(config: GenerateConfig, model: str | None) -> Backend:
+    """The `config.backend` backend serving `model` (a run's model or its assistant model)."""
+    return backend_class(config.backend).from_config(config, model)

@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from simgen.backends import Backend
-from simgen.config import SamplingConfig
+from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import Chat, Generation
 from simgen.errors import BackendError, ConfigError
 
@@ -54,7 +54,14 @@ class Retryable(Exception):
 
 
 class Failed(Exception):
-    """A failure that another try would repeat (e.g. a 400 for this chat)."""
+    """A failure that another try would repeat (e.g. a 400 for this chat), or retries that ran out.
+
+    `status` is the HTTP status the server answered with, when it answered.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ChatClient:
@@ -114,7 +121,7 @@ class ChatClient:
         if status in RETRY_STATUS:
             raise Retryable(f"HTTP {status} {response.reason}: {_excerpt(payload)}", _retry_after(response.getheader("Retry-After")))
         if status >= 400:
-            raise Failed(f"HTTP {status} {response.reason}: {_excerpt(payload)}")
+            raise Failed(f"HTTP {status} {response.reason}: {_excerpt(payload)}", status)
         try:
             return json.loads(payload)
         except ValueError:
@@ -187,6 +194,14 @@ class OpenAIBackend(Backend):
         if check:
             self.client.check()
 
+    @classmethod
+    def from_config(cls, config: GenerateConfig, model: str | None) -> OpenAIBackend:
+        return cls(config.base_url, model, config.api_key_env, config.concurrency, config.request_timeout, config.max_retries)
+
+    @classmethod
+    def precheck(cls, config: GenerateConfig, model: str | None) -> OpenAIBackend:
+        return cls.from_config(config, model)  # asks the server; the backend is kept for the run
+
     def body(self, chat: Chat, sampling: SamplingConfig, seed: int) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in chat], "max_tokens": sampling.max_new_tokens,
                                 "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": seed % 2**31, "stream": False}
@@ -209,4 +224,5 @@ class OpenAIBackend(Backend):
                 "concurrency": self.concurrency, "timeout": self.client.timeout, "max_retries": self.client.max_retries}
 
     def close(self) -> None:
+        """Stop the request threads (requests in flight are cancelled)."""
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -19,10 +19,11 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Hashable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from simgen.backends import Backend, Session
-from simgen.config import SamplingConfig
+from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import Chat, Generation
 from simgen.models import ModelSource, load_causal_lm, resolve_model
 
@@ -31,7 +32,7 @@ class TransformersBackend(Backend):
     name = "transformers"
     batched = True
     seeded = True
-    logprobs = True
+    scorer = True
 
     def __init__(self, model: str | None = None, dtype: str = "auto", trust_remote_code: bool = False,
                  source: ModelSource | None = None) -> None:
@@ -45,9 +46,45 @@ class TransformersBackend(Backend):
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.stats = {"prefill_tokens": 0, "decode_steps": 0, "decoded_rows": 0}  # work done, for benchmarks
 
+    @classmethod
+    def from_config(cls, config: GenerateConfig, model: str | None) -> TransformersBackend:
+        return cls(model, config.dtype, config.trust_remote_code)
+
+    @classmethod
+    def precheck(cls, config: GenerateConfig, model: str | None) -> None:
+        resolve_model(model, config.trust_remote_code)  # finds the files; loads nothing
+
     @property
     def device(self):  # noqa: ANN201
         return self.model.device
+
+    # ---------------------------------------------------------------- the Scorer protocol (backends/scoring.py)
+
+    @property
+    def num_layers(self) -> int:
+        from simgen.backends.scoring import decoder_layers
+
+        return len(decoder_layers(self.model))
+
+    def next_token_logprobs(self, chats: Sequence[Chat], batch_size: int = 8, keep: Sequence[int] | None = None) -> Any:
+        from simgen.backends.scoring import next_token_logprobs
+
+        return next_token_logprobs(self, chats, batch_size, keep)
+
+    def continuation_logprobs(self, items: Sequence[tuple[Chat, str]], batch_size: int = 8) -> list[tuple[float, int]]:
+        from simgen.backends.scoring import continuation_logprobs
+
+        return continuation_logprobs(self, items, batch_size)
+
+    def continuation_activations(self, items: Sequence[tuple[Chat, str]], layer: int, batch_size: int = 8) -> Any:
+        from simgen.backends.scoring import continuation_activations
+
+        return continuation_activations(self, items, layer, batch_size)
+
+    def steer(self, layer: int, threshold: float, direction: Any) -> AbstractContextManager[None]:
+        from simgen.backends.steering import persona_cap
+
+        return persona_cap(self, layer, threshold, direction)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.source.describe(), "dtype": str(self.model.dtype).removeprefix("torch."),

@@ -61,7 +61,9 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SimgenError as e:
-            raise UserError(str(e)) from e
+            error = UserError(str(e))
+            error.exit_code = e.exit_code
+            raise error from e
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             raise click.exceptions.Exit(130) from None

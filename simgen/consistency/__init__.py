@@ -17,7 +17,8 @@ as TRL reward functions.
 
 Importing this package is cheap (no torch); names load on first use. Modules: judges (Judge ABC,
 registry, llm / nli / http), metrics (scores, drift), qa (questions from the profile), axis,
-rewards, report (JSON + HTML), evaluate (judge-eval), check (the run-level check), lm (scoring).
+rewards, report (JSON + HTML), evaluate (judge-eval), check (the run-level check). Scoring a local
+model and steering it are the backend's (`simgen.backends.Scorer`, backends/scoring.py, steering.py).
 """
 
 from __future__ import annotations
@@ -32,16 +33,16 @@ _LAZY = {
     "SIDECAR": "simgen.consistency.check:SIDECAR",
     "ConsistencyConfig": "simgen.consistency.metrics:ConsistencyConfig",
     "Judge": "simgen.consistency.judges:Judge",
-    "JudgeError": "simgen.consistency.judges:JudgeError",
+    "JudgeError": "simgen.errors:JudgeError",
     "Pair": "simgen.consistency.judges:Pair",
     "Question": "simgen.consistency.judges:Question",
     "load_judge": "simgen.consistency.judges:load_judge",
     "REGISTRY": "simgen.consistency.judges:REGISTRY",
     "judge_eval": "simgen.consistency.evaluate:judge_eval",
     "profile_questions": "simgen.consistency.qa:profile_questions",
-    "PersonaAxis": "simgen.consistency.axis:PersonaAxis",
-    "persona_cap": "simgen.consistency.axis:persona_cap",
-    "parse_persona_cap": "simgen.consistency.axis:parse_persona_cap",
+    "PersonaAxis": "simgen.backends.steering:PersonaAxis",
+    "persona_cap": "simgen.backends.steering:persona_cap",
+    "parse_persona_cap": "simgen.backends.steering:parse_persona_cap",
     "fit_axis": "simgen.consistency.axis:fit_axis",
     "make_reward": "simgen.consistency.rewards:make_reward",
     "ConsistencyReward": "simgen.consistency.rewards:ConsistencyReward",

@@ -9,69 +9,26 @@ After Lu et al. 2026 ("The Assistant Axis"), with the transformers backend:
    toward the default assistant, so a persona line that drifts into assistant talk projects higher.
 3. `PersonaAxis.project`: each line's projection <mean activation, direction>; a judge-free drift
    signal, reported per user turn.
-4. `persona_cap(backend, layer, threshold, direction)`: a context manager that registers a forward
-   hook on that decoder layer and, for every token, removes the part of the projection above
-   `threshold` (h <- h - max(<h, d> - threshold, 0) d), so generation cannot move further toward
-   the assistant side. Projections and threshold share units: a threshold between the persona
-   and assistant means of a fitted axis caps only assistant-like states.
 
 The direction is fitted on a run's lines, so it names the model it came from; this module does not
-judge text. `parse_persona_cap("LAYER:THRESHOLD")` parses the CLI flag.
+judge text. Applying it is the backend's (`simgen.backends.steering`: the `PersonaAxis` record, the
+`persona_cap` hook that removes the part of each token's projection above a threshold, and the
+capped user side of `simgen generate --persona-cap`), so generation never imports this check.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from simgen.backends import Scorer
+from simgen.backends.steering import PersonaAxis
 from simgen.data import Dialogue
 from simgen.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class PersonaAxis:
-    layer: int  # decoder layer whose output is read (0-based)
-    direction: tuple[float, ...]  # unit vector (hidden,), persona -> default assistant
-    persona_mean: float  # mean projection of the persona's lines
-    assistant_mean: float  # mean projection of the assistant's lines
-    n_persona: int
-    n_assistant: int
-    model: str = ""  # fingerprint of the model it was fitted on
-
-    @property
-    def midpoint(self) -> float:
-        return (self.persona_mean + self.assistant_mean) / 2
-
-    def vector(self) -> np.ndarray:
-        return np.asarray(self.direction, dtype=np.float32)
-
-    def project(self, activations: np.ndarray) -> np.ndarray:
-        """(n, hidden) mean activations -> (n,) projections."""
-        return np.asarray(activations, dtype=np.float32) @ self.vector()
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"direction": list(self.direction), "midpoint": self.midpoint}
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict()) + "\n")
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> PersonaAxis:
-        try:
-            raw = json.loads(Path(path).read_text())
-            raw.pop("midpoint", None)
-            return cls(**{**raw, "direction": tuple(raw["direction"])})
-        except (OSError, ValueError, TypeError, KeyError) as e:
-            raise ConfigError(f"{path}: not a persona-axis file written by simgen consistency ({type(e).__name__}: {e}).") from None
 
 
 def fit_axis(persona: np.ndarray, assistant: np.ndarray, layer: int, model: str = "") -> PersonaAxis:
@@ -128,16 +85,13 @@ class AxisSums:
                     yield key, float(p)
 
 
-def default_layer(backend: Any) -> int:
-    from simgen.consistency.lm import decoder_layers
-
-    return len(decoder_layers(backend.model)) // 2
+def default_layer(backend: Scorer) -> int:
+    return backend.num_layers // 2
 
 
-def line_activations(backend: Any, scenario: Any, dialogues: Sequence[Dialogue], max_turns: int, layer: int,
+def line_activations(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogue], max_turns: int, layer: int,
                      batch_size: int = 8) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray]:
     """(keys (dialogue_id, user_turn) of the user lines, their activations (n, hidden), the assistant lines' (m, hidden))."""
-    from simgen.consistency.lm import continuation_activations
     from simgen.generation.chats import assistant_chat, job_of, user_chat
 
     persona_items, keys, assistant_items = [], [], []
@@ -151,59 +105,8 @@ def line_activations(backend: Any, scenario: Any, dialogues: Sequence[Dialogue],
                 k += 1
             else:
                 assistant_items.append((assistant_chat(scenario, d.turns[:i], max_turns), t.text))
-    persona = continuation_activations(backend, persona_items, layer, batch_size)
-    assistant = continuation_activations(backend, assistant_items, layer, batch_size)
+    persona = backend.continuation_activations(persona_items, layer, batch_size)
+    assistant = backend.continuation_activations(assistant_items, layer, batch_size)
     return keys, persona, assistant
 
 
-def parse_persona_cap(spec: str) -> tuple[int, float]:
-    """`"LAYER:THRESHOLD"` -> (layer, threshold), e.g. "15:2.5" -> (15, 2.5)."""
-    layer_s, sep, threshold_s = str(spec).strip().partition(":")
-    if not sep:
-        raise ConfigError(f"--persona-cap {spec!r}: expected LAYER:THRESHOLD, e.g. 15:2.5 (a decoder layer index and a projection cap).")
-    try:
-        layer = int(layer_s)
-    except ValueError:
-        raise ConfigError(f"--persona-cap {spec!r}: the layer {layer_s!r} is not an integer; expected LAYER:THRESHOLD, e.g. 15:2.5.") from None
-    try:
-        threshold = float(threshold_s)
-    except ValueError:
-        raise ConfigError(f"--persona-cap {spec!r}: the threshold {threshold_s!r} is not a number; expected LAYER:THRESHOLD, e.g. 15:2.5.") from None
-    if not math.isfinite(threshold):
-        raise ConfigError(f"--persona-cap {spec!r}: the threshold must be a finite number.")
-    return layer, threshold
-
-
-@contextlib.contextmanager
-def persona_cap(backend: Any, layer: int, threshold: float, direction: Sequence[float] | np.ndarray | PersonaAxis) -> Iterator[None]:
-    """While inside, cap every token's projection on `direction` at `threshold` at decoder layer `layer`.
-
-    `backend` is a TransformersBackend (anything with `.model`); `direction` a (hidden,) vector (made
-    unit length here) or a PersonaAxis. The hook is removed on exit, also on error.
-    """
-    import torch
-
-    from simgen.consistency.lm import check_layer, decoder_layers
-
-    vec = direction.vector() if isinstance(direction, PersonaAxis) else np.asarray(direction, dtype=np.float32)
-    hidden = backend.model.config.hidden_size
-    if vec.shape != (hidden,):
-        raise ConfigError(f"persona cap: the direction has shape {vec.shape}, the model's hidden size is {hidden}; fit the axis on the same model.")
-    norm = float(np.linalg.norm(vec))
-    if not math.isfinite(norm) or norm == 0.0:
-        raise ConfigError("persona cap: the direction is zero or not finite.")
-    d = torch.tensor(vec / norm, dtype=torch.float32, device=backend.model.device)
-    index = check_layer(backend.model, layer)
-
-    def hook(_module, _inputs, output):  # noqa: ANN001, ANN202
-        states = output[0] if isinstance(output, tuple) else output  # (batch, seq, hidden)
-        h = states.float()
-        excess = (h @ d - threshold).clamp(min=0.0)  # (batch, seq)
-        capped = (h - excess[..., None] * d).to(states.dtype)
-        return (capped, *output[1:]) if isinstance(output, tuple) else capped
-
-    handle = decoder_layers(backend.model)[index].register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()

@@ -16,16 +16,19 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import polars as pl
 from tqdm.auto import tqdm
 
+from simgen.backends import Scorer
+from simgen.checks import Check
 from simgen.consistency.judges import Judge, load_judge
 from simgen.consistency.metrics import (
     COLUMNS,
     TURN_COLUMNS,
     ConsistencyConfig,
+    aggregate,
     check_turns,
     dialogue_scores,
     dialogues_from_turns,
@@ -38,6 +41,23 @@ from simgen.consistency.report import NOTES, write_report
 from simgen.generation.run import dialogue_spans, read_dialogues
 
 SIDECAR = "consistency.parquet"
+
+
+class ConsistencyCheck(Check):
+    """The consistency check as a `simgen.checks.Check` (`check_run` with options)."""
+
+    name = "consistency"
+    reads: ClassVar[tuple[str, ...]] = ("dialogue_id", "turn", "role", "text", "profile")  # and `intent`, when present
+    sidecar = SIDECAR
+    reports = ("consistency.json", "consistency.html", "persona_axis.json")
+
+    def run(self, run: Any, judge: Judge | str | None = None, **options: Any) -> dict[str, Any]:
+        return check_run(run, judge, **options)
+
+    @classmethod
+    def summary(cls, sidecar: pl.LazyFrame) -> pl.LazyFrame:
+        """Per dialogue: the mean prompt-to-line, line-to-line, Q&A accuracy and specificity."""
+        return aggregate(sidecar, "dialogue_id").select("dialogue_id", "prompt_to_line", "line_to_line", "qa", "specificity")
 
 
 @dataclass(frozen=True)
@@ -146,22 +166,23 @@ def _fill(sidecar: pl.DataFrame, values: dict[tuple[str, int], Any], column: str
     return sidecar.with_columns(pl.Series(column, series, dtype=dtype))
 
 
-def _simulator(manifest: dict[str, Any], judge: Judge) -> tuple[Any, str | None]:
-    """The run's user-side model as a TransformersBackend (shared with an LLM judge of the same model), or (None, why not)."""
+def _simulator(manifest: dict[str, Any], judge: Judge) -> tuple[Scorer | None, str | None]:
+    """The run's user-side model in this process, as a `Scorer` (shared with an LLM judge of the same model), or (None, why not)."""
+    from simgen.backends import REGISTRY, backend_class, local_model
+    from simgen.errors import ModelError
+    from simgen.models import spec_of
+
     user = (manifest.get("backend") or {}).get("user") or {}
-    if user.get("backend") != "transformers":
-        return None, f"the run's user side used the {user.get('backend', 'unknown')!r} backend; Q&A by option likelihood and the axis need transformers"
+    name = user.get("backend", "unknown")
+    if name not in REGISTRY or not backend_class(name).scorer:
+        return None, (f"the run's user side used the {name!r} backend, whose weights cannot be read here; "
+                      "Q&A by option likelihood and the axis need a model run in this process")
     model = user.get("model") or {}
     backend = getattr(judge, "backend", None)
     if backend is not None and getattr(backend, "source", None) is not None and backend.source.fingerprint == model.get("fingerprint"):
         return backend, None
-    from simgen.backends.transformers import TransformersBackend
-    from simgen.errors import ModelError
-    from simgen.models import EMBEDDED_NAME
-
-    spec = None if model.get("id") == EMBEDDED_NAME else (model.get("path") or model.get("id"))
     try:
-        return TransformersBackend(spec, user.get("dtype") or "auto"), None
+        return local_model(spec_of(model), user.get("dtype") or "auto"), None
     except ModelError as e:
         return None, f"the run's simulator model cannot be loaded here ({e})"
 

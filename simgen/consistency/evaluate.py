@@ -18,6 +18,7 @@ The `note` field is for people and is never shown to the judge.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +79,11 @@ def read_labelled(path: str | Path) -> list[dict[str, Any]]:
 
 
 def roc_auc(labels: list[int], scores: list[float]) -> float | None:
-    """ROC-AUC (ties count half); None when only one class is present."""
-    y = np.asarray(labels)
-    s = np.asarray(scores, dtype=float)
-    pos, neg = s[y == 1], s[y == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return None
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
+    """ROC-AUC (simgen.stats.auc: ties count half); None when only one class is present."""
+    from simgen.stats import auc
+
+    value = auc(np.asarray(scores, dtype=float), np.asarray(labels, dtype=int)) if labels else math.nan
+    return None if math.isnan(value) else value
 
 
 def _binary(labels: list[int], scores: list[float], predicted: list[int]) -> dict[str, Any]:

@@ -22,26 +22,19 @@ load only when a local judge is built. Nothing here downloads anything; a missin
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
 import re
-import urllib.error
-import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from simgen.errors import ModelError, SimgenError, unknown_name
+from simgen.errors import BackendError, JudgeError, ModelError, unknown_name
 
 Kind = Literal["prompt_to_line", "line_to_line"]
 KINDS: tuple[str, ...] = ("prompt_to_line", "line_to_line", "qa")
-
-
-class JudgeError(SimgenError):
-    """A judge cannot be built (bad spec, missing model) or cannot answer (server error)."""
 
 
 @dataclass(frozen=True)
@@ -165,12 +158,14 @@ class LLMJudge(Judge):
 
     def __init__(self, model: str | None = None, dtype: str = "float32", batch_size: int = 8, backend: Any = None) -> None:
         if backend is None:
-            from simgen.backends.transformers import TransformersBackend
+            from simgen.backends import local_model
 
             try:
-                backend = TransformersBackend(model, dtype)
+                backend = local_model(model, dtype)
             except ModelError as e:
                 raise JudgeError(f"judge llm:{model or 'embedded'}: {e}") from None
+        if not backend.scorer:
+            raise JudgeError(f"judge llm: the {backend.name} backend cannot score text (it has no next-token log-probs); use a local model.")
         self.backend = backend
         self.batch_size = batch_size
         tok = backend.tokenizer
@@ -186,10 +181,8 @@ class LLMJudge(Judge):
             return []
         import torch
 
-        from simgen.consistency.lm import next_token_logprobs
-
         keep = [*self.yes_ids, *self.no_ids]
-        logp = next_token_logprobs(self.backend, [pair_prompt(p) for p in pairs], self.batch_size, keep)  # (n, yes + no)
+        logp = self.backend.next_token_logprobs([pair_prompt(p) for p in pairs], self.batch_size, keep)  # (n, yes + no)
         yes = torch.logsumexp(logp[:, :len(self.yes_ids)], dim=-1)
         no = torch.logsumexp(logp[:, len(self.yes_ids):], dim=-1)
         return torch.sigmoid(no - yes).tolist()  # P(no) to "consistent?" over {yes, no}
@@ -302,44 +295,46 @@ class OpenAIJudge(Judge):
     name = "http"
     TOP = 20  # top_logprobs requested; OpenAI allows at most 20
 
-    def __init__(self, base_url: str | None = None, model: str = "default", api_key: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(self, base_url: str | None = None, model: str = "default", api_key: str | None = None, timeout: float = 60.0,
+                 max_retries: int = 2, api_key_env: str = "OPENAI_API_KEY") -> None:
+        from simgen.backends.openai import ChatClient
+
         if not base_url:
             raise JudgeError("judge http needs a server: --judge http:http://HOST:PORT/v1 (an OpenAI-compatible chat-completions endpoint).")
         if not base_url.startswith(("http://", "https://")):
             raise JudgeError(f"judge http:{base_url}: not an http(s) URL; pass e.g. http:http://127.0.0.1:8080/v1.")
-        self.base_url = base_url.rstrip("/")
+        self.client = ChatClient(base_url, api_key if api_key is not None else os.environ.get(api_key_env), timeout, max_retries)
+        self.base_url = self.client.base_url
         self.model = model
-        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        self.timeout = timeout
 
     def describe(self) -> dict[str, Any]:
         return {"judge": self.name, "model": self.model, "base_url": self.base_url, "read_as": "P(no) to 'consistent?' from top_logprobs of yes/no"}
 
     def _top_logprobs(self, messages: list[dict[str, str]]) -> dict[str, float]:
-        """token -> log-prob of the first generated token's top alternatives."""
+        """token -> log-prob of the first generated token's top alternatives (through the backend's
+        ChatClient: keep-alive connections, retries on 429/5xx/timeouts, bounded)."""
+        from simgen.backends.openai import Failed
+
         body = {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0,
                 "logprobs": True, "top_logprobs": self.TOP}
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(f"{self.base_url}/chat/completions", data=json.dumps(body).encode(), headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            raise JudgeError(f"judge http:{self.base_url}: the server answered {e.code} {e.reason}: {e.read()[:300]!r}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as e:
-            raise JudgeError(f"judge http:{self.base_url}: cannot reach the server ({getattr(e, 'reason', e)}); start it or fix the URL.") from None
-        except ValueError as e:
-            raise JudgeError(f"judge http:{self.base_url}: the answer is not JSON ({e}).") from None
+            return self.client.with_retries("POST", "/chat/completions", body, self._parse)
+        except Failed as e:
+            if e.status is not None:
+                raise JudgeError(f"judge http:{self.base_url}: the server answered {e}") from None
+            raise JudgeError(f"judge http:{self.base_url}: cannot reach the server ({e}); start it or fix the URL.") from None
+        except BackendError as e:  # a refused key
+            raise JudgeError(f"judge http: {e}") from None
+
+    def _parse(self, payload: Any) -> dict[str, float]:
         try:
-            content = payload["choices"][0]["logprobs"]["content"]
-            first = content[0]
-        except (KeyError, IndexError, TypeError):
-            raise JudgeError(f"judge http:{self.base_url}: the answer has no choices[0].logprobs.content; the server must support logprobs/top_logprobs.") from None
-        out = {first["token"]: float(first["logprob"])}
-        for alt in first.get("top_logprobs") or []:
-            out.setdefault(alt["token"], float(alt["logprob"]))
+            first = payload["choices"][0]["logprobs"]["content"][0]
+            out = {first["token"]: float(first["logprob"])}
+            for alt in first.get("top_logprobs") or []:
+                out.setdefault(alt["token"], float(alt["logprob"]))
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise JudgeError(f"judge http:{self.base_url}: the answer has no choices[0].logprobs.content; "
+                             "the server must support logprobs/top_logprobs.") from None
         return out
 
     @staticmethod

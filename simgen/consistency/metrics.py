@@ -198,8 +198,11 @@ def score_lines(dialogues: Sequence[Dialogue], judge: Judge, config: Consistency
     return pl.DataFrame(rows, schema=COLUMNS)
 
 
-def _scores(frame: pl.LazyFrame | pl.DataFrame, by: str) -> pl.DataFrame:
-    """The score aggregates grouped by `by` (dialogue_id or user_turn)."""
+def aggregate(frame: pl.LazyFrame | pl.DataFrame, by: str) -> pl.LazyFrame:
+    """The score aggregates of sidecar rows grouped by `by` (dialogue_id or user_turn), lazily.
+
+    The one definition of a group's scores: reports, drift and the Hub export's per-dialogue means.
+    """
     return (
         frame.lazy().group_by(by, maintain_order=True).agg(
             pl.len().alias("lines"),
@@ -209,11 +212,15 @@ def _scores(frame: pl.LazyFrame | pl.DataFrame, by: str) -> pl.DataFrame:
             (1 - pl.col("l2l_conflicts").sum() / pl.col("l2l_compared").sum()).alias("line_to_line_thresholded"),
             (pl.col("qa_correct").sum() / pl.col("qa_asked").sum()).alias("qa"),
             pl.col("qa_asked").sum().alias("qa_asked"),
-            pl.col("specificity").mean().alias("specificity"),
+            pl.col("specificity").cast(pl.Float64).mean().alias("specificity"),
             (pl.col("specificity") > 0).mean().alias("specific_lines"),
             pl.col("persona_projection").mean().alias("persona_projection"),
-        ).with_columns(pl.col(c).fill_nan(None) for c in ("line_to_line_thresholded", "qa")).collect()
+        ).with_columns(pl.col(c).fill_nan(None) for c in ("line_to_line_thresholded", "qa"))
     )
+
+
+def _scores(frame: pl.LazyFrame | pl.DataFrame, by: str) -> pl.DataFrame:
+    return aggregate(frame, by).collect()
 
 
 def dialogue_scores(sidecar: pl.DataFrame) -> pl.DataFrame:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from simgen.backends import Scorer
 from simgen.data import Chat, Dialogue
 
 
@@ -110,12 +111,10 @@ def profile_questions(space: Any, values: dict[str, Any], seed: int | Sequence[i
     return out
 
 
-def option_probabilities(backend: Any, items: Sequence[tuple[Chat, Sequence[str]]], batch_size: int = 8) -> list[list[float]]:
+def option_probabilities(backend: Scorer, items: Sequence[tuple[Chat, Sequence[str]]], batch_size: int = 8) -> list[list[float]]:
     """For each (chat, options): softmax over options of the mean token log-prob of option-as-next-line."""
-    from simgen.consistency.lm import continuation_logprobs
-
     flat = [(chat, str(o)) for chat, options in items for o in options]
-    scores = iter(continuation_logprobs(backend, flat, batch_size))
+    scores = iter(backend.continuation_logprobs(flat, batch_size))
     out = []
     for _, options in items:
         means = []
@@ -128,7 +127,7 @@ def option_probabilities(backend: Any, items: Sequence[tuple[Chat, Sequence[str]
     return out
 
 
-def qa_scores(backend: Any, scenario: Any, dialogues: Sequence[Dialogue], max_turns: int, every: int = 1,
+def qa_scores(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogue], max_turns: int, every: int = 1,
               max_questions: int = 8, n_options: int = 4, seed: int = 0, batch_size: int = 8,
               skip: Sequence[str] = ()) -> dict[tuple[str, int], tuple[int, int]]:
     """(dialogue_id, user_turn) -> (asked, correct) at the checkpoint right after that user line.

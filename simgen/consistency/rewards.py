@@ -36,6 +36,21 @@ REWARDS = ("prompt_to_line", "line_to_line", "consistency")
 SPECIFICITY_CAP = 3
 
 
+def line_reward(kind: str, empty: bool, p2l_contradiction: float | None, l2l_score: float | None, specificity: int,
+                specificity_weight: float = 0.0) -> float:
+    """One line's reward from its parts: the one combination (reward functions, `export rl`'s rewards from the sidecar).
+
+    An empty line earns nothing; a line with nothing earlier to compare scores line-to-line 1
+    (`l2l_score` None); `specificity` counts the profile attributes it mentions (capped).
+    """
+    parts = []
+    if kind in ("prompt_to_line", "consistency"):
+        parts.append(0.0 if empty or p2l_contradiction is None else 1.0 - p2l_contradiction)
+    if kind in ("line_to_line", "consistency"):
+        parts.append(0.0 if empty else (1.0 if l2l_score is None else l2l_score))
+    return sum(parts) / len(parts) + specificity_weight * min(specificity, SPECIFICITY_CAP) / SPECIFICITY_CAP
+
+
 def _text(message: Any) -> str:
     """A completion or prompt as text: a string, or the last message's content of a conversation."""
     if isinstance(message, str):
@@ -98,16 +113,10 @@ class ConsistencyReward:
         probs = self.judge.contradiction(pairs) if pairs else []
         out = []
         for i, (profile, line) in enumerate(zip(profiles, lines)):
-            parts = []
-            if self.kind in ("prompt_to_line", "consistency"):
-                parts.append(1.0 - probs[p2l[i]] if p2l[i] is not None else 0.0)  # an empty line earns nothing
-            if self.kind in ("line_to_line", "consistency"):
-                ps = [probs[k] for k in l2l[i]]
-                parts.append(1.0 - sum(ps) / len(ps) if ps else (1.0 if line else 0.0))
-            reward = sum(parts) / len(parts)
-            if self.specificity_weight:
-                reward += self.specificity_weight * min(len(mentioned(line, attribute_values(profile))), SPECIFICITY_CAP) / SPECIFICITY_CAP
-            out.append(float(reward))
+            ps = [probs[k] for k in l2l[i]]
+            specificity = len(mentioned(line, attribute_values(profile))) if self.specificity_weight else 0
+            out.append(float(line_reward(self.kind, not line, probs[p2l[i]] if p2l[i] is not None else None,
+                                         1.0 - sum(ps) / len(ps) if ps else None, specificity, self.specificity_weight)))
         return out
 
 

@@ -19,7 +19,7 @@ from simgen.lazy import lazy_getattr
 _LAZY = {
     "export_hub": "simgen.export.hub:export_hub",
     "push": "simgen.export.hub:push",
-    "HubError": "simgen.export.hub:HubError",
+    "HubError": "simgen.errors:HubError",
     "export_rl": "simgen.export.rl:export_rl",
     "FORMATS": "simgen.export.rl:FORMATS",
     "DialogueStream": "simgen.export.stream:DialogueStream",

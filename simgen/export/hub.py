@@ -8,11 +8,12 @@
       data/dialogues/{split}-00000-of-00001-{tag}.parquet  one row per dialogue: messages, profile, intents
       data/turns/{split}-...parquet      one row per turn: turns.parquet's columns (+ consistency scores)
       data/profiles/{split}-...parquet   one row per dialogue: the profile latent, one column per variable
-      reports/realism.json, reports/consistency.json   copies of the run's reports, when it has them
+      reports/*.json                     copies of the JSON reports of every registered check (simgen.checks) the run has
 
 `datasets.load_dataset(DIR)` loads the dialogues; `load_dataset(DIR, "turns")` or `"profiles"` the
 others. Splits are by dialogue and the same in every config (see splits.py). When the run was scored
-by `simgen consistency`, user turns carry a `consistency` struct and dialogues their mean scores.
+by `simgen consistency` (any check with a sidecar), user turns carry a `consistency` struct and dialogues
+their mean scores.
 
 `push` uploads the folder with huggingface_hub: a private dataset repo by default, the token from
 the environment or the login cache (never printed), `upload_folder`, which with hf_xet (installed
@@ -27,12 +28,14 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from simgen.errors import ConfigError, SimgenError
+from simgen.checks import SIDECAR_KEYS, Check, registered
+from simgen.errors import ConfigError, HubError
 from simgen.export.card import config_entry, render_card, size_category, table
 from simgen.export.output import check_target, staged, write_splits
 from simgen.export.splits import SPLITS, Selection, SplitConfig, select
@@ -40,13 +43,7 @@ from simgen.files import atomic_write_json, now
 from simgen.generation.run import Run, dialogue_spans, load_run, read_dialogues
 
 CONFIGS = ("dialogues", "turns", "profiles")
-REPORTS = ("realism.json", "consistency.json")
-SIDECAR = "consistency.parquet"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
-
-
-class HubError(SimgenError):
-    """The Hub cannot be reached, refuses the upload, or no token is available."""
 
 
 def validate_repo_id(repo_id: str) -> str:
@@ -110,17 +107,21 @@ def _write_configs(run: Run, selection: Selection, tmp: Path) -> dict[str, dict[
     return files
 
 
+def _sidecars(run: Run, ids: pl.Series) -> Iterator[tuple[type[Check], pl.LazyFrame]]:
+    """(check, its sidecar rows of the dialogues `ids`) for every registered check whose sidecar the run has."""
+    for check in registered():
+        if check.sidecar and (run.path / check.sidecar).is_file():
+            yield check, pl.scan_parquet(run.path / check.sidecar).filter(pl.col("dialogue_id").is_in(ids.implode()))
+
+
 def _turns(run: Run, rows: pl.LazyFrame, selection: Selection, ids: pl.Series) -> pl.LazyFrame:
-    """(kept dialogue, turn) -> turns.parquet's row + its split (+ a `consistency` struct on user turns).
+    """(kept dialogue, turn) -> turns.parquet's row + its split (+ a struct per check sidecar, e.g. `consistency`, on the rows it scored).
 
     `rows` are the run's rows of the dialogues `ids`."""
     turns = rows.join(selection.assignments.lazy(), on="dialogue_id", how="inner")
-    sidecar = run.path / SIDECAR
-    if sidecar.is_file():
-        scores = pl.scan_parquet(sidecar).filter(pl.col("dialogue_id").is_in(ids.implode()))
-        cols = [c for c in scores.collect_schema().names() if c not in ("dialogue_id", "turn")]
-        turns = turns.join(scores.select("dialogue_id", "turn", pl.struct(cols).alias("consistency")),
-                           on=["dialogue_id", "turn"], how="left")
+    for check, scores in _sidecars(run, ids):
+        cols = [c for c in scores.collect_schema().names() if c not in SIDECAR_KEYS]
+        turns = turns.join(scores.select(*SIDECAR_KEYS, pl.struct(cols).alias(check.name)), on=list(SIDECAR_KEYS), how="left")
     return turns.sort("dialogue_id", "turn")  # joins do not keep row order
 
 
@@ -134,16 +135,11 @@ def _dialogues(run: Run, turns: pl.LazyFrame, ids: pl.Series) -> pl.LazyFrame:
         pl.col("stop_reason").drop_nulls().first(),
         pl.col("split").first(),
     )
-    sidecar = run.path / SIDECAR
-    if sidecar.is_file():
-        scores = pl.scan_parquet(sidecar).filter(pl.col("dialogue_id").is_in(ids.implode())).group_by("dialogue_id").agg(
-            (1 - pl.col("p2l_contradiction")).mean().alias("prompt_to_line"),
-            pl.col("l2l_score").mean().alias("line_to_line"),
-            (pl.col("qa_correct").sum() / pl.col("qa_asked").sum()).alias("qa"),
-            pl.col("specificity").cast(pl.Float64).mean().alias("specificity"),
-        )
-        out = out.join(scores.select("dialogue_id", pl.struct(pl.exclude("dialogue_id")).alias("consistency")),
-                       on="dialogue_id", how="left", maintain_order="left")
+    for check, scores in _sidecars(run, ids):
+        summary = check.summary(scores)
+        if summary is not None:
+            out = out.join(summary.select("dialogue_id", pl.struct(pl.exclude("dialogue_id")).alias(check.name)),
+                           on="dialogue_id", how="left", maintain_order="left")
     return out
 
 
@@ -154,9 +150,9 @@ def _profiles(turns: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _copy_reports(run: Run, folder: Path) -> dict[str, dict[str, Any]]:
-    """Copy the run's realism/consistency reports; return name -> the report."""
+    """Copy the JSON reports of every registered check that the run has; return check name -> the report."""
     out = {}
-    for name in REPORTS:
+    for name in (r for check in registered() for r in check.reports if r.endswith(".json")):
         src = run.path / "reports" / name
         if src.is_file():
             try:

@@ -48,7 +48,6 @@ from simgen.generation.simulator import clean_line
 FORMATS = ("sft", "prompt", "dpo", "rewards")
 POLICIES = ("user", "assistant")
 BAD_STOPS = ("empty_output", "degenerate_output", "generation_error")
-SIDECAR = "consistency.parquet"
 CHUNK = 1000  # dialogues read and turned into rows at a time
 DPO_STREAM = 10  # rng stream of the candidate lines (simgen.rng uses 0-3)
 
@@ -62,7 +61,7 @@ class RLConfig:
     format: str = field(default="sft", metadata={"help": "sft | prompt | dpo | rewards"})
     policy: str = field(default="user", metadata={"help": "the side being trained: user (the simulator) or assistant"})
     judge: str | None = field(default=None, metadata={"help": "consistency judge spec for dpo/rewards (default llm)"})
-    specificity_weight: float = field(default=0.0, metadata={"help": "reward bonus per profile attribute mentioned (capped at 3)"})
+    specificity_weight: float = field(default=0.0, metadata={"help": "reward bonus for profile attributes mentioned (simgen.consistency.rewards.SPECIFICITY_CAP at most)"})
     model: str | None = field(default=None, metadata={"help": "dpo: model that samples candidates; None = the run's user model"})
     dtype: str = field(default="auto", metadata={"help": "dpo: auto | bfloat16 | float32"})
     candidates: int = field(default=4, metadata={"help": "dpo: candidate lines sampled per prompt"})
@@ -148,18 +147,13 @@ class Chats:
 # ---------------------------------------------------------------- rewards
 
 
-def combine(p2l_contradiction: float | None, l2l_score: float | None, specificity: int, specificity_weight: float) -> float:
-    """The `consistency` reward of simgen.consistency.rewards from its parts (an empty line: p2l None -> 0)."""
-    p2l = 1.0 - p2l_contradiction if p2l_contradiction is not None else 0.0
-    l2l = l2l_score if l2l_score is not None else (1.0 if p2l_contradiction is not None else 0.0)
-    return (p2l + l2l) / 2 + specificity_weight * min(specificity, 3) / 3
-
-
 class RewardSource:
     """Per-line rewards: from RUN/consistency.parquet when present, else from the judge."""
 
     def __init__(self, run: Run, config: RLConfig) -> None:
         self.weight = config.specificity_weight
+        from simgen.consistency.check import SIDECAR
+
         self.sidecar = run.path / SIDECAR
         self.judge = None
         self.config = config
@@ -180,6 +174,7 @@ class RewardSource:
     def score(self, dialogue_ids: list[str], rows: list[dict[str, Any]]) -> None:
         """Add reward, prompt_to_line, line_to_line, specificity to each row (user lines)."""
         from simgen.consistency.metrics import attribute_values, mentioned
+        from simgen.consistency.rewards import line_reward
 
         for r in rows:
             r["specificity"] = len(mentioned(r["completion"], attribute_values(r["profile"])))
@@ -201,33 +196,27 @@ class RewardSource:
         for r, (p, l) in zip(rows, parts):
             r["prompt_to_line"] = 1.0 - p if p is not None else None
             r["line_to_line"] = l
-            r["reward"] = combine(p, l, r["specificity"], self.weight)
+            r["reward"] = line_reward("consistency", p is None, p, l, r["specificity"], self.weight)
 
 
 # ---------------------------------------------------------------- dpo candidates
 
 
-def run_model_spec(manifest: dict[str, Any]) -> str | None:
-    """The model spec that reloads the run's user side (None = the embedded model)."""
-    from simgen.models import EMBEDDED_NAME
-
-    model = ((manifest.get("backend") or {}).get("user") or {}).get("model") or {}
-    return None if model.get("id") == EMBEDDED_NAME else (model.get("path") or model.get("id"))
-
-
 class Candidates:
-    """Samples N candidate lines per prompt with the transformers backend and ranks them by reward."""
+    """Samples N candidate lines per prompt with the run's model in this process and ranks them by reward."""
 
     def __init__(self, run: Run, config: RLConfig, seed: int) -> None:
-        from simgen.backends.transformers import TransformersBackend
+        from simgen.backends import local_model
         from simgen.config import SamplingConfig
+        from simgen.models import spec_of
         from simgen.consistency.rewards import make_reward
 
         self.config, self.seed = config, seed
         user = ((run.manifest.get("config") or {}).get("user")) or {}
         temperature = config.temperature or (user.get("temperature") or 1.0)
         self.sampling = SamplingConfig(**{**user, "temperature": temperature})
-        self.backend = TransformersBackend(config.model if config.model is not None else run_model_spec(run.manifest), config.dtype)
+        run_model = ((run.manifest.get("backend") or {}).get("user") or {}).get("model")
+        self.backend = local_model(config.model if config.model is not None else spec_of(run_model), config.dtype)
         self.reward = make_reward("consistency", config.judge, specificity_weight=config.specificity_weight)
         self.describe = {"model": self.backend.describe(), "sampling": asdict(self.sampling), "judge": self.reward.judge.describe(),
                          "reward": "consistency", "specificity_weight": config.specificity_weight}

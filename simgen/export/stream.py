@@ -89,9 +89,9 @@ class DialogueStream(torch.utils.data.IterableDataset):
 
     def _load(self) -> Any:
         if self._backend is None:
-            from simgen.backends.transformers import TransformersBackend
+            from simgen.backends import local_model
 
-            self._backend = TransformersBackend(self.config.model, self.config.dtype)
+            self._backend = local_model(self.config.model, self.config.dtype)
         return self._backend
 
     def __getstate__(self) -> dict[str, Any]:

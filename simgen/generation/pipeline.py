@@ -19,10 +19,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from simgen.backends import Backend, Session
+from simgen.backends import Backend, backend_class, build_backend
+from simgen.backends.steering import CappedBackend
 from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import dialogues_to_frame
-from simgen.errors import ConfigError, RunError
+from simgen.errors import RunError
 from simgen.files import atomic_write_json, now
 from simgen.generation.run import (MANIFEST, FORMAT_VERSION, Run, RunWriter, check_manifest, holds_no_run, load_run,
                         package_versions, prepare_out_dir, remove_leftovers)
@@ -82,19 +83,15 @@ def generate(
                                 max_turns=max_turns, batch_size=batch_size, dtype=dtype, user=user,
                                 assistant=assistant_sampling, trust_remote_code=trust_remote_code)
     sc = load_scenario(config.scenario)  # fails on a bad scenario before any folder or model is touched
-    from simgen.models import resolve_model
-
-    backends = None
-    if config.backend == "transformers":
-        for spec in (config.model, config.assistant_model) if config.assistant_model else (config.model,):
-            resolve_model(spec, config.trust_remote_code)  # a missing model fails before the folder exists
-    else:
-        backends = _backends(config, assistant)  # an unreachable server fails before the folder exists; built once
+    cls = backend_class(config.backend)
+    # a missing model or an unreachable server fails before the folder exists; what was built to know is kept
+    prebuilt = {spec: b for spec in {config.model, config.assistant_model or config.model}
+                if (b := cls.precheck(config, spec)) is not None}
     out = Path(out) if out is not None else default_out_dir(config)
     prepare_out_dir(out)
     manifest = _new_manifest(config, sc, out, assistant)
     atomic_write_json(out / MANIFEST, manifest)
-    return _run(out, manifest, config, sc, assistant, progress, backends)
+    return _run(out, manifest, config, sc, assistant, progress, prebuilt)
 
 
 def resume(path: str | Path, assistant: Callable[[list[dict]], str] | Backend | None = None, progress: bool = True) -> Run:
@@ -156,82 +153,42 @@ def _declared_assistant(assistant: Any) -> dict[str, Any]:
     return {"assistant": (assistant if isinstance(assistant, Backend) else CallableBackend(assistant)).describe()}
 
 
-def _backends(cfg: GenerateConfig, assistant: Any) -> tuple[Backend, Backend]:
+def _backends(cfg: GenerateConfig, assistant: Any, prebuilt: dict[str | None, Backend]) -> tuple[Backend, Backend, list[Backend]]:
+    """(user side, assistant side, the backends built here: the caller closes them once the run ends).
+
+    `prebuilt` maps a model spec to a backend `generate` already built while checking it.
+    """
     from simgen.backends.callable import CallableBackend
 
-    if cfg.backend == "openai":
-        from simgen.backends.openai import OpenAIBackend
+    built: list[Backend] = []
 
-        def load(name: str | None) -> Backend:
-            return OpenAIBackend(cfg.base_url, name, cfg.api_key_env, cfg.concurrency, cfg.request_timeout, cfg.max_retries)
-    else:
-        from simgen.backends.transformers import TransformersBackend
-
-        def load(name: str | None) -> Backend:
-            return TransformersBackend(name, cfg.dtype, cfg.trust_remote_code)
+    def load(spec: str | None) -> Backend:
+        backend = prebuilt.pop(spec, None) or build_backend(cfg, spec)
+        built.append(backend)
+        return backend
 
     model = load(cfg.model)
     user: Backend = model if cfg.persona_cap is None else CappedBackend(model, cfg.persona_cap, cfg.persona_axis)
     if isinstance(assistant, Backend):
-        return user, assistant
-    if assistant is not None:
-        return user, CallableBackend(assistant)
-    if cfg.assistant_model is None or cfg.assistant_model == cfg.model:
-        return user, model
-    return user, load(cfg.assistant_model)
-
-
-class CappedBackend(Backend):
-    """The user side with activation capping on the persona axis (Lu et al. 2026), hooked only
-    while the user side generates, so an assistant sharing the same model is left alone."""
-
-    name = "transformers"
-    batched = seeded = True
-
-    def __init__(self, inner: Any, spec: str, axis_path: str | None) -> None:
-        from simgen.consistency.axis import PersonaAxis, parse_persona_cap
-
-        self.inner = inner
-        self.layer, self.threshold = parse_persona_cap(spec)
-        self.axis = PersonaAxis.load(axis_path)
-        if self.axis.layer != self.layer:
-            raise ConfigError(f"--persona-cap {spec!r}: the axis in {axis_path} was fitted at layer {self.axis.layer}; cap that layer.")
-
-    def _capped(self):  # noqa: ANN202
-        from simgen.consistency.axis import persona_cap
-
-        return persona_cap(self.inner, self.layer, self.threshold, self.axis)
-
-    def generate(self, chats, sampling, seeds):  # noqa: ANN001, ANN201
-        with self._capped():
-            return self.inner.generate(chats, sampling, seeds)
-
-    def session(self) -> Session:
-        return _CappedSession(self.inner.session(), self._capped)
-
-    def describe(self) -> dict[str, Any]:
-        return {**self.inner.describe(), "persona_cap": {"layer": self.layer, "threshold": self.threshold, "axis_model": self.axis.model}}
-
-
-class _CappedSession(Session):
-    def __init__(self, inner: Session, capped: Callable[[], Any]) -> None:
-        self.inner, self.capped = inner, capped
-
-    def generate(self, chats, sampling, seeds, keys):  # noqa: ANN001, ANN201
-        with self.capped():
-            return self.inner.generate(chats, sampling, seeds, keys)
-
-    def close(self) -> None:
-        self.inner.close()
+        other = assistant
+    elif assistant is not None:
+        other = CallableBackend(assistant)
+    elif cfg.assistant_model is None or cfg.assistant_model == cfg.model:
+        other = model
+    else:
+        other = load(cfg.assistant_model)
+    for unused in prebuilt.values():
+        unused.close()
+    return user, other, built
 
 
 def _run(out: Path, manifest: dict[str, Any], cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool,
-         backends: tuple[Backend, Backend] | None = None) -> Run:
+         prebuilt: dict[str | None, Backend] | None = None) -> Run:
     """Generate the shards the manifest lacks, then merge them. On Ctrl-C the finished shards
     stay, stderr says how to resume, and `KeyboardInterrupt` propagates (the CLI exits 130)."""
     writer = RunWriter(out, manifest)
     try:
-        load_seconds = _generate_shards(writer, cfg, sc, assistant, progress, backends)
+        load_seconds = _generate_shards(writer, cfg, sc, assistant, progress, dict(prebuilt or {}))
         shards = manifest["progress"]["shards"]
         gen_seconds = sum(s["seconds"] for s in shards)
         tokens = sum(s["tokens"] for s in shards)
@@ -252,19 +209,21 @@ def _run(out: Path, manifest: dict[str, Any], cfg: GenerateConfig, sc: Scenario,
 
 
 def _generate_shards(writer: RunWriter, cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool,
-                     backends: tuple[Backend, Backend] | None = None) -> float | None:
+                     prebuilt: dict[str | None, Backend]) -> float | None:
     """Simulate and write every shard the manifest does not list; the model's load time in
-    seconds, or None when every shard was already written (nothing is loaded then). `backends`
-    are ones `generate` already built (a server's, checked before the folder was made)."""
+    seconds, or None when every shard was already written (nothing is loaded then). `prebuilt`
+    holds backends `generate` already built (a server's, checked before the folder was made)."""
     from tqdm.auto import tqdm
 
     manifest = writer.manifest
     n_shards = manifest["progress"]["n_shards"]
     todo = [shard for shard in range(n_shards) if shard not in writer.done_shards]
     if not todo:
+        for unused in prebuilt.values():
+            unused.close()
         return None
     started = time.perf_counter()
-    user_backend, assistant_backend = backends or _backends(cfg, assistant)
+    user_backend, assistant_backend, built = _backends(cfg, assistant, prebuilt)
     load_seconds = time.perf_counter() - started
     manifest["backend"] = {"user": user_backend.describe(), "assistant": assistant_backend.describe()}
     manifest["status"] = "running"
@@ -294,4 +253,6 @@ def _generate_shards(writer: RunWriter, cfg: GenerateConfig, sc: Scenario, assis
             bar.update(len(jobs))
     finally:
         bar.close()
+        for backend in built:
+            backend.close()
     return load_seconds

@@ -253,7 +253,7 @@ class StyleDiscriminator(Discriminator):
 
     def giveaways(self, units: Units, level: str, X: Any, y: np.ndarray, ctx: Context, top: int) -> list[dict]:
         """Features ranked by how well each alone separates the sides (univariate AUC)."""
-        from simgen.realism.stats import auc
+        from simgen.stats import auc
 
         rows = []
         for j, name in enumerate(self._names[level]):

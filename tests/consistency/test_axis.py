@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from simgen.config import SamplingConfig
-from simgen.consistency.axis import PersonaAxis, fit_axis, parse_persona_cap, persona_cap
-from simgen.consistency.lm import capture_layer, continuation_activations
+from simgen.backends.steering import PersonaAxis, parse_persona_cap, persona_cap
+from simgen.consistency.axis import fit_axis
+from simgen.backends.scoring import capture_layer, continuation_activations
 from simgen.errors import ConfigError
 
 CHAT = [{"role": "system", "content": "You are Priya, 19, a student."}, {"role": "user", "content": "How can I help?"}]

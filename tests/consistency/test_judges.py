@@ -65,7 +65,7 @@ def test_llm_judge_reads_yes_and_no_from_the_full_distribution(tiny_llm_judge):
     import torch
 
     from simgen.consistency.judges import pair_prompt
-    from simgen.consistency.lm import next_token_logprobs
+    from simgen.backends.scoring import next_token_logprobs
 
     full = next_token_logprobs(tiny_llm_judge.backend, [pair_prompt(p) for p in PAIRS])
     assert full.shape[1] == len(tiny_llm_judge.backend.tokenizer)

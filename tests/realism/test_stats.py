@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from simgen.realism.stats import auc, auc_with_ci, divergence_test, jsd, mauve_score, tv, weighted_auc
+from simgen.realism.stats import auc_with_ci, divergence_test, jsd, mauve_score, tv
+from simgen.stats import auc, weighted_auc
 
 
 @settings(max_examples=60, deadline=None)
