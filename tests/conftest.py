@@ -53,6 +53,16 @@ def build_tiny_model(out: Path, tokenizer_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def llamacpp():
+    """llama.cpp's real OpenAI-compatible server (xllamacpp, in-process) serving the embedded GGUF; yields its /v1 URL."""
+    pytest.importorskip("xllamacpp")
+    from simgen.backends.llamacpp import serve_gguf
+
+    with serve_gguf(parallel=4, ctx_per_slot=2048, threads=1) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path) -> Path:
     """A random 2-layer Llama (hidden 32) with the SmolLM2 tokenizer and chat template."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), embedded_dir)

@@ -15,7 +15,6 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import polars as pl
@@ -30,15 +29,6 @@ from simgen.generation.pipeline import generate
 
 SECRET = "sk-test-0123456789-do-not-print"
 GREEDY = SamplingConfig(temperature=0, max_new_tokens=12)
-
-
-@pytest.fixture(scope="module")
-def llamacpp() -> Iterator[str]:
-    pytest.importorskip("xllamacpp")
-    from simgen.backends.llamacpp import serve_gguf
-
-    with serve_gguf(parallel=4, ctx_per_slot=2048, threads=1) as url:
-        yield url
 
 
 def _free_port() -> int:

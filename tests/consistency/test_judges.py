@@ -180,3 +180,17 @@ def test_http_judge_errors_are_clear(stub_url):
         OpenAIJudge("http://127.0.0.1:9/v1", timeout=2).contradiction(PAIRS[:1])
     with pytest.raises(JudgeError, match="404"):
         OpenAIJudge(stub_url.removesuffix("/v1") + "/nope").contradiction(PAIRS[:1])
+
+
+@pytest.mark.parametrize("name", ["llm", "nli", "http"])
+def test_every_registered_judge_meets_the_contract(name, tiny_model_dir, tiny_nli_dir, request):
+    """Built through the registry: llm on the tiny model, nli on the tiny NLI model, http on llama.cpp's real server."""
+    assert set(REGISTRY) == {"llm", "nli", "http"}  # a new judge gets a row in the parametrize above
+    spec = {"llm": f"llm:{tiny_model_dir}", "nli": f"nli:{tiny_nli_dir}"}.get(name) or f"http:{request.getfixturevalue('llamacpp')}"
+    judge = load_judge(spec, **({"model": "smollm2"} if name == "http" else {}))
+    probs = judge.contradiction(PAIRS)
+    assert len(probs) == len(PAIRS) and all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in probs)
+    assert judge.contradiction([]) == []
+    answers = judge.answer(QUESTIONS)
+    assert [len(a) for a in answers] == [3, 2] and all(sum(a) == pytest.approx(1.0) for a in answers)
+    assert judge.describe()["judge"] == name
