@@ -59,10 +59,10 @@ def check_keys(where: str, mapping: Any, allowed: set[str] | frozenset[str], req
 class SamplingConfig:
     """How one side of the conversation samples its lines."""
 
-    temperature: float = field(default=0.8, metadata={"help": "0 means greedy decoding"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling mass, in (0, 1]"})
+    temperature: float = field(default=0.8, metadata={"help": "temperature (0 = greedy)"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus mass, in (0, 1]"})
     max_new_tokens: int = field(default=64, metadata={"help": "tokens per line at most"})
-    repetition_penalty: float = field(default=1.15, metadata={"help": "HF-style penalty on tokens already in the chat; 1 = off"})
+    repetition_penalty: float = field(default=1.15, metadata={"help": "HF-style repetition penalty (1 = off)"})
 
     def __post_init__(self) -> None:
         if not (self.temperature >= 0):
@@ -81,27 +81,28 @@ class SamplingConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    """One `simgen generate` run. The CLI flags map one to one onto these fields."""
+    """One `simgen generate` run. `simgen generate`'s flags are made from these fields (their
+    `help`, defaults and choices; simgen/cli/generate.py), so a field is documented once."""
 
-    scenario: str = field(default="movie-recommendation", metadata={"help": "name or path of a scenario YAML"})
-    n: int = field(default=20, metadata={"help": "number of dialogues"})
-    seed: int = field(default=0, metadata={"help": "dialogue i is determined by (seed, i)"})
-    model: str | None = field(default=None, metadata={"help": "local model folder or HF-cache id; None = embedded SmolLM2-135M-Instruct"})
-    assistant_model: str | None = field(default=None, metadata={"help": "model of the assistant side; None = same as --model"})
-    max_turns: int = field(default=6, metadata={"help": "user turns per dialogue at most"})
-    batch_size: int = field(default=16, metadata={"help": "dialogues advanced together in one batched forward pass"})
-    dtype: str = field(default="auto", metadata={"help": "auto | bfloat16 | float32"})
+    scenario: str = field(default="movie-recommendation", metadata={"help": "Shipped scenario name, or the path of your own scenario YAML.", "flag": "-s"})
+    n: int = field(default=20, metadata={"help": "Number of dialogues."})
+    seed: int = field(default=0, metadata={"help": "Dialogue i is determined by (seed, i)."})
+    model: str | None = field(default=None, metadata={"help": "Local HF model folder or an id in the local HF cache (with --backend openai: the name the server serves). Default: the embedded SmolLM2-135M-Instruct.", "flag": "-m"})
+    assistant_model: str | None = field(default=None, metadata={"help": "A different model for the assistant side (default: --model)."})
+    max_turns: int = field(default=6, metadata={"help": "User turns per dialogue at most."})
+    batch_size: int = field(default=16, metadata={"help": "Dialogues advanced together in one batched forward pass.", "flag": "-b"})
+    dtype: str = field(default="auto", metadata={"help": "auto = bf16 where the CPU supports it, else float32.", "choices": ("auto", "bfloat16", "float32")})
     user: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8, max_new_tokens=48))
     assistant: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=96))
-    trust_remote_code: bool = field(default=False, metadata={"help": "allow model folders that ship Python code"})
-    persona_cap: str | None = field(default=None, metadata={"help": "LAYER:THRESHOLD: cap the user side's projection on the persona axis"})
-    persona_axis: str | None = field(default=None, metadata={"help": "persona_axis.json written by `simgen consistency` (needed with persona_cap)"})
-    backend: str = field(default="transformers", metadata={"help": "transformers (in-process) | openai (an OpenAI-compatible server)"})
-    base_url: str | None = field(default=None, metadata={"help": "the server's URL, ending in /v1 (backend openai)"})
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the API key (never recorded)"})
-    concurrency: int = field(default=16, metadata={"help": "requests in flight at most (backend openai)"})
-    request_timeout: float = field(default=120.0, metadata={"help": "seconds to wait for one answer before retrying (backend openai)"})
-    max_retries: int = field(default=4, metadata={"help": "retries per request on 429/5xx/timeouts/dropped connections (backend openai)"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow model folders that ship their own Python code."})
+    persona_cap: str | None = field(default=None, metadata={"help": "LAYER:THRESHOLD: cap the user side's projection on the persona axis (needs --persona-axis)."})
+    persona_axis: str | None = field(default=None, metadata={"help": "persona_axis.json from `simgen consistency RUN` (RUN/reports/persona_axis.json)."})
+    backend: str = field(default="transformers", metadata={"help": "transformers: the model in this process. openai: an OpenAI-compatible server (vLLM, llama.cpp, TGI, Ollama).", "choices": "backends"})
+    base_url: str | None = field(default=None, metadata={"help": "With --backend openai: the server's URL, ending in /v1."})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "With --backend openai: the environment variable holding the API key (the key is never logged)."})
+    concurrency: int = field(default=16, metadata={"help": "With --backend openai: requests in flight at most."})
+    request_timeout: float = field(default=120.0, metadata={"help": "With --backend openai: seconds per answer before a retry."})
+    max_retries: int = field(default=4, metadata={"help": "With --backend openai: retries per request (429, 5xx, timeouts, dropped connections)."})
 
     def __post_init__(self) -> None:
         for name in ("n", "max_turns", "batch_size", "concurrency"):

@@ -88,3 +88,35 @@ def test_bad_scenario_file_fails_before_generation(runner, tmp_path, monkeypatch
 def test_unknown_command_suggests(runner):
     result = runner.invoke(cli, ["generat"])
     assert result.exit_code == 2 and "Did you mean 'generate'?" in result.output
+
+
+def test_generate_flags_are_made_from_the_config_fields():
+    """Every scalar GenerateConfig field is a flag with the field's default, help and choices; nothing is said twice."""
+    from dataclasses import MISSING, fields
+
+    from simgen.backends import REGISTRY
+    from simgen.cli.generate import SAMPLING, generate
+    from simgen.config import GenerateConfig
+
+    params = {p.name: p for p in generate.params}
+    for f in fields(GenerateConfig):
+        if f.name in SAMPLING:
+            continue
+        p = params[f.name]
+        assert p.help == f.metadata["help"] and p.default == (f.default if f.default is not MISSING else None), f.name
+    assert list(params["backend"].type.choices) == sorted(REGISTRY)
+    assert list(params["dtype"].type.choices) == ["auto", "bfloat16", "float32"]
+    assert params["user_max_new_tokens"].default == GenerateConfig().user.max_new_tokens
+    assert params["assistant_max_new_tokens"].default == GenerateConfig().assistant.max_new_tokens
+    assert "-n" in params["n"].opts and "-s" in params["scenario"].opts and params["trust_remote_code"].is_flag
+
+
+def test_generate_settings_override_a_config_and_unknown_ones_are_named(tmp_path):
+    import simgen
+    from simgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown setting 'max_turn'\. Did you mean 'max_turns'\?"):
+        simgen.generate(n=2, max_turn=3, out=tmp_path / "x")
+    with pytest.raises(ConfigError, match="n must be a positive integer"):  # settings go through the config's checks
+        simgen.generate(config=simgen.GenerateConfig(n=5), n=0, out=tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -1,45 +1,75 @@
-"""`simgen generate`: write a run folder of simulated dialogues."""
+"""`simgen generate`: write a run folder of simulated dialogues.
+
+Its flags are made from `GenerateConfig`'s fields (name, default, `help`, `choices`, short `flag`),
+and the sampling flags from `SamplingConfig`'s, so a setting is declared once, in simgen/config.py.
+"""
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
+from typing import Any
 
 import click
 
 from simgen.config import GenerateConfig, SamplingConfig
 
+SAMPLING = ("user", "assistant")  # GenerateConfig fields that are SamplingConfigs: flags below
+TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def config_options(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """click options for `cls`'s scalar fields: `--max-turns` for `max_turns`, `-n` for `n`."""
+    hints = typing.get_type_hints(cls)
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for f in reversed(fields(cls)):
+            if f.name in SAMPLING:
+                continue
+            meta, hint = f.metadata, hints[f.name]
+            base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+            flags = [f"-{f.name}"] if len(f.name) == 1 else [f"--{f.name.replace('_', '-')}", *([meta["flag"]] if "flag" in meta else [])]
+            kwargs: dict[str, Any] = {"help": meta.get("help"), "default": f.default if f.default is not MISSING else None}
+            if base is bool:
+                kwargs["is_flag"] = True
+            else:
+                choices = meta.get("choices")
+                if choices == "backends":
+                    from simgen.backends import REGISTRY
+
+                    choices = sorted(REGISTRY)
+                kwargs["type"] = click.Choice(list(choices)) if choices else base
+                kwargs["show_default"] = f.default is not None
+            command = click.option(*flags, f.name, **kwargs)(command)
+        return command
+
+    return decorate
+
+
+def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Both sides' temperature, top-p and repetition penalty, and each side's max new tokens."""
+    defaults, help_of = GenerateConfig(), {f.name: f.metadata["help"] for f in fields(SamplingConfig)}
+    for side in reversed(SAMPLING):
+        command = click.option(f"--{side}-max-new-tokens", type=int, default=getattr(defaults, side).max_new_tokens, show_default=True,
+                               help=f"{side.capitalize()} side: {help_of['max_new_tokens']}.")(command)
+    for name, flags in (("repetition_penalty", ("--repetition-penalty",)), ("top_p", ("--top-p",)), ("temperature", ("--temperature", "-t"))):
+        per_side = ", ".join(f"{side} {getattr(getattr(defaults, side), name)}" for side in SAMPLING)
+        command = click.option(*flags, name, type=float, default=None, help=f"Both sides' {help_of[name]}. Default: {per_side}.")(command)
+    return command
+
 
 @click.command()
-@click.option("--scenario", "-s", default="movie-recommendation", show_default=True, help="Shipped scenario name, or the path of your own scenario YAML.")
-@click.option("-n", "n", type=int, default=20, show_default=True, help="Number of dialogues.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Dialogue i is determined by (seed, i).")
-@click.option("--model", "-m", default=None, help="Local HF model folder or an id in the local HF cache. Default: the embedded SmolLM2-135M-Instruct.")
-@click.option("--assistant-model", default=None, help="A different model for the assistant side (default: --model).")
+@config_options(GenerateConfig)
+@sampling_options
 @click.option("--assistant", "assistant_spec", default=None, help="Your own assistant: MODULE:FUNCTION or FILE.py:FUNCTION taking messages, returning a str.")
-@click.option("--max-turns", type=int, default=6, show_default=True, help="User turns per dialogue at most.")
-@click.option("--batch-size", "-b", type=int, default=16, show_default=True, help="Dialogues advanced together in one batched forward pass.")
-@click.option("--temperature", "-t", type=float, default=None, help="Both sides' temperature (0 = greedy). Default: user 0.8, assistant 0.7.")
-@click.option("--repetition-penalty", type=float, default=None, help="Both sides' HF-style repetition penalty (default 1.15; 1 = off).")
-@click.option("--top-p", type=float, default=None, help="Both sides' nucleus mass (default 0.95).")
-@click.option("--user-max-new-tokens", type=int, default=48, show_default=True, help="Tokens per user line at most.")
-@click.option("--assistant-max-new-tokens", type=int, default=96, show_default=True, help="Tokens per assistant line at most.")
-@click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float32"]), default="auto", show_default=True, help="auto = bf16 where the CPU supports it.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Run folder (default: outputs/<scenario>-n<N>-seed<SEED>).")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Finish an interrupted run folder with its recorded settings.")
-@click.option("--persona-cap", default=None, help="LAYER:THRESHOLD: cap the user side's projection on the persona axis (needs --persona-axis).")
-@click.option("--persona-axis", default=None, type=click.Path(), help="persona_axis.json from `simgen consistency RUN` (RUN/reports/persona_axis.json).")
-@click.option("--trust-remote-code", is_flag=True, help="Allow model folders that ship their own Python code.")
-@click.option("--backend", type=click.Choice(["transformers", "openai"]), default="transformers", show_default=True,
-              help="transformers: the model in this process. openai: an OpenAI-compatible server (vLLM, llama.cpp, TGI, Ollama).")
-@click.option("--base-url", default=None, help="With --backend openai: the server's URL, ending in /v1.")
-@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="With --backend openai: the environment variable holding the API key (the key is never logged).")
-@click.option("--concurrency", type=int, default=16, show_default=True, help="With --backend openai: requests in flight at most.")
-@click.option("--request-timeout", type=float, default=120.0, show_default=True, help="With --backend openai: seconds per answer before a retry.")
-@click.option("--max-retries", type=int, default=4, show_default=True, help="With --backend openai: retries per request (429, 5xx, timeouts, dropped connections).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def generate(scenario, n, seed, model, assistant_model, assistant_spec, max_turns, batch_size, temperature, top_p,
-             repetition_penalty, user_max_new_tokens, assistant_max_new_tokens, dtype, out, resume, persona_cap, persona_axis, trust_remote_code,
-             backend, base_url, api_key_env, concurrency, request_timeout, max_retries, quiet) -> None:  # noqa: ANN001
+def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, quiet: bool, temperature: float | None,
+             top_p: float | None, repetition_penalty: float | None, user_max_new_tokens: int, assistant_max_new_tokens: int,
+             **settings: Any) -> None:
     """Generate multi-turn dialogues between a simulated user and an assistant.
 
     Each dialogue gets a profile latent (who the user is) and an intent latent per user turn
@@ -64,25 +94,11 @@ def generate(scenario, n, seed, model, assistant_model, assistant_spec, max_turn
     if resume is not None:
         run = gen.resume(resume, assistant=assistant, progress=not quiet)
     else:
+        shared = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty)) if v is not None}
         defaults = GenerateConfig()
-        user = SamplingConfig(
-            temperature=defaults.user.temperature if temperature is None else temperature,
-            top_p=defaults.user.top_p if top_p is None else top_p,
-            max_new_tokens=user_max_new_tokens,
-            repetition_penalty=defaults.user.repetition_penalty if repetition_penalty is None else repetition_penalty,
-        )
-        assistant_sampling = SamplingConfig(
-            temperature=defaults.assistant.temperature if temperature is None else temperature,
-            top_p=defaults.assistant.top_p if top_p is None else top_p,
-            max_new_tokens=assistant_max_new_tokens,
-            repetition_penalty=defaults.assistant.repetition_penalty if repetition_penalty is None else repetition_penalty,
-        )
-        config = GenerateConfig(scenario=scenario, n=n, seed=seed, model=model, assistant_model=assistant_model,
-                                max_turns=max_turns, batch_size=batch_size, dtype=dtype, user=user,
-                                assistant=assistant_sampling, trust_remote_code=trust_remote_code,
-                                persona_cap=persona_cap, persona_axis=str(persona_axis) if persona_axis else None,
-                                backend=backend, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
-                                request_timeout=request_timeout, max_retries=max_retries)
+        config = GenerateConfig(**settings,
+                                user=replace(defaults.user, **shared, max_new_tokens=user_max_new_tokens),
+                                assistant=replace(defaults.assistant, **shared, max_new_tokens=assistant_max_new_tokens))
         run = gen.generate(config=config, out=out, assistant=assistant, progress=not quiet)
     counts, timings = run.manifest["counts"], run.manifest["timings"]
     click.echo(

@@ -18,13 +18,14 @@ import click
 @click.option("--discriminators", "-d", default="tfidf,embedding,style", show_default=True,
               help="Comma-separated discriminators to train.")
 @click.option("--n-boot", default=1000, show_default=True, help="Bootstrap resamples per interval.")
+@click.option("--n-perm", default=1000, show_default=True, help="Permutations per distribution-matching p-value.")
 @click.option("--max-dialogues", default=0, show_default=True,
               help="Subsample each side to this many dialogues (seeded; 0 = all). A run is read lazily: only the sample is loaded.")
 @click.option("--no-attributes", is_flag=True, help="Skip classifier-ensemble distribution matching.")
 @click.option("--no-embeddings", is_flag=True,
               help="Skip sentence embeddings (faster; TF-IDF stands in for them). Drop 'embedding' from -d too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON on stdout.")
-def realism(synthetic: str, reference: str, out: Path | None, seed: int, discriminators: str, n_boot: int,
+def realism(synthetic: str, reference: str, out: Path | None, seed: int, discriminators: str, n_boot: int, n_perm: int,
             max_dialogues: int, no_attributes: bool, no_embeddings: bool, as_json: bool) -> None:
     """Can discriminators tell SYNTHETIC dialogues from real ones, and do the distributions match?
 
@@ -44,7 +45,7 @@ def realism(synthetic: str, reference: str, out: Path | None, seed: int, discrim
         names = tuple(d for d in names if d != "embedding")
     config = RealismConfig(
         seed=seed, discriminators=names, use_embeddings=not no_embeddings,
-        n_boot=n_boot, n_perm=n_boot, max_dialogues=max_dialogues, attributes=not no_attributes,
+        n_boot=n_boot, n_perm=n_perm, max_dialogues=max_dialogues, attributes=not no_attributes,
     )
     report = compare(synthetic, reference, out, config=config)
     if as_json:

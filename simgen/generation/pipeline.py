@@ -15,7 +15,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from simgen.backends import Backend, backend_class, build_backend
 from simgen.backends.steering import CappedBackend
 from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import dialogues_to_frame
-from simgen.errors import RunError
+from simgen.errors import ConfigError, RunError, unknown_name
 from simgen.files import atomic_write_json, now
 from simgen.generation.run import (MANIFEST, FORMAT_VERSION, Run, RunWriter, check_manifest, holds_no_run, load_run,
                         package_versions, prepare_out_dir, remove_leftovers)
@@ -48,40 +48,39 @@ def default_out_dir(cfg: GenerateConfig) -> Path:
 
 
 def generate(
-    scenario: str = "movie-recommendation",
-    n: int = 20,
-    seed: int = 0,
-    model: str | None = None,
+    config: GenerateConfig | None = None,
     *,
     out: str | Path | None = None,
-    max_turns: int = 6,
-    batch_size: int = 16,
-    temperature: float | None = None,
-    user: SamplingConfig | None = None,
-    assistant_sampling: SamplingConfig | None = None,
     assistant: Callable[[list[dict]], str] | Backend | None = None,
-    assistant_model: str | None = None,
-    dtype: str = "auto",
-    trust_remote_code: bool = False,
     progress: bool = True,
-    config: GenerateConfig | None = None,
+    temperature: float | None = None,
+    assistant_sampling: SamplingConfig | None = None,
+    **settings: Any,
 ) -> Run:
-    """Generate `n` dialogues of `scenario` into a run folder and return the `Run`.
+    """Generate dialogues into a run folder and return the `Run`.
 
-    `temperature` sets both sides' temperature (0 = greedy); `user` / `assistant_sampling` give
-    full per-side control. `assistant` replaces the assistant side with your own function
-    (`messages -> str`) or backend. `config` overrides every other argument.
+    `settings` are `GenerateConfig` fields (scenario, n, seed, model, max_turns, batch_size, dtype,
+    user, ...), set over `config` (default: `GenerateConfig()`), so defaults live in one place:
+
+        simgen.generate(scenario="chitchat", n=50, seed=1, out="outputs/chat")
+        simgen.generate(config=my_config, n=10)          # my_config with n=10
+
+    `temperature` sets both sides' temperature (0 = greedy); `assistant_sampling` is the assistant
+    side's `SamplingConfig` (the `assistant` field's, named apart from the argument below).
+    `assistant` replaces the assistant side with your own function (`messages -> str`) or backend.
     """
-    if config is None:
-        defaults = GenerateConfig()
-        user = user or defaults.user
-        assistant_sampling = assistant_sampling or defaults.assistant
-        if temperature is not None:
-            user = replace(user, temperature=temperature)
-            assistant_sampling = replace(assistant_sampling, temperature=temperature)
-        config = GenerateConfig(scenario=str(scenario), n=n, seed=seed, model=model, assistant_model=assistant_model,
-                                max_turns=max_turns, batch_size=batch_size, dtype=dtype, user=user,
-                                assistant=assistant_sampling, trust_remote_code=trust_remote_code)
+    known = {f.name for f in fields(GenerateConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(unknown_name("setting", unknown[0], known))
+    config = config or GenerateConfig()
+    if assistant_sampling is not None:
+        settings["assistant"] = assistant_sampling
+    if settings:
+        config = replace(config, **settings)
+    if temperature is not None:
+        config = replace(config, user=replace(config.user, temperature=temperature),
+                         assistant=replace(config.assistant, temperature=temperature))
     sc = load_scenario(config.scenario)  # fails on a bad scenario before any folder or model is touched
     cls = backend_class(config.backend)
     # a missing model or an unreachable server fails before the folder exists; what was built to know is kept

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from simgen.errors import ConfigError
 
@@ -54,16 +54,3 @@ class RealismConfig:
             raise ConfigError(f"ci must lie between 0.5 and 1, got {self.ci}.")
         if self.n_boot < 50 or self.n_perm < 50:
             raise ConfigError("n_boot and n_perm must be at least 50 for a usable interval or p-value.")
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str = "<dict>") -> RealismConfig:
-        """Build from a mapping (e.g. parsed YAML); unknown keys are errors naming the key and source."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            from simgen.errors import unknown_name
-
-            raise ConfigError(f"{source}: " + unknown_name("realism setting", unknown[0], known))
-        if "discriminators" in data:
-            data = {**data, "discriminators": tuple(data["discriminators"])}
-        return cls(**data)

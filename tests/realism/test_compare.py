@@ -147,8 +147,6 @@ def test_config_errors() -> None:
         RealismConfig(discriminators=("tfidf", "bert"))
     with pytest.raises(ConfigError, match="needs use_embeddings"):
         RealismConfig(use_embeddings=False)
-    with pytest.raises(ConfigError, match="Did you mean 'n_boot'"):
-        RealismConfig.from_dict({"n_bot": 10}, "realism.yaml")
 
 
 def test_embeddings_are_cached_per_corpus(make_corpus, simgen_cache: Path) -> None:  # noqa: ANN001
