@@ -15,14 +15,14 @@ sidecar: per turn as a struct column named after the check, per dialogue through
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import polars as pl
 
-from simgen.errors import DataError, unknown_name
+from simgen.errors import DataError
+from simgen.lazy import resolve
 
 # check name -> "module:class"
 REGISTRY: dict[str, str] = {
@@ -61,11 +61,7 @@ class Check(ABC):
 
 def check_class(name: str) -> type[Check]:
     """The check registered as `name`; an unknown name lists the known ones."""
-    target = REGISTRY.get(name)
-    if target is None:
-        raise DataError(unknown_name("check", name, REGISTRY))
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return resolve(REGISTRY, name, "check", DataError)
 
 
 def registered() -> Iterator[type[Check]]:

@@ -1,6 +1,7 @@
-"""Lazy module attributes: `"name": "module:attribute"` tables resolved on first access.
+"""Lazy names: `"name": "module:attribute"` tables resolved on first access.
 
-Packages use this so importing them stays cheap (no torch, no scikit-learn) until a name is used.
+Packages use this so importing them stays cheap (no torch, no scikit-learn) until a name is used;
+registries (backends, judges, checks) use `resolve` so naming one imports only it.
 """
 
 from __future__ import annotations
@@ -23,3 +24,14 @@ def lazy_getattr(module_name: str, table: dict[str, str], namespace: dict[str, A
         return value
 
     return __getattr__
+
+
+def resolve(table: dict[str, str], name: str, kind: str, error: type[Exception]) -> Any:
+    """The object `table[name]` points at, imported now; an unknown name raises `error` listing the known ones."""
+    from simgen.errors import unknown_name
+
+    target = table.get(name)
+    if target is None:
+        raise error(unknown_name(kind, name, table))
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)

@@ -52,6 +52,22 @@ def build_tiny_model(out: Path, tokenizer_dir: Path) -> Path:
     return out
 
 
+def interrupt_second_shard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the pipeline raise KeyboardInterrupt (as Ctrl-C would) when it starts its second shard;
+    `monkeypatch.undo()` restores it."""
+    from simgen.generation import pipeline
+
+    real, calls = pipeline.simulate, {"n": 0}
+
+    def interrupt(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "simulate", interrupt)
+
+
 @pytest.fixture(scope="session")
 def llamacpp():
     """llama.cpp's real OpenAI-compatible server (xllamacpp, in-process) serving the embedded GGUF; yields its /v1 URL."""

@@ -76,20 +76,13 @@ def generate(tiny_model_dir: Path, scenario: Path, out: Path) -> simgen.Run:
 
 def test_resume_refuses_a_run_whose_template_changed(tiny_model_dir, tmp_path, monkeypatch):
     from simgen.generation import pipeline
+    from tests.conftest import interrupt_second_shard
 
     yaml_path = copy_scenario(tmp_path / "scenario")
-    real, calls = pipeline.simulate, {"n": 0}
-
-    def interrupt_on_second_shard(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "simulate", interrupt_on_second_shard)
+    interrupt_second_shard(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         generate(tiny_model_dir, yaml_path, tmp_path / "r")
-    monkeypatch.setattr(pipeline, "simulate", real)
+    monkeypatch.undo()
     manifest = (tmp_path / "r" / "manifest.json").read_bytes()
     edit(tmp_path / "scenario" / FILES["user_template"])
     with pytest.raises(ScenarioChanged, match=r"the user template .*user\.j2 changed since the run was generated") as e:

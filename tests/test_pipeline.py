@@ -84,25 +84,16 @@ def test_same_seed_gives_byte_identical_turns(run, tiny_model_dir, tmp_path):
 
 
 def test_resume_after_an_interrupted_run_matches_an_uninterrupted_one(run, tiny_model_dir, tmp_path, monkeypatch):
-    from simgen.generation import pipeline
+    from tests.conftest import interrupt_second_shard
 
-    calls = {"n": 0}
-    real = pipeline.simulate
-
-    def interrupt_on_second_shard(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "simulate", interrupt_on_second_shard)
+    interrupt_second_shard(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         gen(tiny_model_dir, tmp_path / "r")
     m = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert m["status"] == "interrupted" and m["progress"]["dialogues_done"] == 2
     with pytest.raises(RunError, match="not complete"):
         simgen.load_run(tmp_path / "r")
-    monkeypatch.setattr(pipeline, "simulate", real)
+    monkeypatch.undo()
     resumed = resume(tmp_path / "r", progress=False)
     assert (resumed.path / "turns.parquet").read_bytes() == (run.path / "turns.parquet").read_bytes()
 

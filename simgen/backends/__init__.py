@@ -25,7 +25,6 @@ consistency check's Q&A, LLM judge and persona axis and the persona cap need).
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from collections.abc import Hashable
@@ -34,7 +33,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from simgen.config import SamplingConfig
 from simgen.data import Chat, Generation
-from simgen.errors import ConfigError, unknown_name
+from simgen.errors import ConfigError
+from simgen.lazy import resolve
 
 if TYPE_CHECKING:  # pragma: no cover
     from simgen.config import GenerateConfig
@@ -132,11 +132,7 @@ class Scorer(Protocol):
 
 def backend_class(name: str) -> type[Backend]:
     """The class registered as `name`; an unknown name lists the known ones."""
-    target = REGISTRY.get(name)
-    if target is None:
-        raise ConfigError(unknown_name("backend", name, REGISTRY))
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return resolve(REGISTRY, name, "backend", ConfigError)
 
 
 LOCAL = "transformers"  # the registry entry that runs a model in this process and implements `Scorer`

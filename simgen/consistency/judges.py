@@ -21,7 +21,6 @@ load only when a local judge is built. Nothing here downloads anything; a missin
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import re
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from simgen.errors import BackendError, JudgeError, ModelError, unknown_name
+from simgen.lazy import resolve
 
 Kind = Literal["prompt_to_line", "line_to_line"]
 KINDS: tuple[str, ...] = ("prompt_to_line", "line_to_line", "qa")
@@ -101,12 +101,9 @@ def load_judge(spec: str | Judge | None = None, **kwargs: Any) -> Judge:
         return spec
     spec = DEFAULT_SPEC if spec is None or spec == "" else spec
     name, _, arg = spec.partition(":")
-    target = REGISTRY.get(name)
-    if target is None:
+    if name not in REGISTRY:
         raise JudgeError(unknown_name("judge", name, REGISTRY) + " A spec is NAME[:ARG], e.g. llm, llm:/path/to/model, nli:/path/to/nli-model, http:http://127.0.0.1:8080/v1.")
-    module, _, attr = target.partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    return cls(arg or None, **kwargs)
+    return resolve(REGISTRY, name, "judge", JudgeError)(arg or None, **kwargs)
 
 
 # ---------------------------------------------------------------- prompts (shared by llm and http)
