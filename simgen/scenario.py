@@ -96,10 +96,9 @@ class Scenario:
             now = {"scenario": _legacy_digest(self), "user_template": self.user_template.sha256,
                    "assistant_template": self.assistant_template.sha256}
             return [f"{FILE_LABELS[k]} {self.files[k]['path']}" for k in now if legacy.get(k) != now[k]]
-        files = recorded.get("files") or {}
-        keys = sorted(set(files) | set(self.files))
-        return [f"{FILE_LABELS.get(k, k)} {self.files.get(k, files.get(k, {})).get('path')}" for k in keys
-                if (files.get(k) or {}).get("sha256") != (self.files.get(k) or {}).get("sha256")]
+        then, now = recorded.get("files") or {}, self.files
+        return [f"{FILE_LABELS.get(k, k)} {(now.get(k) or then[k]).get('path')}" for k in sorted(set(then) | set(now))
+                if (then.get(k) or {}).get("sha256") != (now.get(k) or {}).get("sha256")]
 
 
 def load_recorded(recorded: Any, where: str, consequence: str) -> Scenario:
@@ -116,7 +115,7 @@ def load_recorded(recorded: Any, where: str, consequence: str) -> Scenario:
     changed = scenario.changes_since(recorded)
     if changed:
         raise ScenarioChanged(f"{where}: {' and '.join(changed)} changed since the run was generated, so {consequence}. "
-                       f"Restore {'it' if len(changed) == 1 else 'them'}, or generate the run again.")
+                              f"Restore {'it' if len(changed) == 1 else 'them'}, or generate the run again.")
     return scenario
 
 

@@ -25,11 +25,11 @@ from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import dialogues_to_frame
 from simgen.errors import ConfigError, RunError, unknown_name
 from simgen.files import atomic_write_json, now
-from simgen.generation.run import (MANIFEST, FORMAT_VERSION, Run, RunWriter, check_manifest, holds_no_run, load_run,
-                        package_versions, prepare_out_dir, remove_leftovers)
-from simgen.scenario import Scenario, load_recorded, load_scenario
 from simgen.generation.plan import plan
+from simgen.generation.run import (FORMAT_VERSION, MANIFEST, Run, RunWriter, check_manifest, holds_no_run, load_run,
+                                   package_versions, prepare_out_dir, remove_leftovers)
 from simgen.generation.simulator import simulate
+from simgen.scenario import Scenario, load_recorded, load_scenario
 
 
 OUTPUTS = Path("outputs")
@@ -74,6 +74,8 @@ def generate(
     if unknown:
         raise ConfigError(unknown_name("setting", unknown[0], known))
     config = config or GenerateConfig()
+    if "scenario" in settings:  # a Path is fine too
+        settings["scenario"] = str(settings["scenario"])
     if assistant_sampling is not None:
         settings["assistant"] = assistant_sampling
     if settings:
