@@ -21,7 +21,11 @@ Sources, tried in this order by `load_corpus(spec)`:
 
 What it leaves out: it does not download anything, guess roles from text, or clean text (it only
 checks that text is present and valid UTF-8). Every user-fixable problem is a `DataError` whose
-message names the file and says what to do.
+message names the file and says what to do; a folder that is not a readable run folder is a
+`RunError`, as everywhere else a run folder is read.
+
+This module is shared: the realism check reads its reference and synthetic corpora through it, and
+whatever fits or tunes on real dialogues reads them here too.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any
 
 import polars as pl
 
-from simgen.errors import DataError, unknown_name
+from simgen.errors import DataError, RunError, unknown_name
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("dialogue_id", "turn", "role", "text")
 ROLES: tuple[str, ...] = ("user", "assistant")
@@ -142,9 +146,10 @@ def _resolve(target: str) -> Callable[[], pl.DataFrame]:
 
 
 def _load_run(folder: Path, name: str | None, **how: Any) -> Corpus:
+    # a folder is a run folder: what is wrong with one is a RunError here as in simgen.generation.run.load_run
     parquet = folder / "turns.parquet"
     if not parquet.is_file():
-        raise DataError(
+        raise RunError(
             f"folder {str(folder)!r} has no turns.parquet, so it is not a run folder. "
             "Point at a run folder written by `simgen generate` or at a corpus file."
         )
@@ -154,9 +159,9 @@ def _load_run(folder: Path, name: str | None, **how: Any) -> Corpus:
         try:
             manifest = json.loads(mpath.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"{mpath} is not valid UTF-8 JSON ({e}); fix or delete it.") from e
+            raise RunError(f"{mpath} is not valid UTF-8 JSON ({e}); fix or delete it.") from e
         if not isinstance(manifest, dict):
-            raise DataError(f"{mpath} holds a JSON {type(manifest).__name__}, not an object; fix or delete it.")
+            raise RunError(f"{mpath} holds a JSON {type(manifest).__name__}, not an object; fix or delete it.")
     return _corpus(_scan_parquet(parquet), str(parquet), name=name or folder.name, kind="run", manifest=manifest,
                    source=str(folder), **how)
 

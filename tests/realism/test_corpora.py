@@ -126,7 +126,6 @@ def test_chitchat_named_corpus() -> None:
         (lambda p: _jsonl(p / "c.jsonl", [{**ROWS[0], "text": 5}]), "'text' holds Int64 values, not strings"),
         (lambda p: _jsonl(p / "c.jsonl", [{**ROWS[0], "text": False}]), "'text' holds Boolean values, not strings"),
         (lambda p: (p / "c.csv").write_text("x") and p / "c.csv", "unsupported file type"),
-        (lambda p: p, "no turns.parquet"),
     ],
 )
 def test_bad_input_is_a_clear_data_error(tmp_path: Path, make, needle: str) -> None:  # noqa: ANN001
@@ -157,3 +156,23 @@ def test_unknown_name_suggests() -> None:
 def test_iard_converter_rejects_unknown_participant() -> None:
     with pytest.raises(DataError, match="participant 'BOT'"):
         iard_to_turns([{"conversation_id": "1", "conversation": [{"participant": "BOT", "utterance": "x"}]}])
+
+
+def test_a_damaged_run_folder_is_the_same_error_for_every_reader(tmp_path: Path) -> None:
+    """`simgen realism` (corpora) and `simgen consistency`/exports (load_run) name a broken manifest with one error class."""
+    from simgen.errors import RunError
+    from simgen.generation.run import load_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    pl.DataFrame({"dialogue_id": ["a"], "turn": [0], "role": ["user"], "text": ["hi"]}).write_parquet(run / "turns.parquet")
+    (run / "manifest.json").write_text("{not json")
+    for read in (load_corpus, load_run):
+        with pytest.raises(RunError, match="manifest.json"):
+            read(run)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for read in (load_corpus, load_run):
+        with pytest.raises(RunError, match="not a (simgen )?run folder") as err:
+            read(empty)
+        assert "empty" in str(err.value)
