@@ -1,14 +1,16 @@
 """Per-stage configuration records and the safe YAML loader every stage uses.
 
 Each stage takes a small frozen dataclass (TRL's `SFTConfig` style): `SamplingConfig` for one side
-of the conversation, `GenerateConfig` for a `simgen generate` run. `load_yaml` reads user files
-with `yaml.safe_load` and turns every parse error into a `ConfigError` naming the file and line.
+of the conversation, `GenerateConfig` for a `simgen generate` run, with per-backend settings nested
+in it (`ServerConfig` for an OpenAI-compatible server, `PersonaCapConfig` for the persona cap).
+`load_yaml` reads user files with `yaml.safe_load` and turns every parse error into a `ConfigError`
+naming the file and line.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +81,46 @@ class SamplingConfig:
         return self.temperature == 0
 
 
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How `--backend openai` talks to its OpenAI-compatible server (the other backends ignore it)."""
+
+    base_url: str | None = field(default=None, metadata={"help": "With --backend openai: the server's URL, ending in /v1."})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "With --backend openai: the environment variable holding the API key (the key is never logged)."})
+    concurrency: int = field(default=16, metadata={"help": "With --backend openai: requests in flight at most."})
+    request_timeout: float = field(default=120.0, metadata={"help": "With --backend openai: seconds per answer before a retry."})
+    max_retries: int = field(default=4, metadata={"help": "With --backend openai: retries per request (429, 5xx, timeouts, dropped connections)."})
+
+    def __post_init__(self) -> None:
+        _positive_int("concurrency", self.concurrency)
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ConfigError(f"max_retries must be a non-negative integer, got {self.max_retries!r}.")
+        if not (self.request_timeout > 0):
+            raise ConfigError(f"request_timeout must be > 0 seconds, got {self.request_timeout!r}.")
+
+
+@dataclass(frozen=True)
+class PersonaCapConfig:
+    """Activation capping of the user side on the persona axis (needs a backend that can steer)."""
+
+    cap: str | None = field(default=None, metadata={"help": "LAYER:THRESHOLD: cap the user side's projection on the persona axis (needs --persona-axis).", "flag": "--persona-cap"})
+    axis: str | None = field(default=None, metadata={"help": "persona_axis.json from `simgen consistency RUN` (RUN/reports/persona_axis.json).", "flag": "--persona-axis"})
+
+    def __post_init__(self) -> None:
+        if (self.cap is None) != (self.axis is None):
+            raise ConfigError("--persona-cap and --persona-axis go together: the cap needs the axis file that `simgen consistency` writes (RUN/reports/persona_axis.json).")
+
+
 @dataclass(frozen=True)
 class GenerateConfig:
-    """One `simgen generate` run. `simgen generate`'s flags are made from these fields (their
-    `help`, defaults and choices; simgen/cli/generate.py), so a field is documented once."""
+    """One `simgen generate` run. `simgen generate`'s flags are made from these fields and those of
+    the nested per-backend configs (their `help`, defaults and choices; simgen/cli/generate.py), so
+    a setting is documented once."""
 
     scenario: str = field(default="movie-recommendation", metadata={"help": "Shipped scenario name, or the path of your own scenario YAML.", "flag": "-s"})
     n: int = field(default=20, metadata={"help": "Number of dialogues."})
@@ -95,42 +133,35 @@ class GenerateConfig:
     user: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8, max_new_tokens=48))
     assistant: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=96))
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model folders that ship their own Python code."})
-    persona_cap: str | None = field(default=None, metadata={"help": "LAYER:THRESHOLD: cap the user side's projection on the persona axis (needs --persona-axis)."})
-    persona_axis: str | None = field(default=None, metadata={"help": "persona_axis.json from `simgen consistency RUN` (RUN/reports/persona_axis.json)."})
     backend: str = field(default="transformers", metadata={"help": "transformers: the model in this process. openai: an OpenAI-compatible server (vLLM, llama.cpp, TGI, Ollama).", "choices": "backends"})
-    base_url: str | None = field(default=None, metadata={"help": "With --backend openai: the server's URL, ending in /v1."})
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "With --backend openai: the environment variable holding the API key (the key is never logged)."})
-    concurrency: int = field(default=16, metadata={"help": "With --backend openai: requests in flight at most."})
-    request_timeout: float = field(default=120.0, metadata={"help": "With --backend openai: seconds per answer before a retry."})
-    max_retries: int = field(default=4, metadata={"help": "With --backend openai: retries per request (429, 5xx, timeouts, dropped connections)."})
+    server: ServerConfig = field(default_factory=ServerConfig)
+    persona: PersonaCapConfig = field(default_factory=PersonaCapConfig)
 
     def __post_init__(self) -> None:
-        for name in ("n", "max_turns", "batch_size", "concurrency"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        for name in ("n", "max_turns", "batch_size"):
+            _positive_int(name, getattr(self, name))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}.")
-        if (self.persona_cap is None) != (self.persona_axis is None):
-            raise ConfigError("--persona-cap and --persona-axis go together: the cap needs the axis file that `simgen consistency` writes (RUN/reports/persona_axis.json).")
         from simgen.backends import REGISTRY  # names only: no backend module is imported
 
         if self.backend not in REGISTRY:
             raise ConfigError(unknown_name("backend", self.backend, REGISTRY))
-        if self.backend == "openai" and (not self.base_url or not self.model):
-            raise ConfigError("--backend openai needs --base-url URL (ending in /v1) and --model NAME (the name the server serves).")
-        if self.backend == "openai" and self.persona_cap is not None:
-            raise ConfigError("--persona-cap steers the model's activations, so it needs --backend transformers.")
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ConfigError(f"max_retries must be a non-negative integer, got {self.max_retries!r}.")
-        if not (self.request_timeout > 0):
-            raise ConfigError(f"request_timeout must be > 0 seconds, got {self.request_timeout!r}.")
         if self.dtype not in ("auto", "bfloat16", "float32"):
             raise ConfigError(f"dtype must be auto, bfloat16 or float32, got {self.dtype!r}.")
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = value.__dict__.copy() if isinstance(value, SamplingConfig) else value
-        return out
+        """The manifest's `config`: nested configs as nested objects."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> GenerateConfig:
+        """The inverse of `to_dict`; also reads the flat layout of runs written before the nested
+        configs (`base_url`, `persona_cap`, ... at the top). An unknown key is a TypeError naming it."""
+        raw = dict(raw)
+        flat_server = {f.name: raw.pop(f.name) for f in fields(ServerConfig) if f.name in raw}
+        flat_persona = {k.removeprefix("persona_"): raw.pop(k) for k in ("persona_cap", "persona_axis") if k in raw}
+        nested = {"user": SamplingConfig, "assistant": SamplingConfig, "server": ServerConfig, "persona": PersonaCapConfig}
+        for key, flat in (("server", flat_server), ("persona", flat_persona)):
+            if flat:
+                raw[key] = {**(raw.get(key) or {}), **flat}
+        return cls(**{k: nested[k](**v) if k in nested and isinstance(v, dict) else v for k, v in raw.items()})

@@ -98,12 +98,15 @@ def test_generate_flags_are_made_from_the_config_fields():
     from simgen.cli.generate import SAMPLING, generate
     from simgen.config import GenerateConfig
 
+    from simgen.config import PersonaCapConfig, ServerConfig
+
     params = {p.name: p for p in generate.params}
-    for f in fields(GenerateConfig):
-        if f.name in SAMPLING:
-            continue
-        p = params[f.name]
-        assert p.help == f.metadata["help"] and p.default == (f.default if f.default is not MISSING else None), f.name
+    scalar = [(f.name, f) for f in fields(GenerateConfig) if f.name not in (*SAMPLING, "server", "persona")]
+    nested = [(f"{outer}__{f.name}", f) for outer, cls in (("server", ServerConfig), ("persona", PersonaCapConfig)) for f in fields(cls)]
+    for name, f in scalar + nested:
+        p = params[name]
+        assert p.help == f.metadata["help"] and p.default == (f.default if f.default is not MISSING else None), name
+    assert params["persona__cap"].opts == ["--persona-cap"] and params["server__base_url"].opts == ["--base-url"]
     assert list(params["backend"].type.choices) == sorted(REGISTRY)
     assert list(params["dtype"].type.choices) == ["auto", "bfloat16", "float32"]
     assert params["user_max_new_tokens"].default == GenerateConfig().user.max_new_tokens

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from simgen.backends.openai import OpenAIBackend
 from simgen.cli import cli
-from simgen.config import GenerateConfig, SamplingConfig
+from simgen.config import GenerateConfig, SamplingConfig, ServerConfig
 from simgen.errors import BackendError, ConfigError
 from simgen.generation.pipeline import generate
 
@@ -62,7 +62,7 @@ def test_generate_through_llamacpp_server_records_the_run_and_never_the_key(llam
 def test_greedy_runs_through_the_server_are_repeatable(llamacpp, tmp_path):
     runs = []
     for name in ("a", "b"):
-        cfg = GenerateConfig(n=2, max_turns=2, batch_size=2, backend="openai", base_url=llamacpp, model="smollm2",
+        cfg = GenerateConfig(n=2, max_turns=2, batch_size=2, backend="openai", server=ServerConfig(base_url=llamacpp), model="smollm2",
                              user=GREEDY, assistant=GREEDY)
         runs.append(generate(config=cfg, out=tmp_path / name, progress=False).turns.select("text", "n_tokens"))
     assert runs[0].equals(runs[1])

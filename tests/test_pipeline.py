@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 import simgen
-from simgen.config import SamplingConfig
+from simgen.config import PersonaCapConfig, SamplingConfig
 from simgen.errors import ConfigError, RunError
 from simgen.generation.pipeline import resume
 
@@ -20,14 +20,8 @@ def gen(tiny_model_dir, out, persona_cap=None, persona_axis=None, **kw):
                 batch_size=2, dtype="float32", progress=False, user=SamplingConfig(max_new_tokens=8),
                 assistant_sampling=SamplingConfig(temperature=0.7, max_new_tokens=10))
     args.update(kw)
-    if persona_cap is not None:  # only reachable through the config
-        from simgen.config import GenerateConfig
-
-        config = GenerateConfig(scenario=args["scenario"], n=args["n"], seed=args["seed"], model=args["model"],
-                                max_turns=args["max_turns"], batch_size=args["batch_size"], dtype=args["dtype"],
-                                user=args["user"], assistant=args["assistant_sampling"],
-                                persona_cap=persona_cap, persona_axis=persona_axis)
-        return simgen.generate(config=config, out=out, progress=False)
+    if persona_cap is not None:
+        args["persona"] = PersonaCapConfig(cap=persona_cap, axis=persona_axis)
     return simgen.generate(**args)
 
 
@@ -164,7 +158,6 @@ def test_unwritable_output_folder(tiny_model_dir, tmp_path):
 def test_persona_cap_flag_hooks_only_the_user_side(tiny_model_dir, run, tmp_path):
     import numpy as np
 
-    from simgen.config import GenerateConfig
     from simgen.backends.steering import PersonaAxis
 
     direction = np.random.default_rng(0).normal(size=32)
@@ -176,6 +169,29 @@ def test_persona_cap_flag_hooks_only_the_user_side(tiny_model_dir, run, tmp_path
     user = pl.col("role") == "user"
     assert not capped.turns.filter(user)["text"].equals(run.turns.filter(user)["text"])
     with pytest.raises(ConfigError, match="go together"):
-        GenerateConfig(persona_cap="1:0")
+        PersonaCapConfig(cap="1:0")
     with pytest.raises(ConfigError, match="fitted at layer 1; cap that layer"):
         gen(tiny_model_dir, tmp_path / "bad", persona_cap="0:1", persona_axis=str(axis_path))
+
+
+def test_config_round_trips_through_the_manifest_and_reads_the_flat_layout_of_older_runs():
+    from simgen.config import GenerateConfig, ServerConfig
+
+    config = GenerateConfig(n=3, backend="openai", model="m", server=ServerConfig(base_url="http://h/v1", concurrency=4),
+                            persona=PersonaCapConfig(cap="1:2", axis="a.json"))
+    assert GenerateConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    flat = {k: v for k, v in config.to_dict().items() if k not in ("server", "persona")}
+    flat |= {"base_url": "http://h/v1", "api_key_env": "OPENAI_API_KEY", "concurrency": 4, "request_timeout": 120.0,
+             "max_retries": 4, "persona_cap": "1:2", "persona_axis": "a.json"}
+    assert GenerateConfig.from_dict(flat) == config
+    with pytest.raises(TypeError, match="colour"):
+        GenerateConfig.from_dict({**flat, "colour": "blue"})
+
+
+def test_persona_cap_on_a_backend_that_cannot_steer_fails_before_the_run_folder(tmp_path):
+    from simgen.config import ServerConfig
+
+    with pytest.raises(ConfigError, match="the openai backend cannot. Use --backend transformers"):
+        simgen.generate(backend="openai", model="m", server=ServerConfig(base_url="http://127.0.0.1:9/v1"),
+                        persona=PersonaCapConfig(cap="1:0", axis="axis.json"), out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()

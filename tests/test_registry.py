@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from simgen.backends import REGISTRY, Backend, backend_class, build_backend
-from simgen.config import GenerateConfig, SamplingConfig
+from simgen.config import GenerateConfig, SamplingConfig, ServerConfig
 from simgen.errors import ConfigError, DataError
 
 CHATS = [
@@ -27,7 +27,8 @@ def config_for(name: str, request: pytest.FixtureRequest) -> tuple[GenerateConfi
         model = str(request.getfixturevalue("tiny_model_dir"))
         return GenerateConfig(backend=name, model=model, dtype="float32"), model
     if name == "openai":
-        return GenerateConfig(backend=name, base_url=request.getfixturevalue("llamacpp"), model="smollm2", concurrency=2), "smollm2"
+        server = ServerConfig(base_url=request.getfixturevalue("llamacpp"), concurrency=2)
+        return GenerateConfig(backend=name, server=server, model="smollm2"), "smollm2"
     raise AssertionError(f"a new backend {name!r} needs its settings here, so it meets the same contract")
 
 

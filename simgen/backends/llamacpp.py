@@ -1,7 +1,7 @@
 """llama.cpp's server in this process (the `xllamacpp` wheel), serving a GGUF on 127.0.0.1.
 
     with serve_gguf(parallel=16) as url:          # the embedded SmolLM2 GGUF by default
-        simgen.generate(config=GenerateConfig(backend="openai", base_url=url, model="smollm2", ...))
+        simgen.generate(backend="openai", server=ServerConfig(base_url=url), model="smollm2", ...)
 
 It is what the throughput benchmark compares simgen against and what the OpenAI-backend tests talk
 to: a real OpenAI-compatible server, no network needed. `xllamacpp` is a dev dependency; a user who

@@ -196,7 +196,10 @@ class OpenAIBackend(Backend):
 
     @classmethod
     def from_config(cls, config: GenerateConfig, model: str | None) -> OpenAIBackend:
-        return cls(config.base_url, model, config.api_key_env, config.concurrency, config.request_timeout, config.max_retries)
+        server = config.server
+        if not server.base_url or not model:
+            raise ConfigError("--backend openai needs --base-url URL (ending in /v1) and --model NAME (the name the server serves).")
+        return cls(server.base_url, model, server.api_key_env, server.concurrency, server.request_timeout, server.max_retries)
 
     @classmethod
     def precheck(cls, config: GenerateConfig, model: str | None) -> OpenAIBackend:

@@ -1,14 +1,15 @@
 """`simgen generate`: write a run folder of simulated dialogues.
 
-Its flags are made from `GenerateConfig`'s fields (name, default, `help`, `choices`, short `flag`),
-and the sampling flags from `SamplingConfig`'s, so a setting is declared once, in simgen/config.py.
+Its flags are made from `GenerateConfig`'s fields and those of its nested per-backend configs (name,
+default, `help`, `choices`, `flag`), and the sampling flags from `SamplingConfig`'s, so a setting is
+declared once, in simgen/config.py.
 """
 
 from __future__ import annotations
 
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, fields, replace
+from dataclasses import MISSING, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +21,23 @@ SAMPLING = ("user", "assistant")  # GenerateConfig fields that are SamplingConfi
 TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
-def config_options(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """click options for `cls`'s scalar fields: `--max-turns` for `max_turns`, `-n` for `n`."""
+def config_options(cls: type, prefix: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """click options for `cls`'s scalar fields (`--max-turns` for `max_turns`, `-n` for `n`), and for
+    the fields of its nested configs (`--base-url` for `server.base_url`, passed as `server__base_url`)."""
     hints = typing.get_type_hints(cls)
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         for f in reversed(fields(cls)):
-            if f.name in SAMPLING:
+            hint = hints[f.name]
+            if f.name in SAMPLING and not prefix:
                 continue
-            meta, hint = f.metadata, hints[f.name]
+            if is_dataclass(hint):
+                command = config_options(hint, f"{prefix}{f.name}__")(command)
+                continue
+            meta = f.metadata
             base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
-            flags = [f"-{f.name}"] if len(f.name) == 1 else [f"--{f.name.replace('_', '-')}", *([meta["flag"]] if "flag" in meta else [])]
+            long = f"--{f.name.replace('_', '-')}"
+            flags = [f"-{f.name}"] if len(f.name) == 1 else [meta["flag"]] if str(meta.get("flag", "")).startswith("--") else [long, *([meta["flag"]] if "flag" in meta else [])]
             kwargs: dict[str, Any] = {"help": meta.get("help"), "default": f.default if f.default is not MISSING else None}
             if base is bool:
                 kwargs["is_flag"] = True
@@ -42,10 +49,23 @@ def config_options(cls: type) -> Callable[[Callable[..., Any]], Callable[..., An
                     choices = sorted(REGISTRY)
                 kwargs["type"] = click.Choice(list(choices)) if choices else base
                 kwargs["show_default"] = f.default is not None
-            command = click.option(*flags, f.name, **kwargs)(command)
+            command = click.option(*flags, f"{prefix}{f.name}", **kwargs)(command)
         return command
 
     return decorate
+
+
+def nest(settings: dict[str, Any]) -> dict[str, Any]:
+    """`{"server__base_url": v, "n": 3}` -> `{"server": ServerConfig(base_url=v), "n": 3}`, each nested config built by its class."""
+    hints = typing.get_type_hints(GenerateConfig)
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        outer, sep, inner = key.partition("__")
+        if sep:
+            out.setdefault(outer, {})[inner] = value
+        else:
+            out[key] = value
+    return {k: hints[k](**v) if isinstance(v, dict) else v for k, v in out.items()}
 
 
 def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -96,7 +116,7 @@ def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, 
     else:
         shared = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty)) if v is not None}
         defaults = GenerateConfig()
-        config = GenerateConfig(**settings,
+        config = GenerateConfig(**nest(settings),
                                 user=replace(defaults.user, **shared, max_new_tokens=user_max_new_tokens),
                                 assistant=replace(defaults.assistant, **shared, max_new_tokens=assistant_max_new_tokens))
         run = gen.generate(config=config, out=out, assistant=assistant, progress=not quiet)

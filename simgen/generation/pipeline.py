@@ -85,6 +85,8 @@ def generate(
                          assistant=replace(config.assistant, temperature=temperature))
     sc = load_scenario(config.scenario)  # fails on a bad scenario before any folder or model is touched
     cls = backend_class(config.backend)
+    if config.persona.cap is not None and not cls.scorer:
+        raise ConfigError(f"--persona-cap steers the model's activations; the {cls.name} backend cannot. Use --backend transformers.")
     # a missing model or an unreachable server fails before the folder exists; what was built to know is kept
     prebuilt = {spec: b for spec in {config.model, config.assistant_model or config.model}
                 if (b := cls.precheck(config, spec)) is not None}
@@ -114,7 +116,7 @@ def resume(path: str | Path, assistant: Callable[[list[dict]], str] | Backend | 
         return load_run(out)
     check_manifest(manifest, manifest_path)
     try:
-        config = GenerateConfig(**{**raw, "user": SamplingConfig(**raw["user"]), "assistant": SamplingConfig(**raw["assistant"])})
+        config = GenerateConfig.from_dict(raw)
     except TypeError as e:  # an unknown or missing setting
         raise RunError(f"{manifest_path}: the recorded config does not match this simgen's settings ({e}); "
                        "resume with the simgen version that started the run, or start a new run.") from None
@@ -169,7 +171,7 @@ def _backends(cfg: GenerateConfig, assistant: Any, prebuilt: dict[str | None, Ba
         return backend
 
     model = load(cfg.model)
-    user: Backend = model if cfg.persona_cap is None else CappedBackend(model, cfg.persona_cap, cfg.persona_axis)
+    user: Backend = model if cfg.persona.cap is None else CappedBackend(model, cfg.persona.cap, cfg.persona.axis)
     if isinstance(assistant, Backend):
         other = assistant
     elif assistant is not None:
