@@ -6,8 +6,8 @@ planned dialogues (profiles, intents, per-turn seeds); only the user side's gene
 1. baseline: `simgen.generation.simulator.simulate` as `simgen generate` runs it;
 2. the persona axis is fitted on the baseline's lines (layer --layer, default the middle one):
    direction = mean(assistant lines) - mean(persona lines) in the residual stream;
-3. capped: the same simulation with `persona_cap(backend, layer, threshold, axis)` around every user
-   generate call (the assistant side is never capped), for each threshold in --thresholds
+3. capped: the same simulation with the user side as `CappedBackend(backend, layer, threshold, axis)`,
+   the cap around every user generate call (the assistant side is never capped), for each threshold in --thresholds
    (`midpoint` = halfway between the persona and assistant means; `persona` = the persona mean;
    or numbers).
 
@@ -35,30 +35,15 @@ import polars as pl
 from simgen.backends import Backend
 from simgen.backends.transformers import TransformersBackend
 from simgen.config import SamplingConfig
-from simgen.backends.steering import PersonaAxis, persona_cap
+from simgen.backends.steering import CappedBackend, PersonaAxis
 from simgen.consistency.axis import default_layer, fit_axis, line_activations
 from simgen.consistency.check import score_dialogues
 from simgen.consistency.judges import load_judge
 from simgen.consistency.metrics import ConsistencyConfig, dialogues_from_turns
-from simgen.data import Chat, Generation, dialogues_to_frame
+from simgen.data import dialogues_to_frame
 from simgen.scenario import load_scenario
 from simgen.generation.plan import plan
 from simgen.generation.simulator import simulate
-
-
-class CappedBackend(Backend):
-    """The user side's backend with the persona cap active during its generate calls only."""
-
-    name = "transformers+persona-cap"
-    batched = True
-    seeded = True
-
-    def __init__(self, inner: TransformersBackend, layer: int, threshold: float, axis: PersonaAxis) -> None:
-        self.inner, self.layer, self.threshold, self.axis = inner, layer, threshold, axis
-
-    def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int]) -> list[Generation]:
-        with persona_cap(self.inner, self.layer, self.threshold, self.axis):
-            return self.inner.generate(chats, sampling, seeds)
 
 
 def _mean_se(values: Sequence[float]) -> dict:

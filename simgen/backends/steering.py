@@ -2,7 +2,7 @@
 
     axis = PersonaAxis.load("RUN/reports/persona_axis.json")   # fitted by `simgen consistency`
     with persona_cap(backend, layer=15, threshold=2.0, direction=axis): ...   # a forward hook
-    CappedBackend(backend, "15:2.0", axis_path)                 # the user side of `--persona-cap`
+    CappedBackend.from_spec(backend, "15:2.0", axis_path)       # the user side of `--persona-cap`
 
 The cap clamps every token's projection on the axis at one decoder layer's output while the block
 runs. It needs a backend that can steer (`Backend.scorer`: the transformers backend); the consistency
@@ -122,15 +122,20 @@ class CappedBackend(Backend):
     """The user side with activation capping on the persona axis (Lu et al. 2026), hooked only
     while the user side generates, so an assistant sharing the same model is left alone."""
 
-    def __init__(self, inner: Backend, spec: str, axis_path: str | None) -> None:
+    def __init__(self, inner: Backend, layer: int, threshold: float, axis: PersonaAxis) -> None:
         if not inner.scorer:
             raise ConfigError(f"--persona-cap steers the model's activations; the {inner.name} backend cannot (use --backend transformers).")
-        self.inner = inner
+        self.inner, self.layer, self.threshold, self.axis = inner, layer, threshold, axis
         self.name, self.batched, self.seeded = inner.name, inner.batched, inner.seeded
-        self.layer, self.threshold = parse_persona_cap(spec)
-        self.axis = PersonaAxis.load(axis_path)
-        if self.axis.layer != self.layer:
-            raise ConfigError(f"--persona-cap {spec!r}: the axis in {axis_path} was fitted at layer {self.axis.layer}; cap that layer.")
+
+    @classmethod
+    def from_spec(cls, inner: Backend, spec: str, axis_path: str | None) -> CappedBackend:
+        """The user side of `--persona-cap LAYER:THRESHOLD --persona-axis FILE`."""
+        layer, threshold = parse_persona_cap(spec)
+        axis = PersonaAxis.load(axis_path)
+        if axis.layer != layer:
+            raise ConfigError(f"--persona-cap {spec!r}: the axis in {axis_path} was fitted at layer {axis.layer}; cap that layer.")
+        return cls(inner, layer, threshold, axis)
 
     def _capped(self):  # noqa: ANN202
         return self.inner.steer(self.layer, self.threshold, self.axis)

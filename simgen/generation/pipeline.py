@@ -171,7 +171,7 @@ def _backends(cfg: GenerateConfig, assistant: Any, prebuilt: dict[str | None, Ba
         return backend
 
     model = load(cfg.model)
-    user: Backend = model if cfg.persona.cap is None else CappedBackend(model, cfg.persona.cap, cfg.persona.axis)
+    user: Backend = model if cfg.persona.cap is None else CappedBackend.from_spec(model, cfg.persona.cap, cfg.persona.axis)
     if isinstance(assistant, Backend):
         other = assistant
     elif assistant is not None:
