@@ -113,17 +113,22 @@ class Scorer(Protocol):
 
     A *continuation* is text appended after a chat's generation prompt: the next "assistant" message
     as the model would write it. Arrays are fp32: numpy for activations, torch for log-probs.
+    `pass_tokens`: tokens per forward pass (None: the scorer's default). Sequences that share a
+    prefix may share its computation; `shared=False` asks for each to run alone (a reference).
     """
 
     num_layers: int  # decoder layers, for `layer` arguments
 
-    def next_token_logprobs(self, chats: Sequence[Chat], batch_size: int = 8, keep: Sequence[int] | None = None) -> Any:
+    def next_token_logprobs(self, chats: Sequence[Chat], keep: Sequence[int] | None = None, *, pass_tokens: int | None = None,
+                            shared: bool = True) -> Any:
         """(len(chats), vocab or len(keep)) log-probs of the token after each chat's generation prompt."""
 
-    def continuation_logprobs(self, items: Sequence[tuple[Chat, str]], batch_size: int = 8) -> list[tuple[float, int]]:
+    def continuation_logprobs(self, items: Sequence[tuple[Chat, str]], *, pass_tokens: int | None = None,
+                              shared: bool = True) -> list[tuple[float, int]]:
         """(sum of log-probs, tokens) of each (chat, continuation)."""
 
-    def continuation_activations(self, items: Sequence[tuple[Chat, str]], layer: int, batch_size: int = 8) -> Any:
+    def continuation_activations(self, items: Sequence[tuple[Chat, str]], layer: int, *, pass_tokens: int | None = None,
+                                 shared: bool = True) -> Any:
         """(len(items), hidden) mean residual stream over each continuation's tokens at decoder `layer`."""
 
     def steer(self, layer: int, threshold: float, direction: Any) -> AbstractContextManager[None]:

@@ -1,10 +1,13 @@
 """Scoring text with a local causal LM: next-token logits, option likelihoods, turn activations.
 
-Every function takes a `TransformersBackend` (its `.model`, `.tokenizer`, `.encode`) and a batch of
-chats, left-pads them into one tensor and runs one forward pass per batch of `batch_size` rows, in
-inference mode. A *continuation* is text appended after the chat's generation prompt, i.e. the
-next "assistant" message as the model would write it. This module does not generate text and does
-not know what a persona or a judge is.
+Every function takes a `TransformersBackend` (its `.model`, `.tokenizer`, `.encode`) and many
+sequences, lays them out as one token trie (`simgen.backends.packing`: shared prefixes run once,
+a tree mask keeps every token's context its own) and streams it through the model in chunks of
+`pass_tokens` tokens with a KV cache of what later tokens still read, in inference mode. A
+*continuation* is text appended after the chat's generation prompt, i.e. the next "assistant"
+message as the model would write it. `shared=False` runs every sequence alone, in one plain causal
+pass (the reference the tests compare the packed path with). This module does not generate text
+and does not know what a persona or a judge is.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
+from simgen.backends.packing import PASS_TOKENS, pack
 from simgen.data import Chat
 from simgen.errors import ConfigError
 
@@ -23,26 +29,103 @@ def continuation_ids(backend: Any, chat: Chat, text: str) -> tuple[list[int], in
     return prompt + backend.tokenizer.encode(text, add_special_tokens=False), len(prompt)
 
 
-def _batches(n: int, size: int) -> Iterator[range]:
-    for start in range(0, n, size):
-        yield range(start, min(start + size, n))
+class _Stop(Exception):
+    """Raised by a layer hook once the layer a caller wants has run: the rest of the model is skipped."""
 
 
-def _padded(backend: Any, rows: Sequence[list[int]]) -> tuple[Any, Any, Any]:
-    """Left-padded (ids, mask, positions), each (batch, width), on the model's device."""
+def _stream(backend: Any, sequences: Sequence[list[int]], want: Sequence[Sequence[int]], pass_tokens: int, shared: bool,
+            stop_at: int | None = None) -> Iterator[tuple[list[tuple[int, int]], Any]]:
+    """Run `sequences` through the model and yield, pass by pass, (pairs, outputs): `pairs` are
+    (sequence index, position) among those in `want[i]`, `outputs` their rows: logits (n, vocab)
+    fp32, or with `stop_at` the residual stream at that decoder layer's output (n, hidden), the
+    layers above it skipped.
+
+    Shared: one trie, streamed in chunks (packing.Trie.chunks). Not shared: each sequence alone, one
+    plain causal pass (no mask, no cache). Counts the work in `backend.stats`.
+    """
+    if shared and backend.model.config._attn_implementation not in ("sdpa", "eager"):
+        shared = False  # e.g. flash attention takes no tree mask: every sequence runs alone
+    stats = backend.stats
+    for key in ("scored_tokens", "packed_tokens", "passes"):
+        stats.setdefault(key, 0)
+    stats["scored_tokens"] += sum(len(s) for s in sequences)
+    if not shared:
+        for i, seq in enumerate(sequences):
+            if len(want[i]):
+                stats["packed_tokens"] += len(seq)
+                stats["passes"] += 1
+                yield [(i, int(j)) for j in want[i]], _run(backend, seq, range(len(seq)), want[i], None, None, stop_at)
+        return
+    trie = pack(sequences)
+    stats["packed_tokens"] += len(trie)
+    wanted: dict[int, list[tuple[int, int]]] = {}  # slot -> the (sequence, position) pairs that read its output
+    for i, positions in enumerate(want):
+        for j in positions:
+            wanted.setdefault(int(trie.paths[i][j]), []).append((i, int(j)))
+    cache = _new_cache()
+    for c in trie.chunks(pass_tokens):
+        stats["passes"] += 1
+        slots = [s for s in range(c.start, c.stop) if s in wanted]
+        out = _run(backend, trie.ids[c.start:c.stop].tolist(), trie.positions[c.start:c.stop].tolist(),
+                   [s - c.start for s in slots], c.mask, cache, stop_at)
+        _trim(cache, c)
+        if slots:
+            rows = [row for row, s in enumerate(slots) for _ in wanted[s]]
+            yield [pair for s in slots for pair in wanted[s]], out[rows]
+
+
+def _new_cache() -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
+def _trim(cache: Any, c: Any) -> None:
+    """After chunk `c`, keep only the cache entries that a later slot reads (`c.kept`)."""
+    if len(c.kept) == len(c.cached) + c.stop - c.start:
+        return
     import torch
 
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), backend.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[i, width - len(r):] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids.to(backend.device), mask.to(backend.device), positions.to(backend.device)
+    index = torch.as_tensor(c.kept, dtype=torch.long)
+    for layer in cache.layers:
+        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            index = index.to(layer.keys.device)
+            layer.keys = layer.keys.index_select(2, index)
+            layer.values = layer.values.index_select(2, index)
 
 
-def next_token_logprobs(backend: Any, chats: Sequence[Chat], batch_size: int = 8, keep: Sequence[int] | None = None) -> Any:
+def _run(backend: Any, ids: list[int], positions: list[int], rows: Sequence[int], mask: np.ndarray | None, cache: Any,
+         stop_at: int | None) -> Any:
+    """One forward pass of `ids` (after `cache`, if any, under the bool `mask` of shape (queries, keys)):
+    the logits of `rows` ((len(rows), vocab) fp32), or with `stop_at` their residual stream at that layer."""
+    import torch
+
+    device = backend.device
+    kwargs: dict[str, Any] = {"input_ids": torch.tensor([ids], dtype=torch.long, device=device),
+                              "position_ids": torch.tensor([positions], dtype=torch.long, device=device)}
+    if cache is not None:
+        kwargs |= {"use_cache": True, backend.cache_kwarg: cache}
+    else:
+        kwargs["use_cache"] = False
+    if mask is not None:
+        visible = torch.from_numpy(mask).to(device)[None, None]
+        if backend.model.config._attn_implementation == "eager":
+            dtype = backend.model.dtype
+            kwargs["attention_mask"] = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill(~visible, torch.finfo(dtype).min)
+        else:
+            kwargs["attention_mask"] = visible
+    at = torch.as_tensor(list(rows), dtype=torch.long, device=device)
+    if stop_at is not None:
+        with capture_layer(backend.model, stop_at, stop=True) as captured, contextlib.suppress(_Stop):
+            backend.model(logits_to_keep=1, **kwargs)
+        return captured[0][0].float()[at]
+    if len(at) == 0:
+        at = torch.tensor([len(ids) - 1], device=device)  # the pass must still run, for the cache
+    return backend.model(logits_to_keep=at, **kwargs).logits[0].float()
+
+
+def next_token_logprobs(backend: Any, chats: Sequence[Chat], keep: Sequence[int] | None = None, *,
+                        pass_tokens: int = PASS_TOKENS, shared: bool = True) -> Any:
     """log-softmax of the first token the model would write after each chat: (len(chats), vocab), fp32 CPU.
 
     keep: token ids; only their columns are returned, (len(chats), len(keep)), so scoring many
@@ -50,73 +133,38 @@ def next_token_logprobs(backend: Any, chats: Sequence[Chat], batch_size: int = 8
     """
     import torch
 
-    out = []
     encoded = [backend.encode(c) for c in chats]
+    out = None
     with torch.inference_mode():
-        for idx in _batches(len(encoded), batch_size):
-            ids, mask, pos = _padded(backend, [encoded[i] for i in idx])
-            logits = backend.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1, :]
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            out.append((logp if keep is None else logp[:, list(keep)]).cpu())
-    return torch.cat(out) if out else torch.empty((0, 0))
+        for pairs, logits in _stream(backend, encoded, [[len(e) - 1] for e in encoded], pass_tokens, shared):
+            logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+            logp = (logp if keep is None else logp[:, list(keep)]).cpu()
+            if out is None:
+                out = torch.empty((len(encoded), logp.shape[1]))
+            out[[i for i, _ in pairs]] = logp
+    return out if out is not None else torch.empty((0, 0))
 
 
-def continuation_logprobs(backend: Any, items: Sequence[tuple[Chat, str]], batch_size: int = 8) -> list[tuple[float, int]]:
+def continuation_logprobs(backend: Any, items: Sequence[tuple[Chat, str]], *, pass_tokens: int = PASS_TOKENS,
+                          shared: bool = True) -> list[tuple[float, int]]:
     """(sum of token log-probs, token count) of each text continuing its chat.
 
-    Items that share a chat (the options of one question) share one prefill of it: the chat runs
-    once, its KV cache is repeated for the texts, and only the texts' tokens run after it.
+    Items that share a chat (the options of one question) or a chat's beginning (questions at
+    successive checkpoints of one dialogue) share the computation of what they have in common.
     """
-    groups: dict[int, list[int]] = {}  # first item with the same chat -> items
-    keys: dict[str, int] = {}
-    for i, (chat, _) in enumerate(items):
-        key = repr(chat)
-        groups.setdefault(keys.setdefault(key, i), []).append(i)
-    out: list[tuple[float, int]] = [(0.0, 0)] * len(items)
-    for first, members in groups.items():
-        prompt = backend.encode(items[first][0])
-        texts = [backend.tokenizer.encode(items[i][1], add_special_tokens=False) for i in members]
-        for idx in _batches(len(members), batch_size):
-            for i, score in zip((members[j] for j in idx), _score_texts(backend, prompt, [texts[j] for j in idx])):
-                out[i] = score
-    return out
-
-
-def _score_texts(backend: Any, prompt: list[int], texts: Sequence[list[int]]) -> list[tuple[float, int]]:
-    """(sum log-prob, n) of each token list after one shared prompt: one prefill, one batched pass."""
     import torch
-    from transformers import DynamicCache
 
-    n = len(texts)
-    width = max((len(t) for t in texts), default=0)
-    if width == 0:
-        return [(0.0, 0)] * n
+    rows = [continuation_ids(backend, chat, text) for chat, text in items]
+    totals = [0.0] * len(items)
     with torch.inference_mode():
-        cache = DynamicCache()
-        ids = torch.tensor([prompt], dtype=torch.long, device=backend.device)
-        first = backend.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{backend.cache_kwarg: cache}).logits[:, -1, :]
-        first = torch.log_softmax(first.float(), dim=-1)[0]  # (vocab,): the first text token's distribution
-        cache.batch_repeat_interleave(n)
-        # right-padded texts: (n, width); padding comes after every real token, so causality hides it
-        body = torch.full((n, width), backend.pad_id, dtype=torch.long)
-        mask = torch.ones((n, len(prompt) + width), dtype=torch.long)
-        for row, t in enumerate(texts):
-            body[row, :len(t)] = torch.tensor(t, dtype=torch.long)
-            mask[row, len(prompt) + len(t):] = 0
-        positions = torch.arange(len(prompt), len(prompt) + width)[None, :].expand(n, -1)
-        logits = backend.model(input_ids=body.to(backend.device), attention_mask=mask.to(backend.device),
-                               position_ids=positions.to(backend.device), use_cache=True, **{backend.cache_kwarg: cache}).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (n, width - 1, vocab): predicts tokens 1..
-    out = []
-    for row, t in enumerate(texts):
-        if not t:
-            out.append((0.0, 0))
-            continue
-        total = float(first[t[0]])
-        if len(t) > 1:
-            total += float(logp[row, torch.arange(len(t) - 1), torch.tensor(t[1:])].sum())
-        out.append((total, len(t)))
-    return out
+        # the logits at position j predict token j + 1: read those before each text token
+        want = [range(start - 1, len(ids) - 1) for ids, start in rows]
+        for pairs, logits in _stream(backend, [ids for ids, _ in rows], want, pass_tokens, shared):
+            targets = torch.tensor([rows[i][0][j + 1] for i, j in pairs], device=logits.device)
+            picked = (logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)).tolist()
+            for (i, _), v in zip(pairs, picked):
+                totals[i] += v
+    return [(totals[i], len(ids) - start) for i, (ids, start) in enumerate(rows)]
 
 
 def decoder_layers(model: Any) -> Any:
@@ -144,13 +192,18 @@ def check_layer(model: Any, layer: int) -> int:
 
 
 @contextlib.contextmanager
-def capture_layer(model: Any, layer: int) -> Iterator[list]:
-    """Collect the residual stream (decoder layer `layer`'s output) of every forward pass into a list."""
+def capture_layer(model: Any, layer: int, stop: bool = False) -> Iterator[list]:
+    """Collect the residual stream (decoder layer `layer`'s output) of every forward pass into a list.
+
+    stop: raise `_Stop` right after capturing, so the layers above are not run (the caller catches it).
+    """
     captured: list = []
 
     def hook(_module, _inputs, output):  # noqa: ANN001, ANN202
         hidden = output[0] if isinstance(output, tuple) else output
         captured.append(hidden.detach())
+        if stop:
+            raise _Stop
 
     handle = decoder_layers(model)[check_layer(model, layer)].register_forward_hook(hook)
     try:
@@ -159,27 +212,24 @@ def capture_layer(model: Any, layer: int) -> Iterator[list]:
         handle.remove()
 
 
-def continuation_activations(backend: Any, items: Sequence[tuple[Chat, str]], layer: int, batch_size: int = 8) -> Any:
+def continuation_activations(backend: Any, items: Sequence[tuple[Chat, str]], layer: int, *, pass_tokens: int = PASS_TOKENS,
+                             shared: bool = True) -> Any:
     """Mean residual-stream vector over each continuation's tokens at `layer`: (len(items), hidden) fp32 numpy.
 
-    A continuation with no tokens gets a row of NaN.
+    A continuation with no tokens gets a row of NaN. The lines of one dialogue, each its chat so far
+    plus the line, share one pass over the dialogue's last chat (chats are append-only); where a
+    chat is not a prefix of the next (a template that renders earlier turns differently), the trie
+    simply branches there and the rest runs on its own.
     """
-    import numpy as np
     import torch
 
+    layer = check_layer(backend.model, layer)
     rows = [continuation_ids(backend, chat, text) for chat, text in items]
-    hidden = backend.model.config.hidden_size
-    out = np.full((len(rows), hidden), np.nan, dtype=np.float32)
-    with torch.inference_mode(), capture_layer(backend.model, layer) as captured:
-        for idx in _batches(len(rows), batch_size):
-            batch = [rows[i] for i in idx]
-            ids, mask, pos = _padded(backend, [r[0] for r in batch])
-            captured.clear()
-            backend.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)
-            states = captured[0].float()  # (batch, width, hidden)
-            width = ids.shape[1]
-            for row, (full, start) in zip(idx, batch):
-                if len(full) > start:
-                    offset = width - len(full)
-                    out[row] = states[row - idx.start, offset + start: offset + len(full)].mean(0).cpu().numpy()
-    return out
+    sums = torch.zeros((len(rows), backend.model.config.hidden_size), dtype=torch.float64)
+    with torch.inference_mode():
+        want = [range(start, len(ids)) for ids, start in rows]
+        for pairs, states in _stream(backend, [ids for ids, _ in rows], want, pass_tokens, shared, stop_at=layer):
+            sums.index_add_(0, torch.tensor([i for i, _ in pairs]), states.double().cpu())
+    counts = np.array([len(ids) - start for ids, start in rows], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return (sums.numpy() / counts[:, None]).astype(np.float32)

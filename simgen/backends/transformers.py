@@ -66,20 +66,26 @@ class TransformersBackend(Backend):
 
         return len(decoder_layers(self.model))
 
-    def next_token_logprobs(self, chats: Sequence[Chat], batch_size: int = 8, keep: Sequence[int] | None = None) -> Any:
+    def next_token_logprobs(self, chats: Sequence[Chat], keep: Sequence[int] | None = None, *, pass_tokens: int | None = None,
+                            shared: bool = True) -> Any:
+        from simgen.backends.packing import PASS_TOKENS
         from simgen.backends.scoring import next_token_logprobs
 
-        return next_token_logprobs(self, chats, batch_size, keep)
+        return next_token_logprobs(self, chats, keep, pass_tokens=pass_tokens or PASS_TOKENS, shared=shared)
 
-    def continuation_logprobs(self, items: Sequence[tuple[Chat, str]], batch_size: int = 8) -> list[tuple[float, int]]:
+    def continuation_logprobs(self, items: Sequence[tuple[Chat, str]], *, pass_tokens: int | None = None,
+                              shared: bool = True) -> list[tuple[float, int]]:
+        from simgen.backends.packing import PASS_TOKENS
         from simgen.backends.scoring import continuation_logprobs
 
-        return continuation_logprobs(self, items, batch_size)
+        return continuation_logprobs(self, items, pass_tokens=pass_tokens or PASS_TOKENS, shared=shared)
 
-    def continuation_activations(self, items: Sequence[tuple[Chat, str]], layer: int, batch_size: int = 8) -> Any:
+    def continuation_activations(self, items: Sequence[tuple[Chat, str]], layer: int, *, pass_tokens: int | None = None,
+                                 shared: bool = True) -> Any:
+        from simgen.backends.packing import PASS_TOKENS
         from simgen.backends.scoring import continuation_activations
 
-        return continuation_activations(self, items, layer, batch_size)
+        return continuation_activations(self, items, layer, pass_tokens=pass_tokens or PASS_TOKENS, shared=shared)
 
     def steer(self, layer: int, threshold: float, direction: Any) -> AbstractContextManager[None]:
         from simgen.backends.steering import persona_cap

@@ -22,8 +22,9 @@ JUDGE_HELP = ("NAME[:ARG]: llm (embedded SmolLM2-135M-Instruct), llm:/path/to/ca
 @click.option("--no-axis", is_flag=True, help="Skip the persona axis.")
 @click.option("--axis-layer", type=int, default=None, help="Decoder layer of the persona axis [default: the middle one].")
 @click.option("--max-dialogues", default=0, show_default=True, help="Score the first N dialogues only (0 = all).")
-@click.option("--chunk-dialogues", default=500, show_default=True,
-              help="Dialogues read from the run and scored at a time; lower it if memory is short (scores do not change).")
+@click.option("--chunk-dialogues", default=100, show_default=True,
+              help="Dialogues read from the run and scored at a time; each finished chunk is saved, so a rerun after "
+                   "a crash or Ctrl-C goes on from there. Lower it if memory is short (scores do not change).")
 def consistency(run: Path, judge_spec: str, out: Path | None, threshold: float, no_qa: bool, qa_every: int, no_axis: bool,
                 axis_layer: int | None, max_dialogues: int, chunk_dialogues: int) -> None:
     """Score the persona consistency of RUN, line by line and turn by turn.

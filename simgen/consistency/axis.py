@@ -90,7 +90,7 @@ def default_layer(backend: Scorer) -> int:
 
 
 def line_activations(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogue], max_turns: int, layer: int,
-                     batch_size: int = 8) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray]:
+                     pass_tokens: int | None = None) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray]:
     """(keys (dialogue_id, user_turn) of the user lines, their activations (n, hidden), the assistant lines' (m, hidden))."""
     from simgen.generation.chats import assistant_chat, job_of, user_chat
 
@@ -105,8 +105,8 @@ def line_activations(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogu
                 k += 1
             else:
                 assistant_items.append((assistant_chat(scenario, d.turns[:i], max_turns), t.text))
-    persona = backend.continuation_activations(persona_items, layer, batch_size)
-    assistant = backend.continuation_activations(assistant_items, layer, batch_size)
+    persona = backend.continuation_activations(persona_items, layer, pass_tokens=pass_tokens)
+    assistant = backend.continuation_activations(assistant_items, layer, pass_tokens=pass_tokens)
     return keys, persona, assistant
 
 

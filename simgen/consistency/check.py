@@ -4,6 +4,8 @@
     RUN/reports/consistency.json   scores overall, per dialogue, drift by turn; judge and model used
     RUN/reports/consistency.html   the same for people, drift curves first
     RUN/reports/persona_axis.json  the fitted persona direction (for --persona-cap)
+    RUN/consistency.parts/         while it runs: each finished chunk of dialogues (`Parts`); a rerun after
+                                   a crash or Ctrl-C picks up from there; removed once the sidecar is written
 
 Prompt-to-line and line-to-line need only the judge. Q&A and the persona axis need the simulator's
 own model through the transformers backend (the run's manifest names it) and the run's scenario;
@@ -13,11 +15,14 @@ turns.parquet is never rewritten. `score_dialogues` does the same on a turns fra
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
@@ -41,6 +46,7 @@ from simgen.consistency.report import NOTES, write_report
 from simgen.generation.run import dialogue_spans, read_dialogues
 
 SIDECAR = "consistency.parquet"
+PARTS = "consistency.parts"  # finished chunks of an unfinished check (`Parts`), removed when it completes
 
 
 class ConsistencyCheck(Check):
@@ -71,14 +77,21 @@ class Scored:
 
 def score_dialogues(turns: pl.DataFrame | pl.LazyFrame, judge: Judge | str | None = None, *, scenario: Any = None,
                     simulator: Any = None, max_turns: int | None = None,
-                    config: ConsistencyConfig = ConsistencyConfig(), progress: bool = False) -> Scored:
-    """Score a turns frame (turns.parquet's columns, hand-built or from a run); writes nothing.
+                    config: ConsistencyConfig = ConsistencyConfig(), progress: bool = False,
+                    parts: str | Path | None = None) -> Scored:
+    """Score a turns frame (turns.parquet's columns, hand-built or from a run); writes nothing but `parts`.
 
     `turns` may be lazy (`Run.scan()`): it is read `config.chunk_dialogues` dialogues at a time, so
     only one chunk's text and activations are in memory; the sidecar (numbers per line) is what
     grows with the run. Results do not depend on the chunk size. Q&A and the axis run when
     `scenario` and `simulator` (a TransformersBackend of the model that spoke the user lines) are
     given; the axis is fitted from running means over every chunk, then each line is projected.
+    Within a chunk the stages run dialogue by dialogue (each stage one packed call per dialogue,
+    see `simgen.backends.packing`), so the bar moves per dialogue and names the stage it is in;
+    `report["seconds"]` holds each stage's time.
+
+    parts: a folder where each finished chunk is saved (`Parts`); a rerun with the same judge,
+    settings and dialogues reads those chunks back instead of scoring them again.
     """
     judge = load_judge(judge)
     scan = turns.lazy()
@@ -108,26 +121,54 @@ def score_dialogues(turns: pl.DataFrame | pl.LazyFrame, judge: Judge | str | Non
     if run_qa:
         from simgen.consistency.qa import qa_scores
 
-    parts: list[pl.DataFrame] = []
-    qa: dict[tuple[str, int], tuple[int, int]] = {}
+    saved = Parts(parts, {"judge": judge.describe(), "simulator": simulator.describe() if simulator is not None else None,
+                          "scenario": getattr(scenario, "fingerprint", None), "config": asdict(config), "layer": layer,
+                          "max_turns": max_turns}) if parts is not None else None
+    seconds = {"judge": 0.0, "qa": 0.0, "axis": 0.0}
+    lines: list[pl.DataFrame] = []
     with tempfile.TemporaryDirectory(prefix="simgen-axis-") as spill, \
             tqdm(total=len(ids), unit="dialogue", desc="consistency", disable=not progress) as bar:
-        for start in range(0, len(ids), config.chunk_dialogues):
-            frame = read_dialogues(scan.select(columns), spans.slice(start, config.chunk_dialogues))
-            dialogues = dialogues_from_turns(frame, checked=True)
-            parts.append(score_lines(dialogues, judge, config))
-            if run_qa:
-                qa.update(qa_scores(simulator, scenario, dialogues, max_turns, config.qa_every, config.qa_max_questions,
-                                    config.qa_options, config.seed, config.batch_size, config.qa_skip))
+        for k, start in enumerate(range(0, len(ids), config.chunk_dialogues)):
+            chunk_ids = ids.slice(start, config.chunk_dialogues).to_list()
+            done = saved.load(k, chunk_ids) if saved is not None else None
+            if done is None:
+                frame = read_dialogues(scan.select(columns), spans.slice(start, config.chunk_dialogues))
+                rows, qa, persona_keys, persona, assistant = [], {}, [], [], []
+                for d in dialogues_from_turns(frame, checked=True):
+                    clock = time.perf_counter()
+                    bar.set_postfix_str(f"judge {d.dialogue_id}", refresh=False)
+                    rows.append(score_lines([d], judge, config))
+                    seconds["judge"] += time.perf_counter() - clock
+                    if run_qa:
+                        clock = time.perf_counter()
+                        bar.set_postfix_str(f"Q&A {d.dialogue_id}")
+                        qa.update(qa_scores(simulator, scenario, [d], max_turns, config.qa_every, config.qa_max_questions,
+                                            config.qa_options, config.seed, config.pass_tokens, config.qa_skip))
+                        seconds["qa"] += time.perf_counter() - clock
+                    if run_axis:
+                        clock = time.perf_counter()
+                        bar.set_postfix_str(f"axis {d.dialogue_id}")
+                        keys, p, a = line_activations(simulator, scenario, [d], max_turns, layer, config.pass_tokens)
+                        persona_keys += keys
+                        persona.append(p)
+                        assistant.append(a)
+                        seconds["axis"] += time.perf_counter() - clock
+                    bar.update(1)
+                chunk = pl.concat(rows) if rows else pl.DataFrame(schema=COLUMNS)
+                if run_qa:
+                    chunk = _fill(chunk, {key: v[0] for key, v in qa.items()}, "qa_asked", pl.Int32(), 0)
+                    chunk = _fill(chunk, {key: v[1] for key, v in qa.items()}, "qa_correct", pl.Int32(), 0)
+                hidden = simulator.model.config.hidden_size if run_axis else 0
+                done = Chunk(chunk, persona_keys, _stack(persona, hidden), _stack(assistant, hidden))
+                if saved is not None:
+                    saved.save(k, chunk_ids, done)
+            else:
+                bar.update(len(chunk_ids))
+            lines.append(done.lines)
             if run_axis:
-                keys, persona, assistant = line_activations(simulator, scenario, dialogues, max_turns, layer, config.batch_size)
-                sums.add(keys, persona, assistant, Path(spill) / f"{start}.npy")
-            bar.update(len(dialogues))
-        sidecar = pl.concat(parts) if parts else pl.DataFrame(schema=COLUMNS)
+                sums.add(done.persona_keys, done.persona, done.assistant, Path(spill) / f"{start}.npy")
+        sidecar = pl.concat(lines) if lines else pl.DataFrame(schema=COLUMNS)
         axis = None
-        if run_qa:
-            sidecar = _fill(sidecar, {k: v[0] for k, v in qa.items()}, "qa_asked", pl.Int32(), 0)
-            sidecar = _fill(sidecar, {k: v[1] for k, v in qa.items()}, "qa_correct", pl.Int32(), 0)
         if run_axis:
             axis = sums.fit(layer, simulator.source.fingerprint)
             sidecar = _fill(sidecar, dict(sums.projections(axis)), "persona_projection", pl.Float64(), None)
@@ -144,9 +185,81 @@ def score_dialogues(turns: pl.DataFrame | pl.LazyFrame, judge: Judge | str | Non
         "axis": {k: v for k, v in axis.to_dict().items() if k != "direction"} if axis else None,
         "worst_lines": _with_text(scan, worst.select("dialogue_id", "turn", "p2l_contradiction")),
         "not_computed": not_computed,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "notes": list(NOTES),
     }
     return Scored(sidecar, report, axis)
+
+
+def _stack(arrays: list[np.ndarray], hidden: int) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros((0, hidden), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What scoring one chunk of dialogues gives before the axis is fitted."""
+
+    lines: pl.DataFrame  # its sidecar rows, Q&A filled in, projections not yet
+    persona_keys: list[tuple[str, int]]  # (dialogue_id, user_turn) of each row of `persona`
+    persona: np.ndarray  # (lines, hidden) persona-side activations (NaN rows: lines without text)
+    assistant: np.ndarray  # (assistant lines, hidden)
+
+
+class Parts:
+    """Finished chunks of a `score_dialogues` call, saved so a crash or Ctrl-C loses only the chunk in flight.
+
+        FOLDER/state.json      what the chunks were scored with (judge, simulator, scenario, settings)
+        FOLDER/NNNNN.json      chunk NNNNN's dialogue ids and persona keys (written last: it marks the chunk done)
+        FOLDER/NNNNN.parquet   its sidecar rows;  NNNNN.persona.npy / NNNNN.assistant.npy: its activations
+
+    A folder scored with anything else is emptied first; a chunk whose dialogues differ (the run
+    grew or changed) is scored again.
+    """
+
+    def __init__(self, folder: str | Path, state: dict[str, Any]) -> None:
+        import json
+        import shutil
+
+        self.folder = Path(folder)
+        state = json.loads(json.dumps(state, default=str))
+        marker = self.folder / "state.json"
+        if self.folder.exists():
+            try:
+                same = json.loads(marker.read_text()) == state
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not marker.exists():
+            from simgen.files import atomic_write_json
+
+            atomic_write_json(marker, state)
+
+    def load(self, k: int, ids: list[str]) -> Chunk | None:
+        import json
+
+        index = self.folder / f"{k:05d}.json"
+        try:
+            meta = json.loads(index.read_text())
+            if meta["ids"] != ids:
+                return None
+            return Chunk(pl.read_parquet(self.folder / f"{k:05d}.parquet"), [tuple(key) for key in meta["persona_keys"]],
+                         np.load(self.folder / f"{k:05d}.persona.npy"), np.load(self.folder / f"{k:05d}.assistant.npy"))
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def save(self, k: int, ids: list[str], chunk: Chunk) -> None:
+        import io
+
+        from simgen.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+
+        atomic_write_parquet(self.folder / f"{k:05d}.parquet", chunk.lines)
+        for name, array in (("persona", chunk.persona), ("assistant", chunk.assistant)):
+            buffer = io.BytesIO()
+            np.save(buffer, np.asarray(array, dtype=np.float32))
+            atomic_write_bytes(self.folder / f"{k:05d}.{name}.npy", buffer.getvalue())
+        atomic_write_json(self.folder / f"{k:05d}.json", {"ids": ids, "persona_keys": chunk.persona_keys})
 
 
 def _with_text(scan: pl.LazyFrame, lines: pl.DataFrame) -> list[dict[str, Any]]:
@@ -214,8 +327,9 @@ def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None
         if scenario is not None:
             simulator, why_sim = _simulator(manifest, judge)
     max_turns = (manifest.get("config") or {}).get("max_turns")
+    parts = run.path / PARTS
     scored = score_dialogues(run.scan(), judge, scenario=scenario, simulator=simulator, max_turns=max_turns, config=config,
-                             progress=progress)
+                             progress=progress, parts=parts)
     sidecar, report, axis = scored.lines, dict(scored.report), scored.axis
     if why_sim:
         report["not_computed"] = {k: v if v.startswith("turned off") else why_sim for k, v in report["not_computed"].items()}
@@ -227,4 +341,5 @@ def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None
         report["axis"]["path"] = str(axis.save(out / "persona_axis.json"))
     report["sidecar"] = str(run.path / SIDECAR)
     write_report(report, out)
+    shutil.rmtree(parts, ignore_errors=True)  # the sidecar and reports are written: the chunks are no longer needed
     return report

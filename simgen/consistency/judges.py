@@ -153,7 +153,7 @@ class LLMJudge(Judge):
 
     name = "llm"
 
-    def __init__(self, model: str | None = None, dtype: str = "float32", batch_size: int = 8, backend: Any = None) -> None:
+    def __init__(self, model: str | None = None, dtype: str = "float32", pass_tokens: int | None = None, backend: Any = None) -> None:
         if backend is None:
             from simgen.backends import local_model
 
@@ -164,7 +164,7 @@ class LLMJudge(Judge):
         if not backend.scorer:
             raise JudgeError(f"judge llm: the {backend.name} backend cannot score text (it has no next-token log-probs); use a local model.")
         self.backend = backend
-        self.batch_size = batch_size
+        self.pass_tokens = pass_tokens  # tokens per forward pass (None: the scorer's default)
         tok = backend.tokenizer
         self.yes_ids = sorted({tok.encode(v, add_special_tokens=False)[0] for v in YES})
         self.no_ids = sorted({tok.encode(v, add_special_tokens=False)[0] for v in NO})
@@ -179,7 +179,7 @@ class LLMJudge(Judge):
         import torch
 
         keep = [*self.yes_ids, *self.no_ids]
-        logp = self.backend.next_token_logprobs([pair_prompt(p) for p in pairs], self.batch_size, keep)  # (n, yes + no)
+        logp = self.backend.next_token_logprobs([pair_prompt(p) for p in pairs], keep, pass_tokens=self.pass_tokens)  # (n, yes + no)
         yes = torch.logsumexp(logp[:, :len(self.yes_ids)], dim=-1)
         no = torch.logsumexp(logp[:, len(self.yes_ids):], dim=-1)
         return torch.sigmoid(no - yes).tolist()  # P(no) to "consistent?" over {yes, no}
@@ -188,7 +188,7 @@ class LLMJudge(Judge):
         """Option likelihood under the model speaking as the persona (mean log-prob per token)."""
         from simgen.consistency.qa import option_probabilities
 
-        return option_probabilities(self.backend, [(persona_chat(q), q.options) for q in questions], self.batch_size)
+        return option_probabilities(self.backend, [(persona_chat(q), q.options) for q in questions], self.pass_tokens)
 
 
 # ---------------------------------------------------------------- nli: a sequence-classification model

@@ -64,17 +64,17 @@ class ConsistencyConfig:
     qa_skip: tuple[str, ...] = field(default=(), metadata={"help": "profile variables not to ask about"})
     axis: bool = field(default=True, metadata={"help": "fit the persona axis and project each user line on it"})
     axis_layer: int | None = field(default=None, metadata={"help": "decoder layer of the axis; None = the middle layer"})
-    batch_size: int = field(default=8, metadata={"help": "sequences per forward pass"})
+    pass_tokens: int = field(default=2048, metadata={"help": "tokens packed into one forward pass of the simulator model (bounds memory)"})
     seed: int = field(default=0, metadata={"help": "seed of the Q&A option order"})
     max_dialogues: int = field(default=0, metadata={"help": "score the first N dialogues only (0 = all)"})
-    chunk_dialogues: int = field(default=500, metadata={"help": "dialogues read from the run and scored at a time (bounds memory)"})
+    chunk_dialogues: int = field(default=100, metadata={"help": "dialogues read and scored at a time: bounds memory, and a crash loses at most one chunk"})
 
     def __post_init__(self) -> None:
         from simgen.errors import ConfigError
 
         if not (0.0 < self.threshold < 1.0):
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}.")
-        for name in ("qa_every", "qa_max_questions", "batch_size", "chunk_dialogues"):
+        for name in ("qa_every", "qa_max_questions", "pass_tokens", "chunk_dialogues"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}.")

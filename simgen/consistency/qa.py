@@ -111,10 +111,15 @@ def profile_questions(space: Any, values: dict[str, Any], seed: int | Sequence[i
     return out
 
 
-def option_probabilities(backend: Scorer, items: Sequence[tuple[Chat, Sequence[str]]], batch_size: int = 8) -> list[list[float]]:
-    """For each (chat, options): softmax over options of the mean token log-prob of option-as-next-line."""
+def option_probabilities(backend: Scorer, items: Sequence[tuple[Chat, Sequence[str]]], pass_tokens: int | None = None,
+                         shared: bool = True) -> list[list[float]]:
+    """For each (chat, options): softmax over options of the mean token log-prob of option-as-next-line.
+
+    All options and questions go to the scorer at once, so what they share (a question's chat, the
+    chat of successive checkpoints of one dialogue) is computed once.
+    """
     flat = [(chat, str(o)) for chat, options in items for o in options]
-    scores = iter(backend.continuation_logprobs(flat, batch_size))
+    scores = iter(backend.continuation_logprobs(flat, pass_tokens=pass_tokens, shared=shared))
     out = []
     for _, options in items:
         means = []
@@ -128,7 +133,7 @@ def option_probabilities(backend: Scorer, items: Sequence[tuple[Chat, Sequence[s
 
 
 def qa_scores(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogue], max_turns: int, every: int = 1,
-              max_questions: int = 8, n_options: int = 4, seed: int = 0, batch_size: int = 8,
+              max_questions: int = 8, n_options: int = 4, seed: int = 0, pass_tokens: int | None = None,
               skip: Sequence[str] = ()) -> dict[tuple[str, int], tuple[int, int]]:
     """(dialogue_id, user_turn) -> (asked, correct) at the checkpoint right after that user line.
 
@@ -157,7 +162,7 @@ def qa_scores(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogue], max
                 items.append(([*chat, {"role": "user", "content": q.question}], q.options))
                 keys.append(((d.dialogue_id, k), q.answer))
     out: dict[tuple[str, int], tuple[int, int]] = {}
-    for (key, answer), probs in zip(keys, option_probabilities(backend, items, batch_size)):
+    for (key, answer), probs in zip(keys, option_probabilities(backend, items, pass_tokens)):
         asked, correct = out.get(key, (0, 0))
         out[key] = (asked + 1, correct + int(int(np.argmax(probs)) == answer))
     return out

@@ -134,3 +134,47 @@ def test_the_judge_sees_one_chunk_at_a_time(run, tmp_path):
     assert report["worst_lines"] and all(w["text"] == texts[(w["dialogue_id"], w["turn"])] for w in report["worst_lines"])
     with pytest.raises(Exception, match="chunk_dialogues must be a positive integer"):
         ConsistencyConfig(chunk_dialogues=0)
+
+
+def test_a_check_killed_between_chunks_resumes_and_gives_the_same_sidecar(run, tiny_model_dir, tmp_path, monkeypatch):
+    from simgen.consistency import check
+
+    config = ConsistencyConfig(qa_max_questions=2, axis_layer=1, chunk_dialogues=1)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    for copy in (whole, killed):
+        shutil.copytree(run.path, copy)
+    check_run(whole, f"llm:{tiny_model_dir}", config=config)
+
+    save = check.Parts.save
+
+    def save_then_die(self, k, ids, chunk):  # noqa: ANN001, ANN202
+        save(self, k, ids, chunk)
+        if k == 0:
+            raise KeyboardInterrupt  # Ctrl-C right after the first chunk was saved
+
+    (killed / SIDECAR).unlink(missing_ok=True)
+    monkeypatch.setattr(check.Parts, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        check_run(killed, f"llm:{tiny_model_dir}", config=config)
+    assert not (killed / SIDECAR).exists() and (killed / check.PARTS / "00000.json").exists()
+    monkeypatch.setattr(check.Parts, "save", save)
+
+    judged = []
+    score_lines = check.score_lines
+    monkeypatch.setattr(check, "score_lines", lambda dialogues, *a, **k: judged.extend(d.dialogue_id for d in dialogues) or score_lines(dialogues, *a, **k))
+    report = check_run(killed, f"llm:{tiny_model_dir}", config=config)
+    assert len(judged) == 2  # the first chunk was read back, not scored again
+    assert pl.read_parquet(killed / SIDECAR).equals(pl.read_parquet(whole / SIDECAR))
+    assert report["overall"] == json.loads((whole / "reports" / "consistency.json").read_text())["overall"]
+    assert not (killed / check.PARTS).exists()
+
+
+def test_parts_of_other_settings_are_not_reused(run, tiny_model_dir, tmp_path):
+    from simgen.consistency import check
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    check.Parts(copy / check.PARTS, {"config": "other"})
+    (copy / check.PARTS / "00000.json").write_text('{"ids": ["x"], "persona_keys": []}')
+    check_run(copy, f"llm:{tiny_model_dir}", config=ConsistencyConfig(qa_max_questions=1, axis_layer=1, chunk_dialogues=2))
+    assert pl.read_parquet(copy / SIDECAR).height == run.turns.filter(pl.col("role") == "user").height

@@ -49,7 +49,7 @@ def test_option_probabilities_contract(tiny_backend):
     probs = option_probabilities(tiny_backend, [(chat, ["19", "45", "67"]), (chat, ["yes", "no"])])
     assert [len(p) for p in probs] == [3, 2]
     assert all(sum(p) == pytest.approx(1.0) for p in probs)
-    again = option_probabilities(tiny_backend, [(chat, ["yes", "no"])], batch_size=1)
+    again = option_probabilities(tiny_backend, [(chat, ["yes", "no"])], shared=False)  # each option alone
     assert again[0] == pytest.approx(probs[1], abs=1e-5)
 
 
