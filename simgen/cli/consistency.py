@@ -11,9 +11,30 @@ JUDGE_HELP = ("NAME[:ARG]: llm (embedded SmolLM2-135M-Instruct), llm:/path/to/ca
               "http:http://HOST:PORT/v1 (OpenAI-compatible server with logprobs).")
 
 
+def judge_options(command):  # noqa: ANN001, ANN201
+    """--judge, and the settings of the http judge (its model name and the variable holding its API key)."""
+    command = click.option("--api-key-env", default=None, metavar="VAR",
+                           help="http judge: the environment variable holding the server's API key [default: OPENAI_API_KEY].")(command)
+    command = click.option("--judge-model", default=None, metavar="NAME",
+                           help="http judge: the model name sent to the server (what its /v1/models lists) [default: 'default'].")(command)
+    return click.option("--judge", "judge_spec", default="llm", show_default=True, help=JUDGE_HELP)(command)
+
+
+def make_judge(spec: str, judge_model: str | None, api_key_env: str | None):  # noqa: ANN201
+    """The judge of `spec`; --judge-model and --api-key-env belong to the http judge and are refused for others."""
+    from simgen.consistency.judges import load_judge
+
+    settings = {k: v for k, v in (("model", judge_model), ("api_key_env", api_key_env)) if v is not None}
+    if settings and not spec.startswith("http:"):
+        flags = " and ".join(f"--{k.replace('_', '-')}" for k in settings).replace("--model", "--judge-model")
+        verb = "applies" if len(settings) == 1 else "apply"
+        raise click.UsageError(f"{flags} {verb} only to the http judge (--judge http:URL); --judge is {spec!r}.")
+    return load_judge(spec, **settings)
+
+
 @click.command("consistency")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--judge", "judge_spec", default="llm", show_default=True, help=JUDGE_HELP)
+@judge_options
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for consistency.json/.html [default: RUN/reports].")
 @click.option("--threshold", default=0.5, show_default=True, help="P(contradiction) at or above which a line or pair counts as a conflict.")
@@ -25,8 +46,8 @@ JUDGE_HELP = ("NAME[:ARG]: llm (embedded SmolLM2-135M-Instruct), llm:/path/to/ca
 @click.option("--chunk-dialogues", default=100, show_default=True,
               help="Dialogues read from the run and scored at a time; each finished chunk is saved, so a rerun after "
                    "a crash or Ctrl-C goes on from there. Lower it if memory is short (scores do not change).")
-def consistency(run: Path, judge_spec: str, out: Path | None, threshold: float, no_qa: bool, qa_every: int, no_axis: bool,
-                axis_layer: int | None, max_dialogues: int, chunk_dialogues: int) -> None:
+def consistency(run: Path, judge_spec: str, judge_model: str | None, api_key_env: str | None, out: Path | None, threshold: float,
+                no_qa: bool, qa_every: int, no_axis: bool, axis_layer: int | None, max_dialogues: int, chunk_dialogues: int) -> None:
     """Score the persona consistency of RUN, line by line and turn by turn.
 
     Writes RUN/consistency.parquet (one row per user line: prompt-to-line, line-to-line, Q&A,
@@ -41,10 +62,12 @@ def consistency(run: Path, judge_spec: str, out: Path | None, threshold: float, 
     """
     from simgen.consistency.check import check_run
     from simgen.consistency.metrics import ConsistencyConfig
+    from simgen.generation.run import load_run
 
     config = ConsistencyConfig(threshold=threshold, qa=not no_qa, qa_every=qa_every, axis=not no_axis,
                                axis_layer=axis_layer, max_dialogues=max_dialogues, chunk_dialogues=chunk_dialogues)
-    report = check_run(run, judge_spec, out, config, progress=True)
+    loaded = load_run(run)  # a bad run folder fails before any model loads
+    report = check_run(loaded, make_judge(judge_spec, judge_model, api_key_env), out, config, progress=True)
     o = report["overall"]
 
     def show(key: str) -> str:
@@ -63,11 +86,12 @@ def consistency(run: Path, judge_spec: str, out: Path | None, threshold: float, 
 
 @click.command("judge-eval")
 @click.argument("labelled", type=click.Path(path_type=Path))
-@click.option("--judge", "judge_spec", default="llm", show_default=True, help=JUDGE_HELP)
+@judge_options
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Where to write the full result (per kind: accuracy, ROC-AUC, confusion; per item scores).")
 @click.option("--threshold", default=0.5, show_default=True, help="P(contradiction) at or above which an item is predicted to contradict.")
-def judge_eval(labelled: Path, judge_spec: str, json_out: Path, threshold: float) -> None:
+def judge_eval(labelled: Path, judge_spec: str, judge_model: str | None, api_key_env: str | None, json_out: Path,
+               threshold: float) -> None:
     """Measure a consistency judge on LABELLED.jsonl (hand-labelled items, e.g. ../shared/data/consistency/dev.jsonl).
 
     Prints accuracy, ROC-AUC and the confusion matrix per kind (prompt_to_line, line_to_line, qa)
@@ -81,7 +105,7 @@ def judge_eval(labelled: Path, judge_spec: str, json_out: Path, threshold: float
     from simgen.consistency.evaluate import judge_eval as run_eval
     from simgen.errors import DataError
 
-    report = run_eval(labelled, judge_spec, threshold)
+    report = run_eval(labelled, make_judge(judge_spec, judge_model, api_key_env), threshold)
     try:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -10,8 +10,11 @@ errors). The planted-contradiction tests use the embedded SmolLM2 and are marked
 
 from __future__ import annotations
 
+import json
 import string
+import threading
 from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +135,45 @@ def tiny_backend(tiny_model_dir: Path) -> Any:
     from simgen.backends.transformers import TransformersBackend
 
     return TransformersBackend(str(tiny_model_dir), dtype="float32")
+
+
+class Stub(BaseHTTPRequestHandler):
+    """Answers /v1/chat/completions with top_logprobs: 'No' when the prompt mentions steak, else 'Yes'; letters B > A."""
+
+    requests: list[dict] = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Stub.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+        if self.path != "/v1/chat/completions":
+            self.send_response(404)
+            self.end_headers()
+            return
+        text = body["messages"][-1]["content"]
+        if "Answer with the letter" in text:
+            top = [("B", -0.2), ("A", -1.9), (" C", -3.0)]
+        elif "steak" in text:
+            top = [("No", -0.1), (" yes", -2.5), ("Maybe", -4.0)]
+        else:
+            top = [("Yes", -0.05), ("no", -3.2), ("The", -5.0)]
+        content = [{"token": top[0][0], "logprob": top[0][1], "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top]}]
+        payload = json.dumps({"choices": [{"message": {"content": top[0][0]}, "logprobs": {"content": content}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):  # quiet
+        pass
+
+
+@pytest.fixture
+def stub_url():
+    server = HTTPServer(("127.0.0.1", 0), Stub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    Stub.requests.clear()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()

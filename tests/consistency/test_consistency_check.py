@@ -178,3 +178,21 @@ def test_parts_of_other_settings_are_not_reused(run, tiny_model_dir, tmp_path):
     (copy / check.PARTS / "00000.json").write_text('{"ids": ["x"], "persona_keys": []}')
     check_run(copy, f"llm:{tiny_model_dir}", config=ConsistencyConfig(qa_max_questions=1, axis_layer=1, chunk_dialogues=2))
     assert pl.read_parquet(copy / SIDECAR).height == run.turns.filter(pl.col("role") == "user").height
+
+
+def test_cli_http_judge_takes_its_model_name_and_key_variable(run, stub_url, tmp_path, monkeypatch):
+    """The http judge against a local OpenAI-compatible stub (the protocol; a real llama.cpp server is in the slow tests)."""
+    from tests.consistency.conftest import Stub
+
+    monkeypatch.setenv("SIMGEN_JUDGE_KEY", "sk-judge")
+    result = CliRunner().invoke(consistency, [str(run.path), "--judge", f"http:{stub_url}", "--judge-model", "qwen-judge",
+                                              "--api-key-env", "SIMGEN_JUDGE_KEY", "--no-qa", "--no-axis", "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    sent = [r for r in Stub.requests if r["path"] == "/v1/chat/completions"]
+    assert sent and all(r["body"]["model"] == "qwen-judge" and r["auth"] == "Bearer sk-judge" for r in sent)
+    assert json.loads((tmp_path / "rep" / "consistency.json").read_text())["judge"]["model"] == "qwen-judge"
+
+
+def test_cli_refuses_http_judge_settings_for_another_judge(run, tiny_model_dir):
+    result = CliRunner().invoke(consistency, [str(run.path), "--judge", f"llm:{tiny_model_dir}", "--judge-model", "x"])
+    assert result.exit_code == 2 and "--judge-model applies only to the http judge" in result.output

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
+from tests.consistency.conftest import Stub
 from simgen.consistency.judges import REGISTRY, Judge, JudgeError, OpenAIJudge, Pair, Question, load_judge, sentences
 
 PAIRS = [
@@ -117,48 +116,6 @@ def test_nli_folder_without_a_contradiction_label(tiny_nli_dir, tmp_path):
 # ---------------------------------------------------------------- http, against a stub server
 
 
-class _Stub(BaseHTTPRequestHandler):
-    """Answers /v1/chat/completions with top_logprobs: 'No' when the prompt mentions steak, else 'Yes'; letters B > A."""
-
-    requests: list[dict] = []
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _Stub.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-        if self.path != "/v1/chat/completions":
-            self.send_response(404)
-            self.end_headers()
-            return
-        text = body["messages"][-1]["content"]
-        if "Answer with the letter" in text:
-            top = [("B", -0.2), ("A", -1.9), (" C", -3.0)]
-        elif "steak" in text:
-            top = [("No", -0.1), (" yes", -2.5), ("Maybe", -4.0)]
-        else:
-            top = [("Yes", -0.05), ("no", -3.2), ("The", -5.0)]
-        content = [{"token": top[0][0], "logprob": top[0][1], "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top]}]
-        payload = json.dumps({"choices": [{"message": {"content": top[0][0]}, "logprobs": {"content": content}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):  # quiet
-        pass
-
-
-@pytest.fixture
-def stub_url():
-    server = HTTPServer(("127.0.0.1", 0), _Stub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _Stub.requests.clear()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
-
-
 def test_http_judge_reads_logprobs_of_yes_and_no(stub_url, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     judge = load_judge(f"http:{stub_url}")
@@ -167,7 +124,7 @@ def test_http_judge_reads_logprobs_of_yes_and_no(stub_url, monkeypatch):
     assert probs[0] > 0.9
     assert probs[1] == pytest.approx(1 / (1 + math.exp(-0.05 - (-3.2))))
     assert probs[1] < 0.05
-    sent = _Stub.requests[0]
+    sent = Stub.requests[0]
     assert sent["body"]["logprobs"] is True and sent["body"]["top_logprobs"] == 20 and sent["body"]["max_tokens"] == 1
     assert sent["auth"] == "Bearer sk-test"
     answers = judge.answer(QUESTIONS[:1])
