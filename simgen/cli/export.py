@@ -93,7 +93,7 @@ def hub(run: Path, to: Path, overwrite: bool, splits: str, seed: int, dedup: boo
 
 @export.command("rl")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", required=True, help="sft | prompt | dpo | rewards (TRL's dataset formats).")
+@click.option("--format", "fmt", required=True, help="sft | prompt | dpo | rewards (TRL's dataset formats).")  # = export.rl.FORMATS, tested
 @split_options
 @click.option("--policy", default="user", show_default=True, help="The side being trained: user (the simulator, roles flipped) or assistant.")
 @click.option("--judge", "judge_spec", default=None, help="dpo/rewards: " + JUDGE_HELP + " [default: llm]")
@@ -133,7 +133,7 @@ def rl(run: Path, fmt: str, to: Path, overwrite: bool, splits: str, seed: int, d
     skipped = {k: v for k, v in summary["skipped"].items() if v}
     if skipped:
         click.echo("  skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items()))
-    if summary["rewards"]:
+    if summary.get("rewards"):
         j = summary["rewards"]["judge"]
         click.echo(f"  rewards from {summary['rewards']['source']} (judge {j.get('judge')} {j.get('model', '')})".rstrip())
     click.echo(f"wrote {to}   (load it: datasets.load_dataset({str(to)!r}))")

@@ -29,7 +29,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import polars as pl
 
@@ -41,11 +41,18 @@ from simgen.export.output import check_target, staged, write_splits
 from simgen.export.splits import SPLITS, Selection, SplitConfig, select
 from simgen.files import atomic_write_json, now
 from simgen.generation.run import Run, load_run
+from simgen.lazy import resolve
 from simgen.scenario import Scenario, load_recorded
 from simgen.generation.chats import assistant_chat, job_of, user_chat
 from simgen.generation.simulator import clean_line
 
-FORMATS = ("sft", "prompt", "dpo", "rewards")
+# format name -> "module:class" (a `Format`); a new format is its class plus one line here
+FORMATS: dict[str, str] = {
+    "sft": "simgen.export.rl:SFT",
+    "prompt": "simgen.export.rl:Prompt",
+    "dpo": "simgen.export.rl:DPO",
+    "rewards": "simgen.export.rl:Rewards",
+}
 POLICIES = ("user", "assistant")
 BAD_STOPS = ("empty_output", "degenerate_output", "generation_error")
 CHUNK = 1000  # dialogues read and turned into rows at a time
@@ -58,7 +65,7 @@ MESSAGES = pl.List(pl.Struct({"role": pl.String(), "content": pl.String()}))
 class RLConfig:
     """What `simgen export rl` writes (the CLI flags map one to one onto these fields)."""
 
-    format: str = field(default="sft", metadata={"help": "sft | prompt | dpo | rewards"})
+    format: str = field(default="sft", metadata={"help": " | ".join(FORMATS)})
     policy: str = field(default="user", metadata={"help": "the side being trained: user (the simulator) or assistant"})
     judge: str | None = field(default=None, metadata={"help": "consistency judge spec for dpo/rewards (default llm)"})
     specificity_weight: float = field(default=0.0, metadata={"help": "reward bonus for profile attributes mentioned (simgen.consistency.rewards.SPECIFICITY_CAP at most)"})
@@ -71,12 +78,13 @@ class RLConfig:
     batch_size: int = field(default=8, metadata={"help": "dpo: chats per generate call"})
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ConfigError(unknown_name("format", self.format, FORMATS))
         if self.policy not in POLICIES:
             raise ConfigError(unknown_name("policy", self.policy, POLICIES))
-        if self.format in ("dpo", "rewards") and self.policy != "user":
-            raise ConfigError(f"--format {self.format} scores persona consistency, so it trains the user simulator: use --policy user (or sft/prompt for the assistant).")
+        fmt = format_class(self.format)  # an unknown name lists the known ones
+        if self.policy not in fmt.policies:
+            others = [name for name in FORMATS if self.policy in format_class(name).policies]
+            raise ConfigError(f"--format {self.format} {fmt.why_policies}: use --policy {' or '.join(fmt.policies)}"
+                              + (f" (or {'/'.join(others)} for the {self.policy})." if others else "."))
         if not (isinstance(self.candidates, int) and self.candidates >= 2):
             raise ConfigError(f"--candidates must be an integer >= 2, got {self.candidates!r}.")
         for name in ("max_prompts",):
@@ -251,47 +259,173 @@ class Candidates:
         return out
 
 
-# ---------------------------------------------------------------- the export
+# ---------------------------------------------------------------- formats
 
 
-def _rows(chats: Chats, dialogues: list[Dialogue], config: RLConfig, split: dict[str, str], skipped: dict[str, int]) -> list[dict[str, Any]]:
-    rows = []
-    for d in dialogues:
-        base = {"dialogue_id": d.dialogue_id, "profile": d.profile.values, "split": split[d.dialogue_id]}
-        if config.format == "sft":
-            messages = chats.conversation(d, config.policy)
+def format_class(name: str) -> type[Format]:
+    """The format registered as `name`; an unknown name lists the known ones."""
+    return resolve(FORMATS, name, "format", ConfigError)
+
+
+class Format:
+    """One TRL dataset format: what a row holds and how a chunk of dialogues becomes rows.
+
+        class MyFormat(Format):
+            name = "myformat"
+            columns = ("prompt", "dialogue_id", "profile", "split")   # the rows' columns, in order
+            messages = ("prompt",)                                   # columns of [{role, content}]
+            def rows(self, chats, dialogues, base, skipped): ...     # base[d]: dialogue_id, profile, split
+
+    `policies` are the sides it can train, `consumes` the run's sidecars it reads (when present),
+    `finish` turns a chunk's rows into what is written (scores them, samples candidates), and
+    `describe` and `card` say what it did in export.json and the dataset card.
+    """
+
+    name: ClassVar[str]
+    columns: ClassVar[tuple[str, ...]]
+    messages: ClassVar[tuple[str, ...]]
+    policies: ClassVar[tuple[str, ...]] = POLICIES
+    why_policies: ClassVar[str] = ""  # said when --policy is not one of `policies`
+    consumes: ClassVar[tuple[str, ...]] = ()
+    records: ClassVar[str | None] = None  # the export.json key under which `describe()` is recorded, if any
+    example: ClassVar[str] = ""  # the trainer call the dataset card shows
+    skips: ClassVar[tuple[str, ...]] = ("no_policy_line",)  # the reasons it counts for rows it drops
+
+    def __init__(self, run: Run, config: RLConfig, seed: int) -> None:
+        self.run, self.config, self.seed = run, config, seed
+        self.left = config.max_prompts or math.inf  # policy turns it may still turn into rows
+
+    def rows(self, chats: Chats, dialogues: list[Dialogue], base: dict[str, dict[str, Any]], skipped: dict[str, int]) -> list[dict[str, Any]]:
+        """One row per policy turn (`Chats.prompts`); dialogues with none are counted as skipped."""
+        out = []
+        for d in dialogues:
+            prompts = list(chats.prompts(d, self.config.policy))
+            if not prompts:
+                skipped["no_policy_line"] += 1
+            out += [{**p, **base[d.dialogue_id]} for p in prompts]
+        return out
+
+    def finish(self, ids: list[str], rows: list[dict[str, Any]], skipped: dict[str, int]) -> list[dict[str, Any]]:
+        return rows
+
+    def describe(self) -> dict[str, Any] | None:
+        """Where its scores or candidates came from (judge, model, sampling), for export.json."""
+        return None
+
+    def card(self) -> list[str]:
+        """Paragraphs for the dataset card about where scores or candidates came from."""
+        return []
+
+    def frame(self, rows: list[dict[str, Any]], profile_dtype: pl.DataType) -> pl.DataFrame:
+        """Rows -> a frame with the format's columns and fixed dtypes (messages as [{role, content}])."""
+        schema = {c: MESSAGES for c in self.messages} | {"profile": profile_dtype, "history": pl.List(pl.String())}
+        if not rows:
+            return pl.DataFrame(schema={c: schema.get(c, pl.String()) for c in self.columns})
+        return pl.DataFrame([{c: r.get(c) for c in self.columns} for r in rows], schema_overrides=schema,
+                            infer_schema_length=None).select(self.columns)
+
+
+class SFT(Format):
+    """One conversation per dialogue, ending in the policy's last line (SFTTrainer)."""
+
+    name = "sft"
+    columns = ("messages", "dialogue_id", "profile", "split")
+    messages = ("messages",)
+    example = "SFTTrainer(model, train_dataset=ds['train'])"
+
+    def rows(self, chats: Chats, dialogues: list[Dialogue], base: dict[str, dict[str, Any]], skipped: dict[str, int]) -> list[dict[str, Any]]:
+        out = []
+        for d in dialogues:
+            messages = chats.conversation(d, self.config.policy)
             if messages is None:
                 skipped["no_policy_line"] += 1
-                continue
-            rows.append({"messages": messages, **base})
-            continue
-        prompts = list(chats.prompts(d, config.policy))
-        if not prompts:
-            skipped["no_policy_line"] += 1
-        for p in prompts:
-            row = {**p, **base}
-            if config.format == "rewards":
-                row["done"] = p is prompts[-1]
-            rows.append(row)
-    return rows
+            else:
+                out.append({"messages": messages, **base[d.dialogue_id]})
+        return out
 
 
-def _frame(rows: list[dict[str, Any]], fmt: str, profile_dtype: pl.DataType) -> pl.DataFrame:
-    """Rows -> a frame with the format's columns and fixed dtypes (messages as [{role, content}])."""
-    message_cols = {"sft": ["messages"], "prompt": ["prompt"], "dpo": ["prompt", "chosen", "rejected"], "rewards": ["prompt", "completion"]}[fmt]
-    columns = {
-        "sft": ["messages", "dialogue_id", "profile", "split"],
-        "prompt": ["prompt", "profile", "history", "dialogue_id", "turn", "user_turn", "intent", "split"],
-        "dpo": ["prompt", "chosen", "rejected", "margin", "chosen_reward", "rejected_reward", "n_candidates", "profile", "history",
-                "dialogue_id", "turn", "user_turn", "split"],
-        "rewards": ["prompt", "completion", "reward", "prompt_to_line", "line_to_line", "specificity", "done", "profile", "history",
-                    "dialogue_id", "turn", "user_turn", "intent", "split"],
-    }[fmt]
-    if fmt == "rewards":
-        rows = [{**r, "completion": [{"role": "assistant" if r["prompt"][-1]["role"] == "user" else "user", "content": r["completion"]}]} for r in rows]
-    schema = {c: MESSAGES for c in message_cols} | {"profile": profile_dtype, "history": pl.List(pl.String())}
-    return pl.DataFrame([{c: r.get(c) for c in columns} for r in rows], schema_overrides=schema, infer_schema_length=None).select(columns) \
-        if rows else pl.DataFrame(schema={c: schema.get(c, pl.String()) for c in columns})
+class Prompt(Format):
+    """One conversation prefix per policy turn, with the profile and history a reward needs (GRPO, RLOO, PPO)."""
+
+    name = "prompt"
+    columns = ("prompt", "profile", "history", "dialogue_id", "turn", "user_turn", "intent", "split")
+    messages = ("prompt",)
+    example = "GRPOTrainer(model, reward_funcs=[make_reward('consistency', judge='llm', specificity_weight=0.3)], train_dataset=ds['train'])"
+
+
+class Rewards(Format):
+    """Per user line: its consistency reward (offline RL), from the run's sidecar when present, else the judge."""
+
+    name = "rewards"
+    columns = ("prompt", "completion", "reward", "prompt_to_line", "line_to_line", "specificity", "done", "profile", "history",
+               "dialogue_id", "turn", "user_turn", "intent", "split")
+    messages = ("prompt", "completion")
+    policies = ("user",)
+    why_policies = "scores persona consistency, so it trains the user simulator"
+    consumes = ("consistency.parquet",)
+    records = "rewards"
+    example = "offline RL: (prompt, completion, reward, done) per user line"
+
+    def __init__(self, run: Run, config: RLConfig, seed: int) -> None:
+        super().__init__(run, config, seed)
+        self.source = RewardSource(run, config)
+
+    def rows(self, chats: Chats, dialogues: list[Dialogue], base: dict[str, dict[str, Any]], skipped: dict[str, int]) -> list[dict[str, Any]]:
+        out = []
+        for d in dialogues:
+            rows = super().rows(chats, [d], base, skipped)
+            for r in rows:
+                r["done"] = r is rows[-1]
+            out += rows
+        return out
+
+    def finish(self, ids: list[str], rows: list[dict[str, Any]], skipped: dict[str, int]) -> list[dict[str, Any]]:
+        self.source.score(ids, rows)
+        for r in rows:  # the completion as a one-message conversation, in the prompt's roles
+            r["completion"] = [{"role": "assistant" if r["prompt"][-1]["role"] == "user" else "user", "content": r["completion"]}]
+        return rows
+
+    def describe(self) -> dict[str, Any]:
+        return self.source.describe
+
+    def card(self) -> list[str]:
+        judge = self.source.describe["judge"]
+        return [f"Rewards: `consistency` (mean of prompt-to-line and line-to-line, + {self.config.specificity_weight} x specificity), "
+                f"from {self.source.describe['source']}, judge `{judge.get('judge')}` {judge.get('model', '')}."]
+
+
+class DPO(Format):
+    """Per user turn: candidate lines sampled with the run's model, ranked by the consistency reward (DPOTrainer)."""
+
+    name = "dpo"
+    columns = ("prompt", "chosen", "rejected", "margin", "chosen_reward", "rejected_reward", "n_candidates", "profile", "history",
+               "dialogue_id", "turn", "user_turn", "split")
+    messages = ("prompt", "chosen", "rejected")
+    policies = ("user",)
+    why_policies = Rewards.why_policies
+    records = "candidates"
+    example = "DPOTrainer(model, train_dataset=ds['train'])"
+    skips = ("no_policy_line", "fewer_than_2_distinct_candidates", "margin_below_threshold")
+
+    def __init__(self, run: Run, config: RLConfig, seed: int) -> None:
+        super().__init__(run, config, seed)
+        self.candidates = Candidates(run, config, seed)
+
+    def finish(self, ids: list[str], rows: list[dict[str, Any]], skipped: dict[str, int]) -> list[dict[str, Any]]:
+        rows = rows[:int(min(self.left, len(rows)))]
+        self.left -= len(rows)
+        return self.candidates.pairs(rows, skipped)
+
+    def describe(self) -> dict[str, Any]:
+        return self.candidates.describe
+
+    def card(self) -> list[str]:
+        c = self.candidates.describe
+        return [f"Candidates: {self.config.candidates} per prompt from `{c['model']['model']['id']}`, ranked by the "
+                f"consistency reward (judge `{c['judge'].get('judge')}`); pairs with margin >= {self.config.margin}."]
+
+
+# ---------------------------------------------------------------- the export
 
 
 def export_rl(run: Run | str | Path, to: str | Path, format: str = "sft", *, config: RLConfig | None = None,
@@ -313,34 +447,25 @@ def export_rl(run: Run | str | Path, to: str | Path, format: str = "sft", *, con
     profile_dtype = run.scan().collect_schema()["profile"]
     split_of = dict(selection.assignments.iter_rows())
     ids = selection.assignments["dialogue_id"].to_list()
-    skipped: dict[str, int] = {"no_policy_line": 0}
-    rewards = RewardSource(run, config) if config.format == "rewards" else None
-    candidates = None
-    if config.format == "dpo":
-        skipped |= {"fewer_than_2_distinct_candidates": 0, "margin_below_threshold": 0}
-        candidates = Candidates(run, config, split.seed)
-    prompts_left = config.max_prompts or math.inf
+    fmt = format_class(config.format)(run, config, split.seed)
+    skipped = dict.fromkeys(fmt.skips, 0)
     with staged(to, overwrite) as tmp:
         parts = tmp / ".parts"
         parts.mkdir()
         n_parts = 0
         for start in range(0, len(ids), CHUNK):
-            if prompts_left <= 0:
+            if fmt.left <= 0:
                 break
             chunk = ids[start:start + CHUNK]
             frame = run.scan().filter(pl.col("dialogue_id").is_in(chunk)).sort("dialogue_id", "turn").collect()
-            rows = _rows(chats, frame_to_dialogues(frame), config, split_of, skipped)
-            if rewards is not None:
-                rewards.score(chunk, rows)
-            if candidates is not None:
-                rows = rows[:int(min(prompts_left, len(rows)))]
-                prompts_left -= len(rows)
-                rows = candidates.pairs(rows, skipped)
+            dialogues = frame_to_dialogues(frame)
+            base = {d.dialogue_id: {"dialogue_id": d.dialogue_id, "profile": d.profile.values, "split": split_of[d.dialogue_id]}
+                    for d in dialogues}
+            rows = fmt.finish(chunk, fmt.rows(chats, dialogues, base, skipped), skipped)
             if rows:
-                _frame(rows, config.format, profile_dtype).write_parquet(parts / f"part-{n_parts:05d}.parquet")
+                fmt.frame(rows, profile_dtype).write_parquet(parts / f"part-{n_parts:05d}.parquet")
                 n_parts += 1
-        data = (pl.scan_parquet(sorted(parts.glob("*.parquet"))) if n_parts else
-                _frame([], config.format, profile_dtype).lazy())
+        data = pl.scan_parquet(sorted(parts.glob("*.parquet"))) if n_parts else fmt.frame([], profile_dtype).lazy()
         files = write_splits(data, tmp / "data", SPLITS)
         for p in parts.glob("*.parquet"):
             p.unlink()
@@ -349,24 +474,17 @@ def export_rl(run: Run | str | Path, to: str | Path, format: str = "sft", *, con
             raise RunError(f"--format {config.format}: no rows to write ({skipped}); nothing was written to {to}.")
         summary = {"format": config.format, "policy": config.policy, "run": str(run.path), "to": str(to), "exported": now(),
                    "config": asdict(config), "files": files, "skipped": skipped, "selection": selection.summary(),
-                   "rewards": rewards.describe if rewards else None, "candidates": candidates.describe if candidates else None,
+                   **({fmt.records: fmt.describe()} if fmt.records else {}),
                    "recipe": {"scenario": run.manifest.get("scenario"), "seed": run.manifest.get("seed"),
                               "model": (run.manifest.get("backend") or {}).get("user")}}
         atomic_write_json(tmp / "export.json", summary)
-        (tmp / "README.md").write_text(_card(run, config, files, selection, skipped, summary), encoding="utf-8")
+        (tmp / "README.md").write_text(_card(run, fmt, files, selection, skipped, summary), encoding="utf-8")
     return summary
 
 
-EXAMPLES = {
-    "sft": "SFTTrainer(model, train_dataset=ds['train'])",
-    "prompt": "GRPOTrainer(model, reward_funcs=[make_reward('consistency', judge='llm', specificity_weight=0.3)], train_dataset=ds['train'])",
-    "dpo": "DPOTrainer(model, train_dataset=ds['train'])",
-    "rewards": "offline RL: (prompt, completion, reward, done) per user line",
-}
-
-
-def _card(run: Run, config: RLConfig, files: dict[str, dict[str, int]], selection: Selection, skipped: dict[str, int],
+def _card(run: Run, fmt: Format, files: dict[str, dict[str, int]], selection: Selection, skipped: dict[str, int],
           summary: dict[str, Any]) -> str:
+    config = fmt.config
     counts = selection.counts
     n = sum(v["rows"] for v in files.values())
     metadata = {
@@ -380,17 +498,12 @@ def _card(run: Run, config: RLConfig, files: dict[str, dict[str, int]], selectio
         f"TRL `{config.format}` data (policy: the {'user simulator' if config.policy == 'user' else 'assistant'}) exported by "
         f"`simgen export rl` from a run of scenario `{run.manifest['scenario']['name']}` (seed {run.manifest.get('seed')}).",
         "```python\nfrom datasets import load_dataset\nfrom simgen.consistency import make_reward\n"
-        f"ds = load_dataset('{Path(summary['to']).name}')\n# {EXAMPLES[config.format]}\n```",
+        f"ds = load_dataset('{Path(summary['to']).name}')\n# {fmt.example}\n```",
         table([[s, v["rows"]] for s, v in files.items()], ["split", "rows"]),
         f"Splits are by dialogue (seed {selection.config.seed}); {counts['exact_duplicates']} exact and "
         f"{counts['near_duplicates']} near-duplicate dialogues were dropped first. Skipped: "
         + (", ".join(f"{k}: {v}" for k, v in skipped.items()) or "none") + ".",
     ]
-    if summary["rewards"]:
-        body.append(f"Rewards: `consistency` (mean of prompt-to-line and line-to-line, + {config.specificity_weight} x specificity), "
-                    f"from {summary['rewards']['source']}, judge `{summary['rewards']['judge'].get('judge')}` {summary['rewards']['judge'].get('model', '')}.")
-    if summary["candidates"]:
-        body.append(f"Candidates: {config.candidates} per prompt from `{summary['candidates']['model']['model']['id']}`, ranked by the "
-                    f"consistency reward (judge `{summary['candidates']['judge'].get('judge')}`); pairs with margin >= {config.margin}.")
+    body += fmt.card()
     body.append("`export.json` records every option, the counts and the run's recipe.")
     return render_card(metadata, f"simgen {config.format} export", "\n\n".join(body))

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from simgen.cli import cli
 from simgen.data import ProfileLatent
 from simgen.errors import ConfigError, RunError
-from simgen.export.rl import RLConfig, export_rl
+from simgen.export.rl import Format, RLConfig, export_rl
 from simgen.scenario import load_scenario
 from simgen.generation.chats import user_context
 from simgen.generation.plan import DialogueJob
@@ -170,3 +170,47 @@ def test_cli_rl_prints_counts(run, tmp_path):
     assert "dropped 0 exact and 0 near duplicates" in res.output and "prompt: " in res.output
     card = (tmp_path / "p" / "README.md").read_text()
     assert "config_name: prompt" in card
+
+
+class Lines(Format):
+    """A format made outside simgen: one row per user line, text only (what a new format looks like)."""
+
+    name = "lines"
+    columns = ("line", "dialogue_id", "split")
+    messages = ()
+    policies = ("user",)
+    why_policies = "exports the user's lines"
+
+    def rows(self, chats, dialogues, base, skipped):  # noqa: ANN001, ANN201
+        return [{"line": t.text, **base[d.dialogue_id]} for d in dialogues for t in d.turns if t.role == "user"]
+
+
+def test_every_registered_format_meets_the_contract(run, tmp_path):
+    from simgen.export.rl import FORMATS, Format, format_class
+
+    for name in FORMATS:
+        fmt = format_class(name)
+        assert issubclass(fmt, Format) and fmt.name == name, name
+        assert {"dialogue_id", "split"} <= set(fmt.columns) and set(fmt.messages) <= set(fmt.columns), name
+        assert set(fmt.policies) <= {"user", "assistant"} and fmt.example, name
+        assert all(c.endswith(".parquet") for c in fmt.consumes), name
+        assert fmt.records is None or fmt.records not in ("format", "policy", "run", "to", "config", "files", "skipped", "recipe"), name
+    for name in ("sft", "prompt"):  # dpo and rewards need a judge: their rows are checked above
+        summary = export_rl(run, tmp_path / name, name)
+        written = pl.read_parquet(next((tmp_path / name / "data").glob("train-*.parquet")))
+        # the split becomes the shard's name: every other declared column is written, in order
+        assert tuple(written.columns) == tuple(c for c in format_class(name).columns if c != "split") and summary["format"] == name
+    help_text = CliRunner().invoke(cli, ["export", "rl", "--help"]).output
+    assert " | ".join(FORMATS) in " ".join(help_text.split())
+
+
+def test_a_new_format_is_one_class_and_one_registry_line(run, tmp_path, monkeypatch):
+    from simgen.export import rl
+
+    monkeypatch.setitem(rl.FORMATS, "lines", f"{__name__}:Lines")
+    summary = export_rl(run, tmp_path / "lines", "lines")
+    rows = load(tmp_path / "lines")
+    users = run.turns.filter(pl.col("role") == "user")
+    assert sorted(r["line"] for r in rows) == sorted(users["text"].to_list()) and summary["files"]
+    with pytest.raises(ConfigError, match="--format lines exports the user's lines: use --policy user"):
+        RLConfig(format="lines", policy="assistant")
