@@ -65,6 +65,8 @@ class SamplingConfig:
     top_p: float = field(default=0.95, metadata={"help": "nucleus mass, in (0, 1]"})
     max_new_tokens: int = field(default=64, metadata={"help": "tokens per line at most"})
     repetition_penalty: float = field(default=1.15, metadata={"help": "HF-style repetition penalty (1 = off)"})
+    trim: bool = field(default=False, metadata={"help": "cut a line that hit max_new_tokens back to its last complete sentence "
+                                                        "(its finish_reason becomes 'trimmed')"})
 
     def __post_init__(self) -> None:
         if not (self.temperature >= 0):

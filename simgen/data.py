@@ -54,7 +54,7 @@ class Turn:
     text: str
     intent: str | None = None  # the intent latent of a user turn; None for assistant turns
     n_tokens: int = 0  # tokens the backend generated for this line
-    finish_reason: str | None = None  # "stop" (end of turn) | "length" (hit max_new_tokens) | None
+    finish_reason: str | None = None  # "stop" (end of turn) | "length" (hit max_new_tokens) | "trimmed" (hit it, cut to a sentence end) | "error" | None
 
 
 @dataclass(frozen=True)

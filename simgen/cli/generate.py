@@ -69,7 +69,7 @@ def nest(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Both sides' temperature, top-p and repetition penalty, and each side's max new tokens."""
+    """Both sides' temperature, top-p, repetition penalty and trimming, and each side's max new tokens."""
     defaults, help_of = GenerateConfig(), {f.name: f.metadata["help"] for f in fields(SamplingConfig)}
     for side in reversed(SAMPLING):
         command = click.option(f"--{side}-max-new-tokens", type=int, default=getattr(defaults, side).max_new_tokens, show_default=True,
@@ -77,7 +77,8 @@ def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for name, flags in (("repetition_penalty", ("--repetition-penalty",)), ("top_p", ("--top-p",)), ("temperature", ("--temperature", "-t"))):
         per_side = ", ".join(f"{side} {getattr(getattr(defaults, side), name)}" for side in SAMPLING)
         command = click.option(*flags, name, type=float, default=None, help=f"Both sides' {help_of[name]}. Default: {per_side}.")(command)
-    return command
+    per_side = ", ".join(f"{side} {'on' if getattr(defaults, side).trim else 'off'}" for side in SAMPLING)
+    return click.option("--trim/--no-trim", "trim", default=None, help=f"Both sides: {help_of['trim']}. Default: {per_side}.")(command)
 
 
 @click.command()
@@ -88,8 +89,8 @@ def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Finish an interrupted run folder with its recorded settings.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, quiet: bool, temperature: float | None,
-             top_p: float | None, repetition_penalty: float | None, user_max_new_tokens: int, assistant_max_new_tokens: int,
-             **settings: Any) -> None:
+             top_p: float | None, repetition_penalty: float | None, trim: bool | None, user_max_new_tokens: int,
+             assistant_max_new_tokens: int, **settings: Any) -> None:
     """Generate multi-turn dialogues between a simulated user and an assistant.
 
     Each dialogue gets a profile latent (who the user is) and an intent latent per user turn
@@ -114,7 +115,8 @@ def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, 
     if resume is not None:
         run = gen.resume(resume, assistant=assistant, progress=not quiet)
     else:
-        shared = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty)) if v is not None}
+        shared = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty),
+                                    ("trim", trim)) if v is not None}
         defaults = GenerateConfig()
         config = GenerateConfig(**nest(settings),
                                 user=replace(defaults.user, **shared, max_new_tokens=user_max_new_tokens),

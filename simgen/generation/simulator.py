@@ -79,11 +79,11 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         _check_count(user_backend, active, gens)
         for s, g in zip(active, gens):
             intent = s.job.intents[k]
-            text = clean_line(g.text)
-            s.turns.append(Turn(len(s.turns), "user", text, intent, g.n_tokens, g.finish_reason if not g.error else "error"))
+            text, finish = finished_line(g, user_sampling)
+            s.turns.append(Turn(len(s.turns), "user", text, intent, g.n_tokens, finish))
             s.user_chat.append({"role": "assistant", "content": text})
             s.assistant_chat.append({"role": "user", "content": text})
-            s.stop_reason = _stop_reason(s, g, text, early_stop)
+            s.stop_reason = _stop_reason(s, g, text, early_stop, user_sampling.trim)
             if s.stop_reason is None and scenario.intents.get(intent).terminal:
                 s.stop_reason = "terminal_intent"
         if on_step:
@@ -97,11 +97,11 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         gens = assistant_session.generate([s.assistant_chat for s in active], assistant_sampling, seeds, [s.job.index for s in active])
         _check_count(assistant_backend, active, gens)
         for s, g in zip(active, gens):
-            text = clean_line(g.text)
-            s.turns.append(Turn(len(s.turns), "assistant", text, None, g.n_tokens, g.finish_reason if not g.error else "error"))
+            text, finish = finished_line(g, assistant_sampling)
+            s.turns.append(Turn(len(s.turns), "assistant", text, None, g.n_tokens, finish))
             s.assistant_chat.append({"role": "assistant", "content": text})
             s.pending_assistant_line = text
-            s.stop_reason = _stop_reason(s, g, text, early_stop)
+            s.stop_reason = _stop_reason(s, g, text, early_stop, assistant_sampling.trim)
             if s.stop_reason is None and k == max_turns - 1:
                 s.stop_reason = "max_turns"
         if on_step:
@@ -124,6 +124,33 @@ def clean_line(text: str) -> str:
     return text.strip()
 
 
+# a sentence end: . ! ? or an ellipsis, then any closing quotes or brackets, then a space or the end
+_SENTENCE_END = re.compile(r"(?:[.!?]+|\u2026)[\"'\u2019\u201d)\]]*(?=\s|$)")
+_NOT_AN_END = re.compile(r"(?:^|\s)(?:mr|mrs|ms|dr|st|vs|etc|e\.g|i\.e)\.$", re.IGNORECASE)  # "Mr." ends no sentence
+
+
+def trim_to_sentence(text: str) -> str | None:
+    """`text` up to and including its last complete sentence, or None when it has no sentence end."""
+    for end in reversed(list(_SENTENCE_END.finditer(text))):
+        kept = text[:end.end()].rstrip()
+        if not _NOT_AN_END.search(kept):
+            return kept
+    return None
+
+
+def finished_line(g: Generation, sampling: SamplingConfig) -> tuple[str, str | None]:
+    """The line to store and its finish reason: the cleaned text, cut back to its last sentence end
+    when it hit the token cap and `sampling.trim` is on ("trimmed"). A cut line with no sentence end
+    stays whole and "length", and ends its dialogue as `degenerate_output: unfinished_line`, so
+    no line that a dialogue goes on from, or that an export keeps, ends mid-sentence."""
+    text = clean_line(g.text)
+    if g.error:
+        return text, "error"
+    if sampling.trim and g.finish_reason == "length" and (trimmed := trim_to_sentence(text)):
+        return trimmed, "trimmed"
+    return text, g.finish_reason
+
+
 def _normal(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
 
@@ -143,13 +170,15 @@ def degenerate(text: str, same_side: Sequence[str], other_side: str | None) -> s
     return None
 
 
-def _stop_reason(state: _State, gen: Generation, text: str, early_stop: bool = True) -> str | None:
+def _stop_reason(state: _State, gen: Generation, text: str, early_stop: bool = True, trim: bool = False) -> str | None:
     if gen.error:
         return f"generation_error: {gen.error}"
     if not early_stop:
         return None
     if not text:
         return "empty_output"
+    if trim and state.turns[-1].finish_reason == "length":  # cut mid-sentence with no sentence end to trim back to
+        return "degenerate_output: unfinished_line"
     role = state.turns[-1].role
     same = [t.text for t in state.turns[:-1] if t.role == role]
     other = next((t.text for t in reversed(state.turns[:-1]) if t.role != role), None)
