@@ -23,10 +23,19 @@ from simgen.data import Chat
 from simgen.errors import ConfigError
 
 
-def continuation_ids(backend: Any, chat: Chat, text: str) -> tuple[list[int], int]:
-    """(ids of chat + generation prompt + text, index where the text's tokens start)."""
-    prompt = backend.encode(chat)
-    return prompt + backend.tokenizer.encode(text, add_special_tokens=False), len(prompt)
+def continuation_ids(backend: Any, items: Sequence[tuple[Chat, str]]) -> list[tuple[list[int], int]]:
+    """Per (chat, text): (ids of chat + generation prompt + text, index where the text's tokens start).
+
+    Each chat is rendered and tokenised once, however many texts continue it (a question's options).
+    """
+    prompts: dict[int, list[int]] = {}
+    out = []
+    for chat, text in items:
+        prompt = prompts.get(id(chat))
+        if prompt is None:
+            prompt = prompts[id(chat)] = backend.encode(chat)
+        out.append((prompt + backend.tokenizer.encode(text, add_special_tokens=False), len(prompt)))
+    return out
 
 
 class _Stop(Exception):
@@ -62,7 +71,9 @@ def _stream(backend: Any, sequences: Sequence[list[int]], want: Sequence[Sequenc
     for i, positions in enumerate(want):
         for j in positions:
             wanted.setdefault(int(trie.paths[i][j]), []).append((i, int(j)))
-    cache = _new_cache()
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
     for c in trie.chunks(pass_tokens):
         stats["passes"] += 1
         slots = [s for s in range(c.start, c.stop) if s in wanted]
@@ -72,12 +83,6 @@ def _stream(backend: Any, sequences: Sequence[list[int]], want: Sequence[Sequenc
         if slots:
             rows = [row for row, s in enumerate(slots) for _ in wanted[s]]
             yield [pair for s in slots for pair in wanted[s]], out[rows]
-
-
-def _new_cache() -> Any:
-    from transformers import DynamicCache
-
-    return DynamicCache()
 
 
 def _trim(cache: Any, c: Any) -> None:
@@ -154,7 +159,7 @@ def continuation_logprobs(backend: Any, items: Sequence[tuple[Chat, str]], *, pa
     """
     import torch
 
-    rows = [continuation_ids(backend, chat, text) for chat, text in items]
+    rows = continuation_ids(backend, items)
     totals = [0.0] * len(items)
     with torch.inference_mode():
         # the logits at position j predict token j + 1: read those before each text token
@@ -224,7 +229,7 @@ def continuation_activations(backend: Any, items: Sequence[tuple[Chat, str]], la
     import torch
 
     layer = check_layer(backend.model, layer)
-    rows = [continuation_ids(backend, chat, text) for chat, text in items]
+    rows = continuation_ids(backend, items)
     sums = torch.zeros((len(rows), backend.model.config.hidden_size), dtype=torch.float64)
     with torch.inference_mode():
         want = [range(start, len(ids)) for ids, start in rows]
