@@ -13,11 +13,19 @@ turn (the same contract as a run folder's `turns.parquet`):
 Sources, tried in this order by `load_corpus(spec)`:
 - a polars DataFrame already in the schema;
 - a run folder (a directory holding `turns.parquet`; its `manifest.json` is read for metadata);
+- a corpus folder (a directory without `turns.parquet` holding corpus files: every `.json`,
+  `.jsonl` and `.parquet` in it, read as below and stacked; e.g. the IARD folder's two files);
 - a file: `.parquet`, `.jsonl` (one JSON object per turn) or `.json` (a list of turn objects, or
   the IARD shape: a list of {conversation_id, conversation: [{participant USER|AGENT, utterance,
-  dialogue_acts: [{intent, slot_values}]}]}, converted with role USER->user, AGENT->assistant and
-  `intent` = the first act's intent);
+  dialogue_acts: [{intent, slot_values}]}]}, converted with role USER->user, AGENT->assistant,
+  `intent` = the primary act (the first that is neither OTH nor END; OTH or END when alone) and
+  `acts` = all act labels, comma-separated);
 - a named corpus from `CORPORA` (`"name": "module:object"`, resolved lazily), e.g. `chitchat`.
+
+Splits: every real corpus is split by dialogue, by a hash of its id (`split_of`): 80% `train` (what
+fitting, exemplars and tuning may read), 10% `validation` (model selection), 10% `test` (only
+benchmarks and reports read it). `load_corpus(spec, split="train")` keeps one split. The split of a
+dialogue never depends on what else the corpus holds, so adding dialogues moves none.
 
 What it leaves out: it does not download anything, guess roles from text, or clean text (it only
 checks that text is present and valid UTF-8). Every user-fixable problem is a `DataError` whose
@@ -30,6 +38,7 @@ whatever fits or tunes on real dialogues reads them here too.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from collections.abc import Callable
@@ -51,6 +60,21 @@ CORPORA: dict[str, str] = {
     "chitchat": "simgen.corpora:load_chitchat",
 }
 
+SPLITS: dict[str, float] = {"train": 0.8, "validation": 0.1, "test": 0.1}  # split -> share of dialogues
+CORPUS_SUFFIXES = (".json", ".jsonl", ".parquet")
+
+
+def split_of(dialogue_id: str) -> str:
+    """The fixed split of a dialogue: a sha256 of its id, mapped onto `SPLITS`' shares."""
+    u = int.from_bytes(hashlib.sha256(f"simgen-split\0{dialogue_id}".encode()).digest()[:8], "big") / 2**64
+    edge = 0.0
+    for name, share in SPLITS.items():
+        edge += share
+        if u < edge:
+            return name
+    return name
+
+
 SCHEMA_HELP = (
     "A corpus file has one row per turn with columns dialogue_id (str), turn (int, 0-based), "
     "role ('user' or 'assistant') and text (str), plus optional label columns such as intent."
@@ -67,6 +91,7 @@ class Corpus:
     kind: str = "file"  # "file" | "run" | "named" | "frame"
     manifest: dict[str, Any] = field(default_factory=dict, repr=False)  # a run's manifest.json
     total_dialogues: int | None = None  # dialogues in the source before sampling (None: not sampled)
+    split: str | None = None  # the split kept (`SPLITS`), None = all dialogues
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -81,21 +106,35 @@ class Corpus:
 
 
 def load_corpus(spec: str | Path | pl.DataFrame | Corpus, *, name: str | None = None, max_dialogues: int = 0,
-                seed: int = 0, columns: tuple[str, ...] | None = None) -> Corpus:
+                seed: int = 0, columns: tuple[str, ...] | None = None, split: str | None = None) -> Corpus:
     """Read a corpus from a frame, a run folder, a file or a registered name (see module doc).
 
     max_dialogues: keep a seeded sample of at most this many dialogues (`sample_ids`); 0 keeps all.
     columns: keep only these of the optional columns (the required ones always stay); None keeps all.
     A run folder or a .parquet file is read lazily (a polars scan): only the kept columns of the
     sampled dialogues are loaded, so a sample of a run bigger than memory can be read.
+    split: keep only the dialogues of this split (`split_of`), before sampling; None keeps all.
     """
+    if split is not None and split not in SPLITS:
+        raise DataError(unknown_name("split", str(split), SPLITS))
     if isinstance(spec, Corpus):
-        return spec
-    how = {"max_dialogues": max_dialogues, "seed": seed, "columns": columns}
+        if split is None or spec.split == split:
+            return spec
+        return _corpus(spec.turns.lazy(), spec.source, name=spec.name, kind=spec.kind, manifest=spec.manifest,
+                       max_dialogues=max_dialogues, seed=seed, columns=columns, split=split)
+    how = {"max_dialogues": max_dialogues, "seed": seed, "columns": columns, "split": split}
     if isinstance(spec, pl.DataFrame):
         return _corpus(spec.lazy(), "<frame>", name=name or "frame", kind="frame", **how)
     path = Path(spec)
     if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in CORPUS_SUFFIXES and p.is_file())
+        if not (path / "turns.parquet").exists() and files:
+            frames = [read_turns_file(p) for p in files]
+            try:
+                raw = pl.concat(frames, how="diagonal_relaxed")
+            except Exception as e:
+                raise DataError(f"{path}: its corpus files {[p.name for p in files]} do not stack into one table ({e}).") from e
+            return _corpus(raw.lazy(), str(path), name=name or path.name, kind="file", **how)
         return _load_run(path, name, **how)
     if path.is_file():
         raw = _scan_parquet(path) if path.suffix.lower() == ".parquet" else read_turns_file(path).lazy()
@@ -120,7 +159,8 @@ def sample_ids(ids: pl.Series, n: int, seed: int) -> pl.Series:
 
 
 def _corpus(raw: pl.LazyFrame, where: str, *, name: str, kind: str, max_dialogues: int, seed: int,
-            columns: tuple[str, ...] | None, manifest: dict[str, Any] | None = None, source: str | None = None) -> Corpus:
+            columns: tuple[str, ...] | None, split: str | None = None, manifest: dict[str, Any] | None = None,
+            source: str | None = None) -> Corpus:
     """Project, sample and validate a lazily read corpus; errors name `where` (the file)."""
     source = source or where
     try:
@@ -129,6 +169,10 @@ def _corpus(raw: pl.LazyFrame, where: str, *, name: str, kind: str, max_dialogue
         raise DataError(f"{where} is not a readable table ({type(e).__name__}: {e}).") from e
     if columns is not None:
         raw = raw.select([c for c in schema if c in REQUIRED_COLUMNS or c in columns])
+    if split is not None and "dialogue_id" in schema:
+        ids = _collect(raw.select(pl.col("dialogue_id").cast(pl.String).unique()), where).to_series()
+        keep = ids.filter(ids.map_elements(split_of, return_dtype=pl.String) == split)
+        raw = raw.filter(pl.col("dialogue_id").cast(pl.String).is_in(keep.implode()))
     total = None
     if max_dialogues and "dialogue_id" in schema:
         ids = _collect(raw.select(pl.col("dialogue_id").cast(pl.String).unique()), where).to_series()
@@ -137,7 +181,8 @@ def _corpus(raw: pl.LazyFrame, where: str, *, name: str, kind: str, max_dialogue
         if len(keep) < total:
             raw = raw.filter(pl.col("dialogue_id").cast(pl.String).is_in(keep.implode()))
     turns = validate_turns(_collect(raw, where), where)
-    return Corpus(name=name, source=source, turns=turns, kind=kind, manifest=manifest or {}, total_dialogues=total)
+    return Corpus(name=name, source=source, turns=turns, kind=kind, manifest=manifest or {}, total_dialogues=total,
+                  split=split)
 
 
 def _resolve(target: str) -> Callable[[], pl.DataFrame]:
@@ -288,7 +333,8 @@ def validate_turns(df: pl.DataFrame, source: str) -> pl.DataFrame:
 
 
 def iard_to_turns(conversations: list[Any], source: str = "<iard>") -> pl.DataFrame:
-    """Convert the IARD JSON shape to the turns frame (intent = the first dialogue act's intent)."""
+    """Convert the IARD JSON shape to the turns frame: `intent` is the primary act (`primary_act`),
+    `acts` every act label in annotation order, comma-separated."""
     role_of = {"USER": "user", "AGENT": "assistant"}
     rows: list[dict[str, Any]] = []
     for n, c in enumerate(conversations):
@@ -313,12 +359,23 @@ def iard_to_turns(conversations: list[Any], source: str = "<iard>") -> pl.DataFr
             first = acts[0] if isinstance(acts, list) and acts else None
             if acts and not (isinstance(first, dict) and isinstance(first.get("intent"), (str, type(None)))):
                 raise DataError(f"{where}: 'dialogue_acts' must be a list of objects with a string 'intent'.")
+            labels = [a.get("intent") for a in acts if isinstance(a, dict) and isinstance(a.get("intent"), str)]
             rows.append({"dialogue_id": cid, "turn": i, "role": role_of[participant], "text": u["utterance"],
-                         "intent": first.get("intent") if first else None})
+                         "intent": primary_act(labels), "acts": ",".join(labels) or None})
     if not rows:
         raise DataError(f"{source} holds no turns: the corpus is empty.")
-    schema = {"dialogue_id": pl.String, "turn": pl.Int64, "role": pl.String, "text": pl.String, "intent": pl.String}
+    schema = {"dialogue_id": pl.String, "turn": pl.Int64, "role": pl.String, "text": pl.String, "intent": pl.String,
+              "acts": pl.String}
     return pl.DataFrame(rows, schema=schema)
+
+
+CLOSING_ACTS = frozenset({"OTH", "END"})  # IARD acts that carry no request: small talk, thanks, goodbye
+
+
+def primary_act(acts: list[str]) -> str | None:
+    """The act a line is mainly about: the first that is neither OTH nor END ("Hi! Any comedies?" is
+    (OTH, IQU): IQU); the first act when it has nothing else; None when unlabelled."""
+    return next((a for a in acts if a not in CLOSING_ACTS), acts[0] if acts else None)
 
 
 def load_chitchat(min_turns: int = 2) -> pl.DataFrame:

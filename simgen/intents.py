@@ -12,6 +12,7 @@ An intent model is the `intent_model:` of a scenario YAML, inline or as the path
       - when: "patience < 0.35"            # a jinja2 expression over the profile latent
         scale: {BYE: 2.5}                  # to-intent -> factor (> 0)
         from: [IQU]                        # optional: only these rows (default: all)
+    aliases: {ASK: INQ, END: BYE}          # optional: raw corpus labels -> the intent they count as
 
 It is a first-order Markov chain whose rows may depend on the profile. A terminal intent ends the
 dialogue after the user's line. Validation proves that a terminal intent is reachable from every
@@ -23,7 +24,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,12 @@ class IntentModel:
     transitions: tuple[tuple[float, ...], ...]  # [from][to]; all zeros for terminal rows
     modifiers: tuple[Modifier, ...] = ()
     source: str = "<intents>"
+    aliases: Mapping[str, str] = field(default_factory=dict)  # raw corpus label -> intent (for reading real labels)
+
+    def label_of(self, raw: str | None) -> str | None:
+        """A real corpus's label as one of this model's intents (through `aliases`), or None if it is none."""
+        name = self.aliases.get(raw, raw) if raw is not None else None
+        return name if name in self.names else None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -104,7 +111,7 @@ def load_intent_model(raw: Any, source: str, profile_names: tuple[str, ...] = ()
             raise ConfigError(f"{source}: intent_model: file {str(path)!r} not found; give its path relative to the scenario file's folder, or write the intent model inline.")
         return load_intent_model(load_yaml(path), str(path), profile_names, where=str(path))
     where = where or f"{source}: intent_model"
-    check_keys(where, raw, {"intents", "start", "transitions", "modifiers"}, required={"intents", "start"})
+    check_keys(where, raw, {"intents", "start", "transitions", "modifiers", "aliases"}, required={"intents", "start"})
     declared = raw["intents"]
     if not isinstance(declared, dict) or not declared:
         raise ConfigError(f"{where}: `intents` must be a non-empty mapping of intent name -> {{description, terminal}}.")
@@ -141,7 +148,13 @@ def load_intent_model(raw: Any, source: str, profile_names: tuple[str, ...] = ()
             matrix.append(_row(f"{where}.transitions.{intent.name}", transitions_raw[intent.name], names))
 
     modifiers = _modifiers(where, raw.get("modifiers") or [], names, profile_names)
-    model = IntentModel(tuple(intents), start, tuple(matrix), modifiers, source)
+    aliases = raw.get("aliases") or {}
+    if not isinstance(aliases, dict):
+        raise ConfigError(f"{where}.aliases: expected a mapping raw label -> intent, e.g. {{ASK: INQ}}.")
+    for label, target in aliases.items():
+        if target not in index:
+            raise ConfigError(f"{where}.aliases.{label}: {target!r} is not a declared intent.{did_you_mean(str(target), names)}")
+    model = IntentModel(tuple(intents), start, tuple(matrix), modifiers, source, {str(k): str(v) for k, v in aliases.items()})
     _check_reachability(where, model)
     return model
 
