@@ -65,7 +65,7 @@ class SamplingConfig:
     top_p: float = field(default=0.95, metadata={"help": "nucleus mass, in (0, 1]"})
     max_new_tokens: int = field(default=64, metadata={"help": "tokens per line at most"})
     repetition_penalty: float = field(default=1.15, metadata={"help": "HF-style repetition penalty (1 = off)"})
-    trim: bool = field(default=False, metadata={"help": "cut a line that hit max_new_tokens back to its last complete sentence "
+    trim: bool = field(default=True, metadata={"help": "cut a line that hit max_new_tokens back to its last complete sentence "
                                                         "(its finish_reason becomes 'trimmed')"})
 
     def __post_init__(self) -> None:
@@ -130,6 +130,7 @@ class GenerateConfig:
     model: str | None = field(default=None, metadata={"help": "Local HF model folder or an id in the local HF cache (with --backend openai: the name the server serves). Default: the embedded SmolLM2-135M-Instruct.", "flag": "-m"})
     assistant_model: str | None = field(default=None, metadata={"help": "A different model for the assistant side (default: --model)."})
     max_turns: int = field(default=6, metadata={"help": "User turns per dialogue at most."})
+    lengths: bool = field(default=True, metadata={"help": "Give each user turn a target length drawn from the scenario's length model (when it has one; real lines' lengths) and end the line at the sentence end nearest it.", "flag": "--lengths/--no-lengths"})
     batch_size: int = field(default=16, metadata={"help": "Dialogues advanced together in one batched forward pass.", "flag": "-b"})
     dtype: str = field(default="auto", metadata={"help": "auto = bf16 where the CPU supports it, else float32.", "choices": ("auto", "bfloat16", "float32")})
     user: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8, max_new_tokens=48))
@@ -160,6 +161,10 @@ class GenerateConfig:
         """The inverse of `to_dict`; also reads the flat layout of runs written before the nested
         configs (`base_url`, `persona_cap`, ... at the top). An unknown key is a TypeError naming it."""
         raw = dict(raw)
+        raw.setdefault("lengths", False)  # a run from before the length latent had none
+        for side in ("user", "assistant"):
+            if isinstance(raw.get(side), dict):
+                raw[side] = {"trim": False, **raw[side]}  # ... nor trimming, which was off by default then
         flat_server = {f.name: raw.pop(f.name) for f in fields(ServerConfig) if f.name in raw}
         flat_persona = {k.removeprefix("persona_"): raw.pop(k) for k in ("persona_cap", "persona_axis") if k in raw}
         nested = {"user": SamplingConfig, "assistant": SamplingConfig, "server": ServerConfig, "persona": PersonaCapConfig}

@@ -54,7 +54,8 @@ class Turn:
     text: str
     intent: str | None = None  # the intent latent of a user turn; None for assistant turns
     n_tokens: int = 0  # tokens the backend generated for this line
-    finish_reason: str | None = None  # "stop" (end of turn) | "length" (hit max_new_tokens) | "trimmed" (hit it, cut to a sentence end) | "error" | None
+    finish_reason: str | None = None  # "stop" (end of turn) | "length" (hit max_new_tokens) | "trimmed" (hit it, cut to a sentence end) | "target" (cut at the sentence end nearest its target length) | "error" | None
+    target_words: int | None = None  # the length latent of a user turn (words); None without a length model
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class Generation:
 
     text: str
     n_tokens: int = 0
-    finish_reason: str = "stop"
+    finish_reason: str = "stop"  # "stop" | "length" (max_new_tokens) | "until" (the caller's `until` said the line was done)
     error: str | None = None  # set when this one chat failed; the run records it and goes on
 
 
@@ -87,7 +88,10 @@ TURN_COLUMNS: dict[str, pl.DataType] = {
     "n_tokens": pl.Int32(),
     "finish_reason": pl.String(),
     "stop_reason": pl.String(),  # set on the last row of each dialogue, null elsewhere
+    "target_words": pl.Int32(),  # user turns of a scenario with a length model; null elsewhere
 }
+# columns added after runs were first written: a run without them still loads (they read as null)
+OPTIONAL_COLUMNS: tuple[str, ...] = ("target_words",)
 
 
 def dialogue_id(index: int) -> str:
@@ -110,6 +114,7 @@ def dialogues_to_frame(dialogues: list[Dialogue], profile_schema: pl.Struct) -> 
             rows["n_tokens"].append(t.n_tokens)
             rows["finish_reason"].append(t.finish_reason)
             rows["stop_reason"].append(d.stop_reason if i == last else None)
+            rows["target_words"].append(t.target_words)
             profiles.append(d.profile.values)
     frame = pl.DataFrame(rows, schema=TURN_COLUMNS)
     return frame.with_columns(pl.Series("profile", profiles, dtype=profile_schema))
@@ -127,7 +132,8 @@ def frame_to_dialogues(turns: pl.DataFrame) -> list[Dialogue]:
     for position, ((did,), group) in enumerate(turns.sort("dialogue_id", "turn", maintain_order=True)
                                                .group_by("dialogue_id", maintain_order=True)):
         rows = group.to_dicts()
-        dturns = tuple(Turn(int(r["turn"]), r["role"], r["text"] or "", r.get("intent"), r.get("n_tokens") or 0, r.get("finish_reason"))
+        dturns = tuple(Turn(int(r["turn"]), r["role"], r["text"] or "", r.get("intent"), r.get("n_tokens") or 0, r.get("finish_reason"),
+                            r.get("target_words"))
                        for r in rows)
         profile = next((p for r in rows if (p := r.get("profile")) is not None), None)
         stop = next((s for r in reversed(rows) if (s := r.get("stop_reason"))), "max_turns")

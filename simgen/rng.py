@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PROFILE, INTENT, USER, ASSISTANT = 0, 1, 2, 3
+PROFILE, INTENT, USER, ASSISTANT, LENGTH = 0, 1, 2, 3, 4
 
 
 def generator(seed: int, index: int, stream: int) -> np.random.Generator:

@@ -8,6 +8,7 @@ A scenario is one YAML file:
     templates: {user: movie-recommendation/user.j2, assistant: movie-recommendation/assistant.j2}
     profile: {variables: ..., constraints: ..., backstory: ...}     # see profiles.py
     intent_model: movie-recommendation.intents.yaml                 # or inline; see intents.py
+    lengths: movie-recommendation.lengths.yaml                      # optional, or inline; see lengths.py
 
 `load_scenario` takes the name of a shipped scenario (`profiles/<name>.yaml`) or the path of a
 user's own file. Template paths resolve against the scenario file's folder first, then the shipped
@@ -31,10 +32,12 @@ from typing import Any
 from simgen.config import check_keys, load_yaml
 from simgen.errors import ConfigError, RunError, ScenarioChanged, SimgenError, unknown_name
 from simgen.intents import IntentModel, load_intent_model
+from simgen.lengths import LengthModel, load_lengths
 from simgen.profiles import ProfileSpace, parse_profile_space
 from simgen.templates import ASSISTANT_CONTEXT, USER_CONTEXT, PromptTemplate, load_template
 
-_KEYS = {"scenario", "description", "reference", "templates", "profile", "intent_model"}
+_KEYS = {"scenario", "description", "reference", "templates", "profile", "intent_model", "lengths"}
+_SIDE_FILES = (".intents.yaml", ".lengths.yaml")  # files a scenario names, not scenarios themselves
 
 
 def builtin_dir(kind: str) -> Path:
@@ -45,11 +48,11 @@ def builtin_dir(kind: str) -> Path:
 
 def list_scenarios() -> dict[str, Path]:
     """Shipped scenario name -> its YAML file."""
-    return {p.stem: p for p in sorted(builtin_dir("profiles").glob("*.yaml")) if not p.name.endswith(".intents.yaml")}
+    return {p.stem: p for p in sorted(builtin_dir("profiles").glob("*.yaml")) if not p.name.endswith(_SIDE_FILES)}
 
 
 # what each entry of `Scenario.files` is, as an error message names it
-FILE_LABELS = {"scenario": "the scenario file", "intent_model": "the intent model file",
+FILE_LABELS = {"scenario": "the scenario file", "intent_model": "the intent model file", "lengths": "the length model file",
                "user_template": "the user template", "assistant_template": "the assistant template"}
 
 
@@ -64,6 +67,7 @@ class Scenario:
     user_template: PromptTemplate
     assistant_template: PromptTemplate
     reference: str | None = None
+    lengths: LengthModel | None = None  # the length latent of user turns; None: lines end where the model stops
 
     @property
     def fingerprint(self) -> str:
@@ -81,6 +85,7 @@ class Scenario:
             "fingerprint": self.fingerprint,
             "files": {k: dict(v) for k, v in self.files.items()},
             "intent_model": self.intents.source,
+            "lengths": self.lengths.source if self.lengths else None,
             "reference": self.reference,
             "templates": {
                 t.side: {"id": t.id, "path": str(t.path), "sha256": t.sha256}
@@ -135,7 +140,7 @@ def resolve_scenario_path(name_or_path: str | Path) -> Path:
     path = Path(text)
     if path.suffix in (".yaml", ".yml") or path.exists() or "/" in text:
         if path.is_dir():
-            candidates = sorted(p for p in path.glob("*.y*ml") if not p.name.endswith(".intents.yaml"))
+            candidates = sorted(p for p in path.glob("*.y*ml") if not p.name.endswith(_SIDE_FILES))
             if len(candidates) != 1:
                 raise ConfigError(f"{path}: a scenario folder must hold exactly one scenario YAML; found {len(candidates)}. Pass the file itself.")
             return candidates[0]
@@ -166,6 +171,9 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     files = {"scenario": _file(path)}
     if isinstance(raw["intent_model"], str):
         files["intent_model"] = _file(Path(intents.source))
+    lengths = load_lengths(raw["lengths"], source, intents.names) if raw.get("lengths") is not None else None
+    if isinstance(raw.get("lengths"), str):
+        files["lengths"] = _file(Path(lengths.source))
     files |= {f"{t.side}_template": {"path": str(t.path), "sha256": t.sha256} for t in (user_t, assistant_t)}
     name = raw.get("scenario") or path.stem
     reference = raw.get("reference")
@@ -179,6 +187,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         user_template=user_t,
         assistant_template=assistant_t,
         reference=str(reference) if reference is not None else None,
+        lengths=lengths,
     )
 
 

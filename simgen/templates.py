@@ -29,7 +29,7 @@ from simgen import jinja
 from simgen.errors import TemplateError, did_you_mean
 
 # What every template can read besides the profile variables (user side only gets those).
-USER_CONTEXT = ("profile", "backstory", "intent", "intent_description", "intents", "turn", "max_turns", "scenario")
+USER_CONTEXT = ("profile", "backstory", "intent", "intent_description", "intents", "target_words", "turn", "max_turns", "scenario")
 ASSISTANT_CONTEXT = ("scenario", "turn", "max_turns")
 REQUIRED_BLOCKS = {"user": ("system", "turn"), "assistant": ("system",)}
 

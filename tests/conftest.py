@@ -35,7 +35,11 @@ def embedded_dir() -> Path:
 
 def build_tiny_model(out: Path, tokenizer_dir: Path) -> Path:
     """Save a random 2-layer Llama (hidden 32) with `tokenizer_dir`'s tokenizer and chat template
-    into `out` and return it (benchmarks/scale.py builds its model the same way)."""
+    into `out` and return it (benchmarks/scale.py builds its model the same way).
+
+    Its output head favours a small random vocabulary: a few hundred word tokens, with sentence
+    ends and the end-of-turn token weighted up (every other token keeps its small random weight), so its lines are gibberish made of words that do end
+    sentences and turns now and then, and length targets and trimming run on real cuts."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -44,10 +48,18 @@ def build_tiny_model(out: Path, tokenizer_dir: Path) -> Path:
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
     torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        head = model.lm_head.weight.clone()  # every other token keeps its small random logit (judges read them)
+        words = [i for i in range(1000, 1600) if tokenizer.decode([i]).startswith(" ") and tokenizer.decode([i]).strip().isalpha()]
+        head[words] = torch.randn(len(words), config.hidden_size) * 2.0
+        ends = [tokenizer.convert_tokens_to_ids(t) for t in (".", "!", "?")] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+        head[ends] = torch.randn(len(ends), config.hidden_size) * 3.0
+        model.lm_head.weight.copy_(head)
+    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 

@@ -21,6 +21,7 @@ from simgen.scenario import builtin_dir, load_scenario
 FILES = {  # Scenario.files key -> path inside the copied scenario folder
     "scenario": "movie-recommendation.yaml",
     "intent_model": "movie-recommendation.intents.yaml",
+    "lengths": "movie-recommendation.lengths.yaml",
     "user_template": "movie-recommendation/user.j2",
     "assistant_template": "movie-recommendation/assistant.j2",
 }
@@ -28,7 +29,7 @@ FILES = {  # Scenario.files key -> path inside the copied scenario folder
 
 def copy_scenario(folder: Path) -> Path:
     (folder / "movie-recommendation").mkdir(parents=True)
-    for name in ("movie-recommendation.yaml", "movie-recommendation.intents.yaml"):
+    for name in ("movie-recommendation.yaml", "movie-recommendation.intents.yaml", "movie-recommendation.lengths.yaml"):
         shutil.copyfile(builtin_dir("profiles") / name, folder / name)
     for name in ("user.j2", "assistant.j2"):
         shutil.copyfile(builtin_dir("templates") / "movie-recommendation" / name, folder / "movie-recommendation" / name)

@@ -256,7 +256,7 @@ def test_a_run_goes_on_when_the_assistant_server_keeps_failing(fault_server, tin
     server = fault_server(always="503")
     run = generate(n=3, seed=0, model=str(tiny_model_dir), max_turns=2, batch_size=3, out=tmp_path / "r",
                    assistant=_backend(server, max_retries=1), progress=False,
-                   user=SamplingConfig(temperature=0.8, max_new_tokens=8))
+                   user=SamplingConfig(temperature=0.8, max_new_tokens=8, trim=False))
     dialogues = run.dialogues()
     assert dialogues.height == 3
     assert all(r.startswith("generation_error:") and "HTTP 503" in r for r in dialogues["stop_reason"])
@@ -270,7 +270,7 @@ def test_a_flaky_server_still_yields_every_dialogue(fault_server, tiny_model_dir
     server = fault_server(script=script)
     run = generate(n=4, seed=0, model=str(tiny_model_dir), max_turns=3, batch_size=4, out=tmp_path / "r",
                    assistant=_backend(server, concurrency=1), progress=False,
-                   user=SamplingConfig(temperature=0.8, max_new_tokens=8))
+                   user=SamplingConfig(temperature=0.8, max_new_tokens=8, trim=False))
     assert run.manifest["counts"]["failed"] == 0
     assistant = run.turns.filter(pl.col("role") == "assistant")
     assert assistant.height > 0 and assistant["text"].str.starts_with("answer ").all()
@@ -279,7 +279,7 @@ def test_a_flaky_server_still_yields_every_dialogue(fault_server, tiny_model_dir
 def test_a_key_refused_mid_run_stops_the_run_and_resume_finishes_it(fault_server, tiny_model_dir, tmp_path):
     """A 401 will repeat for every request, so it stops the run at once (finished shards stay) and
     `resume` with a working server completes it, identical to a run that never failed."""
-    user = SamplingConfig(temperature=0.8, max_new_tokens=8)
+    user = SamplingConfig(temperature=0.8, max_new_tokens=8, trim=False)
     common = dict(n=4, seed=0, model=str(tiny_model_dir), max_turns=2, batch_size=2, progress=False, user=user)
     reference = generate(**common, out=tmp_path / "ref", assistant=_backend(fault_server()))
     refused = fault_server(script=["ok"] * 4 + ["401"])  # the first shard (2 dialogues x 2 turns) goes through

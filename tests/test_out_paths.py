@@ -44,6 +44,7 @@ def test_scenario_path_that_climbs_writes_under_outputs(tiny_model_dir, tmp_path
     work = tmp_path / "a" / "b"
     work.mkdir(parents=True)
     shutil.copy(list_scenarios()["chitchat"], tmp_path / "x.yaml")
+    shutil.copy(list_scenarios()["chitchat"].with_name("chitchat.lengths.yaml"), tmp_path / "chitchat.lengths.yaml")
     monkeypatch.chdir(work)
     before = set(tmp_path.rglob("*"))
     run = simgen.generate(scenario="../../x.yaml", n=1, seed=0, model=str(tiny_model_dir), max_turns=1, dtype="float32",

@@ -32,7 +32,7 @@ def test_trim_to_sentence(text, kept):
 
 
 def test_finished_line_trims_only_cut_lines_when_asked():
-    on, off = SamplingConfig(trim=True), SamplingConfig()
+    on, off = SamplingConfig(trim=True), SamplingConfig(trim=False)
     cut = Generation("Sure. I want a", n_tokens=8, finish_reason="length")
     assert finished_line(cut, on) == ("Sure.", "trimmed")
     assert finished_line(cut, off) == ("Sure. I want a", "length")
@@ -53,7 +53,7 @@ def test_no_line_a_dialogue_goes_on_from_ends_mid_sentence(tiny_model_dir, tmp_p
     stops = dict(run.dialogues().select("dialogue_id", "stop_reason").iter_rows())
     for (did,), rows in turns.group_by("dialogue_id", maintain_order=True):
         reasons = rows["finish_reason"].to_list()
-        assert all(r in ("stop", "trimmed") for r in reasons[:-1]), (did, reasons)
+        assert all(r in ("stop", "trimmed", "target") for r in reasons[:-1]), (did, reasons)
         if reasons[-1] == "length":  # cut with no sentence end: stored as it came, and the dialogue ends on it
             assert stops[did] == "degenerate_output: unfinished_line"
     for text in turns.filter(pl.col("finish_reason") == "trimmed")["text"]:
@@ -74,6 +74,7 @@ def test_trimmed_runs_are_deterministic_and_resume_byte_identical(tiny_model_dir
     monkeypatch.undo()
     resumed = resume(tmp_path / "b", progress=False)
     assert (resumed.path / "turns.parquet").read_bytes() == (whole.path / "turns.parquet").read_bytes()
+    assert whole.turns["target_words"].drop_nulls().len() > 0  # the length latent is part of what resumes identically
 
 
 def test_cli_trim_flag_sets_both_sides(tiny_model_dir, tmp_path):
@@ -99,5 +100,5 @@ def test_the_embedded_model_s_cut_lines_end_at_a_sentence(tmp_path):
     stops = dict(run.dialogues().select("dialogue_id", "stop_reason").iter_rows())
     for (did,), rows in turns.sort("turn").group_by("dialogue_id", maintain_order=True):
         reasons = rows["finish_reason"].to_list()
-        assert all(r in ("stop", "trimmed") for r in reasons[:-1])
+        assert all(r in ("stop", "trimmed", "target") for r in reasons[:-1])
         assert reasons[-1] != "length" or stops[did] == "degenerate_output: unfinished_line"

@@ -10,7 +10,10 @@ Within one batch of dialogues the simulator talks to a backend through a `Sessio
 `session.generate(chats, sampling, seeds, keys)`, where `keys` names the dialogue of each chat.
 A side's chat only ever grows, so a stateful session (transformers) keeps each dialogue's KV cache
 across turns and prefills only the new tokens. The default session is stateless: it just calls
-`generate`.
+`generate`. A session may also take `until`: per chat, a test on the text written so far that says
+the caller will cut the line there anyway (a length target met); a session that honours it stops
+that row early (`finish_reason` "until"), one that does not returns the longer line, which the
+caller cuts the same way, so the stored lines do not depend on it, only the time.
 
 Backends are named in a lazy registry (`"name": "module:object"`), so naming one imports only it;
 `backend_class(name)` resolves a name and `build_backend(config, model)` builds one side of a
@@ -26,8 +29,7 @@ consistency check's Q&A, LLM judge and persona axis and the persona cap need).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -81,12 +83,15 @@ class Backend(ABC):
         """Release what the backend holds (threads, connections); whoever built it calls this once."""
 
 
+Until = Sequence[Callable[[str], bool] | None] | None  # per chat: "the line is done once this holds"
+
+
 class Session:
     """One side of one batch of dialogues. `keys[i]` names the dialogue of `chats[i]`; a key's chat
     only grows between calls, and a later call may carry fewer keys (dialogues that ended)."""
 
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-                 keys: Sequence[Hashable]) -> list[Generation]:
+                 keys: Sequence[Hashable], until: Until = None) -> list[Generation]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -104,7 +109,7 @@ class StatelessSession(Session):
         self.backend = backend
 
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-                 keys: Sequence[Hashable]) -> list[Generation]:
+                 keys: Sequence[Hashable], until: Until = None) -> list[Generation]:
         return self.backend.generate(chats, sampling, seeds)
 
 

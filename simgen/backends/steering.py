@@ -155,9 +155,9 @@ class _CappedSession(Session):
     def __init__(self, inner: Session, capped: Callable[[], Any]) -> None:
         self.inner, self.capped = inner, capped
 
-    def generate(self, chats, sampling, seeds, keys):  # noqa: ANN001, ANN201
+    def generate(self, chats, sampling, seeds, keys, until=None):  # noqa: ANN001, ANN201
         with self.capped():
-            return self.inner.generate(chats, sampling, seeds, keys)
+            return self.inner.generate(chats, sampling, seeds, keys, until)
 
     def close(self) -> None:
         self.inner.close()

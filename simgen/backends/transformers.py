@@ -22,7 +22,7 @@ from collections.abc import Hashable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from simgen.backends import Backend, Session
+from simgen.backends import Backend, Session, Until
 from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import Chat, Generation
 from simgen.models import ModelSource, load_causal_lm, resolve_model
@@ -188,20 +188,21 @@ class KVSession(Session):
         self.mask = mask.to(device)
 
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-                 keys: Sequence[Hashable]) -> list[Generation]:
+                 keys: Sequence[Hashable], until: Until = None) -> list[Generation]:
         if not chats:
             return []
         self._select(list(keys))
         prompts = [self.b.encode(chat) for chat in chats]
-        tokens, stopped = self._decode(prompts, sampling, seeds)
+        tokens, stopped = self._decode(prompts, sampling, seeds, until)
         return [
-            Generation(self.b.tokenizer.decode(ids, skip_special_tokens=True), n_tokens=len(ids),
-                       finish_reason="stop" if stop else "length")
+            Generation(self.b.tokenizer.decode(ids, skip_special_tokens=True), n_tokens=len(ids), finish_reason=stop or "length")
             for ids, stop in zip(tokens, stopped)
         ]
 
-    def _decode(self, prompts: list[list[int]], sampling: SamplingConfig, seeds: Sequence[int]) -> tuple[list[list[int]], list[bool]]:
-        """New token ids per prompt (stop token excluded) and whether each row stopped on its own."""
+    def _decode(self, prompts: list[list[int]], sampling: SamplingConfig, seeds: Sequence[int],
+                until: Until = None) -> tuple[list[list[int]], list[str | None]]:
+        """New token ids per prompt (stop token excluded) and why each row stopped before the cap:
+        "stop" (an end-of-turn token), "until" (its `until` test held), None (it ran to the cap)."""
         import torch
 
         from torch.profiler import record_function  # labels for `bench_generate.py --profile`; free when not profiling
@@ -249,7 +250,7 @@ class KVSession(Session):
             # 3. decode: one forward pass per token for every row still running
             new_tokens: list[list[int]] = [[] for _ in range(batch)]
             done = torch.zeros(batch, dtype=torch.bool, device=device)
-            stopped = [False] * batch
+            stopped: list[str | None] = [None] * batch
             rows = torch.arange(batch, device=device)
             for _ in range(sampling.max_new_tokens):
                 next_ids = pick_tokens(logits, sampling, generators, seen)  # (rows,)
@@ -259,9 +260,13 @@ class KVSession(Session):
                 running = (~done).nonzero().flatten().tolist()
                 for row in running:
                     if is_stop[row]:
-                        stopped[row] = True
+                        stopped[row] = "stop"
                     else:
                         new_tokens[row].append(int(next_ids[row]))
+                        test = until[row] if until else None
+                        if test is not None and test(b.tokenizer.decode(new_tokens[row], skip_special_tokens=True)):
+                            stopped[row] = "until"
+                            is_stop[row] = True  # the row is done; its last token is kept
                 done |= is_stop
                 if bool(done.all()):
                     break

@@ -76,7 +76,7 @@ class DialogueStream(torch.utils.data.IterableDataset):
         backend = self._load()
         indices = self.indices(worker, workers)
         while batch := list(itertools.islice(indices, cfg.batch_size)):
-            jobs = [plan(scenario, cfg.seed, i, cfg.max_turns) for i in batch]
+            jobs = [plan(scenario, cfg.seed, i, cfg.max_turns, cfg.lengths) for i in batch]
             for d in simulate(jobs, scenario, backend, backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns):
                 if self.kind == "dialogues":
                     yield {"dialogue_id": d.dialogue_id, "index": d.index,

@@ -36,6 +36,7 @@ def user_context(scenario: Scenario, job: DialogueJob, turn: int, max_turns: int
         "intent": intent,
         "intent_description": scenario.intents.get(intent).description if intent else "",
         "intents": {i.name: i.description for i in scenario.intents.intents},
+        "target_words": job.target(turn),
         "turn": turn,
         "max_turns": max_turns,
         "scenario": {"name": scenario.name, "description": scenario.description},
@@ -92,5 +93,6 @@ def assistant_chat(scenario: Scenario, turns: Sequence[Turn], max_turns: int) ->
 def job_of(scenario: Scenario, dialogue: Dialogue) -> DialogueJob:
     """The `DialogueJob` of a recorded dialogue; an intent the scenario lacks becomes None."""
     known = set(scenario.intents.names)
-    return DialogueJob(dialogue.index, dialogue.profile,
-                       tuple(t.intent if t.intent in known else None for t in dialogue.turns if t.role == "user"))
+    users = [t for t in dialogue.turns if t.role == "user"]
+    targets = tuple(t.target_words for t in users) if any(t.target_words is not None for t in users) else ()
+    return DialogueJob(dialogue.index, dialogue.profile, tuple(t.intent if t.intent in known else None for t in users), targets)

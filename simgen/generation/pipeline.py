@@ -248,7 +248,7 @@ def _generate_shards(writer: RunWriter, cfg: GenerateConfig, sc: Scenario, assis
         for shard in todo:
             first, last = shard * cfg.batch_size, min((shard + 1) * cfg.batch_size, cfg.n) - 1
             shard_start = time.perf_counter()
-            jobs = [plan(sc, cfg.seed, i, cfg.max_turns) for i in range(first, last + 1)]
+            jobs = [plan(sc, cfg.seed, i, cfg.max_turns, cfg.lengths) for i in range(first, last + 1)]
             dialogues = simulate(jobs, sc, user_backend, assistant_backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, on_step)
             frame = dialogues_to_frame(dialogues, sc.profile.polars_schema())
             tokens = sum(t.n_tokens for d in dialogues for t in d.turns)

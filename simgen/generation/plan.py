@@ -1,7 +1,8 @@
 """Plan a dialogue before any model speaks: its profile latent and its path of intent latents.
 
-Dialogue i of a run is a function of (seed, i) alone: its profile comes from the profile space and
-its intents from the intent model, each from its own seeded generator (simgen.rng). So a run split
+Dialogue i of a run is a function of (seed, i) alone: its profile comes from the profile space, its
+intents from the intent model and, where the scenario has a length model, each user turn's target
+length from it, each from its own seeded generator (simgen.rng). So a run split
 into shards, resumed, or run on many machines plans the same dialogues.
 """
 
@@ -21,10 +22,18 @@ class DialogueJob:
     index: int
     profile: ProfileLatent
     intents: tuple[str | None, ...]  # the intent of each user turn, drawn up front
+    target_words: tuple[int | None, ...] = ()  # each user turn's length latent (words); () without a length model
+
+    def target(self, turn: int) -> int | None:
+        return self.target_words[turn] if turn < len(self.target_words) else None
 
 
-def plan(scenario: Scenario, seed: int, index: int, max_turns: int) -> DialogueJob:
-    """Sample dialogue `index`'s profile and intent path; depends only on (seed, index)."""
+def plan(scenario: Scenario, seed: int, index: int, max_turns: int, lengths: bool = True) -> DialogueJob:
+    """Sample dialogue `index`'s profile, intent path and line lengths; depends only on (seed, index)."""
     profile = scenario.profile.sample(rng.generator(seed, index, rng.PROFILE))
     path = scenario.intents.sample_path(profile, rng.generator(seed, index, rng.INTENT), max_turns)
-    return DialogueJob(index, profile, tuple(path))
+    targets: tuple[int | None, ...] = ()
+    if lengths and scenario.lengths is not None:
+        draw = rng.generator(seed, index, rng.LENGTH)
+        targets = tuple(scenario.lengths.sample(intent, draw) for intent in path)
+    return DialogueJob(index, profile, tuple(path), targets)

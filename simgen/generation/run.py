@@ -40,7 +40,7 @@ from typing import Any
 
 import polars as pl
 
-from simgen.data import TURN_COLUMNS
+from simgen.data import OPTIONAL_COLUMNS, TURN_COLUMNS
 from simgen.errors import RunError
 from simgen.files import atomic_write_json, atomic_write_parquet, now
 
@@ -316,7 +316,7 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     if manifest.get("status") != "complete" or not (path / TURNS).is_file():
         raise RunError(f"{path}: the run is not complete ({manifest.get('status', 'unknown')}). Finish it with `simgen generate --resume {path}`.")
     schema = pl.read_parquet_schema(path / TURNS)
-    missing = [c for c in TURN_COLUMNS if c not in schema]
+    missing = [c for c in TURN_COLUMNS if c not in schema and c not in OPTIONAL_COLUMNS]
     if missing:
         raise RunError(f"{path / TURNS}: missing column {missing[0]!r}; the file does not follow the turns schema.")
     return Run(path)

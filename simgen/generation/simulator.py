@@ -3,7 +3,10 @@
 For every dialogue of the batch the simulator keeps two chats that only ever grow, one per side
 (their shape is in chats.py: the user side's roles are flipped, so a chat model speaks as the user).
 Each step sends the chats of all active dialogues to the backend in ONE call (so a batched backend
-runs one forward pass for all of them), then records the lines and applies the stop rules:
+runs one forward pass for all of them), then records the lines and applies the stop rules.
+A user turn with a length latent (`target_words`) ends at the sentence end nearest its target
+(`simgen.lengths.cut_to_target`); the session is told so it may stop that row as soon as the cut
+is known. Then the stop rules:
 terminal intent, max turns, empty output, degenerate output (a repeated line, an echo of the other
 side, a looping line), or a generation error. Every stop is recorded with its reason. The intents
 of a dialogue are drawn before it starts (plan.py), from the dialogue's own seed.
@@ -11,6 +14,7 @@ of a dialogue are drawn before it starts (plan.py), from the dialogue's own seed
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +25,7 @@ from simgen.config import SamplingConfig
 from simgen.data import Chat, Dialogue, Generation, Turn, dialogue_id
 from simgen.generation.chats import assistant_system, user_message, user_system
 from simgen.generation.plan import DialogueJob
+from simgen.lengths import cut_to_target, sentence_ends, target_reached
 from simgen.scenario import Scenario
 
 
@@ -75,12 +80,15 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         for s in active:
             s.user_chat.append(user_message(scenario, s.job, k, max_turns, s.pending_assistant_line))
         seeds = [rng.derive(seed, s.job.index, rng.USER, k) for s in active]
-        gens = user_session.generate([s.user_chat for s in active], user_sampling, seeds, [s.job.index for s in active])
+        targets = [s.job.target(k) for s in active]
+        until = [None if t is None else functools.partial(target_reached, target=t) for t in targets]
+        gens = user_session.generate([s.user_chat for s in active], user_sampling, seeds, [s.job.index for s in active],
+                                     until if any(targets) else None)
         _check_count(user_backend, active, gens)
-        for s, g in zip(active, gens):
+        for s, g, target in zip(active, gens, targets):
             intent = s.job.intents[k]
-            text, finish = finished_line(g, user_sampling)
-            s.turns.append(Turn(len(s.turns), "user", text, intent, g.n_tokens, finish))
+            text, finish = finished_line(g, user_sampling, target)
+            s.turns.append(Turn(len(s.turns), "user", text, intent, g.n_tokens, finish, target))
             s.user_chat.append({"role": "assistant", "content": text})
             s.assistant_chat.append({"role": "user", "content": text})
             s.stop_reason = _stop_reason(s, g, text, early_stop, user_sampling.trim)
@@ -124,28 +132,30 @@ def clean_line(text: str) -> str:
     return text.strip()
 
 
-# a sentence end: . ! ? or an ellipsis, then any closing quotes or brackets, then a space or the end
-_SENTENCE_END = re.compile(r"(?:[.!?]+|\u2026)[\"'\u2019\u201d)\]]*(?=\s|$)")
-_NOT_AN_END = re.compile(r"(?:^|\s)(?:mr|mrs|ms|dr|st|vs|etc|e\.g|i\.e)\.$", re.IGNORECASE)  # "Mr." ends no sentence
-
-
 def trim_to_sentence(text: str) -> str | None:
     """`text` up to and including its last complete sentence, or None when it has no sentence end."""
-    for end in reversed(list(_SENTENCE_END.finditer(text))):
-        kept = text[:end.end()].rstrip()
-        if not _NOT_AN_END.search(kept):
-            return kept
-    return None
+    ends = sentence_ends(text)
+    return text[:ends[-1]].rstrip() if ends else None
 
 
-def finished_line(g: Generation, sampling: SamplingConfig) -> tuple[str, str | None]:
-    """The line to store and its finish reason: the cleaned text, cut back to its last sentence end
-    when it hit the token cap and `sampling.trim` is on ("trimmed"). A cut line with no sentence end
-    stays whole and "length", and ends its dialogue as `degenerate_output: unfinished_line`, so
-    no line that a dialogue goes on from, or that an export keeps, ends mid-sentence."""
+def finished_line(g: Generation, sampling: SamplingConfig, target: int | None = None) -> tuple[str, str | None]:
+    """The line to store and its finish reason: the cleaned text
+    - with a length `target`: cut at the sentence end nearest it ("target"; the end of a line the
+      model finished itself counts as an end);
+    - else, when it hit the token cap and `sampling.trim` is on: cut back to its last sentence end
+      ("trimmed").
+    A capped line with no sentence end stays whole and "length", and with trimming on ends its
+    dialogue as `degenerate_output: unfinished_line`, so no line that a dialogue goes on from, or
+    that an export keeps, ends mid-sentence."""
     text = clean_line(g.text)
     if g.error:
         return text, "error"
+    if target is not None:
+        cut = cut_to_target(text, target, finished=g.finish_reason == "stop")
+        if cut is not None and (cut != text or g.finish_reason == "until"):
+            return cut, "target"
+        if g.finish_reason == "until":  # the test held on the raw text but the cleaned one has no end: keep it whole
+            return text, "stop"
     if sampling.trim and g.finish_reason == "length" and (trimmed := trim_to_sentence(text)):
         return trimmed, "trimmed"
     return text, g.finish_reason

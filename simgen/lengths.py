@@ -1,0 +1,144 @@
+"""Line lengths: a turn-level latent, drawn per user turn from what real people write.
+
+A scenario may name a length model (`lengths:` in its YAML: the path of its own file, or inline).
+It holds, per intent, how many words real user lines of that intent have, as counts fitted on the
+`train` split of the scenario's real corpus (scripts/fit_lengths.py writes it):
+
+    unit: words
+    source: "IARD, train split: 265 dialogues, 1,791 user lines"   # free text, for people
+    lengths:                     # label -> {words: count}; "*" covers every intent without a row
+      "*": {1: 40, 2: 61, ...}
+      IQU: {3: 4, 4: 9, ...}
+
+Each user turn's target (`target_words` on its row) is drawn from its intent's row, from the
+dialogue's own seeded stream, before any model speaks. The simulator ends the line at the sentence
+end closest to the target (`cut_to_target`); a backend may stop generating as soon as that end is
+known (`target_reached`). What it leaves out: tokens, characters and the assistant side (its lines
+are the system under test, not a latent); a row is an empirical histogram, not a smoothed law.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simgen.config import check_keys, load_yaml
+from simgen.errors import ConfigError, did_you_mean
+
+ANY = "*"  # the row for intents without their own
+UNIT = "words"
+
+
+def words(text: str) -> int:
+    """The length of a line in words (whitespace-separated runs), as lengths are fitted and scored."""
+    return len(text.split())
+
+
+@dataclass(frozen=True)
+class LengthModel:
+    rows: Mapping[str, tuple[tuple[int, ...], tuple[float, ...]]]  # label -> (word counts, probabilities)
+    source: str = "<lengths>"
+    description: str = ""
+
+    def row(self, intent: str | None) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        return self.rows.get(intent or ANY) or self.rows[ANY]
+
+    def sample(self, intent: str | None, rng: np.random.Generator) -> int:
+        values, probs = self.row(intent)
+        return int(values[int(rng.choice(len(values), p=np.array(probs)))])
+
+
+def fit_lengths(lines: Iterable[tuple[str | None, str]], min_count: int = 30) -> dict[str, dict[int, int]]:
+    """(label, text) pairs -> {label: {words: count}}: "*" over every line, plus a row per label
+    with at least `min_count` lines (rarer labels draw from "*")."""
+    by_label: dict[str, Counter] = {ANY: Counter()}
+    for label, text in lines:
+        n = words(text)
+        if n == 0:
+            continue
+        by_label[ANY][n] += 1
+        if label is not None:
+            by_label.setdefault(label, Counter())[n] += 1
+    if not by_label[ANY]:
+        raise ValueError("no non-empty lines to fit lengths on")
+    return {k: dict(sorted(c.items())) for k, c in sorted(by_label.items()) if k == ANY or sum(c.values()) >= min_count}
+
+
+def dump_lengths(rows: Mapping[str, Mapping[int, int]], source: str, header: str = "") -> str:
+    """The YAML text of a length model (deterministic: sorted keys)."""
+    out = [f"# {line}" for line in header.splitlines()]
+    out += [f"unit: {UNIT}", f"source: {source!r}", "lengths:"]
+    for label in sorted(rows, key=lambda k: (k != ANY, k)):
+        counts = ", ".join(f"{w}: {c}" for w, c in sorted(rows[label].items()))
+        out.append(f"  {label!r}: {{{counts}}}" if label == ANY else f"  {label}: {{{counts}}}")
+    return "\n".join(out) + "\n"
+
+
+def load_lengths(raw: Any, source: str, intents: tuple[str, ...]) -> LengthModel:
+    """Validate a length model: a mapping, or the path of its own YAML file relative to `source`'s folder."""
+    if isinstance(raw, str):
+        path = Path(raw) if Path(raw).is_absolute() else Path(source).parent / raw
+        if not path.is_file():
+            raise ConfigError(f"{source}: lengths: file {str(path)!r} not found; give its path relative to the scenario file's folder.")
+        return _parse(load_yaml(path), str(path), intents)
+    return _parse(raw, f"{source}: lengths", intents)
+
+
+def _parse(raw: Any, where: str, intents: tuple[str, ...]) -> LengthModel:
+    check_keys(where, raw, {"unit", "source", "lengths"}, required={"lengths"})
+    if raw.get("unit", UNIT) != UNIT:
+        raise ConfigError(f"{where}: unit: only {UNIT!r} is supported, got {raw['unit']!r}.")
+    table = raw["lengths"]
+    if not isinstance(table, dict) or ANY not in table:
+        raise ConfigError(f"{where}: `lengths` must map labels to {{words: count}} and hold a {ANY!r} row for intents without their own.")
+    rows = {}
+    for label, counts in table.items():
+        label = str(label)
+        if label != ANY and label not in intents:
+            raise ConfigError(f"{where}.lengths: {label!r} is not an intent of the scenario.{did_you_mean(label, list(intents))}")
+        if not isinstance(counts, dict) or not counts:
+            raise ConfigError(f"{where}.lengths.{label}: expected a non-empty mapping words -> count, e.g. {{3: 10, 4: 7}}.")
+        pairs = []
+        for w, c in counts.items():
+            if not (isinstance(w, int) and w > 0 and isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0):
+                raise ConfigError(f"{where}.lengths.{label}: {w!r}: {c!r} is not a positive word count with a positive weight.")
+            pairs.append((w, float(c)))
+        pairs.sort()
+        total = sum(c for _, c in pairs)
+        rows[label] = (tuple(w for w, _ in pairs), tuple(c / total for _, c in pairs))
+    return LengthModel(rows, where, str(raw.get("source", "")))
+
+
+# a sentence end: . ! ? or an ellipsis, then any closing quotes or brackets, then a space or the end
+SENTENCE_END = re.compile(r"(?:[.!?]+|\u2026)[\"'\u2019\u201d)\]]*(?=\s|$)")
+_NOT_AN_END = re.compile(r"(?:^|\s)(?:mr|mrs|ms|dr|st|vs|etc|e\.g|i\.e)\.$", re.IGNORECASE)  # "Mr." ends no sentence
+
+
+def sentence_ends(text: str) -> list[int]:
+    """The offsets just after each sentence end of `text` (an end at the very end of the text counts)."""
+    return [m.end() for m in SENTENCE_END.finditer(text) if not _NOT_AN_END.search(text[:m.end()])]
+
+
+def cut_to_target(text: str, target: int, finished: bool) -> str | None:
+    """`text` cut at the sentence end whose word count is closest to `target` (a tie goes to the
+    longer cut). `finished`: the writer ended the line itself, so its end counts as an end too.
+    None when there is no end to cut at (an unfinished text without a sentence end)."""
+    ends = sentence_ends(text)
+    if finished and text and (not ends or ends[-1] < len(text.rstrip())):
+        ends.append(len(text))
+    if not ends:
+        return None
+    best = min(ends, key=lambda e: (abs(words(text[:e]) - target), -e))
+    return text[:best].rstrip()
+
+
+def target_reached(text: str, target: int) -> bool:
+    """Whether a text still being written already holds its final cut: a sentence end at or after
+    `target` words that is confirmed (followed by a space), so no later token can move the cut."""
+    return any(e < len(text) and text[e].isspace() and words(text[:e]) >= target for e in sentence_ends(text))

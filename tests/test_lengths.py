@@ -1,0 +1,151 @@
+"""The length latent (simgen.lengths): fitting, loading, sampling, cutting, and its path through a run."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+import simgen
+from simgen import rng
+from simgen.config import SamplingConfig
+from simgen.corpora import load_corpus, split_of
+from simgen.data import Generation
+from simgen.errors import ConfigError
+from simgen.generation.plan import plan
+from simgen.generation.simulator import finished_line
+from simgen.lengths import cut_to_target, fit_lengths, load_lengths, sentence_ends, target_reached, words
+from simgen.scenario import load_scenario
+
+
+def test_fit_keeps_rows_with_enough_lines_and_an_overall_row():
+    lines = [("A", "one two three")] * 40 + [("B", "one")] * 3 + [(None, "x y")] * 5 + [("A", "   ")]
+    rows = fit_lengths(lines, min_count=30)
+    assert set(rows) == {"*", "A"}  # B is too rare, the blank line is skipped
+    assert rows["A"] == {3: 40} and rows["*"] == {1: 3, 2: 5, 3: 40}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"lengths": {"IQU": {3: 1}}}, "'*' row"),
+    ({"lengths": {"*": {3: 1}, "NOPE": {2: 1}}}, "'NOPE' is not an intent"),
+    ({"lengths": {"*": {0: 1}}}, "not a positive word count"),
+    ({"lengths": {"*": {3: -1}}}, "not a positive word count"),
+    ({"unit": "tokens", "lengths": {"*": {3: 1}}}, "only 'words'"),
+    ({"lengths": {"*": {3: 1}}, "extra": 1}, "extra"),
+])
+def test_bad_length_models_name_the_field(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        load_lengths(raw, "scenario.yaml", ("IQU", "BYE"))
+
+
+@pytest.mark.parametrize("name", ["movie-recommendation", "chitchat"])
+def test_sampled_targets_follow_the_fitted_frequencies(name):
+    """Chi-square goodness of fit of 4,000 drawn targets against the committed histogram, per row."""
+    model = load_scenario(name).lengths
+    generator = rng.generator(0, 0, rng.LENGTH)
+    for label in list(model.rows)[:3]:
+        values, probs = model.row(label)
+        draws = Counter(model.sample(label, generator) for _ in range(4000))
+        # pool bins into groups of expected count >= 5 so the test is valid
+        expected, observed, acc_e, acc_o = [], [], 0.0, 0
+        for v, p in zip(values, probs):
+            acc_e += 4000 * p
+            acc_o += draws.get(v, 0)
+            if acc_e >= 5:
+                expected.append(acc_e)
+                observed.append(acc_o)
+                acc_e, acc_o = 0.0, 0
+        expected[-1] += acc_e
+        observed[-1] += acc_o
+        assert stats.chisquare(observed, expected).pvalue > 1e-3, (name, label)
+
+
+def test_committed_lengths_match_the_real_train_split():
+    """The chitchat length model is the train split's histogram (chitchat-dataset is on PyPI)."""
+    model = load_scenario("chitchat").lengths
+    corpus = load_corpus("chitchat", split="train")
+    lens = [words(t) for t in corpus.turns.filter(pl.col("role") == "user")["text"].to_list() if words(t)]
+    values, probs = model.row("*")
+    assert sum(lens) / len(lens) == pytest.approx(float(np.dot(values, probs)), rel=1e-6)
+
+
+def test_plan_draws_one_target_per_user_turn_from_the_dialogue_seed():
+    sc = load_scenario("movie-recommendation")
+    a, b = plan(sc, 7, 3, 12), plan(sc, 7, 3, 12)
+    assert a == b and len(a.target_words) == len(a.intents) and all(t >= 1 for t in a.target_words)
+    assert plan(sc, 7, 4, 12).target_words != a.target_words or plan(sc, 8, 3, 12).target_words != a.target_words
+
+
+@pytest.mark.parametrize("text, target, finished, cut", [
+    ("Hi! I want a funny movie. Something for tonight with my kids, maybe", 5, False, "Hi! I want a funny movie."),
+    ("Hi! I want a funny movie. Something for tonight with my kids, maybe", 1, False, "Hi!"),
+    ("Hi! I want a funny movie. Something for tonight", 12, False, "Hi! I want a funny movie."),  # capped: last end
+    ("Hi! I want a funny movie for tonight", 8, True, "Hi! I want a funny movie for tonight"),  # its own end counts
+    ("no sentence end at all", 3, False, None),
+    ("Ask Mr. Smith. Then go", 2, False, "Ask Mr. Smith."),  # "Mr." ends nothing
+])
+def test_cut_to_target(text, target, finished, cut):
+    assert cut_to_target(text, target, finished) == cut
+
+
+def test_target_reached_only_once_the_cut_cannot_move():
+    assert not target_reached("I like it.", 2)  # the "." may be "2.5": not yet confirmed
+    assert target_reached("I like it. And", 2)
+    assert not target_reached("Hi. I like", 3)  # the only end is before the target
+    assert sentence_ends("Wait... what?! ok") == [7, 14]
+
+
+def test_finished_line_cuts_at_the_target_whatever_the_backend_did():
+    on = SamplingConfig(trim=True)
+    whole = Generation("Hi there. I want a comedy. Maybe two", n_tokens=12, finish_reason="length")
+    early = Generation("Hi there. I want a comedy. ", n_tokens=8, finish_reason="until")
+    assert finished_line(whole, on, 5) == finished_line(early, on, 5) == ("Hi there. I want a comedy.", "target")
+    assert finished_line(Generation("no end here", finish_reason="length"), on, 3) == ("no end here", "length")
+
+
+def test_tiny_run_records_targets_and_no_line_ends_mid_sentence(tiny_model_dir, tmp_path):
+    run = simgen.generate(scenario="movie-recommendation", n=6, seed=2, model=str(tiny_model_dir), out=tmp_path / "r",
+                          max_turns=4, batch_size=3, dtype="float32", progress=False)
+    user = run.turns.filter(pl.col("role") == "user")
+    assert user["target_words"].null_count() == 0
+    assert run.turns.filter(pl.col("role") == "assistant")["target_words"].null_count() == run.turns.filter(pl.col("role") == "assistant").height
+    reasons = set(user["finish_reason"].to_list())
+    assert "target" in reasons
+    kept = run.turns.filter(pl.col("finish_reason") == "length")
+    # a capped line with no sentence end ends its dialogue, and nothing goes on from it
+    for row in kept.iter_rows(named=True):
+        assert row["stop_reason"] == "degenerate_output: unfinished_line"
+    for row in user.filter(pl.col("finish_reason") == "target").iter_rows(named=True):
+        assert row["text"][-1] in ".!?\"')]" or row["text"].endswith("\u2026")
+
+
+def test_splits_are_fixed_by_id_and_disjoint():
+    ids = [f"c{i}" for i in range(3000)]
+    shares = Counter(split_of(i) for i in ids)
+    assert abs(shares["train"] / 3000 - 0.8) < 0.03 and abs(shares["test"] / 3000 - 0.1) < 0.02
+    assert [split_of(i) for i in ids[:50]] == [split_of(i) for i in ids[:50]]
+    parts = [set(load_corpus("chitchat", split=s).turns["dialogue_id"].unique()) for s in ("train", "validation", "test")]
+    assert not (parts[0] & parts[2]) and not (parts[0] & parts[1]) and not (parts[1] & parts[2])
+
+
+def test_no_lengths_flag_turns_the_latent_off(tiny_model_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from simgen.cli import cli
+
+    out = tmp_path / "off"
+    result = CliRunner().invoke(cli, ["generate", "-n", "2", "--max-turns", "2", "--model", str(tiny_model_dir), "--dtype", "float32",
+                                      "--no-lengths", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    turns = pl.read_parquet(out / "turns.parquet")
+    assert turns["target_words"].null_count() == turns.height and "target" not in turns["finish_reason"].to_list()
+
+
+def test_a_run_recorded_before_the_latent_resumes_without_it():
+    from simgen.config import GenerateConfig
+
+    old = GenerateConfig.from_dict({"n": 2, "user": {"temperature": 0.8}})
+    assert old.lengths is False and old.user.trim is False and GenerateConfig().lengths and GenerateConfig().user.trim
