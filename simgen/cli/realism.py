@@ -11,7 +11,10 @@ import click
 @click.command("realism")
 @click.argument("synthetic")
 @click.option("--reference", "-r", default="chitchat", show_default=True,
-              help="Reference corpus: a registered name (chitchat) or a .jsonl/.json/.parquet file or run folder.")
+              help="Reference corpus: a registered name (chitchat), a .jsonl/.json/.parquet file, a folder of them, or a run folder.")
+@click.option("--reference-split", type=click.Choice(["train", "validation", "test"]), default=None,
+              help="Compare with one split of the reference only (by a hash of the dialogue id): `test` is the held-out split "
+                   "no fitting, exemplar or tuning reads. Default: all of it.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for report.json and report.html [default: SYNTHETIC/reports/realism.* for a run folder].")
 @click.option("--seed", default=0, show_default=True, help="Seed for folds, bootstraps and clustering.")
@@ -25,7 +28,7 @@ import click
 @click.option("--no-embeddings", is_flag=True,
               help="Skip sentence embeddings (faster; TF-IDF stands in for them). Drop 'embedding' from -d too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON on stdout.")
-def realism(synthetic: str, reference: str, out: Path | None, seed: int, discriminators: str, n_boot: int, n_perm: int,
+def realism(synthetic: str, reference: str, reference_split: str | None, out: Path | None, seed: int, discriminators: str, n_boot: int, n_perm: int,
             max_dialogues: int, no_attributes: bool, no_embeddings: bool, as_json: bool) -> None:
     """Can discriminators tell SYNTHETIC dialogues from real ones, and do the distributions match?
 
@@ -36,6 +39,7 @@ def realism(synthetic: str, reference: str, out: Path | None, seed: int, discrim
     Examples:
       simgen realism outputs/demo                         # vs chitchat, report in outputs/demo/reports/
       simgen realism outputs/demo -r iard.json --out rep  # rep/report.json + rep/report.html
+      simgen realism outputs/demo -r ../shared/data/iard --reference-split test
     """
     from simgen.realism.config import RealismConfig
     from simgen.realism.report import compare
@@ -47,12 +51,24 @@ def realism(synthetic: str, reference: str, out: Path | None, seed: int, discrim
         seed=seed, discriminators=names, use_embeddings=not no_embeddings,
         n_boot=n_boot, n_perm=n_perm, max_dialogues=max_dialogues, attributes=not no_attributes,
     )
+    if reference_split:
+        from simgen.corpora import load_corpus
+
+        reference = load_corpus(reference, split=reference_split)
     report = compare(synthetic, reference, out, config=config)
     if as_json:
         click.echo(json.dumps({k: v for k, v in report.items()}, indent=2, default=str))
         return
     click.echo(f"realism: AUC {report['auc']:.3f} (95% CI {report['auc_ci'][0]:.3f}-{report['auc_ci'][1]:.3f}): {report['verdict']}")
     n = report["n"]
+    if report.get("intent_adherence"):
+        a = report["intent_adherence"]
+        click.echo(f"intent adherence: accuracy {a['synthetic']['accuracy']:.3f} against a ceiling of {a['ceiling']['accuracy']:.3f} "
+                   f"(real lines, cross-validated): {a['ratio']['accuracy']:.0%} of it")
+    shape = report["shape"]
+    click.echo(f"words per user line: median {shape['words_per_user_line']['synthetic'].get('median')} vs "
+               f"{shape['words_per_user_line']['reference'].get('median')} real (JSD {shape['words_per_user_line']['jsd']:.3f}); "
+               f"user lines per dialogue JSD {shape['user_lines_per_dialogue']['jsd']:.3f}")
     click.echo(f"  n: synthetic {n['synthetic']['dialogues']} dialogues / {n['synthetic']['user_turns']} user turns, "
                f"reference {n['reference']['dialogues']} / {n['reference']['user_turns']}")
     for name, d in report["discriminators"].items():

@@ -248,7 +248,7 @@ class Candidates:
             best = max(range(len(cands)), key=lambda c: rewards[c])
             worst = min(range(len(cands)), key=lambda c: rewards[c])
             margin = rewards[best] - rewards[worst]
-            if margin < self.config.margin:
+            if best == worst or margin < self.config.margin:  # all tied: no preference to learn
                 skipped["margin_below_threshold"] += 1
                 continue
             out.append({**{k: r[k] for k in ("prompt", "profile", "history", "dialogue_id", "turn", "user_turn", "split")},

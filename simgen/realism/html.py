@@ -63,6 +63,7 @@ def render_html(report: dict[str, Any]) -> str:
     for name, h in report["histograms"].items():
         parts.append(f"<div class='card'><h3>{escape(name.replace('_', ' '))}</h3>{_hist_plot(name, h)}</div>")
     parts.append("</div>")
+    parts.append(_shape_and_adherence(report.get("shape"), report.get("intent_adherence")))
     parts += [_giveaways(report["giveaways"]), _examples(report["examples"]), "<h2>Notes</h2><ul>"]
     parts += [f"<li>{escape(n)}</li>" for n in report.get("notes", [])]
     parts.append("</ul></body></html>")
@@ -117,6 +118,35 @@ def _auc_table(disc: dict) -> str:
         for name, level, r in _auc_rows(disc)
     )
     return f"<table><tr><th>discriminator</th><th>level</th><th>AUC</th><th>95% CI</th><th>what it sees</th></tr>{rows}</table>"
+
+
+def _shape_and_adherence(shape: dict | None, adherence: dict | None) -> str:
+    """Dialogue shape (lines per dialogue, words per line, endings) and intent adherence, as tables."""
+    if not shape:
+        return ""
+    rows = "".join(
+        f"<tr><td>{escape(name.replace('_', ' '))}</td><td>{s['reference'].get('median', '-')}</td>"
+        f"<td>{s['synthetic'].get('median', '-')}</td><td>{s['jsd']:.3f}</td></tr>"
+        for name, s in shape.items() if name != "closing_endings")
+    ends = shape["closing_endings"]
+    share = {k: "-" if v is None else f"{100 * v:.0f}%" for k, v in ends.items()}
+    out = ["<h2>Dialogue shape</h2>",
+           f"<table><tr><th>measure</th><th>reference median</th><th>synthetic median</th><th>JSD</th></tr>{rows}"
+           f"<tr><td>last user line closes the chat</td><td>{share['reference']}</td><td>{share['synthetic']}</td><td></td></tr></table>"]
+    if adherence:
+        c, s, r = adherence["ceiling"], adherence["synthetic"], adherence["ratio"]
+        def recall(v: float | None) -> str:
+            return "-" if v is None else f"{v:.2f}"
+
+        per = "".join(f"<tr><td>{escape(i)}</td><td>{v['n_synthetic']}</td><td>{recall(v['synthetic_recall'])}</td>"
+                      f"<td>{recall(v['ceiling_recall'])}</td></tr>" for i, v in adherence["per_intent"].items())
+        out += ["<h2>Intent adherence</h2>",
+                f"<p>Does a synthetic line say what its intent latent asked for? {escape(adherence['classifier'])}, trained on the "
+                f"reference's labelled user lines. Synthetic: accuracy <b>{s['accuracy']:.3f}</b>, macro-F1 {s['macro_f1']:.3f}; "
+                f"ceiling ({escape(c['how'])}): accuracy {c['accuracy']:.3f}, macro-F1 {c['macro_f1']:.3f}; "
+                f"ratio {r['accuracy']:.2f} (accuracy).</p>",
+                f"<table><tr><th>intent</th><th>synthetic lines</th><th>synthetic recall</th><th>ceiling recall</th></tr>{per}</table>"]
+    return "\n".join(out)
 
 
 def _attribute_table(attrs: dict, mauve: dict | None) -> str:

@@ -11,8 +11,10 @@ gets RUN/reports/realism.json and RUN/reports/realism.html, and any other input 
 
 Report shape (top level): `auc` and `auc_ci` (the ensemble discriminator, dialogue level),
 `discriminators` (one entry per discriminator, per level, plus `ensemble`), `attributes` (one entry
-per attribute with `jsd` and `tv`: value, bias-corrected value, CI, p-value), `mauve`, `giveaways`,
-`examples`, `histograms`, `n`, `warnings`, `config`, `timing_s`.
+per attribute with `jsd` and `tv`: value, bias-corrected value, CI, p-value), `mauve`, `shape` (user
+lines per dialogue, words per user line, closing endings: adherence.py), `intent_adherence` (null
+when the sides share no labelled intent), `giveaways`, `examples`, `histograms`, `n`, `warnings`,
+`config`, `timing_s`.
 """
 
 from __future__ import annotations
@@ -94,6 +96,12 @@ def compare(
         warnings += attr_warn
         timing["attributes"] = time.perf_counter() - t
 
+    from simgen.realism.adherence import intent_adherence, shape
+
+    t = time.perf_counter()
+    adherence = intent_adherence(units, _aliases(syn), E, seed=cfg.seed, n_folds=cfg.n_folds)
+    timing["adherence"] = time.perf_counter() - t
+
     lo, hi = disc["ensemble"]["dialogue"]["ci"]
     if hi - lo > 0.2:
         warnings.append(f"the ensemble AUC interval is wide ({lo:.2f}-{hi:.2f}): more dialogues on both sides would narrow it.")
@@ -110,6 +118,8 @@ def compare(
         "discriminators": disc["discriminators"] | {"ensemble": disc["ensemble"]},
         "attributes": attributes,
         "mauve": mauve,
+        "shape": shape(units),
+        "intent_adherence": adherence,
         "giveaways": disc["giveaways"],
         "examples": disc["examples"],
         "histograms": _histograms(units),
@@ -135,6 +145,21 @@ def compare(
         paths = write_report(*where, report, render_html(report))
         report["paths"] = {k: str(v) for k, v in paths.items()}
     return report
+
+
+def _aliases(syn: Corpus) -> dict[str, str]:
+    """The intent model's `aliases` of the run's scenario (raw reference labels -> its intents), if it has one."""
+    scenario = syn.manifest.get("scenario")
+    recorded = scenario.get("path") if isinstance(scenario, dict) else None
+    if not recorded:
+        return {}
+    from simgen.errors import SimgenError
+    from simgen.scenario import load_scenario
+
+    try:
+        return dict(load_scenario(recorded).intents.aliases)
+    except SimgenError:
+        return {}
 
 
 def _out_folder(syn: Corpus, out: str | Path | None) -> tuple[Path, str] | None:

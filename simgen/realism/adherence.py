@@ -1,0 +1,165 @@
+"""Intent adherence and the shape of dialogues: does a line say what its intent latent asked for,
+and do dialogues run as long, and end as, real ones?
+
+Intent adherence: a classifier (TF-IDF word and character n-grams, plus the sentence embeddings
+when the check computed them, into a balanced logistic regression) is trained on the reference's
+labelled user lines and predicts the intent of each synthetic user line; accuracy and macro-F1
+against the sampled intent latent are reported beside the same classifier's grouped
+cross-validated score on the reference lines (the ceiling: how well intents can be read from real
+lines at all). Reference labels are mapped onto the run's intents through the intent model's
+`aliases` (IARD's ASK counts as INQ, END as BYE); only intents both sides hold, with at least
+`MIN_PER_INTENT` reference lines, are scored.
+
+Shape: user lines per dialogue and words per user line, real vs synthetic (medians, JSD over fixed
+bins), and the share of dialogues whose last user line closes the conversation (thanks or a
+goodbye, read by a lexical rule the same way on both sides).
+
+What it leaves out: intents the reference does not label (nothing to learn them from) and any
+claim about assistant lines.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from simgen.realism.features import Units
+
+MIN_PER_INTENT = 5  # reference lines an intent needs to be scored
+WORD_BINS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 60)  # lower edges; the last bin is open
+TURN_BINS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 30)
+_CLOSING = re.compile(r"\b(?:thanks?|thank you|thx|ty|bye+|goodbye|good night|goodnight|see (?:you|ya)|take care|cheers|"
+                      r"have a (?:good|great|nice|lovely)|talk (?:to you )?(?:soon|later)|ttyl|enjoy)\b", re.IGNORECASE)
+
+
+def closes(text: str) -> bool:
+    """Whether a line closes a conversation (thanks or a goodbye)."""
+    return bool(_CLOSING.search(text or ""))
+
+
+def jsd(a: np.ndarray, b: np.ndarray, edges: tuple[int, ...]) -> float:
+    """Jensen-Shannon divergence (base 2, in [0, 1]) of two samples over bins with these lower edges."""
+    bins = np.array([*edges, np.inf])
+    p = np.histogram(a, bins)[0].astype(float)
+    q = np.histogram(b, bins)[0].astype(float)
+    if p.sum() == 0 or q.sum() == 0:
+        return float("nan")
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2
+
+    def kl(x: np.ndarray) -> float:
+        keep = x > 0
+        return float(np.sum(x[keep] * np.log2(x[keep] / m[keep])))
+
+    return (kl(p) + kl(q)) / 2
+
+
+def shape(units: Units) -> dict[str, Any]:
+    """User lines per dialogue, words per user line and closing endings, per side, with their JSDs."""
+    user = units.user.with_columns(pl.col("text").str.split(" ").list.eval(pl.element().filter(pl.element() != "")).list.len().alias("words"))
+    per_dialogue = user.group_by("key", maintain_order=True).agg(pl.col("side").first(), pl.len().alias("lines"),
+                                                                 pl.col("text").last().alias("last"))
+    out: dict[str, Any] = {}
+    for name, frame, column, edges in (("user_lines_per_dialogue", per_dialogue, "lines", TURN_BINS),
+                                       ("words_per_user_line", user, "words", WORD_BINS)):
+        sides = [frame.filter(pl.col("side") == s)[column].to_numpy() for s in (0, 1)]
+        out[name] = {"reference": _summary(sides[0]), "synthetic": _summary(sides[1]), "jsd": round(jsd(*sides, edges), 4),
+                     "bins": list(edges)}
+    ends = [per_dialogue.filter(pl.col("side") == s)["last"].to_list() for s in (0, 1)]
+    out["closing_endings"] = {side: round(float(np.mean([closes(t) for t in e])), 4) if e else None
+                              for side, e in zip(("reference", "synthetic"), ends)}
+    return out
+
+
+def _summary(values: np.ndarray) -> dict[str, Any]:
+    if not len(values):
+        return {"n": 0}
+    return {"n": int(len(values)), "median": float(np.median(values)), "mean": round(float(np.mean(values)), 2),
+            "p90": float(np.percentile(values, 90))}
+
+
+def intent_adherence(units: Units, aliases: Mapping[str, str] | None, embeddings: np.ndarray | None, *,
+                     seed: int = 0, n_folds: int = 5) -> dict[str, Any] | None:
+    """The adherence block of the report, or None when the sides share no scorable intent.
+
+    `embeddings`: (turns, dim) rows aligned with `units.turns["row"]`, or None (TF-IDF alone).
+    """
+    from sklearn.metrics import accuracy_score, f1_score
+
+    aliases = aliases or {}
+    user = units.user.with_columns(pl.col("intent").replace(dict(aliases)).alias("label"))
+    ref = user.filter((pl.col("side") == 0) & pl.col("label").is_not_null())
+    syn = user.filter((pl.col("side") == 1) & pl.col("label").is_not_null())
+    counts = ref["label"].value_counts()
+    common = sorted(set(counts.filter(pl.col("count") >= MIN_PER_INTENT)["label"].to_list()) & set(syn["label"].to_list()))
+    if len(common) < 2:
+        return None
+    ref = ref.filter(pl.col("label").is_in(common))
+    syn = syn.filter(pl.col("label").is_in(common))
+    n_ref_dialogues = ref["key"].n_unique()
+    keys, inverse = np.unique(ref["key"].to_numpy(), return_inverse=True)  # whole dialogues go to one fold
+    folds = (np.random.default_rng(seed).permutation(len(keys)) % min(n_folds, n_ref_dialogues))[inverse]
+
+    y = ref["label"].to_numpy()
+    cv = np.empty(ref.height, dtype=object)
+    for f in np.unique(folds):
+        train, test = folds != f, folds == f
+        model = _Model(seed).fit(ref.filter(pl.Series(train)), y[train], embeddings)
+        cv[test] = model.predict(ref.filter(pl.Series(test)), embeddings)
+    model = _Model(seed).fit(ref, y, embeddings)
+    pred = model.predict(syn, embeddings)
+    truth = syn["label"].to_numpy()
+
+    def scores(t: np.ndarray, p: np.ndarray) -> dict[str, float]:
+        return {"accuracy": round(float(accuracy_score(t, p)), 4),
+                "macro_f1": round(float(f1_score(t, p, labels=common, average="macro", zero_division=0)), 4)}
+
+    ceiling, synthetic = scores(y, cv), scores(truth, pred)
+    per_intent = {i: {"synthetic_recall": round(float(np.mean(pred[truth == i] == i)), 4) if (truth == i).any() else None,
+                      "ceiling_recall": round(float(np.mean(cv[y == i] == i)), 4),
+                      "n_synthetic": int((truth == i).sum()), "n_reference": int((y == i).sum())} for i in common}
+    return {
+        "intents": common,
+        "classifier": "TF-IDF word 1-2 + char 2-4 grams" + (" + sentence embeddings" if embeddings is not None else "")
+                      + " -> logistic regression (balanced)",
+        "ceiling": ceiling | {"how": f"grouped {folds.max() + 1}-fold cross-validation on {ref.height} reference lines"},
+        "synthetic": synthetic | {"n": int(syn.height)},
+        "ratio": {k: round(synthetic[k] / ceiling[k], 4) if ceiling[k] else None for k in ("accuracy", "macro_f1")},
+        "per_intent": per_intent,
+        "aliases": dict(aliases),
+    }
+
+
+class _Model:
+    """TF-IDF (+ embeddings) -> logistic regression over user lines."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def _features(self, frame: pl.DataFrame, embeddings: np.ndarray | None, fit: bool) -> Any:
+        from scipy.sparse import csr_matrix, hstack
+
+        texts = frame["text"].to_list()
+        if fit:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            self.word = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True, lowercase=True).fit(texts)
+            self.char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), min_df=2, sublinear_tf=True).fit(texts)
+        parts = [self.word.transform(texts), self.char.transform(texts)]
+        if embeddings is not None:
+            parts.append(csr_matrix(embeddings[frame["row"].to_numpy()]))
+        return hstack(parts).tocsr()
+
+    def fit(self, frame: pl.DataFrame, y: np.ndarray, embeddings: np.ndarray | None) -> _Model:
+        from sklearn.linear_model import LogisticRegression
+
+        self.model = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000, random_state=self.seed)
+        self.model.fit(self._features(frame, embeddings, fit=True), y)
+        return self
+
+    def predict(self, frame: pl.DataFrame, embeddings: np.ndarray | None) -> np.ndarray:
+        return self.model.predict(self._features(frame, embeddings, fit=False)).astype(object)

@@ -1,0 +1,62 @@
+"""Intent adherence and dialogue shape (simgen.realism.adherence) on real IARD lines."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from simgen.corpora import split_of
+from simgen.realism.adherence import closes, intent_adherence, jsd, shape
+from simgen.realism.features import build_units
+from simgen.scenario import load_scenario
+
+ALIASES = dict(load_scenario("movie-recommendation").intents.aliases)
+
+
+def _split(iard: pl.DataFrame, split: str) -> pl.DataFrame:
+    return iard.filter(pl.col("dialogue_id").map_elements(split_of, return_dtype=pl.String) == split)
+
+
+def test_real_held_out_lines_score_at_the_ceiling(iard):
+    """Real test-split lines, scored as if they were synthetic, adhere as well as cross-validation
+    on the reference says real lines can: the ratio is ~1 (the measure's own calibration)."""
+    reference = _split(iard, "train")
+    real = _split(iard, "test").with_columns(pl.col("intent").replace(ALIASES))
+    block = intent_adherence(build_units(reference, real), ALIASES, None)
+    assert block is not None and {"IQU", "ACC", "SEE"} <= set(block["intents"])
+    assert block["synthetic"]["accuracy"] == pytest.approx(block["ceiling"]["accuracy"], abs=0.08)
+    assert 0.9 < block["ratio"]["accuracy"] < 1.15
+    assert block["ceiling"]["accuracy"] > 0.4  # intents are readable from real lines at all
+
+
+def test_lines_that_ignore_their_intent_score_far_below(iard):
+    reference = _split(iard, "train")
+    real = _split(iard, "test").with_columns(pl.col("intent").replace(ALIASES))
+    labels = real["intent"].to_numpy().copy()
+    user = (real["role"] == "user").to_numpy() & (real["intent"].is_not_null().to_numpy())
+    labels[user] = np.random.default_rng(0).permutation(labels[user])
+    shuffled = real.with_columns(pl.Series("intent", labels, dtype=pl.String))
+    block = intent_adherence(build_units(reference, shuffled), ALIASES, None)
+    assert block["ratio"]["accuracy"] < 0.6
+
+
+def test_no_shared_intents_gives_no_block(iard):
+    other = iard.with_columns(pl.lit("SOMETHING").alias("intent"))
+    assert intent_adherence(build_units(iard, other), {}, None) is None
+
+
+def test_shape_of_real_against_itself_and_against_long_lines(iard):
+    train, test = _split(iard, "train"), _split(iard, "test")
+    same = shape(build_units(train, test))
+    assert same["words_per_user_line"]["jsd"] < 0.05 and same["user_lines_per_dialogue"]["jsd"] < 0.15
+    assert 0.2 < same["closing_endings"]["reference"] < 0.9
+    long = test.with_columns(pl.when(pl.col("role") == "user").then(pl.col("text").str.replace_all(r"(.+)", "$1 " * 6))
+                             .otherwise(pl.col("text")).alias("text"))
+    assert shape(build_units(train, long))["words_per_user_line"]["jsd"] > 0.3
+
+
+def test_closing_rule_and_jsd_bounds():
+    assert closes("Thanks so much, bye!") and closes("have a great night") and not closes("I like thrillers")
+    a = np.array([1, 2, 3, 4])
+    assert jsd(a, a, (1, 2, 3, 4)) == 0 and jsd(a, a + 100, (1, 2, 3, 4, 50)) == pytest.approx(1.0)
