@@ -5,7 +5,10 @@
   package. The first use converts it to a transformers folder in the cache (`$SIMGEN_CACHE`, else
   `$XDG_CACHE_HOME/simgen`, else `~/.cache/simgen`), so later runs load in about a second;
 - a local folder holding a Hugging Face causal LM (config.json + weights + tokenizer);
-- a model id already in the local Hugging Face cache (`org/name`).
+- a model id already in the local Hugging Face cache (`org/name`);
+- a folder written by `simgen tune` (simgen/tune.py): a LoRA adapter is merged into the base model
+  its card names, once, and the merged folder cached; a base that is not the one it was trained on
+  (by fingerprint) is a `ModelError` before anything generates.
 
 Nothing here ever touches the network: every load passes `local_files_only=True`, so a missing
 model is a `ModelError` at once, never a hang. Folders that ship their own Python code load only
@@ -59,6 +62,8 @@ def resolve_model(spec: str | None, trust_remote_code: bool = False) -> ModelSou
         meta = json.loads((path / "simgen_source.json").read_text())
         return ModelSource(EMBEDDED_NAME, path, None, meta["gguf_sha256"])
     path = Path(spec).expanduser()
+    if (path / "simgen_tune.json").is_file():
+        return _tuned(spec, path, trust_remote_code)
     revision = None
     if not path.exists():
         if path.is_absolute() or spec.startswith((".", "~")) or spec.count("/") != 1:
@@ -71,6 +76,55 @@ def resolve_model(spec: str | None, trust_remote_code: bool = False) -> ModelSou
         raise ModelError(f"model {spec!r}: {path} has no config.json, so it is not a Hugging Face model folder.")
     _check_causal_lm(spec, path, trust_remote_code)
     return ModelSource(spec, path, revision, fingerprint(path))
+
+
+def _tuned(spec: str, path: Path, trust_remote_code: bool) -> ModelSource:
+    """A `simgen tune` folder as a loadable model: full weights as they are; an adapter merged into its base (cached)."""
+    try:
+        card = json.loads((path / "simgen_tune.json").read_text(encoding="utf-8"))
+        recorded = card["base_model"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"model {spec!r}: {path / 'simgen_tune.json'} is not a readable tuning card ({e}); tune it again.") from None
+    if card.get("method") == "full":
+        _check_causal_lm(spec, path, trust_remote_code)
+        return ModelSource(spec, path, None, fingerprint(path))
+    base = resolve_model(spec_of(recorded), trust_remote_code)
+    if base.fingerprint != recorded.get("fingerprint"):
+        raise ModelError(
+            f"model {spec!r}: the adapter was trained on {recorded.get('id')!r} (fingerprint {str(recorded.get('fingerprint'))[:12]}), "
+            f"but {base.path} has fingerprint {base.fingerprint[:12]}: a different model. Restore that base model, or tune again on this one."
+        )
+    adapter = fingerprint(path)
+    target = cache_root() / "models" / f"tuned-{hashlib.sha256((adapter + base.fingerprint).encode()).hexdigest()[:16]}"
+    if not (target / "simgen_merged.json").is_file():
+        _merge(base, path, target)
+    return ModelSource(spec, target, None, adapter)
+
+
+def _merge(base: ModelSource, adapter: Path, target: Path) -> None:
+    """Merge a LoRA adapter into its base and save the result to `target` (temp folder, then rename)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".merge-", dir=target.parent))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base.path, local_files_only=True)
+        merged = PeftModel.from_pretrained(model, adapter, local_files_only=True).merge_and_unload()
+        merged.save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(base.path, local_files_only=True).save_pretrained(tmp)
+        (tmp / "simgen_merged.json").write_text(json.dumps({"base": base.describe(), "adapter": str(adapter)}, indent=2))
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / "simgen_merged.json").is_file():
+                raise
+    except ModelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a broken adapter folder: say which
+        raise ModelError(f"model {str(adapter)!r}: cannot merge the adapter into {base.id} ({type(e).__name__}: {e}).") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _from_hf_cache(repo_id: str) -> tuple[Path, str | None]:

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "consistency": "simgen.cli.consistency:consistency",
     "judge-eval": "simgen.cli.consistency:judge_eval",
     "export": "simgen.cli.export:export",
+    "tune": "simgen.cli.tune:tune",
 }
 
 

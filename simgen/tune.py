@@ -1,0 +1,274 @@
+"""`simgen tune`: fine-tune the user simulator on a scenario's real dialogues.
+
+The real corpus (any corpus `simgen.corpora` reads: a file, a folder of files, a registered name)
+is turned into the simulator's own chats: for every user line of a real dialogue, the roles-flipped,
+latent-conditioned chat that `simgen generate` would have sent before it (the same templates via
+`generation.chats.user_chat`), and the line as the completion. Latents the corpus gives are used:
+the intent (its labels mapped through the intent model's `aliases`) and the length (`target_words`
+= the line's own word count). Latents it cannot give (the profile: who the real person was) are
+sampled from the profile space, seeded by the dialogue id, so the persona block has the shape the
+simulator will see; the loss is on the user line only (TRL's prompt-completion format).
+
+Training is TRL's `SFTTrainer` with a LoRA adapter (peft) by default, or full fine-tuning
+(`method="full"`). The train split feeds training, the validation split the validation loss; the
+test split is never read. Long chats lose their oldest exchanges until they fit `max_length`
+tokens (the persona and the current instruction always stay).
+
+The result is a folder:
+
+    OUT/
+      adapter_model.safetensors, adapter_config.json     (LoRA) or the full model (full)
+      simgen_tune.json   the card: base model and its fingerprint, scenario, corpus and the sha256
+                         of the examples, split sizes, settings, steps, train and validation losses
+      README.md          the same, for people
+      checkpoints/       while training (resume from here; removed when done)
+
+`--model OUT` loads it (`simgen.models.resolve_model` merges an adapter into its base once and
+caches the merged folder), and refuses an adapter whose base model is not the one it was trained on.
+
+What it leaves out: no hyper-parameter search, no RL, no multi-GPU; tuning the assistant side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from simgen.corpora import Corpus, load_corpus, split_of
+from simgen.errors import ConfigError, DataError, RunError
+
+CARD = "simgen_tune.json"
+MIN_DIALOGUES = {"train": 2, "validation": 1}
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """How `simgen tune` trains (TRL `SFTConfig` style: one field per setting, help text per field)."""
+
+    method: str = field(default="lora", metadata={"help": "lora (a small adapter, peft) or full (every weight)", "choices": ("lora", "full")})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the train split"})
+    max_steps: int = field(default=0, metadata={"help": "optimizer steps at most; 0 = as many as --epochs needs"})
+    batch_size: int = field(default=8, metadata={"help": "examples (user lines) per optimizer step"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "peak learning rate (cosine decay after 5% warm-up)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    max_length: int = field(default=512, metadata={"help": "tokens per example at most; older exchanges are dropped to fit"})
+    max_dialogues: int = field(default=0, metadata={"help": "use at most this many train dialogues (seeded sample); 0 = all"})
+    eval_every: int = field(default=0, metadata={"help": "validation loss every this many steps; 0 = at the end only"})
+    save_every: int = field(default=50, metadata={"help": "checkpoint every this many steps (what an interrupted run resumes from)"})
+    seed: int = field(default=0, metadata={"help": "seed of sampling, shuffling and initialisation"})
+    dtype: str = field(default="float32", metadata={"help": "training precision", "choices": ("float32", "bfloat16")})
+
+    def __post_init__(self) -> None:
+        if self.method not in ("lora", "full"):
+            raise ConfigError(f"method must be lora or full, got {self.method!r}.")
+        for name in ("batch_size", "lora_r", "lora_alpha", "max_length", "save_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+        if not self.epochs > 0 or self.learning_rate <= 0:
+            raise ConfigError("epochs and learning_rate must be positive.")
+
+
+# ---------------------------------------------------------------- data
+
+
+def read_splits(spec: str | Path | Corpus, max_dialogues: int = 0, seed: int = 0) -> dict[str, Corpus]:
+    """The corpus's train and validation splits, checked for what tuning needs (a DataError names the file)."""
+    try:
+        whole = load_corpus(spec)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - anything unreadable is the user's file
+        raise DataError(f"{spec}: cannot read it as a corpus ({type(e).__name__}: {e}).") from None
+    users = whole.turns.filter(pl.col("role") == "user")
+    if users.height == 0:
+        raise DataError(f"{whole.source}: the corpus has no user lines (roles found: {sorted(set(whole.turns['role']))}); "
+                        "tuning learns the user side, so it needs dialogues with user turns.")
+    counts = Counter(split_of(str(i)) for i in whole.turns["dialogue_id"].unique())
+    for name, need in MIN_DIALOGUES.items():
+        if counts[name] < need:
+            raise DataError(f"{whole.source}: {whole.n_dialogues} dialogues give {counts[name]} in the {name} split "
+                            f"(80/10/10 by a hash of the dialogue id); tuning needs at least {need}. Add dialogues.")
+    splits = {"train": load_corpus(whole, split="train", max_dialogues=max_dialogues, seed=seed),
+              "validation": load_corpus(whole, split="validation", max_dialogues=max(max_dialogues // 8, 2) if max_dialogues else 0, seed=seed)}
+    return splits
+
+
+def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, seed: int, max_turns: int) -> list[dict[str, Any]]:
+    """(real user line) -> {"prompt": the simulator's chat before it, "completion": [the line]}."""
+    from simgen import rng
+    from simgen.data import ProfileLatent, Turn, frame_to_dialogues
+    from simgen.generation.chats import user_chat
+    from simgen.generation.plan import DialogueJob
+    from simgen.lengths import words
+
+    intents = scenario.intents
+    out = []
+    for n, d in enumerate(frame_to_dialogues(corpus.turns)):
+        turns = [Turn(t.turn, t.role, t.text, intents.label_of(t.intent) if t.role == "user" else None) for t in d.turns if t.text.strip()]
+        users = [t for t in turns if t.role == "user"]
+        if not users:
+            continue
+        key = int.from_bytes(hashlib.sha256(d.dialogue_id.encode()).digest()[:4], "big")
+        profile: ProfileLatent = scenario.profile.sample(rng.generator(seed, key, rng.PROFILE))
+        job = DialogueJob(n, profile, tuple(t.intent for t in users), tuple(words(t.text) for t in users))
+        for k, line in enumerate(users):
+            chat = user_chat(scenario, job, turns, k, max(max_turns, len(users)))
+            completion = [{"role": "assistant", "content": line.text}]
+            chat = _fit(chat, completion, tokenizer, max_length)
+            if chat is not None:
+                out.append({"prompt": chat, "completion": completion, "dialogue_id": d.dialogue_id, "user_turn": k})
+    return out
+
+
+def _fit(chat: list[dict], completion: list[dict], tokenizer: Any, max_length: int) -> list[dict] | None:
+    """`chat` without its oldest exchanges until chat + completion fit `max_length` tokens (None: never)."""
+    while True:
+        n = len(tokenizer.apply_chat_template(chat + completion, tokenize=True))
+        if n <= max_length:
+            return chat
+        if len(chat) <= 2:  # the persona and the instruction alone do not fit
+            return None
+        chat = [chat[0], *chat[3:]]  # drop the oldest (instruction, line) exchange
+
+
+def examples_digest(rows: list[dict[str, Any]]) -> str:
+    digest = hashlib.sha256()
+    for r in rows:
+        digest.update(json.dumps([r["prompt"], r["completion"]], sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- training
+
+
+def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str | None = None, config: TuneConfig | None = None,
+         progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fine-tune `model` (None: the embedded SmolLM2) as `scenario_name`'s user simulator on `corpus`;
+    write the folder `out` and return its card. An interrupted call resumes from `out/checkpoints`."""
+    import torch
+    from datasets import Dataset
+    from transformers.utils import logging as hf_logging
+    from trl import SFTConfig, SFTTrainer
+
+    from simgen.config import GenerateConfig
+    from simgen.models import load_causal_lm, resolve_model
+    from simgen.scenario import load_scenario
+
+    cfg = config or TuneConfig()
+    out = Path(out)
+    if (out / CARD).is_file():
+        raise RunError(f"{out}: already holds a tuned simulator ({CARD}); pass another --out, or delete it to train again.")
+    scenario = load_scenario(scenario_name)
+    source = resolve_model(model)
+    splits = read_splits(corpus, cfg.max_dialogues, cfg.seed)
+    lm, tokenizer = load_causal_lm(source, dtype=cfg.dtype)
+    max_turns = GenerateConfig().max_turns
+    data = {name: examples(scenario, c, tokenizer, cfg.max_length, cfg.seed, max_turns) for name, c in splits.items()}
+    if not data["train"]:
+        raise DataError(f"{corpus}: no train example fits --max-length {cfg.max_length} tokens; raise it.")
+    digest = examples_digest(data["train"] + data["validation"])
+    settings = asdict(cfg)
+    state = {"scenario": scenario.fingerprint, "base": source.fingerprint, "examples": digest, "settings": settings}
+    ckpt = out / "checkpoints"
+    stamp = ckpt / "simgen_state.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) != state:
+        log(f"{ckpt}: checkpoints from other data or settings; starting over.")
+        shutil.rmtree(ckpt)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(state, indent=2))
+
+    lm.train()
+    if cfg.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lm = get_peft_model(lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.05, target_modules="all-linear",
+                                           task_type="CAUSAL_LM"))
+    steps_per_epoch = math.ceil(len(data["train"]) / cfg.batch_size)
+    max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    args = SFTConfig(
+        output_dir=str(ckpt), max_steps=max_steps, per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, max_steps // 20), weight_decay=0.0,
+        logging_steps=max(1, min(10, max_steps // 10)), save_steps=min(cfg.save_every, max_steps), save_total_limit=1,
+        eval_strategy="steps" if cfg.eval_every else "no", eval_steps=cfg.eval_every or None,
+        seed=cfg.seed, data_seed=cfg.seed, report_to=[], use_cpu=not torch.cuda.is_available(), disable_tqdm=not progress,
+        completion_only_loss=True, max_length=None, packing=False, dataloader_num_workers=0, bf16=cfg.dtype == "bfloat16",
+    )
+    columns = ["prompt", "completion"]
+    train = Dataset.from_list([{k: r[k] for k in columns} for r in data["train"]])
+    valid = Dataset.from_list([{k: r[k] for k in columns} for r in data["validation"]])
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        trainer = SFTTrainer(model=lm, args=args, train_dataset=train, eval_dataset=valid, processing_class=tokenizer)
+        resume = any(p.name.startswith("checkpoint-") for p in ckpt.iterdir())
+        before_file = ckpt / "base_validation_loss.json"
+        if not before_file.is_file():  # the base model on the same validation examples, for reference
+            before_file.write_text(json.dumps(trainer.evaluate()["eval_loss"]))
+        before = json.loads(before_file.read_text())
+        if resume:
+            log(f"resuming from {ckpt}")
+        t0 = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=True if resume else None)
+        seconds = time.perf_counter() - t0
+        final = trainer.evaluate()["eval_loss"]
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    history = [{k: v for k, v in h.items() if k in ("step", "loss", "eval_loss", "learning_rate")} for h in trainer.state.log_history]
+    losses = [h["loss"] for h in history if "loss" in h]
+
+    tmp = out.with_name(f".{out.name}.writing")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    lm.save_pretrained(tmp)
+    if cfg.method == "full":
+        tokenizer.save_pretrained(tmp)
+    card = {
+        "simgen_tune": 1,
+        "base_model": source.describe(),
+        "method": cfg.method,
+        "scenario": {"name": scenario.name, "fingerprint": scenario.fingerprint},
+        "corpus": {"source": splits["train"].source, "examples_sha256": digest,
+                   "dialogues": {k: c.n_dialogues for k, c in splits.items()}, "examples": {k: len(v) for k, v in data.items()},
+                   "split": "80/10/10 by sha256 of the dialogue id (simgen.corpora.split_of); test never read"},
+        "settings": settings,
+        "steps": int(result.global_step), "seconds": round(seconds, 1),
+        "train_loss": {"first": losses[0] if losses else None, "last": losses[-1] if losses else None, "mean": result.training_loss},
+        "validation_loss": final, "base_validation_loss": before,
+        "history": history,
+    }
+    (tmp / CARD).write_text(json.dumps(card, indent=2))
+    (tmp / "README.md").write_text(_readme(card))
+    if out.exists():
+        shutil.rmtree(ckpt, ignore_errors=True)
+        for leftover in out.iterdir():
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+        out.rmdir()
+    tmp.rename(out)
+    return card
+
+
+def _readme(card: dict[str, Any]) -> str:
+    c, s = card["corpus"], card["settings"]
+    return (f"# simgen tuned user simulator: {card['scenario']['name']}\n\n"
+            f"- base model: {card['base_model']['id']} (fingerprint `{card['base_model']['fingerprint'][:16]}`)\n"
+            f"- method: {card['method']}; {card['steps']} steps of {s['batch_size']} examples, lr {s['learning_rate']}, "
+            f"max length {s['max_length']} tokens\n"
+            f"- data: {c['source']}, train split {c['dialogues']['train']} dialogues / {c['examples']['train']} user lines, "
+            f"validation {c['dialogues']['validation']} / {c['examples']['validation']}; examples sha256 `{c['examples_sha256'][:16]}`; "
+            f"the test split was never read\n"
+            f"- train loss {card['train_loss']['first']} -> {card['train_loss']['last']}; validation loss {card['validation_loss']}\n\n"
+            "Use it: `simgen generate --model THIS_FOLDER ...`. Rebuild it: `simgen tune` with the settings in simgen_tune.json.\n")

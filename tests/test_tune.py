@@ -1,0 +1,112 @@
+"""`simgen tune` (simgen/tune.py) on the tiny model and real dialogues: examples, training, the
+folder it writes, loading it through --model, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from simgen.cli import cli
+from simgen.corpora import split_of
+from simgen.errors import DataError, ModelError
+from simgen.models import resolve_model
+from simgen.scenario import load_scenario
+from simgen.tune import TuneConfig, examples, read_splits
+
+FAST = ["--max-steps", "4", "--batch-size", "4", "--max-dialogues", "8", "--learning-rate", "0.005", "--save-every", "2",
+        "--max-length", "384", "-q"]
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny_model_dir, tmp_path_factory, iard_dir) -> Path:
+    out = tmp_path_factory.mktemp("tune") / "movie"
+    result = CliRunner().invoke(cli, ["tune", "movie-recommendation", "--corpus", str(iard_dir), "--out", str(out),
+                                      "--model", str(tiny_model_dir), *FAST])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def iard_dir(shared_dir) -> Path:
+    path = shared_dir / "data" / "iard"
+    if not path.is_dir():
+        pytest.skip(f"IARD not found at {path}")
+    return path
+
+
+def test_the_loss_falls_and_the_card_says_what_was_trained(tuned):
+    card = json.loads((tuned / "simgen_tune.json").read_text())
+    assert card["train_loss"]["last"] < card["train_loss"]["first"]
+    assert card["validation_loss"] < card["base_validation_loss"]
+    assert card["steps"] == 4 and card["method"] == "lora" and (tuned / "adapter_model.safetensors").is_file()
+    assert card["corpus"]["dialogues"] == {"train": 8, "validation": 2} and len(card["corpus"]["examples_sha256"]) == 64
+    assert not (tuned / "checkpoints").exists() and "test split was never read" in (tuned / "README.md").read_text()
+
+
+def test_the_folder_generates_through_model_and_the_manifest_names_it(tuned, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["generate", "-n", "2", "--max-turns", "2", "--model", str(tuned), "--dtype", "float32",
+                                      "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backend"]["user"]["model"]["id"] == str(tuned)
+    assert pl.read_parquet(out / "turns.parquet").height >= 2
+
+
+def test_an_adapter_on_another_base_is_refused_before_anything_generates(tuned, tmp_path):
+    moved = tmp_path / "adapter"
+    moved.mkdir()
+    for f in tuned.iterdir():
+        (moved / f.name).write_bytes(f.read_bytes())
+    card = json.loads((moved / "simgen_tune.json").read_text())
+    card["base_model"]["fingerprint"] = "0" * 64
+    (moved / "simgen_tune.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="a different model"):
+        resolve_model(str(moved))
+    result = CliRunner().invoke(cli, ["generate", "-n", "1", "--model", str(moved), "--out", str(tmp_path / "r"), "-q"])
+    assert result.exit_code != 0 and "a different model" in result.output and not (tmp_path / "r" / "turns.parquet").exists()
+
+
+def test_examples_are_the_simulators_own_chats_from_the_train_split_only(iard_dir, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    scenario = load_scenario("movie-recommendation")
+    splits = read_splits(iard_dir, max_dialogues=6)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = examples(scenario, splits["train"], tok, 4096, 0, 6)
+    assert rows and {split_of(r["dialogue_id"]) for r in rows} == {"train"}
+    first = next(r for r in rows if r["user_turn"] == 0)
+    assert first["prompt"][0]["role"] == "system" and "You are" in first["prompt"][0]["content"]
+    assert first["prompt"][-1]["role"] == "user" and first["completion"][0]["role"] == "assistant"
+    # a tight token budget drops the oldest exchanges but keeps the persona and the instruction
+    short = examples(scenario, splits["train"], tok, 400, 0, 6)
+    late = max(short, key=lambda r: r["user_turn"])
+    assert late["prompt"][0] == next(r for r in rows if r["dialogue_id"] == late["dialogue_id"])["prompt"][0]
+
+
+def test_bad_corpora_are_data_errors_that_name_the_file(tmp_path):
+    only_assistant = tmp_path / "a.jsonl"
+    only_assistant.write_text("\n".join(json.dumps({"dialogue_id": f"c{i}", "turn": 0, "role": "assistant", "text": "hi"}) for i in range(20)))
+    with pytest.raises(DataError, match=r"a\.jsonl.*no user lines"):
+        read_splits(only_assistant)
+    weird = tmp_path / "b.csv"
+    weird.write_text("x,y\n")
+    with pytest.raises(DataError, match=r"b\.csv"):
+        read_splits(weird)
+    tiny = tmp_path / "c.jsonl"
+    tiny.write_text(json.dumps({"dialogue_id": "only", "turn": 0, "role": "user", "text": "hi"}))
+    with pytest.raises(DataError, match=r"c\.jsonl.*tuning needs at least"):
+        read_splits(tiny)
+
+
+def test_bad_settings_are_config_errors():
+    from simgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="method"):
+        TuneConfig(method="qlora")
+    with pytest.raises(ConfigError, match="batch_size"):
+        TuneConfig(batch_size=0)
