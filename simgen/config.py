@@ -127,7 +127,7 @@ class GenerateConfig:
     scenario: str = field(default="movie-recommendation", metadata={"help": "Shipped scenario name, or the path of your own scenario YAML.", "flag": "-s"})
     n: int = field(default=20, metadata={"help": "Number of dialogues."})
     seed: int = field(default=0, metadata={"help": "Dialogue i is determined by (seed, i)."})
-    model: str | None = field(default=None, metadata={"help": "Local HF model folder or an id in the local HF cache (with --backend openai: the name the server serves). Default: the embedded SmolLM2-135M-Instruct.", "flag": "-m"})
+    model: str | None = field(default=None, metadata={"help": "Local HF model folder, an id in the local HF cache, or a `simgen tune` folder (with --backend openai: the name the server serves). Default: the scenario's tuned simulator if it ships one (the assistant side then uses the embedded model), else the embedded SmolLM2-135M-Instruct; `embedded` forces the untuned model.", "flag": "-m"})
     assistant_model: str | None = field(default=None, metadata={"help": "A different model for the assistant side (default: --model)."})
     max_turns: int = field(default=6, metadata={"help": "User turns per dialogue at most."})
     lengths: bool = field(default=True, metadata={"help": "Give each user turn a target length drawn from the scenario's length model (when it has one; real lines' lengths) and end the line at the sentence end nearest it.", "flag": "--lengths/--no-lengths"})

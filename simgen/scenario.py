@@ -9,6 +9,7 @@ A scenario is one YAML file:
     profile: {variables: ..., constraints: ..., backstory: ...}     # see profiles.py
     intent_model: movie-recommendation.intents.yaml                 # or inline; see intents.py
     lengths: movie-recommendation.lengths.yaml                      # optional, or inline; see lengths.py
+    simulator: movie-recommendation.simulator                       # optional: a `simgen tune` folder, the default user model
 
 `load_scenario` takes the name of a shipped scenario (`profiles/<name>.yaml`) or the path of a
 user's own file. Template paths resolve against the scenario file's folder first, then the shipped
@@ -36,7 +37,7 @@ from simgen.lengths import LengthModel, load_lengths
 from simgen.profiles import ProfileSpace, parse_profile_space
 from simgen.templates import ASSISTANT_CONTEXT, USER_CONTEXT, PromptTemplate, load_template
 
-_KEYS = {"scenario", "description", "reference", "templates", "profile", "intent_model", "lengths"}
+_KEYS = {"scenario", "description", "reference", "templates", "profile", "intent_model", "lengths", "simulator"}
 _SIDE_FILES = (".intents.yaml", ".lengths.yaml")  # files a scenario names, not scenarios themselves
 
 
@@ -68,6 +69,7 @@ class Scenario:
     assistant_template: PromptTemplate
     reference: str | None = None
     lengths: LengthModel | None = None  # the length latent of user turns; None: lines end where the model stops
+    simulator: Path | None = None  # a `simgen tune` folder: the user side's model when --model is not given
 
     @property
     def fingerprint(self) -> str:
@@ -86,6 +88,7 @@ class Scenario:
             "files": {k: dict(v) for k, v in self.files.items()},
             "intent_model": self.intents.source,
             "lengths": self.lengths.source if self.lengths else None,
+            "simulator": str(self.simulator) if self.simulator else None,
             "reference": self.reference,
             "templates": {
                 t.side: {"id": t.id, "path": str(t.path), "sha256": t.sha256}
@@ -175,6 +178,12 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     if isinstance(raw.get("lengths"), str):
         files["lengths"] = _file(Path(lengths.source))
     files |= {f"{t.side}_template": {"path": str(t.path), "sha256": t.sha256} for t in (user_t, assistant_t)}
+    simulator = None
+    if raw.get("simulator") is not None:
+        simulator = path.parent / str(raw["simulator"])
+        if not (simulator / "simgen_tune.json").is_file():
+            raise ConfigError(f"{source}: simulator: {str(simulator)!r} is not a folder written by `simgen tune` (no simgen_tune.json); "
+                              "fix the path (relative to the scenario file's folder) or remove the key.")
     name = raw.get("scenario") or path.stem
     reference = raw.get("reference")
     return Scenario(
@@ -188,6 +197,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         assistant_template=assistant_t,
         reference=str(reference) if reference is not None else None,
         lengths=lengths,
+        simulator=simulator,
     )
 
 

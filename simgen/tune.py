@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import shutil
 import time
 from collections import Counter
@@ -64,6 +65,7 @@ class TuneConfig:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     max_length: int = field(default=512, metadata={"help": "tokens per example at most; older exchanges are dropped to fit"})
     max_dialogues: int = field(default=0, metadata={"help": "use at most this many train dialogues (seeded sample); 0 = all"})
+    eval_examples: int = field(default=200, metadata={"help": "validation examples scored (a seeded sample); 0 = all"})
     eval_every: int = field(default=0, metadata={"help": "validation loss every this many steps; 0 = at the end only"})
     save_every: int = field(default=50, metadata={"help": "checkpoint every this many steps (what an interrupted run resumes from)"})
     seed: int = field(default=0, metadata={"help": "seed of sampling, shuffling and initialisation"})
@@ -175,6 +177,9 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     lm, tokenizer = load_causal_lm(source, dtype=cfg.dtype)
     max_turns = GenerateConfig().max_turns
     data = {name: examples(scenario, c, tokenizer, cfg.max_length, cfg.seed, max_turns) for name, c in splits.items()}
+    if cfg.eval_examples and len(data["validation"]) > cfg.eval_examples:  # bound the cost of each validation pass
+        keep = sorted(random.Random(cfg.seed).sample(range(len(data["validation"])), cfg.eval_examples))
+        data["validation"] = [data["validation"][i] for i in keep]
     if not data["train"]:
         raise DataError(f"{corpus}: no train example fits --max-length {cfg.max_length} tokens; raise it.")
     digest = examples_digest(data["train"] + data["validation"])

@@ -110,3 +110,51 @@ def test_bad_settings_are_config_errors():
         TuneConfig(method="qlora")
     with pytest.raises(ConfigError, match="batch_size"):
         TuneConfig(batch_size=0)
+
+
+def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, tiny_model_dir, tmp_path):
+    import shutil
+
+    import simgen
+    from simgen.errors import ConfigError
+    from simgen.scenario import builtin_dir
+
+    folder = tmp_path / "sc"
+    folder.mkdir()
+    for name in ("movie-recommendation.intents.yaml", "movie-recommendation.lengths.yaml"):
+        shutil.copyfile(builtin_dir("profiles") / name, folder / name)
+    text = (builtin_dir("profiles") / "movie-recommendation.yaml").read_text()
+    (folder / "movie-recommendation.yaml").write_text(text + f"simulator: {tuned}\n")
+    run = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=2, max_turns=1, assistant_model=str(tiny_model_dir),
+                          dtype="float32", out=tmp_path / "r", progress=False)
+    assert run.manifest["config"]["model"] == str(tuned) and run.manifest["scenario"]["simulator"] == str(tuned)
+    plain = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=2, max_turns=1, model=str(tiny_model_dir),
+                            dtype="float32", out=tmp_path / "p", progress=False)
+    assert plain.manifest["config"]["model"] == str(tiny_model_dir)
+    (folder / "movie-recommendation.yaml").write_text(text + "simulator: nowhere\n")
+    with pytest.raises(ConfigError, match="simulator: .*nowhere.*simgen tune"):
+        simgen.generate(scenario=folder / "movie-recommendation.yaml", n=1, out=tmp_path / "x", progress=False)
+
+
+def test_an_interrupted_tune_resumes_from_its_checkpoint(tiny_model_dir, iard_dir, tmp_path, monkeypatch):
+    from trl import SFTTrainer
+
+    from simgen.tune import tune
+
+    real, calls = SFTTrainer.training_step, {"n": 0}
+
+    def interrupted(self, *args, **kwargs):  # Ctrl-C during the third step, after the checkpoint of step 2
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SFTTrainer, "training_step", interrupted)
+    out, cfg = tmp_path / "t", TuneConfig(max_steps=4, batch_size=4, max_dialogues=8, save_every=2, max_length=384, learning_rate=5e-3)
+    with pytest.raises(KeyboardInterrupt):
+        tune("movie-recommendation", iard_dir, out, model=str(tiny_model_dir), config=cfg, progress=False)
+    assert (out / "checkpoints" / "checkpoint-2").is_dir() and not (out / "simgen_tune.json").exists()
+    monkeypatch.undo()
+    said: list[str] = []
+    card = tune("movie-recommendation", iard_dir, out, model=str(tiny_model_dir), config=cfg, progress=False, log=said.append)
+    assert any("resuming" in m for m in said) and card["steps"] == 4 and (out / "simgen_tune.json").is_file()

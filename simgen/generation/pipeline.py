@@ -19,7 +19,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from simgen.backends import Backend, backend_class, build_backend
+from simgen.backends import LOCAL, Backend, backend_class, build_backend
 from simgen.backends.steering import CappedBackend
 from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import dialogues_to_frame
@@ -84,6 +84,9 @@ def generate(
         config = replace(config, user=replace(config.user, temperature=temperature),
                          assistant=replace(config.assistant, temperature=temperature))
     sc = load_scenario(config.scenario)  # fails on a bad scenario before any folder or model is touched
+    if config.model is None and sc.simulator is not None and config.backend == LOCAL:
+        # the scenario ships a tuned user simulator: it writes the user side; the assistant stays the plain model
+        config = replace(config, model=str(sc.simulator), assistant_model=config.assistant_model or "embedded")
     cls = backend_class(config.backend)
     if config.persona.cap is not None and not cls.scorer:
         raise ConfigError(f"--persona-cap steers the model's activations; the {cls.name} backend cannot. Use --backend transformers.")
