@@ -39,9 +39,10 @@ def test_embedded_end_to_end(tmp_path):
     assert t["dialogue_id"].n_unique() == 4
     users = t.filter(pl.col("role") == "user")
     assert users["intent"].null_count() == 0
-    # a real model writes words, and stops on its own at least sometimes
+    # a real model writes words, and ends lines on its own or at a sentence end near the length target
     assert users["text"].str.len_chars().mean() > 10
-    assert (t["finish_reason"] == "stop").any()
+    assert t["finish_reason"].is_in(["stop", "target"]).any()
+    assert users["target_words"].null_count() == 0
     m = run.manifest
     assert m["backend"]["user"]["model"]["id"] == "SmolLM2-135M-Instruct"
     assert m["timings"]["tokens_per_s"] > 0

@@ -149,3 +149,24 @@ def test_a_run_recorded_before_the_latent_resumes_without_it():
 
     old = GenerateConfig.from_dict({"n": 2, "user": {"temperature": 0.8}})
     assert old.lengths is False and old.user.trim is False and GenerateConfig().lengths and GenerateConfig().user.trim
+
+
+def test_stopping_early_stores_the_same_lines_as_cutting_afterwards(tiny_model_dir):
+    """The `until` test only saves time: a session that stops a row once its cut is known stores the
+    same line as one that writes to the cap and is cut afterwards, and it decodes fewer tokens."""
+    import functools
+
+    from simgen.backends import local_model
+
+    backend = local_model(str(tiny_model_dir), dtype="float32")
+    chats = [[{"role": "system", "content": "You are Sam."}, {"role": "user", "content": f"Say something about {x}."}]
+             for x in ("films", "dogs", "rain", "work", "tea", "trains")]
+    sampling = SamplingConfig(temperature=0.9, max_new_tokens=32, trim=True)
+    targets = [2, 4, 6, 3, 8, 1]
+    until = [functools.partial(target_reached, target=t) for t in targets]
+    with backend.session() as a, backend.session() as b:
+        early = a.generate(chats, sampling, list(range(6)), list(range(6)), until)
+        whole = b.generate(chats, sampling, list(range(6)), list(range(6)))
+    assert [finished_line(g, sampling, t) for g, t in zip(early, targets)] == [finished_line(g, sampling, t) for g, t in zip(whole, targets)]
+    assert any(g.finish_reason == "until" for g in early)
+    assert sum(g.n_tokens for g in early) < sum(g.n_tokens for g in whole)
