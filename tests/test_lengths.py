@@ -96,6 +96,10 @@ def test_target_reached_only_once_the_cut_cannot_move():
     assert target_reached("I like it. And", 2)
     assert not target_reached("Hi. I like", 3)  # the only end is before the target
     assert sentence_ends("Wait... what?! ok") == [7, 14]
+    # the simulator counts words as the stored line will have them: without a speaker label
+    from simgen.generation.simulator import _cut_known
+
+    assert target_reached("User: Hi. And", 2) and not _cut_known("User: Hi. And", 2)
 
 
 def test_finished_line_cuts_at_the_target_whatever_the_backend_did():

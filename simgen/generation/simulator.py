@@ -81,7 +81,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
             s.user_chat.append(user_message(scenario, s.job, k, max_turns, s.pending_assistant_line))
         seeds = [rng.derive(seed, s.job.index, rng.USER, k) for s in active]
         targets = [s.job.target(k) for s in active]
-        until = [None if t is None else functools.partial(target_reached, target=t) for t in targets]
+        until = [None if t is None else functools.partial(_cut_known, target=t) for t in targets]
         gens = user_session.generate([s.user_chat for s in active], user_sampling, seeds, [s.job.index for s in active],
                                      until if any(targets) else None)
         _check_count(user_backend, active, gens)
@@ -130,6 +130,11 @@ def clean_line(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] == '"' and text.count('"') == 2:
         text = text[1:-1]
     return text.strip()
+
+
+def _cut_known(text: str, target: int) -> bool:
+    """`target_reached` on a line still being written, counted as `clean_line` will count it (no speaker label)."""
+    return target_reached(_ROLE_PREFIX.sub("", text.lstrip()), target)
 
 
 def trim_to_sentence(text: str) -> str | None:
