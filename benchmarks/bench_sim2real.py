@@ -33,6 +33,7 @@ import polars as pl
 import simgen
 from simgen.config import GenerateConfig
 from simgen.corpora import load_corpus
+from simgen.errors import RunError
 from simgen.generation.simulator import trim_to_sentence
 from simgen.realism import RealismConfig, compare
 
@@ -116,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                               lengths=settings["lengths"])
         config = replace(base, user=replace(base.user, trim=settings["trim"]), assistant=replace(base.assistant, trim=settings["trim"]))
         out = args.out / f"{args.scenario}-{name}-n{args.n}-seed{args.seed}"
-        run = simgen.load_run(out) if (out / "manifest.json").is_file() and json.loads((out / "manifest.json").read_text()).get("status") == "complete" \
-            else simgen.generate(config=config, out=out)
+        try:  # a finished row is reused; anything else generates it
+            run = simgen.load_run(out)
+        except RunError:
+            run = simgen.generate(config=config, out=out)
         results.append(measure(name, run, test, train_lines, cfg))
         print(json.dumps(results[-1]), file=sys.stderr)
 

@@ -84,7 +84,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from simgen.corpora import split_of  # noqa: E402
+from simgen.corpora import CLOSING_ACTS, split_of  # noqa: E402  (the acts a closing turn may carry)
 from simgen.lengths import dump_lengths, fit_lengths  # noqa: E402
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "iard"
@@ -93,7 +93,6 @@ DEFAULT_LENGTHS_OUT = REPO_ROOT / "profiles" / "movie-recommendation.lengths.yam
 FILES = ("formatted_IARD_annotated_gold.json", "formatted_IARD_annotated_partially.json")
 
 TERMINAL = "BYE"
-CLOSING_ACTS = frozenset({"OTH", "END"})  # acts a closing turn may carry
 RENAME = {"ASK": "INQ"}  # labels used in the data but absent from the schema
 MERGE_INTO = {"CON": "IQU", "REF": "IQU", "STO": "IQU", "CRI-C": "CRI-F"}  # rare -> nearest
 UNITS = 10_000  # probabilities are written in units of 1e-4
@@ -150,15 +149,24 @@ def primary(acts: list[str]) -> str:
     return content[0] if content else "OTH"
 
 
+def content_turns(turns: list[list[str]]) -> int:
+    """How many of a dialogue's user turns (their acts) come before its closing: the trailing run
+    of turns whose acts are all OTH/END."""
+    n = len(turns)
+    while n and set(turns[n - 1]) <= CLOSING_ACTS:
+        n -= 1
+    return n
+
+
 def chains(dialogues: list[dict]) -> tuple[list[Chain], int]:
     """(dialogue) -> primary intents of its content turns; and the number of closing turns cut."""
     out: list[Chain] = []
     cut = 0
     for dialogue in dialogues:
         turns = user_acts(dialogue)
-        while turns and set(turns[-1]) <= CLOSING_ACTS:
-            turns.pop()
-            cut += 1
+        content = content_turns(turns)
+        cut += len(turns) - content
+        turns = turns[:content]
         if turns:  # a dialogue of nothing but closing turns has no start to learn from
             out.append([primary(acts) for acts in turns])
     return out, cut
@@ -201,15 +209,12 @@ def user_lines(dialogue: dict) -> list[tuple[list[str], str]]:
             for utt in dialogue["conversation"] if utt["participant"] == "USER"]
 
 
-def fit_line_lengths(data_dir: Path, min_count: int, merged: dict[str, str]) -> str:
+def fit_line_lengths(dialogues: list[dict], min_count: int, merged: dict[str, str]) -> str:
     """The YAML text of the length model: words per user line by primary intent; closings are BYE."""
-    dialogues = load_dialogues(data_dir)
     pairs = []
     for dialogue in dialogues:
         lines = user_lines(dialogue)
-        content = len(lines)
-        while content and set(lines[content - 1][0]) <= CLOSING_ACTS:
-            content -= 1
+        content = content_turns([acts for acts, _ in lines])
         for i, (acts, text) in enumerate(lines):
             label = TERMINAL if i >= content else primary(acts)
             pairs.append((merged.get(label, label), text))
@@ -220,9 +225,8 @@ def fit_line_lengths(data_dir: Path, min_count: int, merged: dict[str, str]) -> 
     return dump_lengths(rows, f"IARD train split: {len(dialogues)} dialogues, {len(pairs)} user lines", header)
 
 
-def fit(data_dir: Path, alpha: float, min_count: int) -> tuple[str, dict[str, str]]:
-    """The YAML text of the fitted intent model, and the rare intents merged away."""
-    dialogues = load_dialogues(data_dir)
+def fit(dialogues: list[dict], alpha: float, min_count: int) -> tuple[str, dict[str, str]]:
+    """The YAML text of the intent model fitted on `dialogues`, and the rare intents merged away."""
     n_user = sum(len(user_acts(d)) for d in dialogues)
     seqs, cut = chains(dialogues)
     seqs, merged = merge_rare(seqs, min_count)
@@ -287,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.alpha < 0:
         parser.error("--alpha must be >= 0")
-    text, merged = fit(args.data_dir, args.alpha, args.min_count)
-    for out, body in ((args.out, text), (args.lengths_out, fit_line_lengths(args.data_dir, args.min_count, merged))):
+    dialogues = load_dialogues(args.data_dir)
+    text, merged = fit(dialogues, args.alpha, args.min_count)
+    for out, body in ((args.out, text), (args.lengths_out, fit_line_lengths(dialogues, args.min_count, merged))):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(body, encoding="utf-8")
         print(f"wrote {out}", file=sys.stderr)

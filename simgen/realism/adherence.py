@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from simgen.realism import stats
 from simgen.realism.features import Units
 
 MIN_PER_INTENT = 5  # reference lines an intent needs to be scored
@@ -48,19 +49,12 @@ def jsd(a: np.ndarray, b: np.ndarray, edges: tuple[int, ...]) -> float:
     q = np.histogram(b, bins)[0].astype(float)
     if p.sum() == 0 or q.sum() == 0:
         return float("nan")
-    p, q = p / p.sum(), q / q.sum()
-    m = (p + q) / 2
-
-    def kl(x: np.ndarray) -> float:
-        keep = x > 0
-        return float(np.sum(x[keep] * np.log2(x[keep] / m[keep])))
-
-    return (kl(p) + kl(q)) / 2
+    return float(stats.jsd(p / p.sum(), q / q.sum()))
 
 
 def shape(units: Units) -> dict[str, Any]:
     """User lines per dialogue, words per user line and closing endings, per side, with their JSDs."""
-    user = units.user.with_columns(pl.col("text").str.split(" ").list.eval(pl.element().filter(pl.element() != "")).list.len().alias("words"))
+    user = units.user.with_columns(pl.col("text").str.count_matches(r"\S+").alias("words"))  # as the length attribute counts
     per_dialogue = user.group_by("key", maintain_order=True).agg(pl.col("side").first(), pl.len().alias("lines"),
                                                                  pl.col("text").last().alias("last"))
     out: dict[str, Any] = {}
