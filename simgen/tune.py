@@ -26,7 +26,11 @@ The result is a folder:
 `--model OUT` loads it (`simgen.models.resolve_model` merges an adapter into its base once and
 caches the merged folder), and refuses an adapter whose base model is not the one it was trained on.
 
-What it leaves out: no hyper-parameter search, no RL, no multi-GPU; tuning the assistant side.
+`--roles both` also trains on the real assistant lines (the assistant side's chat before each): one
+adapter that writes both sides like the people in the corpus; `simgen generate` then uses it for
+both when the scenario names it as its `simulator:`.
+
+What it leaves out: no hyper-parameter search, no RL, no multi-GPU.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from simgen.corpora import Corpus, load_corpus, split_of
 from simgen.errors import ConfigError, DataError, RunError
 
 CARD = "simgen_tune.json"
+ROLES = ("user", "assistant", "both")
 MIN_DIALOGUES = {"train": 2, "validation": 1}
 
 
@@ -57,12 +62,15 @@ class TuneConfig:
     """How `simgen tune` trains (TRL `SFTConfig` style: one field per setting, help text per field)."""
 
     method: str = field(default="lora", metadata={"help": "lora (a small adapter, peft) or full (every weight)", "choices": ("lora", "full")})
+    roles: str = field(default="user", metadata={"help": "whose real lines to learn: user (the simulator), assistant, or both (one model for both sides)",
+                                                 "choices": ROLES})
     epochs: float = field(default=1.0, metadata={"help": "passes over the train split"})
     max_steps: int = field(default=0, metadata={"help": "optimizer steps at most; 0 = as many as --epochs needs"})
     batch_size: int = field(default=8, metadata={"help": "examples (user lines) per optimizer step"})
     learning_rate: float = field(default=3e-4, metadata={"help": "peak learning rate (cosine decay after 5% warm-up)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (0: none; on CPU it costs ~14% of a step)"})
     max_length: int = field(default=512, metadata={"help": "tokens per example at most; older exchanges are dropped to fit"})
     max_dialogues: int = field(default=0, metadata={"help": "use at most this many train dialogues (seeded sample); 0 = all"})
     eval_examples: int = field(default=200, metadata={"help": "validation examples scored (a seeded sample); 0 = all"})
@@ -74,6 +82,10 @@ class TuneConfig:
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):
             raise ConfigError(f"method must be lora or full, got {self.method!r}.")
+        if self.roles not in ROLES:
+            raise ConfigError(f"roles must be one of {', '.join(ROLES)}, got {self.roles!r}.")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
         for name in ("batch_size", "lora_r", "lora_alpha", "max_length", "save_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
@@ -106,11 +118,16 @@ def read_splits(spec: str | Path | Corpus, max_dialogues: int = 0, seed: int = 0
     return splits
 
 
-def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, seed: int, max_turns: int) -> list[dict[str, Any]]:
-    """(real user line) -> {"prompt": the simulator's chat before it, "completion": [the line]}."""
+def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, seed: int, max_turns: int,
+             roles: str = "user") -> list[dict[str, Any]]:
+    """(real line) -> {"prompt": the chat simgen would send before it, "completion": [the line], "role": its side}.
+
+    User lines get the user side's chat (persona, intent and length from the corpus, profile sampled);
+    with `roles` "assistant" or "both", assistant lines get the assistant side's chat.
+    """
     from simgen import rng
     from simgen.data import ProfileLatent, Turn, frame_to_dialogues
-    from simgen.generation.chats import user_chat
+    from simgen.generation.chats import assistant_chat, user_chat
     from simgen.generation.plan import DialogueJob
     from simgen.lengths import words
 
@@ -124,24 +141,39 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
         key = int.from_bytes(hashlib.sha256(d.dialogue_id.encode()).digest()[:4], "big")
         profile: ProfileLatent = scenario.profile.sample(rng.generator(seed, key, rng.PROFILE))
         job = DialogueJob(n, profile, tuple(t.intent for t in users), tuple(words(t.text) for t in users))
-        for k, line in enumerate(users):
-            chat = user_chat(scenario, job, turns, k, max(max_turns, len(users)))
+        horizon = max(max_turns, len(users))
+        k = 0
+        for j, line in enumerate(turns):
+            if line.role == "user":
+                chat = user_chat(scenario, job, turns, k, horizon) if roles != "assistant" else None
+                k += 1
+            else:
+                chat = assistant_chat(scenario, turns[:j], horizon) if roles != "user" else None
+            if chat is None:
+                continue
             completion = [{"role": "assistant", "content": line.text}]
             chat = _fit(chat, completion, tokenizer, max_length)
             if chat is not None:
-                out.append({"prompt": chat, "completion": completion, "dialogue_id": d.dialogue_id, "user_turn": k})
+                out.append({"prompt": chat, "completion": completion, "dialogue_id": d.dialogue_id, "role": line.role,
+                            "user_turn": k - 1 if line.role == "user" else None})
     return out
 
 
 def _fit(chat: list[dict], completion: list[dict], tokenizer: Any, max_length: int) -> list[dict] | None:
     """`chat` without its oldest exchanges until chat + completion fit `max_length` tokens (None: never)."""
     while True:
-        n = len(tokenizer.apply_chat_template(chat + completion, tokenize=True))
+        n = n_tokens(tokenizer, chat + completion)
         if n <= max_length:
             return chat
-        if len(chat) <= 2:  # the persona and the instruction alone do not fit
+        if len(chat) <= 2:  # the system message and the last message alone do not fit
             return None
-        chat = [chat[0], *chat[3:]]  # drop the oldest (instruction, line) exchange
+        chat = [chat[0], *chat[3:]]  # drop the oldest exchange (two messages), so the roles still alternate
+
+
+def n_tokens(tokenizer: Any, chat: list[dict]) -> int:
+    """Tokens of `chat` under the model's chat template (a list of ids, or BatchEncoding in newer transformers)."""
+    out = tokenizer.apply_chat_template(chat, tokenize=True)
+    return len(out["input_ids"] if isinstance(out, dict) or hasattr(out, "input_ids") else out)
 
 
 def examples_digest(rows: list[dict[str, Any]]) -> str:
@@ -163,7 +195,6 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     from transformers.utils import logging as hf_logging
     from trl import SFTConfig, SFTTrainer
 
-    from simgen.config import GenerateConfig
     from simgen.models import load_causal_lm, resolve_model
     from simgen.scenario import load_scenario
 
@@ -175,8 +206,8 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     source = resolve_model(model)
     splits = read_splits(corpus, cfg.max_dialogues, cfg.seed)
     lm, tokenizer = load_causal_lm(source, dtype=cfg.dtype)
-    max_turns = GenerateConfig().max_turns
-    data = {name: examples(scenario, c, tokenizer, cfg.max_length, cfg.seed, max_turns) for name, c in splits.items()}
+    max_turns = scenario.max_turns
+    data = {name: examples(scenario, c, tokenizer, cfg.max_length, cfg.seed, max_turns, cfg.roles) for name, c in splits.items()}
     if cfg.eval_examples and len(data["validation"]) > cfg.eval_examples:  # bound the cost of each validation pass
         keep = sorted(random.Random(cfg.seed).sample(range(len(data["validation"])), cfg.eval_examples))
         data["validation"] = [data["validation"][i] for i in keep]
@@ -197,7 +228,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
 
-        lm = get_peft_model(lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.05, target_modules="all-linear",
+        lm = get_peft_model(lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules="all-linear",
                                            task_type="CAUSAL_LM"))
     steps_per_epoch = math.ceil(len(data["train"]) / cfg.batch_size)
     max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
@@ -242,9 +273,11 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
         "simgen_tune": 1,
         "base_model": source.describe(),
         "method": cfg.method,
+        "roles": cfg.roles,
         "scenario": {"name": scenario.name, "fingerprint": scenario.fingerprint},
         "corpus": {"source": splits["train"].source, "examples_sha256": digest,
                    "dialogues": {k: c.n_dialogues for k, c in splits.items()}, "examples": {k: len(v) for k, v in data.items()},
+                   "lines": {k: dict(Counter(r["role"] for r in v)) for k, v in data.items()},
                    "split": "80/10/10 by sha256 of the dialogue id (simgen.corpora.split_of); test never read"},
         "settings": settings,
         "steps": int(result.global_step), "seconds": round(seconds, 1),
@@ -268,11 +301,11 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
 
 def _readme(card: dict[str, Any]) -> str:
     c, s = card["corpus"], card["settings"]
-    return (f"# simgen tuned user simulator: {card['scenario']['name']}\n\n"
+    return (f"# simgen tuned simulator ({card.get('roles', 'user')} side{'s' if card.get('roles') == 'both' else ''}): {card['scenario']['name']}\n\n"
             f"- base model: {card['base_model']['id']} (fingerprint `{card['base_model']['fingerprint'][:16]}`)\n"
             f"- method: {card['method']}; {card['steps']} steps of {s['batch_size']} examples, lr {s['learning_rate']}, "
             f"max length {s['max_length']} tokens\n"
-            f"- data: {c['source']}, train split {c['dialogues']['train']} dialogues / {c['examples']['train']} user lines, "
+            f"- data: {c['source']}, train split {c['dialogues']['train']} dialogues / {c['examples']['train']} lines, "
             f"validation {c['dialogues']['validation']} / {c['examples']['validation']}; examples sha256 `{c['examples_sha256'][:16]}`; "
             f"the test split was never read\n"
             f"- train loss {card['train_loss']['first']} -> {card['train_loss']['last']}; validation loss {card['validation_loss']}\n\n"

@@ -20,7 +20,7 @@ from simgen.tune import TuneConfig
 @config_options(TuneConfig)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def tune(scenario: str, corpus: str, out: Path, model: str | None, quiet: bool, **settings: object) -> None:
-    """Fine-tune the user simulator of SCENARIO on real dialogues, so it writes like the people in them.
+    """Fine-tune the user simulator of SCENARIO (and with --roles both, its assistant) on real dialogues, so it writes like the people in them.
 
     Each real user line becomes one example: the chat `simgen generate` would have sent before it
     (same templates, roles flipped; intent and length from the corpus, the profile sampled), with
@@ -38,7 +38,7 @@ def tune(scenario: str, corpus: str, out: Path, model: str | None, quiet: bool, 
     card = run_tune(scenario, corpus, out, model=model, config=TuneConfig(**settings), progress=not quiet,
                     log=lambda m: click.echo(m, err=True))
     loss = card["train_loss"]
-    click.echo(f"tuned {card['scenario']['name']} on {card['corpus']['examples']['train']} real user lines in {card['steps']} steps "
+    click.echo(f"tuned {card['scenario']['name']} ({card['roles']} side{'s' if card['roles'] == 'both' else ''}) on {card['corpus']['examples']['train']} real lines in {card['steps']} steps "
                f"({card['seconds']:.0f} s): train loss {loss['first']:.3f} -> {loss['last']:.3f}, validation loss "
                f"{card['base_validation_loss']:.3f} (base) -> {card['validation_loss']:.3f}")
     click.echo(f"  {out}   (use it: simgen generate --scenario {scenario} --model {out})")
