@@ -127,9 +127,9 @@ class GenerateConfig:
     scenario: str = field(default="movie-recommendation", metadata={"help": "Shipped scenario name, or the path of your own scenario YAML.", "flag": "-s"})
     n: int = field(default=20, metadata={"help": "Number of dialogues."})
     seed: int = field(default=0, metadata={"help": "Dialogue i is determined by (seed, i)."})
-    model: str | None = field(default=None, metadata={"help": "Local HF model folder, an id in the local HF cache, or a `simgen tune` folder (with --backend openai: the name the server serves). Default: the scenario's tuned simulator if it ships one (the assistant side then uses the embedded model), else the embedded SmolLM2-135M-Instruct; `embedded` forces the untuned model.", "flag": "-m"})
+    model: str | None = field(default=None, metadata={"help": "Local HF model folder, an id in the local HF cache, or a `simgen tune` folder (with --backend openai: the name the server serves). Default: the scenario's tuned simulator if it ships one (for the side(s) its card says it learned; the embedded model for the other), else the embedded SmolLM2-135M-Instruct; `embedded` forces the untuned model.", "flag": "-m"})
     assistant_model: str | None = field(default=None, metadata={"help": "A different model for the assistant side (default: --model)."})
-    max_turns: int = field(default=6, metadata={"help": "User turns per dialogue at most."})
+    max_turns: int | None = field(default=None, metadata={"help": "User turns per dialogue at most. Default: the scenario's `max_turns` (6 where it does not say)."})
     lengths: bool = field(default=True, metadata={"help": "Give each user turn a target length drawn from the scenario's length model (when it has one; real lines' lengths) and end the line at the sentence end nearest it.", "flag": "--lengths/--no-lengths"})
     batch_size: int = field(default=16, metadata={"help": "Dialogues advanced together in one batched forward pass.", "flag": "-b"})
     dtype: str = field(default="auto", metadata={"help": "auto = bf16 where the CPU supports it, else float32.", "choices": ("auto", "bfloat16", "float32")})
@@ -141,8 +141,10 @@ class GenerateConfig:
     persona: PersonaCapConfig = field(default_factory=PersonaCapConfig)
 
     def __post_init__(self) -> None:
-        for name in ("n", "max_turns", "batch_size"):
+        for name in ("n", "batch_size"):
             _positive_int(name, getattr(self, name))
+        if self.max_turns is not None:
+            _positive_int("max_turns", self.max_turns)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}.")
         from simgen.backends import REGISTRY  # names only: no backend module is imported

@@ -90,17 +90,47 @@ class IntentModel:
         sums = matrix.sum(axis=1, keepdims=True)
         return np.divide(matrix, sums, out=np.zeros_like(matrix), where=sums > 0)
 
-    def sample_path(self, profile: ProfileLatent, rng: np.random.Generator, max_turns: int) -> list[str]:
+    def sample_path(self, profile: ProfileLatent, rng: np.random.Generator, max_turns: int, length: int | None = None) -> list[str]:
         """The intents of up to `max_turns` user turns, stopping after the first terminal one.
 
+        With `length` (a dialogue-length latent), the path is drawn from the chain conditioned on its
+        first terminal intent falling on turn min(length, max_turns) exactly, so the dialogue has that
+        many user lines and ends with a closing one; where the chain cannot end there, it runs free.
         The path is drawn up front from the dialogue's own generator, so it depends only on the
         seed, the dialogue index and the profile, never on what the models say.
         """
         matrix = self.matrix_for(profile)
+        if length is not None:
+            path = self._path_of_length(matrix, rng, min(length, max_turns))
+            if path is not None:
+                return [self.intents[i].name for i in path]
         path = [int(rng.choice(len(self.intents), p=np.array(self.start)))]
         while len(path) < max_turns and not self.intents[path[-1]].terminal:
             path.append(int(rng.choice(len(self.intents), p=matrix[path[-1]])))
         return [self.intents[i].name for i in path]
+
+    def _path_of_length(self, matrix: np.ndarray, rng: np.random.Generator, n: int) -> list[int] | None:
+        """A path whose first terminal intent is its n-th, drawn exactly (backward messages); None if none exists.
+
+        beta[t][s] is proportional to P(the first terminal intent comes at turn n | turn t is s); turn t+1 is drawn
+        from matrix[s] * beta[t+1] (the start row * beta[0] for the first turn)."""
+        terminal = np.array([i.terminal for i in self.intents])
+        beta = [terminal.astype(np.float64)]
+        for _ in range(n - 1):
+            b = np.where(terminal, 0.0, matrix @ beta[0])
+            total = b.sum()
+            if total <= 0:
+                return None
+            beta.insert(0, b / total)  # rescaled: only ratios within a step matter
+        path: list[int] = []
+        weights = np.array(self.start) * beta[0]
+        for t in range(n):
+            if weights.sum() <= 0:
+                return None
+            path.append(int(rng.choice(len(self.intents), p=weights / weights.sum())))
+            if t + 1 < n:
+                weights = matrix[path[-1]] * beta[t + 1]
+        return path
 
 
 def load_intent_model(raw: Any, source: str, profile_names: tuple[str, ...] = (), where: str | None = None) -> IntentModel:

@@ -9,12 +9,20 @@ It holds, per intent, how many words real user lines of that intent have, as cou
     lengths:                     # label -> {words: count}; "*" covers every intent without a row
       "*": {1: 40, 2: 61, ...}
       IQU: {3: 4, 4: 9, ...}
+    dialogues: {5: 60, 6: 51, ...}   # optional: user lines per dialogue -> count
 
 Each user turn's target (`target_words` on its row) is drawn from its intent's row, from the
 dialogue's own seeded stream, before any model speaks. The simulator ends the line at the sentence
 end closest to the target (`cut_to_target`); a backend may stop generating as soon as that end is
-known (`target_reached`). What it leaves out: tokens, characters and the assistant side (its lines
-are the system under test, not a latent); a row is an empirical histogram, not a smoothed law.
+known (`target_reached`).
+
+With a `dialogues` row, each dialogue also draws how many user lines it has (`sample_turns`, its own
+stream, capped by --max-turns), and its intent path is drawn conditioned on reaching a terminal
+intent at exactly that line (`IntentModel.sample_path(length=...)`): real dialogue lengths, and a
+closing line at the end, instead of a chain cut off by the cap.
+
+What it leaves out: tokens, characters and the assistant side (its lines are the system under test,
+not a latent); a row is an empirical histogram, not a smoothed law.
 """
 
 from __future__ import annotations
@@ -45,12 +53,20 @@ class LengthModel:
     rows: Mapping[str, tuple[tuple[int, ...], tuple[float, ...]]]  # label -> (word counts, probabilities)
     source: str = "<lengths>"
     description: str = ""
+    dialogues: tuple[tuple[int, ...], tuple[float, ...]] | None = None  # (user lines per dialogue, probabilities)
 
     def row(self, intent: str | None) -> tuple[tuple[int, ...], tuple[float, ...]]:
         return self.rows.get(intent or ANY) or self.rows[ANY]
 
     def sample(self, intent: str | None, rng: np.random.Generator) -> int:
         values, probs = self.row(intent)
+        return int(values[int(rng.choice(len(values), p=np.array(probs)))])
+
+    def sample_turns(self, rng: np.random.Generator) -> int | None:
+        """How many user lines a dialogue has (None without a `dialogues` row)."""
+        if self.dialogues is None:
+            return None
+        values, probs = self.dialogues
         return int(values[int(rng.choice(len(values), p=np.array(probs)))])
 
 
@@ -70,13 +86,16 @@ def fit_lengths(lines: Iterable[tuple[str | None, str]], min_count: int = 30) ->
     return {k: dict(sorted(c.items())) for k, c in sorted(by_label.items()) if k == ANY or sum(c.values()) >= min_count}
 
 
-def dump_lengths(rows: Mapping[str, Mapping[int, int]], source: str, header: str = "") -> str:
-    """The YAML text of a length model (deterministic: sorted keys)."""
+def dump_lengths(rows: Mapping[str, Mapping[int, int]], source: str, header: str = "",
+                 dialogues: Mapping[int, int] | None = None) -> str:
+    """The YAML text of a length model (deterministic: sorted keys); `dialogues`: user lines per dialogue -> count."""
     out = [f"# {line}" for line in header.splitlines()]
     out += [f"unit: {UNIT}", f"source: {source!r}", "lengths:"]
     for label in sorted(rows, key=lambda k: (k != ANY, k)):
         counts = ", ".join(f"{w}: {c}" for w, c in sorted(rows[label].items()))
         out.append(f"  {label!r}: {{{counts}}}" if label == ANY else f"  {label}: {{{counts}}}")
+    if dialogues:
+        out.append("dialogues: {" + ", ".join(f"{n}: {c}" for n, c in sorted(dialogues.items())) + "}")
     return "\n".join(out) + "\n"
 
 
@@ -91,7 +110,7 @@ def load_lengths(raw: Any, source: str, intents: tuple[str, ...]) -> LengthModel
 
 
 def _parse(raw: Any, where: str, intents: tuple[str, ...]) -> LengthModel:
-    check_keys(where, raw, {"unit", "source", "lengths"}, required={"lengths"})
+    check_keys(where, raw, {"unit", "source", "lengths", "dialogues"}, required={"lengths"})
     if raw.get("unit", UNIT) != UNIT:
         raise ConfigError(f"{where}: unit: only {UNIT!r} is supported, got {raw['unit']!r}.")
     table = raw["lengths"]
@@ -102,17 +121,23 @@ def _parse(raw: Any, where: str, intents: tuple[str, ...]) -> LengthModel:
         label = str(label)
         if label != ANY and label not in intents:
             raise ConfigError(f"{where}.lengths: {label!r} is not an intent of the scenario.{did_you_mean(label, list(intents))}")
-        if not isinstance(counts, dict) or not counts:
-            raise ConfigError(f"{where}.lengths.{label}: expected a non-empty mapping words -> count, e.g. {{3: 10, 4: 7}}.")
-        pairs = []
-        for w, c in counts.items():
-            if not (isinstance(w, int) and w > 0 and isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0):
-                raise ConfigError(f"{where}.lengths.{label}: {w!r}: {c!r} is not a positive word count with a positive weight.")
-            pairs.append((w, float(c)))
-        pairs.sort()
-        total = sum(c for _, c in pairs)
-        rows[label] = (tuple(w for w, _ in pairs), tuple(c / total for _, c in pairs))
-    return LengthModel(rows, where, str(raw.get("source", "")))
+        rows[label] = _histogram(f"{where}.lengths.{label}", counts, "word count")
+    dialogues = _histogram(f"{where}.dialogues", raw["dialogues"], "number of user lines") if raw.get("dialogues") is not None else None
+    return LengthModel(rows, where, str(raw.get("source", "")), dialogues)
+
+
+def _histogram(where: str, counts: Any, what: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """{positive int: positive weight} -> (values, probabilities), sorted by value."""
+    if not isinstance(counts, dict) or not counts:
+        raise ConfigError(f"{where}: expected a non-empty mapping {what} -> count, e.g. {{3: 10, 4: 7}}.")
+    pairs = []
+    for w, c in counts.items():
+        if not (isinstance(w, int) and not isinstance(w, bool) and w > 0 and isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0):
+            raise ConfigError(f"{where}: {w!r}: {c!r} is not a positive {what} with a positive weight.")
+        pairs.append((w, float(c)))
+    pairs.sort()
+    total = sum(c for _, c in pairs)
+    return tuple(w for w, _ in pairs), tuple(c / total for _, c in pairs)
 
 
 # a sentence end: . ! ? or an ellipsis, then any closing quotes or brackets, then a space or the end

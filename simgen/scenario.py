@@ -9,7 +9,7 @@ A scenario is one YAML file:
     profile: {variables: ..., constraints: ..., backstory: ...}     # see profiles.py
     intent_model: movie-recommendation.intents.yaml                 # or inline; see intents.py
     lengths: movie-recommendation.lengths.yaml                      # optional, or inline; see lengths.py
-    simulator: movie-recommendation.simulator                       # optional: a `simgen tune` folder, the default user model
+    simulator: movie-recommendation.simulator                       # optional: a `simgen tune` folder, the default model of the side(s) it learned
 
 `load_scenario` takes the name of a shipped scenario (`profiles/<name>.yaml`) or the path of a
 user's own file. Template paths resolve against the scenario file's folder first, then the shipped
@@ -25,6 +25,7 @@ check's Q&A and persona axis, `export rl`) and refuses one whose files changed, 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,8 @@ from simgen.lengths import LengthModel, load_lengths
 from simgen.profiles import ProfileSpace, parse_profile_space
 from simgen.templates import ASSISTANT_CONTEXT, USER_CONTEXT, PromptTemplate, load_template
 
-_KEYS = {"scenario", "description", "reference", "templates", "profile", "intent_model", "lengths", "simulator"}
+_KEYS = {"scenario", "description", "reference", "templates", "profile", "intent_model", "lengths", "simulator", "max_turns"}
+DEFAULT_MAX_TURNS = 6  # user turns per dialogue at most, where neither the scenario nor --max-turns says
 _SIDE_FILES = (".intents.yaml", ".lengths.yaml")  # files a scenario names, not scenarios themselves
 
 
@@ -69,7 +71,15 @@ class Scenario:
     assistant_template: PromptTemplate
     reference: str | None = None
     lengths: LengthModel | None = None  # the length latent of user turns; None: lines end where the model stops
-    simulator: Path | None = None  # a `simgen tune` folder: the user side's model when --model is not given
+    simulator: Path | None = None  # a `simgen tune` folder: the model of the side(s) it learned when --model is not given
+    max_turns: int = DEFAULT_MAX_TURNS  # user turns per dialogue at most, when --max-turns is not given
+
+    @property
+    def simulator_roles(self) -> str | None:
+        """The side(s) the scenario's tuned simulator learned ("user", "assistant" or "both"; cards before roles: "user")."""
+        if self.simulator is None:
+            return None
+        return json.loads((self.simulator / "simgen_tune.json").read_text(encoding="utf-8")).get("roles", "user")
 
     @property
     def fingerprint(self) -> str:
@@ -186,6 +196,9 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
                               "fix the path (relative to the scenario file's folder) or remove the key.")
     name = raw.get("scenario") or path.stem
     reference = raw.get("reference")
+    max_turns = raw.get("max_turns", DEFAULT_MAX_TURNS)
+    if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns <= 0:
+        raise ConfigError(f"{source}: max_turns: expected a positive integer (user turns per dialogue at most), got {max_turns!r}.")
     return Scenario(
         name=str(name),
         description=str(raw.get("description", "")).strip(),
@@ -198,6 +211,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         reference=str(reference) if reference is not None else None,
         lengths=lengths,
         simulator=simulator,
+        max_turns=max_turns,
     )
 
 

@@ -78,3 +78,26 @@ def test_no_terminal_intent_is_an_error():
            "transitions": {"ASK": {"TELL": 1}, "TELL": {"BYE": 1}, "BYE": {"ASK": 1}}}
     with pytest.raises(ConfigError, match="no intent is terminal"):
         load_intent_model(raw, "m.yaml")
+
+
+def test_a_path_of_given_length_is_the_chain_conditioned_on_ending_there():
+    """Exact conditioning (backward messages) against rejection sampling from the free chain: the same law."""
+    model = load_intent_model(MODEL, "m.yaml", ("patience",))
+    rng = np.random.default_rng(1)
+    conditioned = [model.sample_path(IMPATIENT, rng, 50, length=4) for _ in range(6000)]
+    assert all(len(p) == 4 and p[-1] == "BYE" and "BYE" not in p[:-1] for p in conditioned)
+    free = [p for p in paths(model, IMPATIENT, n=40_000) if len(p) == 4]
+    assert len(free) > 1000
+    for position in range(3):  # the intent at each position: same frequencies either way
+        observed = [sum(p[position] == i for p in conditioned) for i in ("ASK", "TELL")]
+        reference = np.array([sum(p[position] == i for p in free) for i in ("ASK", "TELL")], dtype=float)
+        assert stats.chisquare(observed, reference / reference.sum() * len(conditioned)).pvalue > 1e-3, position
+
+
+def test_a_length_the_cap_or_the_chain_cannot_give_is_capped_or_runs_free():
+    model = load_intent_model(MODEL, "m.yaml", ("patience",))
+    rng = np.random.default_rng(2)
+    capped = [model.sample_path(CALM, rng, 3, length=9) for _ in range(200)]
+    assert all(len(p) == 3 and p[-1] == "BYE" for p in capped)  # min(length, max_turns), still closing
+    # the start row has no terminal intent, so no path ends on turn 1: the chain runs free instead
+    assert any(len(model.sample_path(CALM, rng, 50, length=1)) > 1 for _ in range(50))

@@ -174,3 +174,29 @@ def test_stopping_early_stores_the_same_lines_as_cutting_afterwards(tiny_model_d
     assert [finished_line(g, sampling, t) for g, t in zip(early, targets)] == [finished_line(g, sampling, t) for g, t in zip(whole, targets)]
     assert any(g.finish_reason == "until" for g in early)
     assert sum(g.n_tokens for g in early) < sum(g.n_tokens for g in whole)
+
+
+def test_dialogue_lengths_are_drawn_per_dialogue_and_every_path_ends_with_its_closing():
+    sc = load_scenario("movie-recommendation")
+    values, probs = sc.lengths.dialogues
+    jobs = [plan(sc, 0, i, 50) for i in range(3000)]
+    drawn = Counter(len(j.intents) for j in jobs)
+    expected = np.array(probs) * len(jobs)
+    observed = [drawn.get(v, 0) for v in values]
+    keep = expected >= 5  # chi-square over the bins with enough mass, the rest pooled into one
+    obs, exp = list(np.array(observed)[keep]), list(expected[keep])
+    if (~keep).any():
+        obs, exp = obs + [np.array(observed)[~keep].sum()], exp + [expected[~keep].sum()]
+    assert stats.chisquare(obs, exp).pvalue > 1e-3
+    assert all(j.intents[-1] == "BYE" and "BYE" not in j.intents[:-1] for j in jobs)
+    assert max(len(plan(sc, 0, i, 6).intents) for i in range(300)) == 6  # --max-turns still caps
+    assert [len(plan(sc, 0, i, 50, lengths=False).intents) for i in range(50)] != [len(j.intents) for j in jobs[:50]]
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"lengths": {"*": {3: 1}}, "dialogues": {0: 4}}, r"dialogues: 0: 4 is not a positive number of user lines"),
+    ({"lengths": {"*": {3: 1}}, "dialogues": []}, r"dialogues: expected a non-empty mapping"),
+])
+def test_bad_dialogue_lengths_name_the_field(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        load_lengths(raw, "scenario.yaml", ("IQU", "BYE"))

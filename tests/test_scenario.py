@@ -69,3 +69,14 @@ def test_unknown_top_level_key_is_named(tmp_path):
     path = write(tmp_path / "bad.yaml", USER_SCENARIO + "\ntemplate_dir: x\n")
     with pytest.raises(ConfigError, match="unknown field 'template_dir'"):
         load_scenario(path)
+
+
+def test_max_turns_comes_from_the_scenario_unless_given(tmp_path):
+    from simgen.config import GenerateConfig
+
+    write(tmp_path / "my_user.j2", "{% block system %}I am {{ name }}{% endblock %}{% block turn %}{{ intent_description }}{% endblock %}")
+    assert load_scenario(write(tmp_path / "a.yaml", USER_SCENARIO)).max_turns == 6
+    assert load_scenario(write(tmp_path / "b.yaml", USER_SCENARIO + "max_turns: 3\n")).max_turns == 3
+    assert load_scenario("movie-recommendation").max_turns == 14 and GenerateConfig().max_turns is None
+    with pytest.raises(ConfigError, match=r"c\.yaml: max_turns: expected a positive integer.*'many'"):
+        load_scenario(write(tmp_path / "c.yaml", USER_SCENARIO + "max_turns: many\n"))

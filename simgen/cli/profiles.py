@@ -16,8 +16,8 @@ def profiles() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed as `generate`, same profiles.")
 @click.option("--backstory/--no-backstory", default=False, help="Also print each rendered backstory.")
 @click.option("--intents", "show_intents", is_flag=True, help="Also sample each profile's intent path.")
-@click.option("--max-turns", type=int, default=6, show_default=True, help="Length cap of the intent paths.")
-def sample(scenario: str, n: int, seed: int, backstory: bool, show_intents: bool, max_turns: int) -> None:
+@click.option("--max-turns", type=int, default=None, help="Length cap of the intent paths (default: the scenario's, as `generate`).")
+def sample(scenario: str, n: int, seed: int, backstory: bool, show_intents: bool, max_turns: int | None) -> None:
     """Print N sampled profile latents of SCENARIO as a table.
 
     Profile i here is exactly the profile of dialogue i in `simgen generate --seed SEED`.
@@ -36,7 +36,7 @@ def sample(scenario: str, n: int, seed: int, backstory: bool, show_intents: bool
     if n <= 0:
         raise ConfigError(f"-n must be > 0, got {n}.")
     sc = load_scenario(scenario)
-    jobs = [plan(sc, seed, i, max_turns) for i in range(n)]
+    jobs = [plan(sc, seed, i, max_turns or sc.max_turns) for i in range(n)]
     rows = []
     for job in jobs:
         row = {"#": job.index}

@@ -20,6 +20,7 @@ The model loads in the worker on first iteration, so the dataset pickles cheaply
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,7 +36,7 @@ class DialogueStream(torch.utils.data.IterableDataset):
     """Simulated dialogues or RL prompts, generated on demand (see the module doc)."""
 
     def __init__(self, scenario: str = "movie-recommendation", model: str | None = None, *, seed: int = 0, batch_size: int = 8,
-                 kind: str = "dialogues", policy: str = "user", max_turns: int = 6, start: int = 0, limit: int | None = None,
+                 kind: str = "dialogues", policy: str = "user", max_turns: int | None = None, start: int = 0, limit: int | None = None,
                  user: SamplingConfig | None = None, assistant: SamplingConfig | None = None, dtype: str = "auto") -> None:
         from simgen.config import GenerateConfig
         from simgen.export.rl import POLICIES
@@ -53,7 +54,9 @@ class DialogueStream(torch.utils.data.IterableDataset):
         # validates seed, batch_size, max_turns and dtype the way `simgen generate` does
         self.config = GenerateConfig(scenario=str(scenario), seed=seed, model=model, max_turns=max_turns, batch_size=batch_size,
                                      dtype=dtype, user=user or defaults.user, assistant=assistant or defaults.assistant)
-        load_scenario(self.config.scenario)  # a bad scenario fails here, not in a worker
+        sc = load_scenario(self.config.scenario)  # a bad scenario fails here, not in a worker
+        if max_turns is None:  # the scenario's cap, as `simgen generate` takes it
+            self.config = replace(self.config, max_turns=sc.max_turns)
         self.kind, self.policy, self.start, self.limit = kind, policy, start, limit
         self._backend: Any = None
 

@@ -84,9 +84,13 @@ def generate(
         config = replace(config, user=replace(config.user, temperature=temperature),
                          assistant=replace(config.assistant, temperature=temperature))
     sc = load_scenario(config.scenario)  # fails on a bad scenario before any folder or model is touched
+    if config.max_turns is None:
+        config = replace(config, max_turns=sc.max_turns)
     if config.model is None and sc.simulator is not None and config.backend == LOCAL:
-        # the scenario ships a tuned user simulator: it writes the user side; the assistant stays the plain model
-        config = replace(config, model=str(sc.simulator), assistant_model=config.assistant_model or "embedded")
+        # the scenario ships a tuned simulator: it writes the side(s) it learned (its card's `roles`); the plain model the rest
+        roles = sc.simulator_roles
+        config = replace(config, model=str(sc.simulator) if roles != "assistant" else "embedded",
+                         assistant_model=config.assistant_model or (str(sc.simulator) if roles != "user" else "embedded"))
     cls = backend_class(config.backend)
     if config.persona.cap is not None and not cls.scorer:
         raise ConfigError(f"--persona-cap steers the model's activations; the {cls.name} backend cannot. Use --backend transformers.")

@@ -2,8 +2,9 @@
 
 Dialogue i of a run is a function of (seed, i) alone: its profile comes from the profile space, its
 intents from the intent model and, where the scenario has a length model, each user turn's target
-length from it, each from its own seeded generator (simgen.rng). So a run split
-into shards, resumed, or run on many machines plans the same dialogues.
+length and (if it has dialogue lengths) the number of user lines from it, each from its own seeded
+generator (simgen.rng). So a run split into shards, resumed, or run on many machines plans the same
+dialogues.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class DialogueJob:
 def plan(scenario: Scenario, seed: int, index: int, max_turns: int, lengths: bool = True) -> DialogueJob:
     """Sample dialogue `index`'s profile, intent path and line lengths; depends only on (seed, index)."""
     profile = scenario.profile.sample(rng.generator(seed, index, rng.PROFILE))
-    path = scenario.intents.sample_path(profile, rng.generator(seed, index, rng.INTENT), max_turns)
+    n_lines = scenario.lengths.sample_turns(rng.generator(seed, index, rng.TURNS)) if lengths and scenario.lengths else None
+    path = scenario.intents.sample_path(profile, rng.generator(seed, index, rng.INTENT), max_turns, length=n_lines)
     targets: tuple[int | None, ...] = ()
     if lengths and scenario.lengths is not None:
         draw = rng.generator(seed, index, rng.LENGTH)
