@@ -7,13 +7,18 @@ Rows, same scenario, seed and dialogues (profiles and intents are drawn from (se
 - lengths:  the defaults: each user turn's target length drawn from the scenario's length model
             (fitted on the train split), lines cut at the sentence end nearest it, capped lines
             trimmed or ending their dialogue.
-Exemplars and a tuned simulator are not built yet; their rows come with them.
+- tuned:    the defaults with `--simulator`'s `simgen tune` folder as the model of the side(s) its
+            card says it learned (the embedded model for the other), as `simgen generate` uses a
+            scenario's `simulator:`; skipped when `--simulator` is not given.
 
 Columns: user-turn and dialogue-level ensemble AUC [95% CI], words-per-line JSD, user-lines-per-
 dialogue JSD, MAUVE-style score, intent adherence / its ceiling (accuracy), closing endings
 (synthetic vs real), the share of user lines cut mid-sentence by the token cap, the share of user
 lines that near-copy a real train-split line (equal after normalising, or word 4-gram overlap >= 0.8),
-and generation tokens/s (as the run's manifest records it).
+and generation tokens/s (as the run's manifest records it). With `--consistency`: `simgen
+consistency`'s prompt-to-line consistency, Q&A accuracy and specificity of each row (the embedded judge, Q&A
+answered by the row's own simulator; the persona axis off), so a row that buys realism by saying
+nothing about its persona shows it.
 
     python benchmarks/bench_sim2real.py --scenario movie-recommendation --reference ../shared/data/iard -n 40
     python benchmarks/bench_sim2real.py --scenario chitchat --reference chitchat -n 40 --json outputs/sim2real-chitchat.json
@@ -37,15 +42,20 @@ from simgen.errors import RunError
 from simgen.generation.simulator import trim_to_sentence
 from simgen.realism import RealismConfig, compare
 
-ROWS = {"baseline": {"lengths": False, "trim": False}, "lengths": {"lengths": True, "trim": True}}
+ROWS = {"baseline": {"lengths": False, "trim": False}, "lengths": {"lengths": True, "trim": True},
+        "tuned": {"lengths": True, "trim": True, "tuned": True}}
 
 
 def _norm(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
-def copy_rate(lines: list[str], real: list[str]) -> float:
-    """Share of `lines` equal to a real line after normalising, or with >= 80% of their word 4-grams in one real line."""
+def copy_rate(lines: list[str], real: list[str], min_words: int = 0) -> float:
+    """Share of `lines` equal to a real line after normalising, or with >= 80% of their word 4-grams in one real line.
+
+    People repeat each other's short lines ("Hi!", "Thanks, bye!"), so the table also gives the rate among
+    lines of >= 4 words (`min_words=4`) and the same rates for the real test lines against the train lines."""
+    lines = [t for t in lines if len(_norm(t)) >= min_words]
     exact = {" ".join(_norm(t)) for t in real}
     grams_of = [{tuple(w[i:i + 4]) for i in range(len(w) - 3)} for w in map(_norm, real)]
     index: dict[tuple, list[int]] = {}
@@ -70,6 +80,17 @@ def copy_rate(lines: list[str], real: list[str]) -> float:
     return copies / max(len(lines), 1)
 
 
+def consistency(run: simgen.Run) -> dict:
+    """Prompt-to-line consistency and Q&A accuracy of `run` (reused from RUN/reports/sim2real-consistency if there)."""
+    from simgen.consistency import ConsistencyConfig, check_run
+
+    out = run.path / "reports" / "sim2real-consistency"
+    done = out / "consistency.json"
+    report = json.loads(done.read_text()) if done.is_file() else check_run(run, out=out, config=ConsistencyConfig(axis=False), progress=True)
+    overall = report["overall"]
+    return {k: overall.get(k) for k in ("prompt_to_line", "qa", "specificity")}
+
+
 def measure(name: str, run: simgen.Run, reference: pl.DataFrame, train_lines: list[str], cfg: RealismConfig) -> dict:
     users = run.turns.filter(pl.col("role") == "user")
     capped = sum(1 for text, why in users.select("text", "finish_reason").iter_rows()
@@ -90,9 +111,16 @@ def measure(name: str, run: simgen.Run, reference: pl.DataFrame, train_lines: li
         "closing_endings": report["shape"]["closing_endings"],
         "cut_mid_sentence": capped / max(users.height, 1),
         "copy_rate": copy_rate(users["text"].to_list(), train_lines),
+        "copy_rate_4w": copy_rate(users["text"].to_list(), train_lines, min_words=4),
         "tokens_per_s": run.manifest["timings"].get("tokens_per_s"),
         "user_lines": users.height, "dialogues": run.dialogues().height,
     }
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, dict):  # a metric with its interval
+        value = value.get("mean", value.get("value"))
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,30 +132,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
     parser.add_argument("--out", type=Path, default=Path("outputs/sim2real"))
+    parser.add_argument("--simulator", type=Path, help="a `simgen tune` folder for the tuned row")
+    parser.add_argument("--consistency", action="store_true", help="also score prompt-to-line consistency and Q&A (slower)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
     test = load_corpus(args.reference, split="test").turns
     train_lines = load_corpus(args.reference, split="train").turns.filter(pl.col("role") == "user")["text"].to_list()
     cfg = RealismConfig(n_boot=300, n_perm=200)
+    test_lines = test.filter(pl.col("role") == "user")["text"].to_list()
+    real_copies = (copy_rate(test_lines, train_lines), copy_rate(test_lines, train_lines, min_words=4))
     results = []
     for name in args.rows.split(","):
         settings = ROWS[name]
+        if settings.get("tuned") and args.simulator is None:
+            print(f"row {name}: skipped (no --simulator)", file=sys.stderr)
+            continue
+        if settings.get("tuned"):  # the simulator writes the side(s) its card says it learned, the embedded model the rest
+            roles = json.loads((args.simulator / "simgen_tune.json").read_text()).get("roles", "user")
+            tuned = {"model": str(args.simulator) if roles != "assistant" else "embedded",
+                     "assistant_model": str(args.simulator) if roles != "user" else "embedded"}
+        else:
+            tuned = {"model": "embedded"}
         base = GenerateConfig(scenario=args.scenario, n=args.n, seed=args.seed, batch_size=args.batch_size,
-                              lengths=settings["lengths"])
+                              lengths=settings["lengths"], **tuned)
         config = replace(base, user=replace(base.user, trim=settings["trim"]), assistant=replace(base.assistant, trim=settings["trim"]))
-        out = args.out / f"{args.scenario}-{name}-n{args.n}-seed{args.seed}"
+        tag = f"-{args.simulator.name}" if settings.get("tuned") else ""
+        out = args.out / f"{args.scenario}-{name}{tag}-n{args.n}-seed{args.seed}"
         try:  # a finished row is reused; anything else generates it
             run = simgen.load_run(out)
         except RunError:
             run = simgen.generate(config=config, out=out)
         results.append(measure(name, run, test, train_lines, cfg))
+        if args.consistency:
+            results[-1] |= consistency(run)
         print(json.dumps(results[-1]), file=sys.stderr)
 
     print(f"\n{args.scenario}: {args.n} dialogues per row, seed {args.seed}; real: {args.reference} test split "
           f"({test['dialogue_id'].n_unique()} dialogues)\n")
     print("| row | user-turn AUC [CI] | dialogue AUC [CI] | words JSD | lines/dialogue JSD | median words | MAUVE | adherence / ceiling "
-          "| closing endings syn / real | cut mid-sentence | copy rate | tokens/s |")
+          "| closing endings syn / real | cut mid-sentence | copy rate (>= 4 words) | tokens/s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         ut, dl = r["user_turn_ci"], r["dialogue_ci"]
@@ -136,8 +180,15 @@ def main(argv: list[str] | None = None) -> int:
         ends = r["closing_endings"]
         print(f"| {r['row']} | {r['user_turn_auc']:.3f} [{ut[0]:.2f}-{ut[1]:.2f}] | {r['dialogue_auc']:.3f} [{dl[0]:.2f}-{dl[1]:.2f}] "
               f"| {r['words_jsd']:.3f} | {r['lines_per_dialogue_jsd']:.3f} | {r['median_words']:g} | {mauve} | {adh} "
-              f"| {ends['synthetic']:.2f} / {ends['reference']:.2f} | {100 * r['cut_mid_sentence']:.1f}% | {100 * r['copy_rate']:.1f}% "
+              f"| {ends['synthetic']:.2f} / {ends['reference']:.2f} | {100 * r['cut_mid_sentence']:.1f}% "
+              f"| {100 * r['copy_rate']:.1f}% ({100 * r['copy_rate_4w']:.1f}%) "
               f"| {r['tokens_per_s']} |")
+    if args.consistency:
+        print("\n| row | prompt-to-line consistency | Q&A accuracy | specificity |\n| --- | --- | --- | --- |")
+        for r in results:
+            print(f"| {r['row']} | {_fmt(r.get('prompt_to_line'))} | {_fmt(r.get('qa'))} | {_fmt(r.get('specificity'))} |")
+    print(f"\nreal test-split user lines near-copying a train line (people repeat short lines too): "
+          f"{100 * real_copies[0]:.1f}% ({100 * real_copies[1]:.1f}% of those with >= 4 words)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 import simgen
+from simgen.scenario import load_scenario
 from simgen.config import SamplingConfig
 
 pytestmark = pytest.mark.slow
@@ -44,8 +45,14 @@ def test_embedded_end_to_end(tmp_path):
     assert t["finish_reason"].is_in(["stop", "target"]).any()
     assert users["target_words"].null_count() == 0
     m = run.manifest
-    assert m["backend"]["user"]["model"]["id"] == "SmolLM2-135M-Instruct"
+    # the scenario ships a simulator tuned on IARD (both sides): the default run is the embedded model with it merged
+    simulator = load_scenario("movie-recommendation").simulator
+    assert simulator is not None and m["config"]["model"] == m["config"]["assistant_model"] == str(simulator)
+    assert m["backend"]["user"]["model"]["id"] == str(simulator)
     assert m["timings"]["tokens_per_s"] > 0
+    plain = simgen.generate(scenario="movie-recommendation", model="embedded", n=1, seed=0, out=tmp_path / "plain", max_turns=1,
+                            progress=False, user=SamplingConfig(max_new_tokens=16))
+    assert plain.manifest["backend"]["user"]["model"]["id"] == "SmolLM2-135M-Instruct"
 
 
 def test_embedded_greedy_runs_are_byte_identical(tmp_path):

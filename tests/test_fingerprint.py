@@ -33,6 +33,9 @@ def copy_scenario(folder: Path) -> Path:
         shutil.copyfile(builtin_dir("profiles") / name, folder / name)
     for name in ("user.j2", "assistant.j2"):
         shutil.copyfile(builtin_dir("templates") / "movie-recommendation" / name, folder / "movie-recommendation" / name)
+    simulator = builtin_dir("profiles") / "movie-recommendation.simulator"  # the tuned simulator the scenario names, if shipped
+    if simulator.is_dir():
+        shutil.copytree(simulator, folder / simulator.name)
     return folder / "movie-recommendation.yaml"
 
 

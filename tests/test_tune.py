@@ -88,6 +88,47 @@ def test_examples_are_the_simulators_own_chats_from_the_train_split_only(iard_di
     assert late["prompt"][0] == next(r for r in rows if r["dialogue_id"] == late["dialogue_id"])["prompt"][0]
 
 
+def test_examples_fit_the_token_budget_by_dropping_whole_old_exchanges(iard_dir, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from simgen.tune import n_tokens
+
+    scenario = load_scenario("movie-recommendation")
+    splits = read_splits(iard_dir, max_dialogues=6)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    full = {(r["dialogue_id"], r["user_turn"]): r for r in examples(scenario, splits["train"], tok, 4096, 0, 6)}
+    short = examples(scenario, splits["train"], tok, 300, 0, 6)
+    assert short and all(n_tokens(tok, r["prompt"] + r["completion"]) <= 300 for r in short)
+    cut = [r for r in short if len(r["prompt"]) < len(full[r["dialogue_id"], r["user_turn"]]["prompt"])]
+    assert cut, "a 300-token budget must drop old exchanges of late turns"
+    for r in cut:  # what is kept is the system message and the newest messages, in order, roles alternating
+        whole = full[r["dialogue_id"], r["user_turn"]]["prompt"]
+        assert r["prompt"][0] == whole[0] and r["prompt"][1:] == whole[len(whole) - len(r["prompt"]) + 1:]
+        assert [m["role"] for m in r["prompt"][1:]] == ["user", "assistant"] * ((len(r["prompt"]) - 2) // 2) + ["user"]
+
+
+def test_roles_both_adds_the_assistant_sides_real_lines_with_its_own_chat(iard_dir, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from simgen.generation.chats import assistant_system
+
+    scenario = load_scenario("movie-recommendation")
+    splits = read_splits(iard_dir, max_dialogues=6)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    users = examples(scenario, splits["train"], tok, 4096, 0, 6)
+    both = examples(scenario, splits["train"], tok, 4096, 0, 6, roles="both")
+    only = examples(scenario, splits["train"], tok, 4096, 0, 6, roles="assistant")
+    assert {r["role"] for r in users} == {"user"} and {r["role"] for r in only} == {"assistant"}
+    assert [r for r in both if r["role"] == "user"] == users and [r for r in both if r["role"] == "assistant"] == only
+    real = splits["train"].turns.filter(pl.col("role") == "assistant")
+    assert len(only) == real.filter(pl.col("text").str.strip_chars() != "").height
+    first = only[0]
+    assert first["prompt"][0] == assistant_system(scenario, 6) and first["prompt"][-1]["role"] == "user"
+    assert first["completion"][0]["content"] in real["text"].to_list()
+    with pytest.raises(Exception, match="roles must be one of user, assistant, both"):
+        TuneConfig(roles="critic")
+
+
 def test_bad_corpora_are_data_errors_that_name_the_file(tmp_path):
     only_assistant = tmp_path / "a.jsonl"
     only_assistant.write_text("\n".join(json.dumps({"dialogue_id": f"c{i}", "turn": 0, "role": "assistant", "text": "hi"}) for i in range(20)))
@@ -123,7 +164,8 @@ def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, 
     folder.mkdir()
     for name in ("movie-recommendation.intents.yaml", "movie-recommendation.lengths.yaml"):
         shutil.copyfile(builtin_dir("profiles") / name, folder / name)
-    text = (builtin_dir("profiles") / "movie-recommendation.yaml").read_text()
+    shipped = (builtin_dir("profiles") / "movie-recommendation.yaml").read_text().splitlines()
+    text = "\n".join(line for line in shipped if not line.startswith("simulator:")) + "\n"  # this test names its own
     (folder / "movie-recommendation.yaml").write_text(text + f"simulator: {tuned}\n")
     run = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=2, max_turns=1, assistant_model=str(tiny_model_dir),
                           dtype="float32", out=tmp_path / "r", progress=False)
@@ -131,6 +173,15 @@ def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, 
     plain = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=2, max_turns=1, model=str(tiny_model_dir),
                             dtype="float32", out=tmp_path / "p", progress=False)
     assert plain.manifest["config"]["model"] == str(tiny_model_dir)
+    # a simulator tuned on both sides writes both; the scenario's max_turns caps a run that does not set one
+    both = tmp_path / "both"
+    shutil.copytree(tuned, both)
+    card = json.loads((both / "simgen_tune.json").read_text())
+    (both / "simgen_tune.json").write_text(json.dumps({**card, "roles": "both"}))
+    (folder / "movie-recommendation.yaml").write_text(text.replace("max_turns: 14", "max_turns: 2") + f"simulator: {both}\n")
+    run = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=2, dtype="float32", out=tmp_path / "b", progress=False)
+    assert run.manifest["config"]["model"] == run.manifest["config"]["assistant_model"] == str(both)
+    assert run.manifest["config"]["max_turns"] == 2 and run.turns.filter(pl.col("role") == "user").height <= 4
     (folder / "movie-recommendation.yaml").write_text(text + "simulator: nowhere\n")
     with pytest.raises(ConfigError, match="simulator: .*nowhere.*simgen tune"):
         simgen.generate(scenario=folder / "movie-recommendation.yaml", n=1, out=tmp_path / "x", progress=False)
@@ -158,3 +209,33 @@ def test_an_interrupted_tune_resumes_from_its_checkpoint(tiny_model_dir, iard_di
     said: list[str] = []
     card = tune("movie-recommendation", iard_dir, out, model=str(tiny_model_dir), config=cfg, progress=False, log=said.append)
     assert any("resuming" in m for m in said) and card["steps"] == 4 and (out / "simgen_tune.json").is_file()
+
+
+def test_a_packed_simulator_is_bf16_names_its_base_and_generates_like_the_original(tuned, tiny_model_dir, tmp_path):
+    """scripts/pack_simulator.py, as run to ship profiles/<scenario>.simulator/."""
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    packed = tmp_path / "packed"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pack_simulator.py"
+    subprocess.run([sys.executable, str(script), str(tuned), str(packed)], check=True, capture_output=True, timeout=120)
+    original, small = load_file(tuned / "adapter_model.safetensors"), load_file(packed / "adapter_model.safetensors")
+    assert original.keys() == small.keys() and all(t.dtype == torch.bfloat16 for t in small.values())
+    assert all(torch.allclose(small[k].float(), original[k], rtol=2 ** -8, atol=0) for k in original)
+    config = json.loads((packed / "adapter_config.json").read_text())
+    card = json.loads((packed / "simgen_tune.json").read_text())
+    assert config["base_model_name_or_path"] == card["base_model"]["id"] and card["packed"]["dtype"] == "bfloat16"
+    # merged into the base, the packed adapter moves each weight matrix as the original does, to bf16 rounding
+    base = load_file(tiny_model_dir / "model.safetensors")
+    merged = {name: load_file(resolve_model(str(folder)).path / "model.safetensors") for name, folder in (("o", tuned), ("p", packed))}
+    moved = [k for k in base if not torch.equal(merged["o"][k], base[k])]
+    assert moved
+    for k in moved:
+        delta = merged["o"][k] - base[k]
+        assert (merged["p"][k] - merged["o"][k]).norm() <= 0.01 * delta.norm(), k
+    result = CliRunner().invoke(cli, ["generate", "-n", "2", "--max-turns", "2", "--model", str(packed), "--dtype", "float32",
+                                      "--out", str(tmp_path / "run"), "-q"])
+    assert result.exit_code == 0, result.output
