@@ -282,7 +282,8 @@ def test_a_key_refused_mid_run_stops_the_run_and_resume_finishes_it(fault_server
     user = SamplingConfig(temperature=0.8, max_new_tokens=8, trim=False)
     common = dict(n=4, seed=0, model=str(tiny_model_dir), max_turns=2, batch_size=2, progress=False, user=user)
     reference = generate(**common, out=tmp_path / "ref", assistant=_backend(fault_server()))
-    refused = fault_server(script=["ok"] * 4 + ["401"])  # the first shard (2 dialogues x 2 turns) goes through
+    first_shard = reference.turns.filter(pl.col("dialogue_id").is_in(["d0000000", "d0000001"]) & (pl.col("role") == "assistant")).height
+    refused = fault_server(script=["ok"] * first_shard + ["401"])  # the first shard's assistant lines go through, then 401
     with pytest.raises(BackendError, match="API key was refused"):
         generate(**common, out=tmp_path / "r", assistant=_backend(refused))
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
