@@ -40,6 +40,7 @@ from simgen.config import GenerateConfig
 from simgen.corpora import load_corpus
 from simgen.errors import RunError
 from simgen.generation.simulator import trim_to_sentence
+from simgen.models import tuned_sides
 from simgen.realism import RealismConfig, compare
 
 ROWS = {"baseline": {"lengths": False, "trim": False}, "lengths": {"lengths": True, "trim": True},
@@ -148,14 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         if settings.get("tuned") and args.simulator is None:
             print(f"row {name}: skipped (no --simulator)", file=sys.stderr)
             continue
-        if settings.get("tuned"):  # the simulator writes the side(s) its card says it learned, the embedded model the rest
-            roles = json.loads((args.simulator / "simgen_tune.json").read_text()).get("roles", "user")
-            tuned = {"model": str(args.simulator) if roles != "assistant" else "embedded",
-                     "assistant_model": str(args.simulator) if roles != "user" else "embedded"}
-        else:
-            tuned = {"model": "embedded"}
+        # the tuned simulator writes the side(s) its card says it learned, as `simgen generate` uses a scenario's
+        user_model, assistant_model = tuned_sides(args.simulator) if settings.get("tuned") else ("embedded", None)
         base = GenerateConfig(scenario=args.scenario, n=args.n, seed=args.seed, batch_size=args.batch_size,
-                              lengths=settings["lengths"], **tuned)
+                              lengths=settings["lengths"], model=user_model, assistant_model=assistant_model)
         config = replace(base, user=replace(base.user, trim=settings["trim"]), assistant=replace(base.assistant, trim=settings["trim"]))
         tag = f"-{args.simulator.name}" if settings.get("tuned") else ""
         out = args.out / f"{args.scenario}-{name}{tag}-n{args.n}-seed{args.seed}"

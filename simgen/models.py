@@ -101,6 +101,20 @@ def _tuned(spec: str, path: Path, trust_remote_code: bool) -> ModelSource:
     return ModelSource(spec, target, None, adapter)
 
 
+def tuned_sides(folder: str | Path) -> tuple[str, str]:
+    """(user model, assistant model) for a `simgen tune` folder: the folder for each side its card's
+    `roles` says it learned ("user" on cards from before roles), the embedded model for the other."""
+    roles = json.loads((Path(folder) / "simgen_tune.json").read_text(encoding="utf-8")).get("roles", "user")
+    return (str(folder) if roles != "assistant" else "embedded", str(folder) if roles != "user" else "embedded")
+
+
+def chat_token_ids(tokenizer: Any, chat: list[dict], add_generation_prompt: bool = False) -> list[int]:
+    """Token ids of `chat` under the tokenizer's chat template. Newer transformers return a
+    BatchEncoding (whose len() is its number of keys), older ones a list: both give the ids."""
+    out = tokenizer.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, tokenize=True)
+    return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "input_ids") else out)
+
+
 def _merge(base: ModelSource, adapter: Path, target: Path) -> None:
     """Merge a LoRA adapter into its base and save the result to `target` (temp folder, then rename)."""
     from peft import PeftModel

@@ -25,7 +25,6 @@ check's Q&A and persona axis, `export rl`) and refuses one whose files changed, 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,13 +72,6 @@ class Scenario:
     lengths: LengthModel | None = None  # the length latent of user turns; None: lines end where the model stops
     simulator: Path | None = None  # a `simgen tune` folder: the model of the side(s) it learned when --model is not given
     max_turns: int = DEFAULT_MAX_TURNS  # user turns per dialogue at most, when --max-turns is not given
-
-    @property
-    def simulator_roles(self) -> str | None:
-        """The side(s) the scenario's tuned simulator learned ("user", "assistant" or "both"; cards before roles: "user")."""
-        if self.simulator is None:
-            return None
-        return json.loads((self.simulator / "simgen_tune.json").read_text(encoding="utf-8")).get("roles", "user")
 
     @property
     def fingerprint(self) -> str:

@@ -161,19 +161,14 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
 
 def _fit(chat: list[dict], completion: list[dict], tokenizer: Any, max_length: int) -> list[dict] | None:
     """`chat` without its oldest exchanges until chat + completion fit `max_length` tokens (None: never)."""
+    from simgen.models import chat_token_ids
+
     while True:
-        n = n_tokens(tokenizer, chat + completion)
-        if n <= max_length:
+        if len(chat_token_ids(tokenizer, chat + completion)) <= max_length:
             return chat
         if len(chat) <= 2:  # the system message and the last message alone do not fit
             return None
         chat = [chat[0], *chat[3:]]  # drop the oldest exchange (two messages), so the roles still alternate
-
-
-def n_tokens(tokenizer: Any, chat: list[dict]) -> int:
-    """Tokens of `chat` under the model's chat template (a list of ids, or BatchEncoding in newer transformers)."""
-    out = tokenizer.apply_chat_template(chat, tokenize=True)
-    return len(out["input_ids"] if isinstance(out, dict) or hasattr(out, "input_ids") else out)
 
 
 def examples_digest(rows: list[dict[str, Any]]) -> str:

@@ -91,14 +91,14 @@ def test_examples_are_the_simulators_own_chats_from_the_train_split_only(iard_di
 def test_examples_fit_the_token_budget_by_dropping_whole_old_exchanges(iard_dir, tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from simgen.tune import n_tokens
+    from simgen.models import chat_token_ids
 
     scenario = load_scenario("movie-recommendation")
     splits = read_splits(iard_dir, max_dialogues=6)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     full = {(r["dialogue_id"], r["user_turn"]): r for r in examples(scenario, splits["train"], tok, 4096, 0, 6)}
     short = examples(scenario, splits["train"], tok, 300, 0, 6)
-    assert short and all(n_tokens(tok, r["prompt"] + r["completion"]) <= 300 for r in short)
+    assert short and all(len(chat_token_ids(tok, r["prompt"] + r["completion"])) <= 300 for r in short)
     cut = [r for r in short if len(r["prompt"]) < len(full[r["dialogue_id"], r["user_turn"]]["prompt"])]
     assert cut, "a 300-token budget must drop old exchanges of late turns"
     for r in cut:  # what is kept is the system message and the newest messages, in order, roles alternating

@@ -25,7 +25,7 @@ from typing import Any
 from simgen.backends import Backend, Session, Until
 from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import Chat, Generation
-from simgen.models import ModelSource, load_causal_lm, resolve_model
+from simgen.models import ModelSource, chat_token_ids, load_causal_lm, resolve_model
 
 
 class TransformersBackend(Backend):
@@ -98,10 +98,7 @@ class TransformersBackend(Backend):
 
     def encode(self, chat: Chat) -> list[int]:
         """Token ids of a chat with the generation prompt of the next "assistant" message."""
-        out = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
-        if isinstance(out, dict) or hasattr(out, "input_ids"):  # BatchEncoding in newer transformers
-            out = out["input_ids"]
-        return list(out)
+        return chat_token_ids(self.tokenizer, chat, add_generation_prompt=True)
 
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int]) -> list[Generation]:
         """Stateless: every chat is encoded and prefilled from scratch (a fresh session per call)."""

@@ -29,6 +29,7 @@ from simgen.generation.plan import plan
 from simgen.generation.run import (FORMAT_VERSION, MANIFEST, Run, RunWriter, check_manifest, holds_no_run, load_run,
                                    package_versions, prepare_out_dir, remove_leftovers)
 from simgen.generation.simulator import simulate
+from simgen.models import tuned_sides
 from simgen.scenario import Scenario, load_recorded, load_scenario
 
 
@@ -88,9 +89,8 @@ def generate(
         config = replace(config, max_turns=sc.max_turns)
     if config.model is None and sc.simulator is not None and config.backend == LOCAL:
         # the scenario ships a tuned simulator: it writes the side(s) it learned (its card's `roles`); the plain model the rest
-        roles = sc.simulator_roles
-        config = replace(config, model=str(sc.simulator) if roles != "assistant" else "embedded",
-                         assistant_model=config.assistant_model or (str(sc.simulator) if roles != "user" else "embedded"))
+        user_model, assistant_model = tuned_sides(sc.simulator)
+        config = replace(config, model=user_model, assistant_model=config.assistant_model or assistant_model)
     cls = backend_class(config.backend)
     if config.persona.cap is not None and not cls.scorer:
         raise ConfigError(f"--persona-cap steers the model's activations; the {cls.name} backend cannot. Use --backend transformers.")
