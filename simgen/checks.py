@@ -28,6 +28,7 @@ from simgen.lazy import resolve
 REGISTRY: dict[str, str] = {
     "realism": "simgen.realism.check:RealismCheck",
     "consistency": "simgen.consistency.check:ConsistencyCheck",
+    "human": "simgen.rating.check:HumanCheck",
 }
 SIDECAR_KEYS = ("dialogue_id", "turn")  # every sidecar's rows are keyed by these turns.parquet columns
 

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "judge-eval": "simgen.cli.consistency:judge_eval",
     "export": "simgen.cli.export:export",
     "tune": "simgen.cli.tune:tune",
+    "rate": "simgen.cli.rate:rate",
 }
 
 

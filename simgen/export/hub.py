@@ -284,6 +284,16 @@ def _card(run: Run, selection: Selection, files: dict[str, dict[str, dict[str, i
                     + table([[k, _fmt(o.get(k))] for k in ("prompt_to_line", "line_to_line", "qa", "specificity")],
                             ["score (mean over dialogues ± se)", "value"])
                     + "\n\nRead consistency beside specificity: a persona that says nothing is never contradicted.")
+    h = reports.get("human") or {}
+    pooled = h.get("pooled") or {}
+    if isinstance(pooled.get("auc"), (int, float)):
+        lo, hi = pooled.get("auc_ci") or (float("nan"), float("nan"))
+        machine = h.get("machine") or {}
+        body.append("## Human realism (`reports/human.json`)\n\n"
+                    f"People telling these dialogues from real ones (`simgen rate`): ROC-AUC {pooled['auc']:.3f} "
+                    f"(95% CI {lo:.3f}-{hi:.3f}), accuracy {pooled.get('accuracy')}, {pooled.get('answers')} answers "
+                    f"by {len(h.get('raters') or {})} raters. Verdict: {h.get('verdict')}."
+                    + (f" simgen's discriminators on the same dialogues: AUC {machine['auc']:.3f}." if isinstance(machine.get("auc"), (int, float)) else ""))
     body.append("## Limitations\n\nThe dialogues are machine-generated: the users are simulated and their profiles sampled, "
                 "not real people. They can be repetitive or off-persona; check the realism and consistency numbers above "
                 "(when present) before training on them.")

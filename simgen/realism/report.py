@@ -224,12 +224,29 @@ def _dialogue_mean(units: Units, E: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _discriminate(units: Units, E: np.ndarray | None, cfg: RealismConfig) -> dict[str, Any]:
-    from simgen.realism.discriminators import REGISTRY, Context, per_dialogue_mean, run_discriminators, stack
-    from simgen.realism.stats import auc_with_ci
+def discriminate(units: Units, E: np.ndarray | None, cfg: RealismConfig) -> tuple[list, np.ndarray, np.ndarray]:
+    """Train the discriminators (grouped CV) and stack them: (members, ensemble's out-of-fold score per user
+    turn, per dialogue), rows in `units.user` and `units.dialogues` order. No dialogue is scored by a model that
+    saw it in training."""
+    from simgen.realism.discriminators import Context, per_dialogue_mean, run_discriminators, stack
 
     ctx = Context(seed=cfg.seed, turn_embeddings=E)
     members = run_discriminators(units, cfg.discriminators, ctx, n_folds=cfg.n_folds, top=cfg.n_giveaways)
+    ukeys, dkeys = units.user["key"].to_numpy(), units.dialogues["key"].to_numpy()
+    user_scores = [m.scores for m in members if m.level == "user_turn"]
+    dlg_members = [m.scores for m in members if m.level == "dialogue"] + [
+        per_dialogue_mean(s, ukeys, dkeys) for s in user_scores
+    ]
+    ens_u = stack(user_scores, units.y_user, ukeys, n_folds=cfg.n_folds, seed=cfg.seed)
+    ens_d = stack(dlg_members, units.y_dialogue, dkeys, n_folds=cfg.n_folds, seed=cfg.seed)
+    return members, ens_u, ens_d
+
+
+def _discriminate(units: Units, E: np.ndarray | None, cfg: RealismConfig) -> dict[str, Any]:
+    from simgen.realism.discriminators import REGISTRY
+    from simgen.realism.stats import auc_with_ci
+
+    members, ens_u, ens_d = discriminate(units, E, cfg)
     y_u, y_d = units.y_user, units.y_dialogue
     ukeys, dkeys = units.user["key"].to_numpy(), units.dialogues["key"].to_numpy()
 
@@ -241,12 +258,6 @@ def _discriminate(units: Units, E: np.ndarray | None, cfg: RealismConfig) -> dic
         entry = out.setdefault(m.name, {"description": REGISTRY[m.name].description})
         y, keys = (y_u, ukeys) if m.level == "user_turn" else (y_d, dkeys)
         entry[m.level] = ci(m.scores, y, keys)
-    user_scores = [m.scores for m in members if m.level == "user_turn"]
-    dlg_members = [m.scores for m in members if m.level == "dialogue"] + [
-        per_dialogue_mean(s, ukeys, dkeys) for s in user_scores
-    ]
-    ens_u = stack(user_scores, y_u, ukeys, n_folds=cfg.n_folds, seed=cfg.seed)
-    ens_d = stack(dlg_members, y_d, dkeys, n_folds=cfg.n_folds, seed=cfg.seed)
     ensemble = {
         "description": "logistic regression stacked on the members' out-of-fold scores (cross-validated on fresh folds)",
         "user_turn": ci(ens_u, y_u, ukeys),

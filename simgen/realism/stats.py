@@ -25,7 +25,7 @@ import numpy as np
 from simgen.stats import auc, weighted_auc
 
 
-def _cluster_weights(groups: np.ndarray, sides: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+def cluster_weights(groups: np.ndarray, sides: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """(n_boot, n_units) multiplicities from resampling whole groups within each side."""
     uniq, inv = np.unique(groups, return_inverse=True)
     group_side = np.zeros(len(uniq), dtype=int)
@@ -51,7 +51,7 @@ def auc_with_ci(
     point = auc(scores, y)
     boots = []
     for chunk in _chunks(n_boot, max(1, 2_000_000 // max(1, len(y)))):
-        boots.append(weighted_auc(scores, y, _cluster_weights(np.asarray(groups), y, chunk, rng)))
+        boots.append(weighted_auc(scores, y, cluster_weights(np.asarray(groups), y, chunk, rng)))
     b = np.concatenate(boots)
     b = b[~np.isnan(b)]
     a = (1 - ci) / 2
