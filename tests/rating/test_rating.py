@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from simgen.cli import cli
 from simgen.errors import DataError, RunError
 from simgen.rating.answers import Answers, read_answers
-from simgen.rating.items import ANSWERS, FOLDER, ITEMS, prepare_items, read_items
+from simgen.rating.items import FOLDER, ITEMS, prepare_items
 from simgen.rating.server import make_app
 
 from .conftest import N_RUN, ThreadServer, free_port, get, post
