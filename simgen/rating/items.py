@@ -221,8 +221,9 @@ def prepare_items(run_path: str | Path, **given: Any) -> ItemSet:
     unknown = set(given) - set(SETTINGS)
     if unknown:
         raise TypeError(f"unknown item-set settings: {sorted(unknown)}")
-    if "reference" in given:
-        given["reference"] = str(given["reference"])
+    if "reference" in given:  # a path is kept absolute, so a restart from another folder finds it
+        ref = Path(given["reference"]).expanduser()
+        given["reference"] = str(ref.resolve()) if ref.exists() else str(given["reference"])
     saved = read_items(run.path)
     if saved is not None:
         differs = {k: (saved.settings.get(k), v) for k, v in given.items() if saved.settings.get(k) != v}
