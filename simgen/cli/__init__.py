@@ -71,6 +71,36 @@ class LazyGroup(click.Group):
             raise click.exceptions.Exit(130) from None
 
 
+def ray_options(command):  # noqa: ANN001, ANN201
+    """--ray and its settings (`simgen.cluster.RayConfig`), for the commands that run on a Ray cluster."""
+    from simgen.cluster import RayConfig
+
+    for flag, name, help_ in reversed((
+        ("--ray", "ray_address", "Run on a Ray cluster: auto (RAY_ADDRESS, or the cluster this machine joined), HOST:PORT of "
+                                 "its head, or ray://HOST:10001. The run folder must be on a filesystem every node sees. "
+                                 "Needs simgen[ray]."),
+        ("--ray-workers", "ray_workers", "Ray actors, each loading the model(s) once."),
+        ("--ray-cpus", "ray_cpus", "CPUs per Ray actor (its torch threads)."),
+        ("--ray-gpus", "ray_gpus", "GPUs per Ray actor."),
+        ("--ray-retries", "ray_retries", "Retries of a unit of work whose worker died."),
+    )):
+        if name == "ray_address":
+            command = click.option(flag, name, default=None, metavar="ADDRESS", help=help_)(command)
+        else:
+            command = click.option(flag, name, default=getattr(RayConfig, name.removeprefix("ray_")), show_default=True,
+                                   help=help_)(command)
+    return command
+
+
+def ray_config(ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float, ray_retries: int):  # noqa: ANN201
+    """The `RayConfig` of the --ray flags, or None without --ray."""
+    if ray_address is None:
+        return None
+    from simgen.cluster import RayConfig
+
+    return RayConfig(address=ray_address, workers=ray_workers, cpus=ray_cpus, gpus=ray_gpus, retries=ray_retries)
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="simgen")
 def cli() -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from simgen.cli import ray_config, ray_options
+
 JUDGE_HELP = ("NAME[:ARG]: llm (embedded SmolLM2-135M-Instruct), llm:/path/to/causal-lm, nli:/path/to/nli-model, "
               "http:http://HOST:PORT/v1 (OpenAI-compatible server with logprobs).")
 
@@ -46,8 +48,10 @@ def make_judge(spec: str, judge_model: str | None, api_key_env: str | None):  # 
 @click.option("--chunk-dialogues", default=100, show_default=True,
               help="Dialogues read from the run and scored at a time; each finished chunk is saved, so a rerun after "
                    "a crash or Ctrl-C goes on from there. Lower it if memory is short (scores do not change).")
+@ray_options
 def consistency(run: Path, judge_spec: str, judge_model: str | None, api_key_env: str | None, out: Path | None, threshold: float,
-                no_qa: bool, qa_every: int, no_axis: bool, axis_layer: int | None, max_dialogues: int, chunk_dialogues: int) -> None:
+                no_qa: bool, qa_every: int, no_axis: bool, axis_layer: int | None, max_dialogues: int, chunk_dialogues: int,
+                ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float, ray_retries: int) -> None:
     """Score the persona consistency of RUN, line by line and turn by turn.
 
     Writes RUN/consistency.parquet (one row per user line: prompt-to-line, line-to-line, Q&A,
@@ -59,6 +63,7 @@ def consistency(run: Path, judge_spec: str, judge_model: str | None, api_key_env
       simgen consistency outputs/demo
       simgen consistency outputs/demo --judge llm:/models/qwen2.5-1.5b-instruct --no-qa
       simgen consistency outputs/demo --judge http:http://127.0.0.1:8080/v1 --out rep
+      simgen consistency /shared/runs/big --ray auto --ray-workers 16       # chunks scored on a Ray cluster
     """
     from simgen.consistency.check import check_run
     from simgen.consistency.metrics import ConsistencyConfig
@@ -67,7 +72,8 @@ def consistency(run: Path, judge_spec: str, judge_model: str | None, api_key_env
     config = ConsistencyConfig(threshold=threshold, qa=not no_qa, qa_every=qa_every, axis=not no_axis,
                                axis_layer=axis_layer, max_dialogues=max_dialogues, chunk_dialogues=chunk_dialogues)
     loaded = load_run(run)  # a bad run folder fails before any model loads
-    report = check_run(loaded, make_judge(judge_spec, judge_model, api_key_env), out, config, progress=True)
+    report = check_run(loaded, make_judge(judge_spec, judge_model, api_key_env), out, config, progress=True,
+                       ray=ray_config(ray_address, ray_workers, ray_cpus, ray_gpus, ray_retries))
     o = report["overall"]
 
     def show(key: str) -> str:

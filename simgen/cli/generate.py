@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from simgen.config import GenerateConfig, SamplingConfig
+from simgen.cli import ray_config, ray_options
 
 SAMPLING = ("user", "assistant")  # GenerateConfig fields that are SamplingConfigs: flags below
 TYPES = {"int": int, "float": float, "str": str, "bool": bool}
@@ -88,9 +89,11 @@ def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Run folder (default: outputs/<scenario>-n<N>-seed<SEED>).")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Finish an interrupted run folder with its recorded settings.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@ray_options
 def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, quiet: bool, temperature: float | None,
              top_p: float | None, repetition_penalty: float | None, trim: bool | None, user_max_new_tokens: int,
-             assistant_max_new_tokens: int, **settings: Any) -> None:
+             assistant_max_new_tokens: int, ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float,
+             ray_retries: int, **settings: Any) -> None:
     """Generate multi-turn dialogues between a simulated user and an assistant.
 
     Each dialogue gets a profile latent (who the user is) and an intent latent per user turn
@@ -104,8 +107,11 @@ def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, 
       simgen generate --assistant mybot.py:reply -n 50      # test your own assistant
       simgen generate --backend openai --base-url http://127.0.0.1:8080/v1 --model smollm2 -n 1000
       simgen generate --resume outputs/demo                 # finish an interrupted run
+      simgen generate -n 100000 --ray auto --ray-workers 16 --out /shared/runs/big   # on a Ray cluster
     """
     from simgen.generation import pipeline as gen
+
+    ray = ray_config(ray_address, ray_workers, ray_cpus, ray_gpus, ray_retries)
 
     assistant = None
     if assistant_spec:
@@ -113,7 +119,7 @@ def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, 
 
         assistant = load_callable(assistant_spec)
     if resume is not None:
-        run = gen.resume(resume, assistant=assistant, progress=not quiet)
+        run = gen.resume(resume, assistant=assistant, progress=not quiet, ray=ray)
     else:
         shared = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty),
                                     ("trim", trim)) if v is not None}
@@ -121,7 +127,7 @@ def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, 
         config = GenerateConfig(**nest(settings),
                                 user=replace(defaults.user, **shared, max_new_tokens=user_max_new_tokens),
                                 assistant=replace(defaults.assistant, **shared, max_new_tokens=assistant_max_new_tokens))
-        run = gen.generate(config=config, out=out, assistant=assistant, progress=not quiet)
+        run = gen.generate(config=config, out=out, assistant=assistant, progress=not quiet, ray=ray)
     counts, timings = run.manifest["counts"], run.manifest["timings"]
     click.echo(
         f"wrote {counts['dialogues']} dialogues ({counts['turns']} turns, {counts['tokens']} tokens) to {run.path}\n"

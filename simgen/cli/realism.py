@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from simgen.cli import ray_config, ray_options
+
 
 @click.command("realism")
 @click.argument("synthetic")
@@ -28,8 +30,10 @@ import click
 @click.option("--no-embeddings", is_flag=True,
               help="Skip sentence embeddings (faster; TF-IDF stands in for them). Drop 'embedding' from -d too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON on stdout.")
+@ray_options
 def realism(synthetic: str, reference: str, reference_split: str | None, out: Path | None, seed: int, discriminators: str, n_boot: int, n_perm: int,
-            max_dialogues: int, no_attributes: bool, no_embeddings: bool, as_json: bool) -> None:
+            max_dialogues: int, no_attributes: bool, no_embeddings: bool, as_json: bool, ray_address: str | None, ray_workers: int,
+            ray_cpus: float, ray_gpus: float, ray_retries: int) -> None:
     """Can discriminators tell SYNTHETIC dialogues from real ones, and do the distributions match?
 
     SYNTHETIC is a run folder or a corpus file (one row per turn: dialogue_id, turn, role, text,
@@ -40,6 +44,7 @@ def realism(synthetic: str, reference: str, reference_split: str | None, out: Pa
       simgen realism outputs/demo                         # vs chitchat, report in outputs/demo/reports/
       simgen realism outputs/demo -r iard.json --out rep  # rep/report.json + rep/report.html
       simgen realism outputs/demo -r ../shared/data/iard --reference-split test
+      simgen realism /shared/runs/big --ray auto          # sentence embeddings on a Ray cluster
     """
     from simgen.realism.config import RealismConfig
     from simgen.realism.report import compare
@@ -55,7 +60,7 @@ def realism(synthetic: str, reference: str, reference_split: str | None, out: Pa
         from simgen.corpora import load_corpus
 
         reference = load_corpus(reference, split=reference_split)
-    report = compare(synthetic, reference, out, config=config)
+    report = compare(synthetic, reference, out, config=config, ray=ray_config(ray_address, ray_workers, ray_cpus, ray_gpus, ray_retries))
     if as_json:
         click.echo(json.dumps({k: v for k, v in report.items()}, indent=2, default=str))
         return

@@ -95,6 +95,82 @@ def score_dialogues(turns: pl.DataFrame | pl.LazyFrame, judge: Judge | str | Non
     """
     judge = load_judge(judge)
     scan = turns.lazy()
+    plan = plan_chunks(scan, judge, scenario=scenario, simulator=simulator, max_turns=max_turns, config=config)
+    if plan.run_axis:
+        from simgen.consistency.axis import AxisSums
+
+        sums = AxisSums()
+    saved = Parts(parts, plan.state) if parts is not None else None
+    seconds = {"judge": 0.0, "qa": 0.0, "axis": 0.0}
+    lines: list[pl.DataFrame] = []
+    with tempfile.TemporaryDirectory(prefix="simgen-axis-") as spill, \
+            tqdm(total=len(plan.ids), unit="dialogue", desc="consistency", disable=not progress) as bar:
+        for k, chunk_ids in enumerate(plan.chunks()):
+            done = saved.load(k, chunk_ids) if saved is not None else None
+            if done is None:
+                done = score_chunk(plan, k, judge, scenario, simulator, config, bar, seconds)
+                if saved is not None:
+                    saved.save(k, chunk_ids, done)
+            else:
+                bar.update(len(chunk_ids))
+            lines.append(done.lines)
+            if plan.run_axis:
+                sums.add(done.persona_keys, done.persona, done.assistant, Path(spill) / f"{k}.npy")
+        sidecar = pl.concat(lines) if lines else pl.DataFrame(schema=COLUMNS)
+        axis = None
+        if plan.run_axis:
+            axis = sums.fit(plan.layer, simulator.source.fingerprint)
+            sidecar = _fill(sidecar, dict(sums.projections(axis)), "persona_projection", pl.Float64(), None)
+    per_dialogue = dialogue_scores(sidecar)
+    worst = sidecar.filter(pl.col("p2l_contradiction").is_not_null()).sort("p2l_contradiction", descending=True).head(10)
+    report = {
+        "check": "consistency",
+        "judge": judge.describe(),
+        "simulator": simulator.describe() if simulator is not None else None,
+        "config": asdict(config),
+        "overall": overall(per_dialogue),
+        "dialogues": per_dialogue.to_dicts(),
+        "drift": drift(sidecar).to_dicts(),
+        "axis": {k: v for k, v in axis.to_dict().items() if k != "direction"} if axis else None,
+        "worst_lines": _with_text(scan, worst.select("dialogue_id", "turn", "p2l_contradiction")),
+        "not_computed": plan.not_computed,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "notes": list(NOTES),
+    }
+    return Scored(sidecar, report, axis)
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How a check splits its dialogues into chunks, and what each chunk is scored with (`plan_chunks`)."""
+
+    scan: pl.LazyFrame
+    columns: list[str]
+    spans: pl.DataFrame  # one row per dialogue scored, in order (`dialogue_spans`)
+    max_turns: int
+    run_qa: bool
+    run_axis: bool
+    layer: int | None
+    not_computed: dict[str, str]
+    state: dict[str, Any]  # what `Parts` keys the saved chunks by
+    size: int  # dialogues per chunk
+
+    @property
+    def ids(self) -> pl.Series:
+        return self.spans["dialogue_id"]
+
+    def chunks(self) -> list[list[str]]:
+        """The dialogue ids of each chunk, in order."""
+        return [self.ids.slice(start, self.size).to_list() for start in range(0, len(self.ids), self.size)]
+
+    def frame(self, k: int) -> pl.DataFrame:
+        """Chunk k's turns, read from the scan."""
+        return read_dialogues(self.scan.select(self.columns), self.spans.slice(k * self.size, self.size))
+
+
+def plan_chunks(scan: pl.LazyFrame, judge: Judge, *, scenario: Any = None, simulator: Any = None, max_turns: int | None = None,
+                config: ConsistencyConfig = ConsistencyConfig()) -> ChunkPlan:
+    """The chunks of a check and their settings; the same on the driver and on every Ray worker (`cluster.py`)."""
     check_turns(scan)
     schema = scan.collect_schema()
     columns = [c for c in TURN_COLUMNS if c in schema]
@@ -114,81 +190,56 @@ def score_dialogues(turns: pl.DataFrame | pl.LazyFrame, judge: Judge | str | Non
         run_qa, run_axis = config.qa, config.axis
     layer = None
     if run_axis:
-        from simgen.consistency.axis import AxisSums, default_layer, line_activations
+        from simgen.consistency.axis import default_layer
 
         layer = config.axis_layer if config.axis_layer is not None else default_layer(simulator)
-        sums = AxisSums()
-    if run_qa:
-        from simgen.consistency.qa import qa_scores
+    state = {"judge": judge.describe(), "simulator": simulator.describe() if simulator is not None else None,
+             "scenario": getattr(scenario, "fingerprint", None), "config": asdict(config), "layer": layer,
+             "max_turns": max_turns}
+    return ChunkPlan(scan, columns, spans, max_turns, run_qa, run_axis, layer, not_computed, state, config.chunk_dialogues)
 
-    saved = Parts(parts, {"judge": judge.describe(), "simulator": simulator.describe() if simulator is not None else None,
-                          "scenario": getattr(scenario, "fingerprint", None), "config": asdict(config), "layer": layer,
-                          "max_turns": max_turns}) if parts is not None else None
-    seconds = {"judge": 0.0, "qa": 0.0, "axis": 0.0}
-    lines: list[pl.DataFrame] = []
-    with tempfile.TemporaryDirectory(prefix="simgen-axis-") as spill, \
-            tqdm(total=len(ids), unit="dialogue", desc="consistency", disable=not progress) as bar:
-        for k, start in enumerate(range(0, len(ids), config.chunk_dialogues)):
-            chunk_ids = ids.slice(start, config.chunk_dialogues).to_list()
-            done = saved.load(k, chunk_ids) if saved is not None else None
-            if done is None:
-                frame = read_dialogues(scan.select(columns), spans.slice(start, config.chunk_dialogues))
-                rows, qa, persona_keys, persona, assistant = [], {}, [], [], []
-                for d in dialogues_from_turns(frame, checked=True):
-                    clock = time.perf_counter()
-                    bar.set_postfix_str(f"judge {d.dialogue_id}", refresh=False)
-                    rows.append(score_lines([d], judge, config))
-                    seconds["judge"] += time.perf_counter() - clock
-                    if run_qa:
-                        clock = time.perf_counter()
-                        bar.set_postfix_str(f"Q&A {d.dialogue_id}")
-                        qa.update(qa_scores(simulator, scenario, [d], max_turns, config.qa_every, config.qa_max_questions,
-                                            config.qa_options, config.seed, config.pass_tokens, config.qa_skip))
-                        seconds["qa"] += time.perf_counter() - clock
-                    if run_axis:
-                        clock = time.perf_counter()
-                        bar.set_postfix_str(f"axis {d.dialogue_id}")
-                        keys, p, a = line_activations(simulator, scenario, [d], max_turns, layer, config.pass_tokens)
-                        persona_keys += keys
-                        persona.append(p)
-                        assistant.append(a)
-                        seconds["axis"] += time.perf_counter() - clock
-                    bar.update(1)
-                chunk = pl.concat(rows) if rows else pl.DataFrame(schema=COLUMNS)
-                if run_qa:
-                    chunk = _fill(chunk, {key: v[0] for key, v in qa.items()}, "qa_asked", pl.Int32(), 0)
-                    chunk = _fill(chunk, {key: v[1] for key, v in qa.items()}, "qa_correct", pl.Int32(), 0)
-                hidden = simulator.model.config.hidden_size if run_axis else 0
-                done = Chunk(chunk, persona_keys, _stack(persona, hidden), _stack(assistant, hidden))
-                if saved is not None:
-                    saved.save(k, chunk_ids, done)
-            else:
-                bar.update(len(chunk_ids))
-            lines.append(done.lines)
-            if run_axis:
-                sums.add(done.persona_keys, done.persona, done.assistant, Path(spill) / f"{start}.npy")
-        sidecar = pl.concat(lines) if lines else pl.DataFrame(schema=COLUMNS)
-        axis = None
-        if run_axis:
-            axis = sums.fit(layer, simulator.source.fingerprint)
-            sidecar = _fill(sidecar, dict(sums.projections(axis)), "persona_projection", pl.Float64(), None)
-    per_dialogue = dialogue_scores(sidecar)
-    worst = sidecar.filter(pl.col("p2l_contradiction").is_not_null()).sort("p2l_contradiction", descending=True).head(10)
-    report = {
-        "check": "consistency",
-        "judge": judge.describe(),
-        "simulator": simulator.describe() if simulator is not None else None,
-        "config": asdict(config),
-        "overall": overall(per_dialogue),
-        "dialogues": per_dialogue.to_dicts(),
-        "drift": drift(sidecar).to_dicts(),
-        "axis": {k: v for k, v in axis.to_dict().items() if k != "direction"} if axis else None,
-        "worst_lines": _with_text(scan, worst.select("dialogue_id", "turn", "p2l_contradiction")),
-        "not_computed": not_computed,
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
-        "notes": list(NOTES),
-    }
-    return Scored(sidecar, report, axis)
+
+def score_chunk(plan: ChunkPlan, k: int, judge: Judge, scenario: Any, simulator: Any, config: ConsistencyConfig,
+                bar: Any = None, seconds: dict[str, float] | None = None) -> Chunk:
+    """Score chunk k of `plan`, dialogue by dialogue (the bar, when given, moves per dialogue and names the stage)."""
+    seconds = seconds if seconds is not None else {"judge": 0.0, "qa": 0.0, "axis": 0.0}
+    if plan.run_qa:
+        from simgen.consistency.qa import qa_scores
+    if plan.run_axis:
+        from simgen.consistency.axis import line_activations
+
+    def stage(name: str, d: Any) -> None:
+        if bar is not None:
+            bar.set_postfix_str(f"{name} {d.dialogue_id}", refresh=name != "judge")
+
+    rows, qa, persona_keys, persona, assistant = [], {}, [], [], []
+    for d in dialogues_from_turns(plan.frame(k), checked=True):
+        clock = time.perf_counter()
+        stage("judge", d)
+        rows.append(score_lines([d], judge, config))
+        seconds["judge"] += time.perf_counter() - clock
+        if plan.run_qa:
+            clock = time.perf_counter()
+            stage("Q&A", d)
+            qa.update(qa_scores(simulator, scenario, [d], plan.max_turns, config.qa_every, config.qa_max_questions,
+                                config.qa_options, config.seed, config.pass_tokens, config.qa_skip))
+            seconds["qa"] += time.perf_counter() - clock
+        if plan.run_axis:
+            clock = time.perf_counter()
+            stage("axis", d)
+            keys, p, a = line_activations(simulator, scenario, [d], plan.max_turns, plan.layer, config.pass_tokens)
+            persona_keys += keys
+            persona.append(p)
+            assistant.append(a)
+            seconds["axis"] += time.perf_counter() - clock
+        if bar is not None:
+            bar.update(1)
+    chunk = pl.concat(rows) if rows else pl.DataFrame(schema=COLUMNS)
+    if plan.run_qa:
+        chunk = _fill(chunk, {key: v[0] for key, v in qa.items()}, "qa_asked", pl.Int32(), 0)
+        chunk = _fill(chunk, {key: v[1] for key, v in qa.items()}, "qa_correct", pl.Int32(), 0)
+    hidden = simulator.model.config.hidden_size if plan.run_axis else 0
+    return Chunk(chunk, persona_keys, _stack(persona, hidden), _stack(assistant, hidden))
 
 
 def _stack(arrays: list[np.ndarray], hidden: int) -> np.ndarray:
@@ -300,24 +351,15 @@ def _simulator(manifest: dict[str, Any], judge: Judge) -> tuple[Scorer | None, s
         return None, f"the run's simulator model cannot be loaded here ({e})"
 
 
-def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None = None,
-              config: ConsistencyConfig = ConsistencyConfig(), progress: bool = False) -> dict[str, Any]:
-    """Score a run folder (or `Run`): write RUN/consistency.parquet and the reports; return the report.
-
-    The run is read lazily, `config.chunk_dialogues` dialogues at a time (see `score_dialogues`).
-    """
+def run_models(run: Any, judge: Judge, config: ConsistencyConfig) -> tuple[Any, Scorer | None, str | None]:
+    """(the run's scenario, its simulator as a `Scorer`, why not) for Q&A and the axis; (None, None, None) when both are off."""
     from simgen.errors import RunError, ScenarioChanged
-    from simgen.files import atomic_write_parquet, now
-    from simgen.generation.run import Run, load_run
     from simgen.scenario import load_recorded
 
-    run = run if isinstance(run, Run) else load_run(run)
-    judge = load_judge(judge)
-    manifest = run.manifest
     scenario, simulator, why_sim = None, None, None
     if config.qa or config.axis:  # only these two rebuild the simulator's chats and need its model
         try:
-            scenario = load_recorded(manifest.get("scenario") or {}, str(run.path),
+            scenario = load_recorded(run.manifest.get("scenario") or {}, str(run.path),
                                      "Q&A and the persona axis would read the simulator in chats it never saw "
                                      "(--no-qa --no-axis scores the rest without them)")
         except ScenarioChanged:
@@ -325,9 +367,30 @@ def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None
         except RunError as e:
             why_sim = str(e)
         if scenario is not None:
-            simulator, why_sim = _simulator(manifest, judge)
-    max_turns = (manifest.get("config") or {}).get("max_turns")
+            simulator, why_sim = _simulator(run.manifest, judge)
+    return scenario, simulator, why_sim
+
+
+def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None = None,
+              config: ConsistencyConfig = ConsistencyConfig(), progress: bool = False, ray: Any = None) -> dict[str, Any]:
+    """Score a run folder (or `Run`): write RUN/consistency.parquet and the reports; return the report.
+
+    The run is read lazily, `config.chunk_dialogues` dialogues at a time (see `score_dialogues`).
+    ray: a `simgen.generation.cluster.RayConfig`: score the chunks on a Ray cluster (`cluster.py`); same scores.
+    """
+    from simgen.files import atomic_write_parquet, now
+    from simgen.generation.run import Run, load_run
+
+    run = run if isinstance(run, Run) else load_run(run)
+    judge = load_judge(judge)
+    scenario, simulator, why_sim = run_models(run, judge, config)
+    max_turns = (run.manifest.get("config") or {}).get("max_turns")
     parts = run.path / PARTS
+    if ray is not None:  # the chunks are scored on the cluster into `parts`; below, they are read back
+        from simgen.consistency.cluster import score_parts
+
+        plan = plan_chunks(run.scan(), judge, scenario=scenario, simulator=simulator, max_turns=max_turns, config=config)
+        score_parts(run, judge, config, plan, ray, progress)
     scored = score_dialogues(run.scan(), judge, scenario=scenario, simulator=simulator, max_turns=max_turns, config=config,
                              progress=progress, parts=parts)
     sidecar, report, axis = scored.lines, dict(scored.report), scored.axis

@@ -61,6 +61,7 @@ class Judge(ABC):
     """Scores contradictions. Subclasses set `name` and implement `contradiction`."""
 
     name: ClassVar[str] = "judge"
+    spec: tuple[str, dict[str, Any]] | None = None  # (spec, settings) when `load_judge` built it: how a Ray worker builds it again
 
     @abstractmethod
     def contradiction(self, pairs: Sequence[Pair]) -> list[float]:
@@ -103,7 +104,9 @@ def load_judge(spec: str | Judge | None = None, **kwargs: Any) -> Judge:
     name, _, arg = spec.partition(":")
     if name not in REGISTRY:
         raise JudgeError(unknown_name("judge", name, REGISTRY) + " A spec is NAME[:ARG], e.g. llm, llm:/path/to/model, nli:/path/to/nli-model, http:http://127.0.0.1:8080/v1.")
-    return resolve(REGISTRY, name, "judge", JudgeError)(arg or None, **kwargs)
+    judge = resolve(REGISTRY, name, "judge", JudgeError)(arg or None, **kwargs)
+    judge.spec = (spec, dict(kwargs))
+    return judge
 
 
 # ---------------------------------------------------------------- prompts (shared by llm and http)

@@ -5,6 +5,7 @@
     simulator.py  the batched dialogue loop and its stop rules
     run.py        run folders: atomic shards, the manifest, `Run`, `load_run`, reading a chunk at a time
     pipeline.py   `generate` / `resume`: where the stages meet
+    cluster.py    the same shards on a Ray cluster (`--ray`; the actor pool: simgen.cluster)
 
 Importing this package is cheap (no torch); names load on first use. It imports the data model,
 the scenario and the backends, never a check or an export.
@@ -23,6 +24,7 @@ _LAZY = {
     "simulate": "simgen.generation.simulator:simulate",
     "Run": "simgen.generation.run:Run",
     "load_run": "simgen.generation.run:load_run",
+    "RayConfig": "simgen.cluster:RayConfig",
 }
 
 __all__ = sorted(_LAZY)

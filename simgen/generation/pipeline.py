@@ -14,7 +14,8 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import dialogues_to_frame
 from simgen.errors import ConfigError, RunError, unknown_name
 from simgen.files import atomic_write_json, now
+from simgen.cluster import RayConfig
 from simgen.generation.plan import plan
 from simgen.generation.run import (FORMAT_VERSION, MANIFEST, Run, RunWriter, check_manifest, holds_no_run, load_run,
                                    package_versions, prepare_out_dir, remove_leftovers)
@@ -56,6 +58,7 @@ def generate(
     progress: bool = True,
     temperature: float | None = None,
     assistant_sampling: SamplingConfig | None = None,
+    ray: RayConfig | None = None,
     **settings: Any,
 ) -> Run:
     """Generate dialogues into a run folder and return the `Run`.
@@ -69,6 +72,7 @@ def generate(
     `temperature` sets both sides' temperature (0 = greedy); `assistant_sampling` is the assistant
     side's `SamplingConfig` (the `assistant` field's, named apart from the argument below).
     `assistant` replaces the assistant side with your own function (`messages -> str`) or backend.
+    `ray` runs the shards on a Ray cluster (`simgen.generation.cluster`); the run is the same.
     """
     known = {f.name for f in fields(GenerateConfig)}
     unknown = sorted(set(settings) - known)
@@ -98,14 +102,34 @@ def generate(
     prebuilt = {spec: b for spec in {config.model, config.assistant_model or config.model}
                 if (b := cls.precheck(config, spec)) is not None}
     out = Path(out) if out is not None else default_out_dir(config)
-    prepare_out_dir(out)
-    manifest = _new_manifest(config, sc, out, assistant)
-    atomic_write_json(out / MANIFEST, manifest)
-    return _run(out, manifest, config, sc, assistant, progress, prebuilt)
+    with _cluster(ray, assistant):  # an unreachable cluster fails before the folder exists
+        prepare_out_dir(out)
+        manifest = _new_manifest(config, sc, out, assistant)
+        atomic_write_json(out / MANIFEST, manifest)
+        return _run(out, manifest, config, sc, assistant, progress, prebuilt, ray)
 
 
-def resume(path: str | Path, assistant: Callable[[list[dict]], str] | Backend | None = None, progress: bool = True) -> Run:
-    """Finish an interrupted run with the config its manifest recorded."""
+@contextmanager
+def _cluster(ray: RayConfig | None, assistant: Any) -> Iterator[None]:
+    """Connected to the Ray cluster for the block (and disconnected after, if this connected)."""
+    if ray is None:
+        yield
+        return
+    if assistant is not None:
+        raise ConfigError("--assistant with --ray: your assistant function runs in this process only; run without --ray, "
+                          "or serve your assistant over HTTP and use --backend openai.")
+    from simgen.cluster import connect, disconnect
+
+    connected = connect(ray)
+    try:
+        yield
+    finally:
+        disconnect(connected)
+
+
+def resume(path: str | Path, assistant: Callable[[list[dict]], str] | Backend | None = None, progress: bool = True,
+           ray: RayConfig | None = None) -> Run:
+    """Finish an interrupted run with the config its manifest recorded (`ray`: on a cluster, wherever it started)."""
     out = Path(path)
     manifest_path = out / MANIFEST
     if not manifest_path.is_file():
@@ -131,7 +155,8 @@ def resume(path: str | Path, assistant: Callable[[list[dict]], str] | Backend | 
                        "the rest of the run would be written from other prompts than its finished dialogues")
     if manifest.get("backend", {}).get("assistant", {}).get("backend") == "callable" and assistant is None:
         raise RunError(f"--resume {out}: the run's assistant was {manifest['backend']['assistant'].get('callable')}; pass it again (--assistant).")
-    return _run(out, manifest, config, sc, assistant, progress)
+    with _cluster(ray, assistant):
+        return _run(out, manifest, config, sc, assistant, progress, ray=ray)
 
 
 def _new_manifest(cfg: GenerateConfig, sc: Scenario, out: Path, assistant: Any) -> dict[str, Any]:
@@ -193,12 +218,19 @@ def _backends(cfg: GenerateConfig, assistant: Any, prebuilt: dict[str | None, Ba
 
 
 def _run(out: Path, manifest: dict[str, Any], cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool,
-         prebuilt: dict[str | None, Backend] | None = None) -> Run:
-    """Generate the shards the manifest lacks, then merge them. On Ctrl-C the finished shards
-    stay, stderr says how to resume, and `KeyboardInterrupt` propagates (the CLI exits 130)."""
+         prebuilt: dict[str | None, Backend] | None = None, ray: RayConfig | None = None) -> Run:
+    """Generate the shards the manifest lacks (here, or on Ray), then merge them. On Ctrl-C the
+    finished shards stay, stderr says how to resume, and `KeyboardInterrupt` propagates (the CLI exits 130)."""
     writer = RunWriter(out, manifest)
     try:
-        load_seconds = _generate_shards(writer, cfg, sc, assistant, progress, dict(prebuilt or {}))
+        if ray is not None:
+            from simgen.generation.cluster import generate_shards
+
+            for unused in (prebuilt or {}).values():
+                unused.close()
+            load_seconds = generate_shards(writer, cfg, ray, progress)
+        else:
+            load_seconds = _generate_shards(writer, cfg, sc, assistant, progress, dict(prebuilt or {}))
         shards = manifest["progress"]["shards"]
         gen_seconds = sum(s["seconds"] for s in shards)
         tokens = sum(s["tokens"] for s in shards)
@@ -216,6 +248,21 @@ def _run(out: Path, manifest: dict[str, Any], cfg: GenerateConfig, sc: Scenario,
               file=sys.stderr, flush=True)
         raise
     return load_run(out)
+
+
+def simulate_shard(shard: int, cfg: GenerateConfig, sc: Scenario, user_backend: Backend, assistant_backend: Backend,
+                   on_step: Callable[[int, int], None] | None = None) -> tuple[Any, int, int, int, float]:
+    """Simulate shard `shard` (dialogues shard*batch_size ...): (turns frame, first, last, tokens, seconds).
+
+    The one place a shard is made, on this machine or on a Ray worker (`cluster.py`).
+    """
+    first, last = shard * cfg.batch_size, min((shard + 1) * cfg.batch_size, cfg.n) - 1
+    t = time.perf_counter()
+    jobs = [plan(sc, cfg.seed, i, cfg.max_turns, cfg.lengths) for i in range(first, last + 1)]
+    dialogues = simulate(jobs, sc, user_backend, assistant_backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, on_step)
+    frame = dialogues_to_frame(dialogues, sc.profile.polars_schema())
+    tokens = sum(t.n_tokens for d in dialogues for t in d.turns)
+    return frame, first, last, tokens, time.perf_counter() - t
 
 
 def _generate_shards(writer: RunWriter, cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool,
@@ -253,14 +300,9 @@ def _generate_shards(writer: RunWriter, cfg: GenerateConfig, sc: Scenario, assis
 
     try:
         for shard in todo:
-            first, last = shard * cfg.batch_size, min((shard + 1) * cfg.batch_size, cfg.n) - 1
-            shard_start = time.perf_counter()
-            jobs = [plan(sc, cfg.seed, i, cfg.max_turns, cfg.lengths) for i in range(first, last + 1)]
-            dialogues = simulate(jobs, sc, user_backend, assistant_backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, on_step)
-            frame = dialogues_to_frame(dialogues, sc.profile.polars_schema())
-            tokens = sum(t.n_tokens for d in dialogues for t in d.turns)
-            writer.write_shard(shard, frame, first, last, tokens, time.perf_counter() - shard_start)
-            bar.update(len(jobs))
+            frame, first, last, tokens, seconds = simulate_shard(shard, cfg, sc, user_backend, assistant_backend, on_step)
+            writer.write_shard(shard, frame, first, last, tokens, seconds)
+            bar.update(last - first + 1)
     finally:
         bar.close()
         for backend in built:

@@ -186,13 +186,18 @@ class RunWriter:
 
     def write_shard(self, shard: int, frame: pl.DataFrame, first: int, last: int, tokens: int, seconds: float) -> None:
         """Write one shard, then list it in the manifest; Ctrl-C waits until both are on disk."""
-        stop = frame.filter(pl.col("stop_reason").is_not_null())["stop_reason"].to_list()
-        entry = {"shard": shard, "file": f"{SHARDS}/{shard_name(shard)}", "dialogues": [first, last], "rows": frame.height,
-                 "tokens": tokens, "seconds": round(seconds, 3), "stop_reasons": _count(stop)}
+        with deferred_interrupt():
+            self.record(write_shard_file(self.out, shard, frame, first, last, tokens, seconds))
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """List a shard whose file is on disk (`write_shard_file`'s entry) in the manifest."""
+        if not (self.out / entry["file"]).is_file():
+            raise RunError(f"shard {entry['shard']} was reported written, but {self.out / entry['file']} is not there: "
+                           "the run folder must be one folder that the writer and this process both see.")
         progress = self.manifest["progress"]
         with deferred_interrupt():
-            atomic_write_parquet(self.shard_path(shard), frame)
-            progress["shards"] = sorted([*progress["shards"], entry], key=lambda s: s["shard"])
+            progress["shards"] = sorted([*(s for s in progress["shards"] if s["shard"] != entry["shard"]), entry],
+                                        key=lambda s: s["shard"])
             progress["dialogues_done"] = _dialogues(progress["shards"])
             self.save()
 
@@ -222,6 +227,16 @@ class RunWriter:
         self.manifest["finished"] = now()
         self.save()
         remove_leftovers(self.out)
+
+
+def write_shard_file(out: Path, shard: int, frame: pl.DataFrame, first: int, last: int, tokens: int,
+                     seconds: float) -> dict[str, Any]:
+    """Write one shard's file atomically (a crash leaves it whole or absent) and return its manifest entry."""
+    stop = frame.filter(pl.col("stop_reason").is_not_null())["stop_reason"].to_list()
+    entry = {"shard": shard, "file": f"{SHARDS}/{shard_name(shard)}", "dialogues": [first, last], "rows": frame.height,
+             "tokens": tokens, "seconds": round(seconds, 3), "stop_reasons": _count(stop)}
+    atomic_write_parquet(out / SHARDS / shard_name(shard), frame)
+    return entry
 
 
 def remove_leftovers(out: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from typing import Any
 
 import numpy as np
 
@@ -52,8 +53,11 @@ def corpus_key(texts: list[str]) -> str:
     return h.hexdigest()
 
 
-def embed(texts: list[str], *, batch_size: int = 64, use_cache: bool = True) -> np.ndarray:
-    """Embed `texts` -> (len(texts), 384) float32, L2-normalised; one cache file per distinct set."""
+def embed(texts: list[str], *, batch_size: int = 64, use_cache: bool = True, ray: Any = None) -> np.ndarray:
+    """Embed `texts` -> (len(texts), 384) float32, L2-normalised; one cache file per distinct set.
+
+    ray: a `simgen.cluster.RayConfig`: what the cache lacks is encoded on a Ray cluster (`cluster.py`).
+    """
     if not texts:
         return np.zeros((0, DIM), dtype=np.float32)
     uniq = sorted(set(texts))
@@ -64,10 +68,15 @@ def embed(texts: list[str], *, batch_size: int = 64, use_cache: bool = True) -> 
         if vecs.shape != (len(uniq), DIM):
             vecs = None  # a truncated or foreign file: recompute
     if vecs is None:
-        vecs = np.asarray(
-            _model().encode(uniq, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False),
-            dtype=np.float32,
-        )
+        if ray is not None:
+            from simgen.realism.cluster import encode
+
+            vecs = encode(uniq, batch_size, ray)
+        else:
+            vecs = np.asarray(
+                _model().encode(uniq, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False),
+                dtype=np.float32,
+            )
         if use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")

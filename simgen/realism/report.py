@@ -42,11 +42,13 @@ def compare(
     out: str | Path | None = None,
     *,
     config: RealismConfig | None = None,
+    ray: Any = None,
 ) -> dict[str, Any]:
     """Compare a synthetic corpus with a reference corpus; return the report dict (and write it).
 
     synthetic, reference: a run folder, a corpus file, a registered corpus name or a turns frame.
     out: a folder for report.json + report.html (see the module doc for the default).
+    ray: a `simgen.cluster.RayConfig`: the sentence embeddings are computed on a Ray cluster (`cluster.py`).
     """
     cfg = config or RealismConfig()
     timing: dict[str, float] = {}
@@ -73,7 +75,7 @@ def compare(
 
         # units.turns is sorted side 0 (reference) then side 1; embed each corpus on its own (own cache key)
         E = np.vstack([
-            embed(units.turns.filter(pl.col("side") == s)["text"].to_list(), batch_size=cfg.embedding_batch_size)
+            embed(units.turns.filter(pl.col("side") == s)["text"].to_list(), batch_size=cfg.embedding_batch_size, ray=ray)
             for s in (0, 1)
         ])
     timing["embed"] = time.perf_counter() - t

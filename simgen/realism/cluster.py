@@ -1,0 +1,55 @@
+"""Realism's sentence embeddings on a Ray cluster (`simgen realism --ray`; the pool itself: `simgen.cluster`).
+
+The distinct texts of a corpus are cut into parts of `PART` texts; each actor loads the embedding
+model once and encodes the parts it is handed; the vectors come back to the driver, which caches
+them as a one-machine run does (`embed.py`). Nothing is written on the workers, so no shared folder
+is needed. The vectors equal the one-machine ones within float rounding (batches are made of other
+neighbours; tests/cluster checks atol 1e-5).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from simgen.cluster import Pool, RayConfig, Worker, connect, disconnect, failures, import_ray
+from simgen.errors import RunError
+
+PART = 2048  # texts per unit of work
+
+
+class EmbedWorker(Worker):
+    """args: all the distinct texts (one object in Ray's store), texts per part, the encoder's batch size."""
+
+    def load(self) -> Any:
+        from simgen.realism.embed import _model
+
+        return _model()
+
+    def encode(self, k: int) -> np.ndarray:
+        texts, part, batch_size = self.args
+        model = self.ensure()
+        return np.asarray(model.encode(texts[k * part:(k + 1) * part], batch_size=batch_size, normalize_embeddings=True,
+                                       show_progress_bar=False), dtype=np.float32)
+
+
+def encode(texts: list[str], batch_size: int, rc: RayConfig, part: int = PART) -> np.ndarray:
+    """(len(texts), dim) L2-normalised vectors of `texts`, encoded on the cluster."""
+    connected = connect(rc)
+    try:
+        ray = import_ray()
+        n = math.ceil(len(texts) / part)
+        pool = Pool(EmbedWorker, rc, None, n, ray.put(texts), part, batch_size)
+        parts: dict[int, np.ndarray] = {}
+        try:
+            pool.hello()
+            failed = pool.run("encode", list(range(n)), parts.__setitem__)
+        finally:
+            pool.close()
+        if failed:
+            raise RunError(f"embedding: {failures(failed, 'part', rc.retries)}; run the check again, with or without --ray.")
+        return np.concatenate([parts[k] for k in range(n)])
+    finally:
+        disconnect(connected)
