@@ -36,7 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=64)
     ap.add_argument("--max-turns", type=int, default=4)
-    ap.add_argument("--batch-size", type=int, default=8, help="dialogues per shard (both rows)")
+    ap.add_argument("--batch-size", type=int, default=16, help="dialogues per shard (every row)")
     ap.add_argument("--cpus", type=int, default=2, help="cores: local torch threads = Ray workers of 1 CPU")
     ap.add_argument("--model", default=None, help="default: the scenario's simulator (the default job)")
     ap.add_argument("--scenario", default="movie-recommendation")

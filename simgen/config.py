@@ -92,7 +92,8 @@ def _positive_int(name: str, value: Any) -> None:
 class ServerConfig:
     """How `--backend openai` talks to its OpenAI-compatible server (the other backends ignore it)."""
 
-    base_url: str | None = field(default=None, metadata={"help": "With --backend openai: the server's URL, ending in /v1."})
+    base_url: str | None = field(default=None, metadata={"help": "With --backend openai: the server's URL, ending in /v1; or several, "
+                                                                 "comma-separated (replicas of one model), which requests are spread over."})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "With --backend openai: the environment variable holding the API key (the key is never logged)."})
     concurrency: int = field(default=16, metadata={"help": "With --backend openai: requests in flight at most."})
     request_timeout: float = field(default=120.0, metadata={"help": "With --backend openai: seconds per answer before a retry."})

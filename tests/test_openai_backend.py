@@ -240,6 +240,28 @@ def test_concurrency_is_bounded_by_the_pool(fault_server):
     assert server.max_inflight == 3
 
 
+def test_several_base_urls_spread_the_requests_by_seed(fault_server):
+    """Replicas of one model: request i goes to the URL its seed picks, answers come back in order."""
+    a, b = fault_server(), fault_server()
+    chats = [[{"role": "user", "content": f"chat {i}"}] for i in range(10)]
+    backend = OpenAIBackend(f"{a.url}, {b.url}", "fault", timeout=0.5, max_retries=1, backoff=0.01)
+    out = backend.generate(chats, GREEDY, list(range(10)))
+    assert [g.text for g in out] == [f"answer 1 to chat {i}" for i in range(10)]
+    assert a.requests == b.requests == 5  # even seeds to the first, odd to the second
+    assert backend.describe()["base_url"] == f"{a.url},{b.url}"
+
+
+def test_a_dead_replica_is_named_when_checked_and_when_it_fails(fault_server):
+    a = fault_server()
+    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    with pytest.raises(BackendError, match=f"cannot reach an OpenAI-compatible server at {dead}"):
+        OpenAIBackend(f"{a.url},{dead}", "fault", timeout=0.5, max_retries=0, backoff=0.01)
+    b = fault_server(always="500")
+    out = OpenAIBackend(f"{a.url},{b.url}", "fault", timeout=0.5, max_retries=0, backoff=0.01, check=False).generate(
+        [CHAT, CHAT], GREEDY, [0, 1])
+    assert out[0].error is None and b.url in out[1].error
+
+
 def test_the_key_is_sent_only_as_a_bearer_header(fault_server, monkeypatch):
     monkeypatch.setenv("SIMGEN_TEST_KEY", SECRET)
     server = fault_server()

@@ -189,10 +189,17 @@ class OpenAIBackend(Backend):
         if concurrency < 1:
             raise ConfigError(f"--concurrency must be a positive integer, got {concurrency}.")
         self.model, self.api_key_env, self.concurrency = model, api_key_env, concurrency
-        self.client = ChatClient(base_url, os.environ.get(api_key_env), timeout, max_retries, backoff)
+        urls = [u.strip() for u in base_url.split(",") if u.strip()]
+        if not urls:
+            raise ConfigError(f"--base-url {base_url!r}: expected an http(s) URL such as http://127.0.0.1:8080/v1.")
+        # several URLs: replicas of one model; a request goes to the one its seed picks (`_one`), so the
+        # spread does not depend on timing, and every process of a Ray run spreads its requests the same way
+        self.clients = [ChatClient(u, os.environ.get(api_key_env), timeout, max_retries, backoff) for u in urls]
+        self.client = self.clients[0]
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="simgen-openai")
         if check:
-            self.client.check()
+            for client in self.clients:
+                client.check()
 
     @classmethod
     def from_config(cls, config: GenerateConfig, model: str | None) -> OpenAIBackend:
@@ -214,16 +221,18 @@ class OpenAIBackend(Backend):
         return body
 
     def _one(self, chat: Chat, sampling: SamplingConfig, seed: int) -> Generation:
+        client = self.clients[seed % len(self.clients)]
         try:
-            return self.client.with_retries("POST", "/chat/completions", self.body(chat, sampling, seed), parse_completion)
+            return client.with_retries("POST", "/chat/completions", self.body(chat, sampling, seed), parse_completion)
         except Failed as e:
-            return Generation("", finish_reason="error", error=f"{self.client.base_url}: {e}")
+            return Generation("", finish_reason="error", error=f"{client.base_url}: {e}")
 
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int]) -> list[Generation]:
         return list(self._pool.map(self._one, chats, [sampling] * len(chats), seeds))
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "base_url": self.client.base_url, "model": self.model, "api_key_env": self.api_key_env,
+        return {"backend": self.name, "base_url": ",".join(c.base_url for c in self.clients), "model": self.model,
+                "api_key_env": self.api_key_env,
                 "concurrency": self.concurrency, "timeout": self.client.timeout, "max_retries": self.client.max_retries}
 
     def close(self) -> None:

@@ -162,3 +162,18 @@ def test_a_model_that_fails_to_load_on_the_workers_is_a_clear_error(ray_address,
                         ray=RayConfig(address=ray_address, workers=1), **GEN)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["progress"]["shards"] == []  # nothing counts as done
+
+
+def test_the_openai_backend_on_ray_calls_the_servers_from_the_workers(ray_address, llamacpp, tmp_path):
+    """llama.cpp's server (in this process) listed twice as replicas; the workers send the requests."""
+    import simgen
+    from simgen.config import GenerateConfig, ServerConfig
+
+    greedy = SamplingConfig(temperature=0, max_new_tokens=12)
+    cfg = GenerateConfig(n=4, max_turns=2, batch_size=2, backend="openai", server=ServerConfig(base_url=f"{llamacpp},{llamacpp}"),
+                         model="smollm2", user=greedy, assistant=greedy)
+    run = simgen.generate(config=cfg, out=tmp_path / "run", progress=False, ray=RayConfig(address=ray_address, workers=2))
+    m = run.manifest
+    assert m["status"] == "complete" and m["counts"]["dialogues"] == 4 and m["counts"]["failed"] == 0
+    assert m["backend"]["user"]["backend"] == "openai" and m["backend"]["user"]["base_url"] == f"{llamacpp},{llamacpp}"
+    assert m["cluster"]["workers"] == 2 and (run.turns["n_tokens"] > 0).all()
