@@ -22,11 +22,11 @@ from typing import Any
 
 from simgen.backends import LOCAL, Backend, backend_class, build_backend
 from simgen.backends.steering import CappedBackend
+from simgen.cluster import RayConfig
 from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import dialogues_to_frame
 from simgen.errors import ConfigError, RunError, unknown_name
 from simgen.files import atomic_write_json, now
-from simgen.cluster import RayConfig
 from simgen.generation.plan import plan
 from simgen.generation.run import (FORMAT_VERSION, MANIFEST, Run, RunWriter, check_manifest, holds_no_run, load_run,
                                    package_versions, prepare_out_dir, remove_leftovers)
