@@ -16,6 +16,8 @@ from simgen.cluster import RayConfig
 from simgen.config import SamplingConfig
 from simgen.consistency import ConsistencyConfig, check_run
 
+pytestmark = pytest.mark.slow  # a real Ray cluster: about 5 minutes for tests/cluster (CI runs them)
+
 CONFIG = ConsistencyConfig(chunk_dialogues=2)  # 6 dialogues: 3 chunks
 
 

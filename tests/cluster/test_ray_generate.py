@@ -18,6 +18,8 @@ from simgen.errors import RunError
 from simgen.generation import resume
 from simgen.cluster import RayConfig, check_workers, simgen_version
 
+pytestmark = pytest.mark.slow  # a real Ray cluster: about 5 minutes for tests/cluster (CI runs them)
+
 GEN = dict(scenario="movie-recommendation", n=8, seed=11, max_turns=3, batch_size=2, dtype="float32",
            user=SamplingConfig(max_new_tokens=8, trim=False), assistant_sampling=SamplingConfig(max_new_tokens=10, trim=False))
 

@@ -11,6 +11,8 @@ import pytest
 from simgen.cluster import RayConfig
 
 
+pytestmark = pytest.mark.slow  # a real Ray cluster: about 5 minutes for tests/cluster (CI runs them)
+
 @pytest.fixture(scope="module")
 def iard_texts(shared_dir: Path) -> tuple:
     from simgen.corpora import load_corpus

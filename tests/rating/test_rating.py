@@ -114,6 +114,31 @@ def test_answers_are_appended_once_per_position_and_survive_a_torn_last_line(run
     assert path.read_bytes().endswith(b"\n") and len(path.read_bytes().splitlines()) == 1
 
 
+def test_several_raters_at_once_lose_and_repeat_nothing(run_copy, iard_dir):
+    """Four raters answer all items at the same time over HTTP (each also double-posting): every answer once."""
+    import threading
+
+    items = items_of(run_copy, iard_dir)
+    raters = ("ann", "bob", "cy", "dee")
+    with ThreadServer(make_app(items, Answers(items), raters=raters)) as srv:
+        def rate(name: str) -> None:
+            for position in range(N):
+                for _ in range(2):  # a double click: the second is ignored
+                    post(srv.url + f"rate/{name}", {"position": position, "choice": "real", "confidence": 1 + position % 4})
+
+        threads = [threading.Thread(target=rate, args=(r,)) for r in raters]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    rows = read_answers(items)
+    assert len(rows) == len(raters) * N and len(items.answers_path.read_bytes().splitlines()) == len(raters) * N
+    for r in raters:
+        mine = [row for row in rows if row["rater"] == r]
+        assert sorted(row["position"] for row in mine) == list(range(N))
+        assert [row["item"] for row in sorted(mine, key=lambda x: x["position"])] == [items.items[k].item for k in items.order(r)]
+
+
 def test_an_answers_file_or_item_set_of_another_run_is_refused_and_left_alone(run_copy, iard_dir, tmp_path):
     items = items_of(run_copy, iard_dir)
     Answers(items).add("amy", 0, "real", 2)
