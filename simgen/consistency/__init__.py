@@ -10,6 +10,7 @@ as TRL reward functions.
 
     import simgen.consistency as sc
     report = sc.check_run("outputs/demo", judge="llm")           # RUN/consistency.parquet + reports/
+    report = sc.check_run(run, "llm", ray=RayConfig("auto"))      # the chunks scored on a Ray cluster (cluster.py)
     scored = sc.score_dialogues(turns_frame, judge="llm")        # the same on a frame, writing nothing
     sc.judge_eval("../shared/data/consistency/dev.jsonl", "llm") # how good is the judge?
     with sc.persona_cap(backend, layer=15, threshold=2.0, direction=axis): ...

@@ -9,7 +9,7 @@ ensembles see the same distribution of intents, sentiment, topics and lengths?
 Modules: `features` (units, style features), `embed` (cached sentence embeddings),
 `discriminators` (classifier two-sample test), `distribution` (attribute matching, MAUVE-style
 score), `stats` (AUC/divergence intervals), `distort` (known distortions for calibration),
-`report` (`compare`), `html` (the page). Importing this package is cheap: scikit-learn,
+`report` (`compare`), `html` (the page), `cluster` (the embeddings on a Ray cluster: `--ray`). Importing this package is cheap: scikit-learn,
 sentence-transformers and torch load when `compare` runs.
 """
 

@@ -1,5 +1,5 @@
 """A REAL local Ray cluster for the --ray tests: `ray start --head` on 127.0.0.1 with 2 CPUs (so two
-single-CPU workers), started and stopped here. Skipped where Ray is not installed (`make test` installs
+single-CPU workers), started before the first test of tests/cluster and stopped after its last. Skipped where Ray is not installed (`make test` installs
 simgen[ray])."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped once tests/cluster is done, not kept running beside the rest of the suite
 def ray_address(tmp_path_factory: pytest.TempPathFactory) -> str:
     pytest.importorskip("ray")
     exe = Path(sys.executable).with_name("ray")
