@@ -7,6 +7,7 @@ test time: it loads in a second and runs the real transformers code path.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,13 @@ def llamacpp():
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path) -> Path:
     """A random 2-layer Llama (hidden 32) with the SmolLM2 tokenizer and chat template."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), embedded_dir)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write(path: Path, text: str) -> Path:

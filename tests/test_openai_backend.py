@@ -26,15 +26,10 @@ from simgen.cli import cli
 from simgen.config import GenerateConfig, SamplingConfig, ServerConfig
 from simgen.errors import BackendError, ConfigError
 from simgen.generation.pipeline import generate
+from tests.conftest import free_port
 
 SECRET = "sk-test-0123456789-do-not-print"
 GREEDY = SamplingConfig(temperature=0, max_new_tokens=12)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- llama.cpp server
@@ -91,7 +86,7 @@ def test_a_refused_api_key_fails_before_the_run_folder_and_is_never_printed(tmp_
 
 def test_an_unreachable_server_fails_before_the_run_folder_exists(tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["generate", "--backend", "openai", "--base-url", f"http://127.0.0.1:{_free_port()}/v1",
+    result = CliRunner().invoke(cli, ["generate", "--backend", "openai", "--base-url", f"http://127.0.0.1:{free_port()}/v1",
                                       "--model", "m", "-n", "2", "-q", "--out", str(out)])
     assert result.exit_code == 1
     assert "cannot reach an OpenAI-compatible server" in result.output and "--base-url" in result.output
@@ -253,7 +248,7 @@ def test_several_base_urls_spread_the_requests_by_seed(fault_server):
 
 def test_a_dead_replica_is_named_when_checked_and_when_it_fails(fault_server):
     a = fault_server()
-    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    dead = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(BackendError, match=f"cannot reach an OpenAI-compatible server at {dead}"):
         OpenAIBackend(f"{a.url},{dead}", "fault", timeout=0.5, max_retries=0, backoff=0.01)
     b = fault_server(always="500")
@@ -320,4 +315,4 @@ def test_config_errors_name_what_to_fix():
     with pytest.raises(ConfigError, match="--model NAME"):
         OpenAIBackend("http://127.0.0.1:1/v1", "", check=False)
     with pytest.raises(BackendError, match="cannot reach"):
-        OpenAIBackend(f"http://127.0.0.1:{_free_port()}/v1", "m", timeout=1)
+        OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1", "m", timeout=1)

@@ -29,10 +29,10 @@ class EmbedWorker(Worker):
         return _model()
 
     def encode(self, k: int) -> np.ndarray:
+        from simgen.realism.embed import encode_texts
+
         texts, part, batch_size = self.args
-        model = self.ensure()
-        return np.asarray(model.encode(texts[k * part:(k + 1) * part], batch_size=batch_size, normalize_embeddings=True,
-                                       show_progress_bar=False), dtype=np.float32)
+        return encode_texts(self.ensure(), texts[k * part:(k + 1) * part], batch_size)
 
 
 def encode(texts: list[str], batch_size: int, rc: RayConfig, part: int = PART) -> np.ndarray:

@@ -44,6 +44,12 @@ def _model():  # noqa: ANN202 - a SentenceTransformer, imported lazily
     return model
 
 
+def encode_texts(model: Any, texts: list[str], batch_size: int) -> np.ndarray:
+    """(len(texts), DIM) float32 L2-normalised vectors from `model` (`_model()`), as the cache holds them."""
+    return np.asarray(model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False),
+                      dtype=np.float32)
+
+
 def corpus_key(texts: list[str]) -> str:
     """sha256 over the model tag and the sorted distinct texts."""
     h = hashlib.sha256(MODEL_TAG.encode())
@@ -73,10 +79,7 @@ def embed(texts: list[str], *, batch_size: int = 64, use_cache: bool = True, ray
 
             vecs = encode(uniq, batch_size, ray)
         else:
-            vecs = np.asarray(
-                _model().encode(uniq, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False),
-                dtype=np.float32,
-            )
+            vecs = encode_texts(_model(), uniq, batch_size)
         if use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")

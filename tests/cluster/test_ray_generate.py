@@ -109,7 +109,7 @@ def test_a_killed_driver_resumes_on_the_cluster(ray_address, tiny_model_dir, tmp
 def test_an_unreachable_cluster_fails_before_the_folder_is_made(tiny_model_dir, tmp_path):
     import simgen
 
-    from .conftest import free_port
+    from tests.conftest import free_port
 
     with pytest.raises(RunError, match=r"--ray 127.0.0.1:\d+: cannot reach a Ray cluster there.*ray start --head"):
         simgen.generate(model=str(tiny_model_dir), out=tmp_path / "run", progress=False,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from simgen.config import SamplingConfig
+from tests.conftest import free_port
 
 N_RUN = 12  # dialogues in the run: enough for --n 20 (10 simulated)
 REPO = Path(__file__).resolve().parents[2]
@@ -47,12 +47,6 @@ def run_copy(rate_run: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def iard_dir(shared_dir: Path) -> Path:
     return shared_dir / "data" / "iard"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str) -> tuple[int, str]:

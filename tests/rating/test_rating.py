@@ -19,7 +19,9 @@ from simgen.rating.answers import Answers, read_answers
 from simgen.rating.items import FOLDER, ITEMS, prepare_items
 from simgen.rating.server import make_app
 
-from .conftest import N_RUN, ThreadServer, free_port, get, post
+from tests.conftest import free_port
+
+from .conftest import N_RUN, ThreadServer, get, post
 
 N = 20
 
