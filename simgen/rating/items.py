@@ -191,11 +191,14 @@ def read_items(run_path: Path) -> ItemSet | None:
         raise RunError(f"{path} is not a simgen item set ({e}). Move RUN/{FOLDER} aside to start a new rating.") from e
 
 
-def _verify(items: ItemSet, run_path: Path) -> None:
-    """The run's dialogues must still read as the synthetic items show them (else the set is another run's)."""
-    from simgen.corpora import load_corpus
+def _verify(items: ItemSet, run: Any) -> None:
+    """The run's dialogues must still read as the synthetic items show them (else the set is another run's).
 
-    syn = dialogues_of(load_corpus(run_path).turns)
+    Reads only the rated dialogues' lines (a scan), so a restart costs the same on a run of any size.
+    """
+    ids = [it.dialogue_id for it in items.items if it.source == "synthetic"]
+    syn = dialogues_of(run.scan().filter(pl.col("dialogue_id").is_in(ids)).select("dialogue_id", "turn", "role", "text").collect())
+    run_path = run.path
     for it in items.items:
         if it.source != "synthetic":
             continue
@@ -228,7 +231,7 @@ def prepare_items(run_path: str | Path, **given: Any) -> ItemSet:
     if saved is not None:
         differs = {k: (saved.settings.get(k), v) for k, v in given.items() if saved.settings.get(k) != v}
         if not differs:
-            _verify(saved, run.path)
+            _verify(saved, run)
             return saved
         if saved.answers_path.is_file() and saved.answers_path.stat().st_size > 0:
             what = ", ".join(f"{k} {old!r} (you passed {new!r})" for k, (old, new) in differs.items())
