@@ -10,12 +10,18 @@ Rows, same scenario, seed and dialogues (profiles and intents are drawn from (se
 - tuned:    the defaults with `--simulator`'s `simgen tune` folder as the model of the side(s) its
             card says it learned (the embedded model for the other), as `simgen generate` uses a
             scenario's `simulator:`; skipped when `--simulator` is not given.
+- redraws:  tuned, and lines that would give the dialogue away (a goodbye before the closing turn,
+            a closing turn that does not close, empty, unfinished or degenerate lines) drawn again
+            up to `GenerateConfig.redraws` times: today's `simgen generate` default. The rows above
+            keep every first draw (`--redraws 0`).
 
 Columns: user-turn and dialogue-level ensemble AUC [95% CI], words-per-line JSD, user-lines-per-
 dialogue JSD, MAUVE-style score, intent adherence / its ceiling (accuracy), closing endings
 (synthetic vs real), the share of user lines cut mid-sentence by the token cap, the share of user
 lines that near-copy a real train-split line (equal after normalising, or word 4-gram overlap >= 0.8),
-and generation tokens/s (as the run's manifest records it). With `--consistency`: `simgen
+generation tokens/s (as the run's manifest records it), the share of lines (both sides) that say
+goodbye before their side's last line (`simgen.endings.farewell`; the real test split's beside it)
+and the share of lines that took a redraw. With `--consistency`: `simgen
 consistency`'s prompt-to-line consistency, Q&A accuracy and specificity of each row (the embedded judge, Q&A
 answered by the row's own simulator; the persona axis off), so a row that buys realism by saying
 nothing about its persona shows it.
@@ -38,13 +44,15 @@ import polars as pl
 import simgen
 from simgen.config import GenerateConfig
 from simgen.corpora import load_corpus
+from simgen.endings import farewell
 from simgen.errors import RunError
 from simgen.generation.simulator import trim_to_sentence
 from simgen.models import tuned_sides
 from simgen.realism import RealismConfig, compare
 
 ROWS = {"baseline": {"lengths": False, "trim": False}, "lengths": {"lengths": True, "trim": True},
-        "tuned": {"lengths": True, "trim": True, "tuned": True}}
+        "tuned": {"lengths": True, "trim": True, "tuned": True},
+        "redraws": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws}}
 
 
 def _norm(text: str) -> list[str]:
@@ -81,6 +89,13 @@ def copy_rate(lines: list[str], real: list[str], min_words: int = 0) -> float:
     return copies / max(len(lines), 1)
 
 
+def midway_farewells(turns: pl.DataFrame) -> float:
+    """Share of lines, both sides, that say goodbye although their side speaks again later."""
+    last = turns.with_columns((pl.col("turn") == pl.col("turn").max().over("dialogue_id", "role")).alias("last"))
+    texts = last.filter(~pl.col("last"))["text"].to_list()
+    return sum(map(farewell, texts)) / max(len(texts), 1)
+
+
 def consistency(run: simgen.Run) -> dict:
     """Prompt-to-line consistency and Q&A accuracy of `run` (reused from RUN/reports/sim2real-consistency if there)."""
     from simgen.consistency import ConsistencyConfig, check_run
@@ -114,6 +129,8 @@ def measure(name: str, run: simgen.Run, reference: pl.DataFrame, train_lines: li
         "copy_rate": copy_rate(users["text"].to_list(), train_lines),
         "copy_rate_4w": copy_rate(users["text"].to_list(), train_lines, min_words=4),
         "tokens_per_s": run.manifest["timings"].get("tokens_per_s"),
+        "midway_farewells": midway_farewells(run.turns),
+        "redrawn": float((run.turns["redraws"].fill_null(0) > 0).mean()) if "redraws" in run.turns.columns else 0.0,
         "user_lines": users.height, "dialogues": run.dialogues().height,
     }
 
@@ -143,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = RealismConfig(n_boot=300, n_perm=200)
     test_lines = test.filter(pl.col("role") == "user")["text"].to_list()
     real_copies = (copy_rate(test_lines, train_lines), copy_rate(test_lines, train_lines, min_words=4))
+    real_midway = midway_farewells(test)
     results = []
     for name in args.rows.split(","):
         settings = ROWS[name]
@@ -152,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         # the tuned simulator writes the side(s) its card says it learned, as `simgen generate` uses a scenario's
         user_model, assistant_model = tuned_sides(args.simulator) if settings.get("tuned") else ("embedded", None)
         base = GenerateConfig(scenario=args.scenario, n=args.n, seed=args.seed, batch_size=args.batch_size,
-                              lengths=settings["lengths"], model=user_model, assistant_model=assistant_model)
+                              lengths=settings["lengths"], model=user_model, assistant_model=assistant_model,
+                              redraws=settings.get("redraws", 0))
         config = replace(base, user=replace(base.user, trim=settings["trim"]), assistant=replace(base.assistant, trim=settings["trim"]))
         tag = f"-{args.simulator.name}" if settings.get("tuned") else ""
         out = args.out / f"{args.scenario}-{name}{tag}-n{args.n}-seed{args.seed}"
@@ -168,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.scenario}: {args.n} dialogues per row, seed {args.seed}; real: {args.reference} test split "
           f"({test['dialogue_id'].n_unique()} dialogues)\n")
     print("| row | user-turn AUC [CI] | dialogue AUC [CI] | words JSD | lines/dialogue JSD | median words | MAUVE | adherence / ceiling "
-          "| closing endings syn / real | cut mid-sentence | copy rate (>= 4 words) | tokens/s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| closing endings syn / real | cut mid-sentence | copy rate (>= 4 words) | tokens/s | goodbyes midway syn / real | lines redrawn |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         ut, dl = r["user_turn_ci"], r["dialogue_ci"]
         adh = f"{r['adherence']:.2f} / {r['adherence_ceiling']:.2f}" if r["adherence"] is not None else "-"
@@ -179,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
               f"| {r['words_jsd']:.3f} | {r['lines_per_dialogue_jsd']:.3f} | {r['median_words']:g} | {mauve} | {adh} "
               f"| {ends['synthetic']:.2f} / {ends['reference']:.2f} | {100 * r['cut_mid_sentence']:.1f}% "
               f"| {100 * r['copy_rate']:.1f}% ({100 * r['copy_rate_4w']:.1f}%) "
-              f"| {r['tokens_per_s']} |")
+              f"| {r['tokens_per_s']} | {100 * r['midway_farewells']:.1f}% / {100 * real_midway:.1f}% | {100 * r['redrawn']:.1f}% |")
     if args.consistency:
         print("\n| row | prompt-to-line consistency | Q&A accuracy | specificity |\n| --- | --- | --- | --- |")
         for r in results:

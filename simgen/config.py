@@ -132,6 +132,10 @@ class GenerateConfig:
     assistant_model: str | None = field(default=None, metadata={"help": "A different model for the assistant side (default: --model)."})
     max_turns: int | None = field(default=None, metadata={"help": "User turns per dialogue at most. Default: the scenario's `max_turns` (6 where it does not say)."})
     lengths: bool = field(default=True, metadata={"help": "Give each user turn a target length drawn from the scenario's length model (when it has one; real lines' lengths) and end the line at the sentence end nearest it.", "flag": "--lengths/--no-lengths"})
+    redraws: int = field(default=3, metadata={"help": "Draw a line again, up to this many times, when it would give the dialogue away: a goodbye "
+                                                      "before the user's closing turn, a closing turn that does not close, an empty, unfinished, "
+                                                      "repeated or looping line (0 = keep every first draw; a line still bad after the last "
+                                                      "redraw is kept and the stop rules apply)."})
     batch_size: int = field(default=16, metadata={"help": "Dialogues advanced together in one batched forward pass.", "flag": "-b"})
     dtype: str = field(default="auto", metadata={"help": "auto = bf16 where the CPU supports it, else float32.", "choices": ("auto", "bfloat16", "float32")})
     user: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8, max_new_tokens=48))
@@ -146,6 +150,8 @@ class GenerateConfig:
             _positive_int(name, getattr(self, name))
         if self.max_turns is not None:
             _positive_int("max_turns", self.max_turns)
+        if isinstance(self.redraws, bool) or not isinstance(self.redraws, int) or self.redraws < 0:
+            raise ConfigError(f"redraws must be a non-negative integer (0 = off), got {self.redraws!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}.")
         from simgen.backends import REGISTRY  # names only: no backend module is imported
@@ -165,6 +171,7 @@ class GenerateConfig:
         configs (`base_url`, `persona_cap`, ... at the top). An unknown key is a TypeError naming it."""
         raw = dict(raw)
         raw.setdefault("lengths", False)  # a run from before the length latent had none
+        raw.setdefault("redraws", 0)  # ... and one from before redraws kept every first draw
         for side in ("user", "assistant"):
             if isinstance(raw.get(side), dict):
                 raw[side] = {"trim": False, **raw[side]}  # ... nor trimming, which was off by default then

@@ -56,6 +56,7 @@ class Turn:
     n_tokens: int = 0  # tokens the backend generated for this line
     finish_reason: str | None = None  # "stop" (end of turn) | "length" (hit max_new_tokens) | "trimmed" (hit it, cut to a sentence end) | "target" (cut at the sentence end nearest its target length) | "error" | None
     target_words: int | None = None  # the length latent of a user turn (words); None without a length model
+    redraws: int | None = None  # lines drawn and rejected before this one (generation/simulator.py); None when the run had no redraws
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,10 @@ TURN_COLUMNS: dict[str, pl.DataType] = {
     "finish_reason": pl.String(),
     "stop_reason": pl.String(),  # set on the last row of each dialogue, null elsewhere
     "target_words": pl.Int32(),  # user turns of a scenario with a length model; null elsewhere
+    "redraws": pl.Int32(),  # lines drawn again before this one was kept (0: the first draw); null when the run had no redraws
 }
 # columns added after runs were first written: a run without them still loads (they read as null)
-OPTIONAL_COLUMNS: tuple[str, ...] = ("target_words",)
+OPTIONAL_COLUMNS: tuple[str, ...] = ("target_words", "redraws")
 
 
 def dialogue_id(index: int) -> str:
@@ -115,6 +117,7 @@ def dialogues_to_frame(dialogues: list[Dialogue], profile_schema: pl.Struct) -> 
             rows["finish_reason"].append(t.finish_reason)
             rows["stop_reason"].append(d.stop_reason if i == last else None)
             rows["target_words"].append(t.target_words)
+            rows["redraws"].append(t.redraws)
             profiles.append(d.profile.values)
     frame = pl.DataFrame(rows, schema=TURN_COLUMNS)
     return frame.with_columns(pl.Series("profile", profiles, dtype=profile_schema))
@@ -133,7 +136,7 @@ def frame_to_dialogues(turns: pl.DataFrame) -> list[Dialogue]:
                                                .group_by("dialogue_id", maintain_order=True)):
         rows = group.to_dicts()
         dturns = tuple(Turn(int(r["turn"]), r["role"], r["text"] or "", r.get("intent"), r.get("n_tokens") or 0, r.get("finish_reason"),
-                            r.get("target_words"))
+                            r.get("target_words"), r.get("redraws"))
                        for r in rows)
         profile = next((p for r in rows if (p := r.get("profile")) is not None), None)
         stop = next((s for r in reversed(rows) if (s := r.get("stop_reason"))), "max_turns")

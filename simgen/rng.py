@@ -17,7 +17,10 @@ def generator(seed: int, index: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, index, stream]))
 
 
-def derive(seed: int, index: int, stream: int, turn: int) -> int:
-    """A 63-bit integer seed for one dialogue, stream and turn (for torch generators and servers)."""
-    state = np.random.SeedSequence([seed, index, stream, turn]).generate_state(2, dtype=np.uint32)
+def derive(seed: int, index: int, stream: int, turn: int, draw: int = 0) -> int:
+    """A 63-bit integer seed for one dialogue, stream and turn (for torch generators and servers).
+
+    `draw` > 0 seeds the draw-th redraw of that line (generation/simulator.py); draw 0 is the first
+    draw, seeded as it was before redraws existed."""
+    state = np.random.SeedSequence([seed, index, stream, turn, *([draw] if draw else [])]).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])

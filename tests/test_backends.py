@@ -169,3 +169,41 @@ def test_growing_cache_appends_in_place_and_adopts_replaced_tensors():
     keys, _ = cache.update(torch.full((1, 3, 1, 4), -1.0), torch.full((1, 3, 1, 4), -1.0), 0)
     assert keys.shape == (1, 3, 505, 4) and keys[0, 0, -1, 0] == -1 and keys[0, 0, -2, 0] == 499
 
+
+
+def test_a_redraw_reuses_the_cache_and_leaves_the_session_as_it_was(backend):
+    """`KVSession.redraw` draws some rows again on a copy of their cache: it prefills one token per
+    row (the prompt is cached), draws what a fresh stateless call draws with the same seed, and the
+    session's rows, cache and mask are untouched afterwards."""
+    import torch
+
+    session = backend.session()
+    session.generate(CHATS, SAMPLED, [1, 2, 3], keys=list("abc"))
+    before = (list(session.keys), [list(h) for h in session.hist], session.mask.clone(),
+              [(layer.keys.clone(), layer.values.clone()) for layer in session.cache.layers])
+    prefilled = backend.stats["prefill_tokens"]
+    again = session.redraw([CHATS[2], CHATS[0]], SAMPLED, [7, 8], keys=["c", "a"])
+    assert backend.stats["prefill_tokens"] - prefilled == 2
+    assert [g.text for g in again] == [g.text for g in backend.generate([CHATS[2], CHATS[0]], SAMPLED, [7, 8])]
+    assert session.keys == before[0] and session.hist == before[1] and torch.equal(session.mask, before[2])
+    for layer, (keys, values) in zip(session.cache.layers, before[3]):
+        assert torch.equal(layer.keys, keys) and torch.equal(layer.values, values)
+
+
+def test_redraws_draw_the_same_dialogues_on_the_cached_and_the_reference_path(backend):
+    """With redraws on (and trimming, so the random model's unfinished lines are drawn again), the
+    cached session and the stateless reference write the same dialogues and count the same redraws."""
+    from simgen.scenario import load_scenario
+    from simgen.generation.plan import plan
+    from simgen.generation.simulator import simulate
+
+    sc = load_scenario("movie-recommendation")
+    jobs = [plan(sc, 3, i, 4) for i in range(5)]
+    sampling = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=8)
+    fast = simulate(jobs, sc, backend, backend, sampling, sampling, 3, 4, redraws=2)
+    slow = simulate(jobs, sc, Stateless(backend), Stateless(backend), sampling, sampling, 3, 4, redraws=2)
+    rows = [[(t.text, t.redraws) for t in d.turns] for d in fast]
+    assert rows == [[(t.text, t.redraws) for t in d.turns] for d in slow]
+    counts = [t.redraws for d in fast for t in d.turns]
+    assert all(c in (0, 1, 2) for c in counts) and any(counts)
+    assert [d.stop_reason for d in fast] == [d.stop_reason for d in slow]

@@ -130,3 +130,72 @@ def test_clean_line_and_degenerate():
     assert degenerate("I like it I like it I like it I like it I like it", [], None) == "looping"
     assert degenerate("Hello!", ["hello"], None) == "repeated_line"
     assert degenerate("a fine line", ["another"], "something else") is None
+
+
+def test_redraws_replace_giveaway_lines_and_record_how_many_draws_it_took(scenario):
+    """A goodbye before the closing turn, a closing turn that does not close and a repeated line are
+    drawn again (each draw with its own seed); a line still bad after the last redraw is kept."""
+    from simgen import rng
+
+    j = job(scenario, ["GREET", "ASK", "ASK", "BYE"])
+    first_seeds = {rng.derive(0, 0, stream, k) for stream in (rng.USER, rng.ASSISTANT) for k in range(4)}
+
+    def user(chat, seed):
+        turn = sum(m["role"] == "assistant" for m in chat)
+        if turn == 0:  # a goodbye in the opening line: the first draw only
+            return "Hi, bye!" if seed in first_seeds else "Hi there, how are you?"
+        if turn == 1:  # a line the user already said: every draw, so the last one is kept and stops the dialogue
+            return "Hi there, how are you?"
+        return "Thanks so much, bye!"
+
+    class Seeded(Scripted):
+        def generate(self, chats, sampling, seeds):
+            self.calls.append([list(c) for c in chats])
+            return [Generation(self.fn(chat, seed), n_tokens=3) for chat, seed in zip(chats, seeds)]
+
+    u, a = Seeded(user), Seeded(lambda chat, seed: "Sure, goodbye." if seed in first_seeds else "Sure, tell me more.")
+    (d,) = simulate([j], scenario, u, a, S, S, 0, 6, redraws=2)
+    assert [(t.role, t.text, t.redraws) for t in d.turns] == [
+        ("user", "Hi there, how are you?", 1),
+        ("assistant", "Sure, tell me more.", 1),
+        ("user", "Hi there, how are you?", 2),
+    ]
+    assert d.stop_reason == "degenerate_output: repeated_line"
+    # draws 1 and 2 of a line have seeds of their own
+    assert [len(c) for c in u.calls] == [1, 1, 1, 1, 1]
+
+    (d,) = simulate([j], scenario, Seeded(lambda chat, seed: "Okay."), Seeded(lambda chat, seed: "Sure."), S, S, 0, 6)
+    assert [t.redraws for t in d.turns] == [None] * len(d.turns)  # redraws off: nothing is recorded
+
+
+def test_the_closing_turn_is_drawn_again_until_it_closes(scenario):
+    from simgen.generation.simulator import misfit
+
+    j = job(scenario, ["GREET", "BYE"])
+    state = type("S", (), {"turns": []})()
+    assert misfit(state, "user", "ok see you tomorrow", "stop", True) == "farewell"
+    assert misfit(state, "user", "ok see you tomorrow", "stop", True, closing=True) is None
+    assert misfit(state, "user", "Thanks a lot!", "stop", True, closing=True) is None
+    assert misfit(state, "user", "What about horror?", "stop", True, closing=True) == "no_closing"
+    assert misfit(state, "user", "What about", "length", True) == "unfinished"
+    assert misfit(state, "user", "What about", "length", False) is None
+    assert misfit(state, "assistant", "", "stop", True) == "empty"
+
+    draws = iter(["What about horror?", "Thanks, that's all, bye!"])
+    (d,), _, _ = run(scenario, [j], lambda c, k: "Hello!" if k == 1 else next(draws), lambda c, k: "Hi, what's up?")
+    assert d.turns[-1].text == "What about horror?"  # redraws are off by default in `simulate`
+
+    draws = iter(["What about horror?", "Thanks, that's all, bye!"])
+    u, a = Scripted(lambda c, k: "Hello!" if k == 1 else next(draws)), Scripted(lambda c, k: "Hi, what's up?")
+    (d,) = simulate([j], scenario, u, a, S, S, 0, 6, redraws=3)
+    assert (d.turns[-1].text, d.turns[-1].redraws, d.stop_reason) == ("Thanks, that's all, bye!", 1, "terminal_intent")
+
+
+def test_a_run_recorded_before_redraws_resumes_without_them_and_bad_values_are_refused():
+    from simgen.config import GenerateConfig
+    from simgen.errors import ConfigError
+
+    assert GenerateConfig.from_dict({"n": 2}).redraws == 0 and GenerateConfig().redraws == 3
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="redraws must be a non-negative integer"):
+            GenerateConfig(redraws=bad)

@@ -10,7 +10,8 @@ Within one batch of dialogues the simulator talks to a backend through a `Sessio
 `session.generate(chats, sampling, seeds, keys)`, where `keys` names the dialogue of each chat.
 A side's chat only ever grows, so a stateful session (transformers) keeps each dialogue's KV cache
 across turns and prefills only the new tokens. The default session is stateless: it just calls
-`generate`. A session may also take `until`: per chat, a test on the text written so far that says
+`generate`. `session.redraw(...)` draws some lines of the last call again (new seeds) without
+touching what the session keeps, so the next turn still prefills only its new tokens. A session may also take `until`: per chat, a test on the text written so far that says
 the caller will cut the line there anyway (a length target met); a session that honours it stops
 that row early (`finish_reason` "until"), one that does not returns the longer line, which the
 caller cuts the same way, so the stored lines do not depend on it, only the time.
@@ -93,6 +94,13 @@ class Session:
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
                  keys: Sequence[Hashable], until: Until = None) -> list[Generation]:
         raise NotImplementedError
+
+    def redraw(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
+               keys: Sequence[Hashable], until: Until = None) -> list[Generation]:
+        """Draw again, with new seeds, the lines of some chats of the last `generate` call (the
+        simulator's redraws). The session's state is left as that call left it, so the next
+        `generate` goes on from there; a stateful session overrides this to keep its cache."""
+        return self.generate(chats, sampling, seeds, keys, until)
 
     def close(self) -> None:
         """Free what the session holds (KV caches)."""

@@ -159,5 +159,9 @@ class _CappedSession(Session):
         with self.capped():
             return self.inner.generate(chats, sampling, seeds, keys, until)
 
+    def redraw(self, chats, sampling, seeds, keys, until=None):  # noqa: ANN001, ANN201
+        with self.capped():
+            return self.inner.redraw(chats, sampling, seeds, keys, until)
+
     def close(self) -> None:
         self.inner.close()

@@ -16,6 +16,7 @@ What this leaves out: refilling the rows of finished dialogues with new ones, an
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from collections.abc import Hashable, Sequence
@@ -195,6 +196,29 @@ class KVSession(Session):
             Generation(self.b.tokenizer.decode(ids, skip_special_tokens=True), n_tokens=len(ids), finish_reason=stop or "length")
             for ids, stop in zip(tokens, stopped)
         ]
+
+    def redraw(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
+               keys: Sequence[Hashable], until: Until = None) -> list[Generation]:
+        """`generate` on a copy of these rows' cache: the prompts are still cached (only the stale
+        line is masked out), and the session's own state is restored afterwards, so the rows left
+        out keep their cache and the next turn prefills only its new tokens."""
+        saved = (self.cache, self.mask, self.hist, self.cols, self.keys)
+        try:
+            if self.reuse_cache and self.keys and set(keys) <= set(self.keys) and self.cache.get_seq_length() > 0:
+                import torch
+
+                index = [self.keys.index(k) for k in keys]
+                fork = copy.copy(self.cache)  # new layer objects whose tensors `batch_select_indices` replaces
+                fork.layers = [copy.copy(layer) for layer in self.cache.layers]
+                fork.batch_select_indices(torch.tensor(index, device=self.b.device))
+                self.cache, self.mask = fork, self.mask[index]  # advanced indexing: a copy
+                self.hist, self.cols = [list(self.hist[i]) for i in index], [list(self.cols[i]) for i in index]
+                self.keys = list(keys)
+            else:
+                self._reset(list(keys))
+            return self.generate(chats, sampling, seeds, keys, until)
+        finally:
+            self.cache, self.mask, self.hist, self.cols, self.keys = saved
 
     def _decode(self, prompts: list[list[int]], sampling: SamplingConfig, seeds: Sequence[int],
                 until: Until = None) -> tuple[list[list[int]], list[str | None]]:

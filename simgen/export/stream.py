@@ -80,7 +80,7 @@ class DialogueStream(torch.utils.data.IterableDataset):
         indices = self.indices(worker, workers)
         while batch := list(itertools.islice(indices, cfg.batch_size)):
             jobs = [plan(scenario, cfg.seed, i, cfg.max_turns, cfg.lengths) for i in batch]
-            for d in simulate(jobs, scenario, backend, backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns):
+            for d in simulate(jobs, scenario, backend, backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, redraws=cfg.redraws):
                 if self.kind == "dialogues":
                     yield {"dialogue_id": d.dialogue_id, "index": d.index,
                            "messages": [{"role": t.role, "content": t.text} for t in d.turns],

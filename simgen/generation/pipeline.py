@@ -259,7 +259,8 @@ def simulate_shard(shard: int, cfg: GenerateConfig, sc: Scenario, user_backend: 
     first, last = shard * cfg.batch_size, min((shard + 1) * cfg.batch_size, cfg.n) - 1
     t = time.perf_counter()
     jobs = [plan(sc, cfg.seed, i, cfg.max_turns, cfg.lengths) for i in range(first, last + 1)]
-    dialogues = simulate(jobs, sc, user_backend, assistant_backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, on_step)
+    dialogues = simulate(jobs, sc, user_backend, assistant_backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, on_step,
+                         redraws=cfg.redraws)
     frame = dialogues_to_frame(dialogues, sc.profile.polars_schema())
     tokens = sum(t.n_tokens for d in dialogues for t in d.turns)
     return frame, first, last, tokens, time.perf_counter() - t

@@ -10,6 +10,13 @@ is known. Then the stop rules:
 terminal intent, max turns, empty output, degenerate output (a repeated line, an echo of the other
 side, a looping line), or a generation error. Every stop is recorded with its reason. The intents
 of a dialogue are drawn before it starts (plan.py), from the dialogue's own seed.
+
+Redraws (`redraws` > 0, `simgen generate --redraws`): before the stop rules, a line that would give
+the dialogue away (`misfit`: empty, unfinished, degenerate, a goodbye before the user's closing
+turn, or a closing turn that does not close) is drawn again with the next seed of its own
+sequence, up to `redraws` times, and the turn records how many draws it took. This is rejection
+sampling: the kept line is the model's own, conditioned on not failing those tests, and dialogue i
+stays a function of (seed, i).
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from simgen import rng
-from simgen.backends import Backend, Session
+from simgen.backends import Backend, Session, Until
 from simgen.config import SamplingConfig
 from simgen.data import Chat, Dialogue, Generation, Turn, dialogue_id
+from simgen.endings import closes, farewell
 from simgen.generation.chats import assistant_system, user_message, user_system
 from simgen.generation.plan import DialogueJob
 from simgen.lengths import cut_to_target, sentence_ends, target_reached
@@ -50,18 +58,21 @@ def simulate(
     max_turns: int,
     on_step: Callable[[int, int], None] | None = None,
     early_stop: bool = True,
+    redraws: int = 0,
 ) -> list[Dialogue]:
     """Run `jobs` to completion as one batch; `on_step(lines, tokens)` reports progress.
 
     `early_stop=False` keeps every dialogue going through empty and degenerate lines (only a
     generation error or the end of its intent path stops it): benchmarks use it so that every
-    row does the same number of turns, whatever text the model writes.
+    row does the same number of turns, whatever text the model writes. `redraws`: how many times
+    a line that would give the dialogue away is drawn again (`misfit`; 0 = never, the first draw
+    is kept); each turn then records its count.
     """
     states = [_State(job, [user_system(scenario, job, max_turns)], [assistant_system(scenario, max_turns)]) for job in jobs]
 
     with user_backend.session() as user_session, assistant_backend.session() as assistant_session:
         _loop(states, scenario, user_session, assistant_session, user_backend, assistant_backend,
-              user_sampling, assistant_sampling, seed, max_turns, on_step, early_stop)
+              user_sampling, assistant_sampling, seed, max_turns, on_step, early_stop, redraws)
     for s in states:  # a path that ended without a terminal intent within max_turns
         if s.stop_reason is None:
             s.stop_reason = "max_turns"
@@ -71,7 +82,7 @@ def simulate(
 def _loop(states: list[_State], scenario: Scenario, user_session: Session, assistant_session: Session,
           user_backend: Backend, assistant_backend: Backend, user_sampling: SamplingConfig,
           assistant_sampling: SamplingConfig, seed: int, max_turns: int,
-          on_step: Callable[[int, int], None] | None, early_stop: bool = True) -> None:
+          on_step: Callable[[int, int], None] | None, early_stop: bool = True, redraws: int = 0) -> None:
     for k in range(max_turns):
         active = [s for s in states if s.stop_reason is None]
         if not active:
@@ -79,41 +90,94 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         # user step: (active dialogue) -> user chat ending in this turn's instruction
         for s in active:
             s.user_chat.append(user_message(scenario, s.job, k, max_turns, s.pending_assistant_line))
-        seeds = [rng.derive(seed, s.job.index, rng.USER, k) for s in active]
         targets = [s.job.target(k) for s in active]
         until = [None if t is None else functools.partial(_cut_known, target=t) for t in targets]
-        gens = user_session.generate([s.user_chat for s in active], user_sampling, seeds, [s.job.index for s in active],
-                                     until if any(targets) else None)
-        _check_count(user_backend, active, gens)
-        for s, g, target in zip(active, gens, targets):
+        terminal = [scenario.intents.get(s.job.intents[k]).terminal for s in active]
+
+        def user_misfit(i: int, text: str, finish: str | None) -> str | None:
+            return misfit(active[i], "user", text, finish, user_sampling.trim, closing=terminal[i])
+
+        lines, tokens = _draw(user_session, user_backend, active, [s.user_chat for s in active], user_sampling,
+                              lambda s, n: rng.derive(seed, s.job.index, rng.USER, k, n), targets,
+                              until if any(targets) else None, user_misfit, redraws)
+        for s, (g, text, finish, again), target in zip(active, lines, targets):
             intent = s.job.intents[k]
-            text, finish = finished_line(g, user_sampling, target)
-            s.turns.append(Turn(len(s.turns), "user", text, intent, g.n_tokens, finish, target))
+            s.turns.append(Turn(len(s.turns), "user", text, intent, g.n_tokens, finish, target, again if redraws else None))
             s.user_chat.append({"role": "assistant", "content": text})
             s.assistant_chat.append({"role": "user", "content": text})
             s.stop_reason = _stop_reason(s, g, text, early_stop, user_sampling.trim)
             if s.stop_reason is None and scenario.intents.get(intent).terminal:
                 s.stop_reason = "terminal_intent"
         if on_step:
-            on_step(len(active), sum(g.n_tokens for g in gens))
+            on_step(len(active), tokens)
 
         # assistant step
         active = [s for s in active if s.stop_reason is None]
         if not active:
             break
-        seeds = [rng.derive(seed, s.job.index, rng.ASSISTANT, k) for s in active]
-        gens = assistant_session.generate([s.assistant_chat for s in active], assistant_sampling, seeds, [s.job.index for s in active])
-        _check_count(assistant_backend, active, gens)
-        for s, g in zip(active, gens):
-            text, finish = finished_line(g, assistant_sampling)
-            s.turns.append(Turn(len(s.turns), "assistant", text, None, g.n_tokens, finish))
+
+        def assistant_misfit(i: int, text: str, finish: str | None) -> str | None:
+            return misfit(active[i], "assistant", text, finish, assistant_sampling.trim)
+
+        lines, tokens = _draw(assistant_session, assistant_backend, active, [s.assistant_chat for s in active], assistant_sampling,
+                              lambda s, n: rng.derive(seed, s.job.index, rng.ASSISTANT, k, n), [None] * len(active), None,
+                              assistant_misfit, redraws)
+        for s, (g, text, finish, again) in zip(active, lines):
+            s.turns.append(Turn(len(s.turns), "assistant", text, None, g.n_tokens, finish, None, again if redraws else None))
             s.assistant_chat.append({"role": "assistant", "content": text})
             s.pending_assistant_line = text
             s.stop_reason = _stop_reason(s, g, text, early_stop, assistant_sampling.trim)
             if s.stop_reason is None and k == max_turns - 1:
                 s.stop_reason = "max_turns"
         if on_step:
-            on_step(len(active), sum(g.n_tokens for g in gens))
+            on_step(len(active), tokens)
+
+
+def _draw(session: Session, backend: Backend, active: list[_State], chats: list[Chat], sampling: SamplingConfig,
+          seed_of: Callable[[_State, int], int], targets: Sequence[int | None], until: Until,
+          misfit_of: Callable[[int, str, str | None], str | None], redraws: int
+          ) -> tuple[list[tuple[Generation, str, str | None, int]], int]:
+    """One line per active dialogue: (generation, stored text, finish reason, redraws), and the
+    tokens generated in all (redrawn lines included).
+
+    Draw n of a line is seeded by `seed_of(state, n)`; a line `misfit_of` finds fault with is drawn
+    again, up to `redraws` times, through `session.redraw` (the rows that are fine keep their cache
+    untouched). The last draw is kept whatever it is, and the stop rules then judge it as usual.
+    """
+    keys = [s.job.index for s in active]
+    gens = session.generate(chats, sampling, [seed_of(s, 0) for s in active], keys, until)
+    _check_count(backend, active, gens)
+    tokens = sum(g.n_tokens for g in gens)
+    lines = [(g, *finished_line(g, sampling, t), 0) for g, t in zip(gens, targets)]
+    for n in range(1, redraws + 1):
+        bad = [i for i, (g, text, finish, _) in enumerate(lines) if not g.error and misfit_of(i, text, finish)]
+        if not bad:
+            break
+        again = session.redraw([chats[i] for i in bad], sampling, [seed_of(active[i], n) for i in bad], [keys[i] for i in bad],
+                               [until[i] for i in bad] if until else None)
+        _check_count(backend, bad, again)
+        tokens += sum(g.n_tokens for g in again)
+        for i, g in zip(bad, again):
+            lines[i] = (g, *finished_line(g, sampling, targets[i]), n)
+    return lines, tokens
+
+
+def misfit(state: _State, role: str, text: str, finish: str | None, trim: bool, closing: bool = False) -> str | None:
+    """Why the line `text` of `role` would give the dialogue away, or None: empty, unfinished (cut
+    mid-sentence where trimming is on), degenerate (`degenerate`), a goodbye before the user's
+    closing turn (`simgen.endings.farewell`), or, for the user's closing turn (`closing`), a line
+    that does not close (`simgen.endings.closes`). The redraws draw such a line again."""
+    if not text:
+        return "empty"
+    if trim and finish == "length":
+        return "unfinished"
+    same = [t.text for t in state.turns if t.role == role]
+    other = next((t.text for t in reversed(state.turns) if t.role != role), None)
+    if why := degenerate(text, same, other):
+        return why
+    if closing:
+        return None if closes(text) else "no_closing"
+    return "farewell" if farewell(text) else None
 
 
 def _check_count(backend: Backend, active: list, gens: list[Generation]) -> None:

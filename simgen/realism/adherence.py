@@ -12,7 +12,7 @@ lines at all). Reference labels are mapped onto the run's intents through the in
 
 Shape: user lines per dialogue and words per user line, real vs synthetic (medians, JSD over fixed
 bins), and the share of dialogues whose last user line closes the conversation (thanks or a
-goodbye, read by a lexical rule the same way on both sides).
+goodbye: `simgen.endings.closes`, read the same way on both sides).
 
 What it leaves out: intents the reference does not label (nothing to learn them from) and any
 claim about assistant lines.
@@ -20,28 +20,19 @@ claim about assistant lines.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from simgen.endings import closes
 from simgen.realism import stats
 from simgen.realism.features import Units
 
 MIN_PER_INTENT = 5  # reference lines an intent needs to be scored
 WORD_BINS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 60)  # lower edges; the last bin is open
 TURN_BINS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 30)
-_CLOSING = re.compile(r"\b(?:thanks?|thank you|thx|ty|bye+|goodbye|good night|goodnight|see (?:you|ya)|take care|cheers|"
-                      r"have a (?:good|great|nice|lovely)|talk (?:to you )?(?:soon|later)|ttyl|enjoy)\b", re.IGNORECASE)
-
-
-def closes(text: str) -> bool:
-    """Whether a line closes a conversation (thanks or a goodbye)."""
-    return bool(_CLOSING.search(text or ""))
-
-
 def jsd(a: np.ndarray, b: np.ndarray, edges: tuple[int, ...]) -> float:
     """Jensen-Shannon divergence (base 2, in [0, 1]) of two samples over bins with these lower edges."""
     bins = np.array([*edges, np.inf])

@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 
 from simgen.corpora import split_of
-from simgen.realism.adherence import closes, intent_adherence, jsd, shape
+from simgen.endings import closes
+from simgen.realism.adherence import intent_adherence, jsd, shape
 from simgen.realism.features import build_units
 from simgen.scenario import load_scenario
 
