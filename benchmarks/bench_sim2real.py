@@ -20,7 +20,7 @@ dialogue JSD, MAUVE-style score, intent adherence / its ceiling (accuracy), clos
 (synthetic vs real), the share of user lines cut mid-sentence by the token cap, the share of user
 lines that near-copy a real train-split line (equal after normalising, or word 4-gram overlap >= 0.8),
 generation tokens/s (as the run's manifest records it), the share of lines (both sides) that say
-goodbye before their side's last line (`simgen.endings.farewell`; the real test split's beside it)
+goodbye before their side's last line (the realism report's `midway_goodbyes`, real beside it)
 and the share of lines that took a redraw. With `--consistency`: `simgen
 consistency`'s prompt-to-line consistency, Q&A accuracy and specificity of each row (the embedded judge, Q&A
 answered by the row's own simulator; the persona axis off), so a row that buys realism by saying
@@ -44,7 +44,6 @@ import polars as pl
 import simgen
 from simgen.config import GenerateConfig
 from simgen.corpora import load_corpus
-from simgen.endings import farewell
 from simgen.errors import RunError
 from simgen.generation.simulator import trim_to_sentence
 from simgen.models import tuned_sides
@@ -89,13 +88,6 @@ def copy_rate(lines: list[str], real: list[str], min_words: int = 0) -> float:
     return copies / max(len(lines), 1)
 
 
-def midway_farewells(turns: pl.DataFrame) -> float:
-    """Share of lines, both sides, that say goodbye although their side speaks again later."""
-    last = turns.with_columns((pl.col("turn") == pl.col("turn").max().over("dialogue_id", "role")).alias("last"))
-    texts = last.filter(~pl.col("last"))["text"].to_list()
-    return sum(map(farewell, texts)) / max(len(texts), 1)
-
-
 def consistency(run: simgen.Run) -> dict:
     """Prompt-to-line consistency and Q&A accuracy of `run` (reused from RUN/reports/sim2real-consistency if there)."""
     from simgen.consistency import ConsistencyConfig, check_run
@@ -129,7 +121,7 @@ def measure(name: str, run: simgen.Run, reference: pl.DataFrame, train_lines: li
         "copy_rate": copy_rate(users["text"].to_list(), train_lines),
         "copy_rate_4w": copy_rate(users["text"].to_list(), train_lines, min_words=4),
         "tokens_per_s": run.manifest["timings"].get("tokens_per_s"),
-        "midway_farewells": midway_farewells(run.turns),
+        "midway_goodbyes": report["shape"]["midway_goodbyes"],
         "redrawn": float((run.turns["redraws"].fill_null(0) > 0).mean()) if "redraws" in run.turns.columns else 0.0,
         "user_lines": users.height, "dialogues": run.dialogues().height,
     }
@@ -160,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = RealismConfig(n_boot=300, n_perm=200)
     test_lines = test.filter(pl.col("role") == "user")["text"].to_list()
     real_copies = (copy_rate(test_lines, train_lines), copy_rate(test_lines, train_lines, min_words=4))
-    real_midway = midway_farewells(test)
     results = []
     for name in args.rows.split(","):
         settings = ROWS[name]
@@ -198,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
               f"| {r['words_jsd']:.3f} | {r['lines_per_dialogue_jsd']:.3f} | {r['median_words']:g} | {mauve} | {adh} "
               f"| {ends['synthetic']:.2f} / {ends['reference']:.2f} | {100 * r['cut_mid_sentence']:.1f}% "
               f"| {100 * r['copy_rate']:.1f}% ({100 * r['copy_rate_4w']:.1f}%) "
-              f"| {r['tokens_per_s']} | {100 * r['midway_farewells']:.1f}% / {100 * real_midway:.1f}% | {100 * r['redrawn']:.1f}% |")
+              f"| {r['tokens_per_s']} | {100 * r['midway_goodbyes']['synthetic']:.1f}% / {100 * r['midway_goodbyes']['reference']:.1f}% | {100 * r['redrawn']:.1f}% |")
     if args.consistency:
         print("\n| row | prompt-to-line consistency | Q&A accuracy | specificity |\n| --- | --- | --- | --- |")
         for r in results:

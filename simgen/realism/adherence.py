@@ -12,7 +12,9 @@ lines at all). Reference labels are mapped onto the run's intents through the in
 
 Shape: user lines per dialogue and words per user line, real vs synthetic (medians, JSD over fixed
 bins), and the share of dialogues whose last user line closes the conversation (thanks or a
-goodbye: `simgen.endings.closes`, read the same way on both sides).
+goodbye: `simgen.endings.closes`, read the same way on both sides), and the share of lines, either
+role, that say goodbye although their role speaks again later (`simgen.endings.farewell`; about 1%
+in real dialogues).
 
 What it leaves out: intents the reference does not label (nothing to learn them from) and any
 claim about assistant lines.
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from simgen.endings import closes
+from simgen.endings import closes, farewell
 from simgen.realism import stats
 from simgen.realism.features import Units
 
@@ -57,6 +59,11 @@ def shape(units: Units) -> dict[str, Any]:
     ends = [per_dialogue.filter(pl.col("side") == s)["last"].to_list() for s in (0, 1)]
     out["closing_endings"] = {side: round(float(np.mean([closes(t) for t in e])), 4) if e else None
                               for side, e in zip(("reference", "synthetic"), ends)}
+    # goodbyes said too early: lines of either role that say goodbye although their role speaks again later
+    turns = units.turns.with_columns((pl.col("turn") < pl.col("turn").max().over("key", "role")).alias("midway"))
+    midway = [turns.filter(pl.col("midway") & (pl.col("side") == s))["text"].to_list() for s in (0, 1)]
+    out["midway_goodbyes"] = {side: round(float(np.mean([farewell(t) for t in m])), 4) if m else None
+                              for side, m in zip(("reference", "synthetic"), midway)}
     return out
 
 

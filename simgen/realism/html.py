@@ -120,6 +120,9 @@ def _auc_table(disc: dict) -> str:
     return f"<table><tr><th>discriminator</th><th>level</th><th>AUC</th><th>95% CI</th><th>what it sees</th></tr>{rows}</table>"
 
 
+SHARES = {"closing_endings": "last user line closes the chat", "midway_goodbyes": "lines saying goodbye before their side's last"}
+
+
 def _shape_and_adherence(shape: dict | None, adherence: dict | None) -> str:
     """Dialogue shape (lines per dialogue, words per line, endings) and intent adherence, as tables."""
     if not shape:
@@ -127,12 +130,13 @@ def _shape_and_adherence(shape: dict | None, adherence: dict | None) -> str:
     rows = "".join(
         f"<tr><td>{escape(name.replace('_', ' '))}</td><td>{s['reference'].get('median', '-')}</td>"
         f"<td>{s['synthetic'].get('median', '-')}</td><td>{s['jsd']:.3f}</td></tr>"
-        for name, s in shape.items() if name != "closing_endings")
-    ends = shape["closing_endings"]
-    share = {k: "-" if v is None else f"{100 * v:.0f}%" for k, v in ends.items()}
+        for name, s in shape.items() if name not in SHARES)
+    for name, label in SHARES.items():
+        if name in shape:  # reports written before a share existed lack it
+            share = {k: "-" if v is None else f"{100 * v:.0f}%" for k, v in shape[name].items()}
+            rows += f"<tr><td>{label}</td><td>{share['reference']}</td><td>{share['synthetic']}</td><td></td></tr>"
     out = ["<h2>Dialogue shape</h2>",
-           f"<table><tr><th>measure</th><th>reference median</th><th>synthetic median</th><th>JSD</th></tr>{rows}"
-           f"<tr><td>last user line closes the chat</td><td>{share['reference']}</td><td>{share['synthetic']}</td><td></td></tr></table>"]
+           f"<table><tr><th>measure</th><th>reference median</th><th>synthetic median</th><th>JSD</th></tr>{rows}</table>"]
     if adherence:
         c, s, r = adherence["ceiling"], adherence["synthetic"], adherence["ratio"]
         def recall(v: float | None) -> str:

@@ -12,7 +12,7 @@ gets RUN/reports/realism.json and RUN/reports/realism.html, and any other input 
 Report shape (top level): `auc` and `auc_ci` (the ensemble discriminator, dialogue level),
 `discriminators` (one entry per discriminator, per level, plus `ensemble`), `attributes` (one entry
 per attribute with `jsd` and `tv`: value, bias-corrected value, CI, p-value), `mauve`, `shape` (user
-lines per dialogue, words per user line, closing endings: adherence.py), `intent_adherence` (null
+lines per dialogue, words per user line, closing endings, midway goodbyes: adherence.py), `intent_adherence` (null
 when the sides share no labelled intent), `giveaways`, `examples`, `histograms`, `n`, `warnings`,
 `config`, `timing_s`.
 """

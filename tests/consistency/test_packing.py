@@ -10,6 +10,7 @@ from simgen.backends.packing import pack
 
 # fp32 on the tiny model: packed and alone differ only by float summation order
 ATOL = 1e-5
+RTOL = 1e-6  # whole-vocabulary log-probs reach -60, where 1e-5 is three fp32 ulps
 
 
 def _random_sequences(rng: np.random.Generator, n: int) -> list[list[int]]:
@@ -129,4 +130,4 @@ def test_packed_next_token_logprobs_equal_independent(backend):
     for pass_tokens in (3, 512):
         packed = backend.next_token_logprobs(chats, pass_tokens=pass_tokens)
         assert packed.shape == alone.shape
-        np.testing.assert_allclose(packed.numpy(), alone.numpy(), atol=ATOL, rtol=0)
+        np.testing.assert_allclose(packed.numpy(), alone.numpy(), atol=ATOL, rtol=RTOL)

@@ -57,6 +57,16 @@ def test_shape_of_real_against_itself_and_against_long_lines(iard):
     assert shape(build_units(train, long))["words_per_user_line"]["jsd"] > 0.3
 
 
+def test_midway_goodbyes_are_rare_in_real_dialogues_and_counted_where_planted(iard):
+    """Real people say goodbye at the end: ~1% of lines before their role's last. A corpus whose
+    every line says bye scores 1 on the lines before the last, whatever the role."""
+    train, test = _split(iard, "train"), _split(iard, "test")
+    real = shape(build_units(train, test))["midway_goodbyes"]
+    assert real["reference"] < 0.03 and real["synthetic"] < 0.03
+    byes = test.with_columns((pl.col("text") + " Bye!").alias("text"))
+    assert shape(build_units(train, byes))["midway_goodbyes"]["synthetic"] == 1.0
+
+
 def test_closing_rule_and_jsd_bounds():
     assert closes("Thanks so much, bye!") and closes("have a great night") and not closes("I like thrillers")
     a = np.array([1, 2, 3, 4])
