@@ -23,7 +23,7 @@ Chat = list[dict[str, str]]
 
 # Why a dialogue ended. `degenerate_output` and `generation_error` carry a detail after a colon.
 STOP_REASONS = (
-    "terminal_intent",  # the user turn's intent was terminal (e.g. BYE)
+    "terminal_intent",  # the user turn's intent was terminal (e.g. BYE); the assistant may have answered it (the `reply` latent)
     "max_turns",  # the dialogue reached --max-turns user turns
     "empty_output",  # a side produced an empty line
     "degenerate_output",  # a side repeated itself or echoed the other side

@@ -7,10 +7,10 @@ Two lexical rules, applied the same way to real and simulated lines:
   recommender lines that are NOT the last of their side say goodbye, against 59% and 68% of the
   last ones. A goodbye in the middle of a dialogue is therefore a giveaway, and the simulator's
   redraws (generation/simulator.py) draw such a line again.
-- `closes(text)`: the line closes the conversation: a goodbye, or thanks ("thanks!", "thank you so
-  much", "enjoy"). 92% of IARD's dialogues end on a user line that closes; the realism check
-  reports that share for both sides (realism/adherence.py), and a terminal-intent user line that
-  does not close is drawn again.
+- `closes(text)`: the line closes the conversation: a goodbye, thanks ("thanks!", "thank you so
+  much", "enjoy"), or the answer to thanks ("you're welcome"). 92% of IARD's dialogues end on a user line that closes; the realism check
+  reports that share for both sides (realism/adherence.py), and a terminal-intent user line, or
+  the assistant's answer to it, that does not close is drawn again.
 
 Both rules are English word lists. What they leave out: other languages (turn redraws off with
 `simgen generate --redraws 0` for a scenario in another language) and goodbyes said without any of
@@ -24,7 +24,7 @@ import re
 _FAREWELL = (r"bye+|goodbye|good night|goodnight|nite|see (?:you|ya)|take care|have a (?:good|great|nice|lovely|wonderful)|"
              r"talk (?:to you )?(?:soon|later)|ttyl|cya|farewell")
 _FAREWELL_RE = re.compile(rf"\b(?:{_FAREWELL})\b", re.IGNORECASE)
-_CLOSING_RE = re.compile(rf"\b(?:{_FAREWELL}|thanks?|thank you|thx|ty|cheers|enjoy)\b", re.IGNORECASE)
+_CLOSING_RE = re.compile(rf"\b(?:{_FAREWELL}|thanks?|thank you|thx|ty|cheers|enjoy|you'?re welcome|you are welcome)\b", re.IGNORECASE)
 
 
 def farewell(text: str | None) -> bool:

@@ -10,6 +10,7 @@ It holds, per intent, how many words real user lines of that intent have, as cou
       "*": {1: 40, 2: 61, ...}
       IQU: {3: 4, 4: 9, ...}
     dialogues: {5: 60, 6: 51, ...}   # optional: user lines per dialogue -> count
+    last_word: {user: 127, assistant: 138}   # optional: dialogues whose last line is the user's / the assistant's
 
 Each user turn's target (`target_words` on its row) is drawn from its intent's row, from the
 dialogue's own seeded stream, before any model speaks. The simulator ends the line at the sentence
@@ -19,7 +20,9 @@ known (`target_reached`).
 With a `dialogues` row, each dialogue also draws how many user lines it has (`sample_turns`, its own
 stream, capped by --max-turns), and its intent path is drawn conditioned on reaching a terminal
 intent at exactly that line (`IntentModel.sample_path(length=...)`): real dialogue lengths, and a
-closing line at the end, instead of a chain cut off by the cap.
+closing line at the end, instead of a chain cut off by the cap. With a `last_word` row, each
+dialogue also draws whether the assistant answers the user's closing line (`sample_reply`, its own
+stream): in IARD about half the dialogues end on the recommender's goodbye.
 
 What it leaves out: tokens, characters and the assistant side (its lines are the system under test,
 not a latent); a row is an empirical histogram, not a smoothed law.
@@ -54,6 +57,7 @@ class LengthModel:
     source: str = "<lengths>"
     description: str = ""
     dialogues: tuple[tuple[int, ...], tuple[float, ...]] | None = None  # (user lines per dialogue, probabilities)
+    reply: float | None = None  # the share of dialogues whose last line is the assistant's (`last_word`)
 
     def row(self, intent: str | None) -> tuple[tuple[int, ...], tuple[float, ...]]:
         return self.rows.get(intent or ANY) or self.rows[ANY]
@@ -68,6 +72,11 @@ class LengthModel:
             return None
         values, probs = self.dialogues
         return int(values[int(rng.choice(len(values), p=np.array(probs)))])
+
+
+    def sample_reply(self, rng: np.random.Generator) -> bool:
+        """Whether the assistant answers the user's closing line (False without a `last_word` row)."""
+        return self.reply is not None and bool(rng.random() < self.reply)
 
 
 def fit_lengths(lines: Iterable[tuple[str | None, str]], min_count: int = 30) -> dict[str, dict[int, int]]:
@@ -87,8 +96,9 @@ def fit_lengths(lines: Iterable[tuple[str | None, str]], min_count: int = 30) ->
 
 
 def dump_lengths(rows: Mapping[str, Mapping[int, int]], source: str, header: str = "",
-                 dialogues: Mapping[int, int] | None = None) -> str:
-    """The YAML text of a length model (deterministic: sorted keys); `dialogues`: user lines per dialogue -> count."""
+                 dialogues: Mapping[int, int] | None = None, last_word: Mapping[str, int] | None = None) -> str:
+    """The YAML text of a length model (deterministic: sorted keys); `dialogues`: user lines per
+    dialogue -> count; `last_word`: {"user": count, "assistant": count} of who says the last line."""
     out = [f"# {line}" for line in header.splitlines()]
     out += [f"unit: {UNIT}", f"source: {source!r}", "lengths:"]
     for label in sorted(rows, key=lambda k: (k != ANY, k)):
@@ -96,6 +106,8 @@ def dump_lengths(rows: Mapping[str, Mapping[int, int]], source: str, header: str
         out.append(f"  {label!r}: {{{counts}}}" if label == ANY else f"  {label}: {{{counts}}}")
     if dialogues:
         out.append("dialogues: {" + ", ".join(f"{n}: {c}" for n, c in sorted(dialogues.items())) + "}")
+    if last_word:
+        out.append(f"last_word: {{user: {last_word.get('user', 0)}, assistant: {last_word.get('assistant', 0)}}}")
     return "\n".join(out) + "\n"
 
 
@@ -110,7 +122,7 @@ def load_lengths(raw: Any, source: str, intents: tuple[str, ...]) -> LengthModel
 
 
 def _parse(raw: Any, where: str, intents: tuple[str, ...]) -> LengthModel:
-    check_keys(where, raw, {"unit", "source", "lengths", "dialogues"}, required={"lengths"})
+    check_keys(where, raw, {"unit", "source", "lengths", "dialogues", "last_word"}, required={"lengths"})
     if raw.get("unit", UNIT) != UNIT:
         raise ConfigError(f"{where}: unit: only {UNIT!r} is supported, got {raw['unit']!r}.")
     table = raw["lengths"]
@@ -123,7 +135,18 @@ def _parse(raw: Any, where: str, intents: tuple[str, ...]) -> LengthModel:
             raise ConfigError(f"{where}.lengths: {label!r} is not an intent of the scenario.{did_you_mean(label, list(intents))}")
         rows[label] = _histogram(f"{where}.lengths.{label}", counts, "word count")
     dialogues = _histogram(f"{where}.dialogues", raw["dialogues"], "number of user lines") if raw.get("dialogues") is not None else None
-    return LengthModel(rows, where, str(raw.get("source", "")), dialogues)
+    return LengthModel(rows, where, str(raw.get("source", "")), dialogues, _reply(where, raw.get("last_word")))
+
+
+def _reply(where: str, raw: Any) -> float | None:
+    """`last_word: {user: n, assistant: m}` -> m / (n + m), the chance the assistant has the last word."""
+    if raw is None:
+        return None
+    check_keys(f"{where}.last_word", raw, {"user", "assistant"}, required={"user", "assistant"})
+    counts = [raw["user"], raw["assistant"]]
+    if not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c >= 0 for c in counts) or sum(counts) <= 0:
+        raise ConfigError(f"{where}.last_word: expected dialogue counts, {{user: n, assistant: m}} with n, m >= 0 and n + m > 0; got {raw!r}.")
+    return counts[1] / sum(counts)
 
 
 def _histogram(where: str, counts: Any, what: str) -> tuple[tuple[int, ...], tuple[float, ...]]:

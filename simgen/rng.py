@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PROFILE, INTENT, USER, ASSISTANT, LENGTH, TURNS = 0, 1, 2, 3, 4, 5
+PROFILE, INTENT, USER, ASSISTANT, LENGTH, TURNS, REPLY = 0, 1, 2, 3, 4, 5, 6
 
 
 def generator(seed: int, index: int, stream: int) -> np.random.Generator:

@@ -177,3 +177,10 @@ def test_no_dialogue_text_is_copied(every_dialogue: list[dict]) -> None:
             for part in u["utterance"].split("..."):
                 if len(part.strip()) >= 25:
                     assert part.strip() not in ours
+
+
+@needs_iard
+def test_last_word_counts_who_ends_each_train_dialogue(iard: list[dict]) -> None:
+    last = Counter("user" if d["conversation"][-1]["participant"] == "USER" else "assistant"
+                   for d in iard if any(u["participant"] == "USER" for u in d["conversation"]))
+    assert yaml.safe_load(LENGTHS.read_text())["last_word"] == dict(last)

@@ -92,6 +92,27 @@ def test_resume_after_an_interrupted_run_matches_an_uninterrupted_one(run, tiny_
     assert (resumed.path / "turns.parquet").read_bytes() == (run.path / "turns.parquet").read_bytes()
 
 
+def test_a_run_interrupted_before_redraws_existed_resumes_without_them(tiny_model_dir, tmp_path, monkeypatch):
+    """Its manifest has no `redraws` and its shard no `redraws` column: the rest is written without
+    redraws, and the shards merge, the missing column read as null."""
+    import polars as pl
+
+    from tests.conftest import interrupt_second_shard
+
+    interrupt_second_shard(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        gen(tiny_model_dir, tmp_path / "old")
+    monkeypatch.undo()
+    manifest = tmp_path / "old" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    del m["config"]["redraws"]
+    manifest.write_text(json.dumps(m))
+    (shard,) = (tmp_path / "old" / "shards").glob("*.parquet")
+    pl.read_parquet(shard).drop("redraws").write_parquet(shard)
+    resumed = resume(tmp_path / "old", progress=False)
+    assert resumed.turns["dialogue_id"].n_unique() == 5 and resumed.turns["redraws"].null_count() == resumed.turns.height
+
+
 
 @pytest.mark.parametrize(("edit", "field"), [
     (lambda m: m["progress"]["shards"][0].update(shard="one"), "progress.shards[0].shard is 'one'"),

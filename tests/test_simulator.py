@@ -199,3 +199,20 @@ def test_a_run_recorded_before_redraws_resumes_without_them_and_bad_values_are_r
     for bad in (-1, 1.5, True):
         with pytest.raises(ConfigError, match="redraws must be a non-negative integer"):
             GenerateConfig(redraws=bad)
+
+
+def test_the_assistant_answers_the_closing_line_when_the_dialogue_draws_a_reply(scenario):
+    """A dialogue whose `reply` latent is set ends on the assistant's answer to the user's closing
+    line; that answer must close too (thanks, welcome or goodbye), or it is drawn again."""
+    from dataclasses import replace
+
+    j = replace(job(scenario, ["GREET", "BYE"]), reply=True)
+    answers = iter(["Hi! How are you?", "Sure.", "You're welcome, bye!"])
+    u, a = Scripted(lambda c, k: "Hello!" if k == 1 else "Thanks, bye!"), Scripted(lambda c, k: next(answers))
+    (d,) = simulate([j], scenario, u, a, S, S, 0, 6, redraws=2)
+    assert [(t.role, t.text, t.redraws) for t in d.turns] == [
+        ("user", "Hello!", 0), ("assistant", "Hi! How are you?", 0), ("user", "Thanks, bye!", 0),
+        ("assistant", "You're welcome, bye!", 1)]
+    assert d.stop_reason == "terminal_intent"
+    (d,), _, _ = run(scenario, [job(scenario, ["GREET", "BYE"])], lambda c, k: f"Line {k}, bye!", lambda c, k: "Hi.")
+    assert d.turns[-1].role == "user" and d.stop_reason == "terminal_intent"  # no reply drawn: the user has the last word

@@ -2,7 +2,8 @@
 
 Dialogue i of a run is a function of (seed, i) alone: its profile comes from the profile space, its
 intents from the intent model and, where the scenario has a length model, each user turn's target
-length and (if it has dialogue lengths) the number of user lines from it, each from its own seeded
+length, (if it has dialogue lengths) the number of user lines and (if it has `last_word`) whether the
+assistant answers the closing line from it, each from its own seeded
 generator (simgen.rng). So a run split into shards, resumed, or run on many machines plans the same
 dialogues.
 """
@@ -24,6 +25,7 @@ class DialogueJob:
     profile: ProfileLatent
     intents: tuple[str | None, ...]  # the intent of each user turn, drawn up front
     target_words: tuple[int | None, ...] = ()  # each user turn's length latent (words); () without a length model
+    reply: bool = False  # the assistant answers the user's closing line (the length model's `last_word`)
 
     def target(self, turn: int) -> int | None:
         return self.target_words[turn] if turn < len(self.target_words) else None
@@ -35,7 +37,9 @@ def plan(scenario: Scenario, seed: int, index: int, max_turns: int, lengths: boo
     n_lines = scenario.lengths.sample_turns(rng.generator(seed, index, rng.TURNS)) if lengths and scenario.lengths else None
     path = scenario.intents.sample_path(profile, rng.generator(seed, index, rng.INTENT), max_turns, length=n_lines)
     targets: tuple[int | None, ...] = ()
+    reply = False
     if lengths and scenario.lengths is not None:
         draw = rng.generator(seed, index, rng.LENGTH)
         targets = tuple(scenario.lengths.sample(intent, draw) for intent in path)
-    return DialogueJob(index, profile, tuple(path), targets)
+        reply = scenario.lengths.sample_reply(rng.generator(seed, index, rng.REPLY))
+    return DialogueJob(index, profile, tuple(path), targets, reply)

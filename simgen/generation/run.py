@@ -210,7 +210,12 @@ class RunWriter:
         the manifest says complete."""
         shards = [self.shard_path(s["shard"]) for s in self.manifest["progress"]["shards"]]
         tmp = self.out / f".{TURNS}.tmp"
-        pl.scan_parquet(shards).sink_parquet(tmp, compression="zstd", statistics=True)
+        # a run resumed across the simgen version that added a column (`redraws`, say) has shards with
+        # and without it: read them under the union of their schemas, the missing column as null
+        schema: dict[str, pl.DataType] = {}
+        for path in shards:
+            schema.update(pl.read_parquet_schema(path))
+        pl.scan_parquet(shards, schema=schema, missing_columns="insert").sink_parquet(tmp, compression="zstd", statistics=True)
         os.replace(tmp, self.out / TURNS)
         turns = pl.scan_parquet(self.out / TURNS)
         stats = turns.select(

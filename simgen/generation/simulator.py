@@ -7,8 +7,9 @@ runs one forward pass for all of them), then records the lines and applies the s
 A user turn with a length latent (`target_words`) ends at the sentence end nearest its target
 (`simgen.lengths.cut_to_target`); the session is told so it may stop that row as soon as the cut
 is known. Then the stop rules:
-terminal intent, max turns, empty output, degenerate output (a repeated line, an echo of the other
-side, a looping line), or a generation error. Every stop is recorded with its reason. The intents
+terminal intent (after the assistant's answer to the closing line, when the dialogue's `reply`
+latent says it gets one: plan.py), max turns, empty output, degenerate output (a repeated line, an
+echo of the other side, a looping line), or a generation error. Every stop is recorded with its reason. The intents
 of a dialogue are drawn before it starts (plan.py), from the dialogue's own seed.
 
 Redraws (`redraws` > 0, `simgen generate --redraws`): before the stop rules, a line that would give
@@ -45,6 +46,7 @@ class _State:
     turns: list[Turn] = field(default_factory=list)
     stop_reason: str | None = None
     pending_assistant_line: str | None = None  # the assistant line the next user message answers
+    closed: bool = False  # the user has said its closing (terminal-intent) line; only the assistant's answer may follow
 
 
 def simulate(
@@ -107,7 +109,9 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
             s.assistant_chat.append({"role": "user", "content": text})
             s.stop_reason = _stop_reason(s, g, text, early_stop, user_sampling.trim)
             if s.stop_reason is None and scenario.intents.get(intent).terminal:
-                s.stop_reason = "terminal_intent"
+                s.closed = True
+                if not s.job.reply:  # else the assistant answers the closing line first
+                    s.stop_reason = "terminal_intent"
         if on_step:
             on_step(len(active), tokens)
 
@@ -117,7 +121,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
             break
 
         def assistant_misfit(i: int, text: str, finish: str | None) -> str | None:
-            return misfit(active[i], "assistant", text, finish, assistant_sampling.trim)
+            return misfit(active[i], "assistant", text, finish, assistant_sampling.trim, closing=active[i].closed)
 
         lines, tokens = _draw(assistant_session, assistant_backend, active, [s.assistant_chat for s in active], assistant_sampling,
                               lambda s, n: rng.derive(seed, s.job.index, rng.ASSISTANT, k, n), [None] * len(active), None,
@@ -127,7 +131,9 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
             s.assistant_chat.append({"role": "assistant", "content": text})
             s.pending_assistant_line = text
             s.stop_reason = _stop_reason(s, g, text, early_stop, assistant_sampling.trim)
-            if s.stop_reason is None and k == max_turns - 1:
+            if s.stop_reason is None and s.closed:
+                s.stop_reason = "terminal_intent"
+            elif s.stop_reason is None and k == max_turns - 1:
                 s.stop_reason = "max_turns"
         if on_step:
             on_step(len(active), tokens)
@@ -165,8 +171,9 @@ def _draw(session: Session, backend: Backend, active: list[_State], chats: list[
 def misfit(state: _State, role: str, text: str, finish: str | None, trim: bool, closing: bool = False) -> str | None:
     """Why the line `text` of `role` would give the dialogue away, or None: empty, unfinished (cut
     mid-sentence where trimming is on), degenerate (`degenerate`), a goodbye before the user's
-    closing turn (`simgen.endings.farewell`), or, for the user's closing turn (`closing`), a line
-    that does not close (`simgen.endings.closes`). The redraws draw such a line again."""
+    closing turn (`simgen.endings.farewell`), or, for a closing line (`closing`: the user's closing
+    turn, or the assistant's answer to it), a line that does not close (`simgen.endings.closes`).
+    The redraws draw such a line again."""
     if not text:
         return "empty"
     if trim and finish == "length":
