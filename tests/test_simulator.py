@@ -161,8 +161,8 @@ def test_redraws_replace_giveaway_lines_and_record_how_many_draws_it_took(scenar
         ("user", "Hi there, how are you?", 2),
     ]
     assert d.stop_reason == "degenerate_output: repeated_line"
-    # draws 1 and 2 of a line have seeds of their own
-    assert [len(c) for c in u.calls] == [1, 1, 1, 1, 1]
+    # a line's redraws (seeds of their own) are drawn in one call: first draws, then both redraws
+    assert [len(c) for c in u.calls] == [1, 2, 1, 2]
 
     (d,) = simulate([j], scenario, Seeded(lambda chat, seed: "Okay."), Seeded(lambda chat, seed: "Sure."), S, S, 0, 6)
     assert [t.redraws for t in d.turns] == [None] * len(d.turns)  # redraws off: nothing is recorded
@@ -185,7 +185,7 @@ def test_the_closing_turn_is_drawn_again_until_it_closes(scenario):
     (d,), _, _ = run(scenario, [j], lambda c, k: "Hello!" if k == 1 else next(draws), lambda c, k: "Hi, what's up?")
     assert d.turns[-1].text == "What about horror?"  # redraws are off by default in `simulate`
 
-    draws = iter(["What about horror?", "Thanks, that's all, bye!"])
+    draws = iter(["What about horror?", "Thanks, that's all, bye!", "Bye then.", "Cheers!"])
     u, a = Scripted(lambda c, k: "Hello!" if k == 1 else next(draws)), Scripted(lambda c, k: "Hi, what's up?")
     (d,) = simulate([j], scenario, u, a, S, S, 0, 6, redraws=3)
     assert (d.turns[-1].text, d.turns[-1].redraws, d.stop_reason) == ("Thanks, that's all, bye!", 1, "terminal_intent")
@@ -207,7 +207,7 @@ def test_the_assistant_answers_the_closing_line_when_the_dialogue_draws_a_reply(
     from dataclasses import replace
 
     j = replace(job(scenario, ["GREET", "BYE"]), reply=True)
-    answers = iter(["Hi! How are you?", "Sure.", "You're welcome, bye!"])
+    answers = iter(["Hi! How are you?", "Sure.", "You're welcome, bye!", "Okay."])
     u, a = Scripted(lambda c, k: "Hello!" if k == 1 else "Thanks, bye!"), Scripted(lambda c, k: next(answers))
     (d,) = simulate([j], scenario, u, a, S, S, 0, 6, redraws=2)
     assert [(t.role, t.text, t.redraws) for t in d.turns] == [

@@ -190,6 +190,10 @@ class KVSession(Session):
         if not chats:
             return []
         self._select(list(keys))
+        return self._lines(chats, sampling, seeds, until)
+
+    def _lines(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int], until: Until) -> list[Generation]:
+        """Decode `chats` on the session's rows as they are (row i is chat i)."""
         prompts = [self.b.encode(chat) for chat in chats]
         tokens, stopped = self._decode(prompts, sampling, seeds, until)
         return [
@@ -201,7 +205,10 @@ class KVSession(Session):
                keys: Sequence[Hashable], until: Until = None) -> list[Generation]:
         """`generate` on a copy of these rows' cache: the prompts are still cached (only the stale
         line is masked out), and the session's own state is restored afterwards, so the rows left
-        out keep their cache and the next turn prefills only its new tokens."""
+        out keep their cache and the next turn prefills only its new tokens. A key may come more
+        than once (several redraws of one line): each copy of its row decodes on its own."""
+        if not chats:
+            return []
         saved = (self.cache, self.mask, self.hist, self.cols, self.keys)
         try:
             if self.reuse_cache and self.keys and set(keys) <= set(self.keys) and self.cache.get_seq_length() > 0:
@@ -216,7 +223,7 @@ class KVSession(Session):
                 self.keys = list(keys)
             else:
                 self._reset(list(keys))
-            return self.generate(chats, sampling, seeds, keys, until)
+            return self._lines(chats, sampling, seeds, until)
         finally:
             self.cache, self.mask, self.hist, self.cols, self.keys = saved
 
