@@ -161,8 +161,8 @@ def test_redraws_replace_giveaway_lines_and_record_how_many_draws_it_took(scenar
         ("user", "Hi there, how are you?", 2),
     ]
     assert d.stop_reason == "degenerate_output: repeated_line"
-    # a line's redraws (seeds of their own) are drawn in one call: first draws, then both redraws
-    assert [len(c) for c in u.calls] == [1, 2, 1, 2]
+    # one call per redraw, each with a seed of its own: turn 0 takes one redraw, turn 1 both
+    assert [len(c) for c in u.calls] == [1, 1, 1, 1, 1]
 
     (d,) = simulate([j], scenario, Seeded(lambda chat, seed: "Okay."), Seeded(lambda chat, seed: "Sure."), S, S, 0, 6)
     assert [t.redraws for t in d.turns] == [None] * len(d.turns)  # redraws off: nothing is recorded

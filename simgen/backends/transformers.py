@@ -205,8 +205,7 @@ class KVSession(Session):
                keys: Sequence[Hashable], until: Until = None) -> list[Generation]:
         """`generate` on a copy of these rows' cache: the prompts are still cached (only the stale
         line is masked out), and the session's own state is restored afterwards, so the rows left
-        out keep their cache and the next turn prefills only its new tokens. A key may come more
-        than once (several redraws of one line): each copy of its row decodes on its own."""
+        out keep their cache and the next turn prefills only its new tokens."""
         if not chats:
             return []
         saved = (self.cache, self.mask, self.hist, self.cols, self.keys)

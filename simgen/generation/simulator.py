@@ -149,29 +149,24 @@ def _draw(session: Session, backend: Backend, active: list[_State], chats: list[
     Draw n of a line is seeded by `seed_of(state, n)`; a line `misfit_of` finds fault with is drawn
     again, up to `redraws` times, through `session.redraw` (the rows that are fine keep their cache
     untouched), and the first redraw that passes is kept; when none does, the last one is, and the
-    stop rules then judge it as usual. All of a line's redraws are drawn at once, so the line kept is
-    the one drawing them one at a time would keep, in one decoding pass instead of up to `redraws`.
+    stop rules then judge it as usual. (Drawing all of a line's redraws in one call instead was
+    measured no faster: benchmarks/bench_redraws.py, README "Sim-to-real".)
     """
     keys = [s.job.index for s in active]
     gens = session.generate(chats, sampling, [seed_of(s, 0) for s in active], keys, until)
     _check_count(backend, active, gens)
     tokens = sum(g.n_tokens for g in gens)
     lines = [(g, *finished_line(g, sampling, t), 0) for g, t in zip(gens, targets)]
-    bad = [i for i, (g, text, finish, _) in enumerate(lines) if redraws and not g.error and misfit_of(i, text, finish)]
-    if not bad:
-        return lines, tokens
-    # draws 1..redraws of every bad line in ONE call: a few rows decode at nearly the cost of one, where
-    # a call per redraw would pay the fixed cost of a decoding step up to `redraws` times
-    draws = [(i, n) for i in bad for n in range(1, redraws + 1)]
-    again = session.redraw([chats[i] for i, _ in draws], sampling, [seed_of(active[i], n) for i, n in draws],
-                           [keys[i] for i, _ in draws], [until[i] for i, _ in draws] if until else None)
-    _check_count(backend, draws, again)
-    tokens += sum(g.n_tokens for g in again)
-    for j, i in enumerate(bad):
-        candidates = [(g, *finished_line(g, sampling, targets[i])) for g in again[j * redraws:(j + 1) * redraws]]
-        # the first draw that passes, as drawing one at a time would keep; else the last
-        n = next((n for n, (g, text, finish) in enumerate(candidates, 1) if g.error or not misfit_of(i, text, finish)), redraws)
-        lines[i] = (*candidates[n - 1], n)
+    for n in range(1, redraws + 1):
+        bad = [i for i, (g, text, finish, _) in enumerate(lines) if not g.error and misfit_of(i, text, finish)]
+        if not bad:
+            break
+        again = session.redraw([chats[i] for i in bad], sampling, [seed_of(active[i], n) for i in bad], [keys[i] for i in bad],
+                               [until[i] for i in bad] if until else None)
+        _check_count(backend, bad, again)
+        tokens += sum(g.n_tokens for g in again)
+        for i, g in zip(bad, again):
+            lines[i] = (g, *finished_line(g, sampling, targets[i]), n)
     return lines, tokens
 
 
