@@ -73,7 +73,6 @@ class LengthModel:
         values, probs = self.dialogues
         return int(values[int(rng.choice(len(values), p=np.array(probs)))])
 
-
     def sample_reply(self, rng: np.random.Generator) -> bool:
         """Whether the assistant answers the user's closing line (False without a `last_word` row)."""
         return self.reply is not None and bool(rng.random() < self.reply)

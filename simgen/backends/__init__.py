@@ -11,8 +11,9 @@ Within one batch of dialogues the simulator talks to a backend through a `Sessio
 A side's chat only ever grows, so a stateful session (transformers) keeps each dialogue's KV cache
 across turns and prefills only the new tokens. The default session is stateless: it just calls
 `generate`. `session.redraw(...)` draws some lines of the last call again (new seeds) without
-touching what the session keeps, so the next turn still prefills only its new tokens. A session may also take `until`: per chat, a test on the text written so far that says
-the caller will cut the line there anyway (a length target met); a session that honours it stops
+touching what the session keeps, so the next turn still prefills only its new tokens. A session
+may also take `until`: per chat, a test on the text written so far that says the caller will cut
+the line there anyway (a length target met); a session that honours it stops
 that row early (`finish_reason` "until"), one that does not returns the longer line, which the
 caller cuts the same way, so the stored lines do not depend on it, only the time.
 
