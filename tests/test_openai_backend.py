@@ -299,7 +299,9 @@ def test_a_key_refused_mid_run_stops_the_run_and_resume_finishes_it(fault_server
     user = SamplingConfig(temperature=0.8, max_new_tokens=8, trim=False)
     common = dict(n=4, seed=0, model=str(tiny_model_dir), max_turns=2, batch_size=2, progress=False, user=user)
     reference = generate(**common, out=tmp_path / "ref", assistant=_backend(fault_server()))
-    first_shard = reference.turns.filter(pl.col("dialogue_id").is_in(["d0000000", "d0000001"]) & (pl.col("role") == "assistant")).height
+    # the first shard's assistant requests: each stored line, and each draw of it the redraws rejected
+    first_shard = (reference.turns.filter(pl.col("dialogue_id").is_in(["d0000000", "d0000001"]) & (pl.col("role") == "assistant"))
+                   .select((pl.col("redraws").fill_null(0) + 1).sum()).item())
     refused = fault_server(script=["ok"] * first_shard + ["401"])  # the first shard's assistant lines go through, then 401
     with pytest.raises(BackendError, match="API key was refused"):
         generate(**common, out=tmp_path / "r", assistant=_backend(refused))
