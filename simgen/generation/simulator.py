@@ -102,13 +102,12 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         lines, tokens = _draw(user_session, user_backend, active, [s.user_chat for s in active], user_sampling,
                               lambda s, n: rng.derive(seed, s.job.index, rng.USER, k, n), targets,
                               until if any(targets) else None, user_misfit, redraws)
-        for s, (g, text, finish, again), target in zip(active, lines, targets):
-            intent = s.job.intents[k]
-            s.turns.append(Turn(len(s.turns), "user", text, intent, g.n_tokens, finish, target, again if redraws else None))
+        for s, (g, text, finish, again), target, closing in zip(active, lines, targets, terminal):
+            s.turns.append(Turn(len(s.turns), "user", text, s.job.intents[k], g.n_tokens, finish, target, again if redraws else None))
             s.user_chat.append({"role": "assistant", "content": text})
             s.assistant_chat.append({"role": "user", "content": text})
             s.stop_reason = _stop_reason(s, g, text, early_stop, user_sampling.trim)
-            if s.stop_reason is None and scenario.intents.get(intent).terminal:
+            if s.stop_reason is None and closing:
                 s.closed = True
                 if not s.job.reply:  # else the assistant answers the closing line first
                     s.stop_reason = "terminal_intent"
@@ -176,13 +175,7 @@ def misfit(state: _State, role: str, text: str, finish: str | None, trim: bool, 
     closing turn (`simgen.endings.farewell`), or, for a closing line (`closing`: the user's closing
     turn, or the assistant's answer to it), a line that does not close (`simgen.endings.closes`).
     The redraws draw such a line again."""
-    if not text:
-        return "empty"
-    if trim and finish == "length":
-        return "unfinished"
-    same = [t.text for t in state.turns if t.role == role]
-    other = next((t.text for t in reversed(state.turns) if t.role != role), None)
-    if why := degenerate(text, same, other):
+    if why := _fault(state.turns, role, text, finish, trim):
         return why
     if closing:
         return None if closes(text) else "no_closing"
@@ -263,12 +256,21 @@ def _stop_reason(state: _State, gen: Generation, text: str, early_stop: bool = T
         return f"generation_error: {gen.error}"
     if not early_stop:
         return None
+    last = state.turns[-1]
+    why = _fault(state.turns[:-1], last.role, text, last.finish_reason, trim)
+    if why is None:
+        return None
+    return "empty_output" if why == "empty" else f"degenerate_output: {'unfinished_line' if why == 'unfinished' else why}"
+
+
+def _fault(earlier: Sequence[Turn], role: str, text: str, finish: str | None, trim: bool) -> str | None:
+    """What is wrong with a line of `role` after the turns `earlier`, wherever it stands: "empty",
+    "unfinished" (cut mid-sentence with no sentence end to trim back to, where trimming is on), or
+    `degenerate`'s reason. The stop rules and the redraws both ask it."""
     if not text:
-        return "empty_output"
-    if trim and state.turns[-1].finish_reason == "length":  # cut mid-sentence with no sentence end to trim back to
-        return "degenerate_output: unfinished_line"
-    role = state.turns[-1].role
-    same = [t.text for t in state.turns[:-1] if t.role == role]
-    other = next((t.text for t in reversed(state.turns[:-1]) if t.role != role), None)
-    why = degenerate(text, same, other)
-    return f"degenerate_output: {why}" if why else None
+        return "empty"
+    if trim and finish == "length":
+        return "unfinished"
+    same = [t.text for t in earlier if t.role == role]
+    other = next((t.text for t in reversed(earlier) if t.role != role), None)
+    return degenerate(text, same, other)
