@@ -12,8 +12,13 @@ Rows, same scenario, seed and dialogues (profiles and intents are drawn from (se
             scenario's `simulator:`; skipped when `--simulator` is not given.
 - redraws:  tuned, and lines that would give the dialogue away (a goodbye before the closing turn,
             a closing turn that does not close, empty, unfinished or degenerate lines) drawn again
-            up to `GenerateConfig.redraws` times: today's `simgen generate` default. The rows above
-            keep every first draw (`--redraws 0`).
+            up to `GenerateConfig.redraws` times. The rows above keep every first draw (`--redraws 0`).
+- unpenalised: redraws, with no repetition penalty (1.0 where every row above has 1.15): the default
+            before the copy guard. The penalty counted every token of the chat, prompt
+            included, so it pushed the simulator off the words people repeat ("movie", "seen",
+            "good") and onto rarer ones; the redraws now catch the loops it was there to stop.
+- guarded:  unpenalised, and a line of 4+ words that near-copies a line the simulator was trained on
+            drawn again too (`--copy-guard`, the index in its folder): today's `simgen generate` default.
 
 Columns: user-turn and dialogue-level ensemble AUC [95% CI], words-per-line JSD, user-lines-per-
 dialogue JSD, MAUVE-style score, intent adherence / its ceiling (accuracy), closing endings
@@ -34,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -43,49 +47,29 @@ import polars as pl
 
 import simgen
 from simgen.config import GenerateConfig
+from simgen.copies import CopyIndex
 from simgen.corpora import load_corpus
 from simgen.errors import RunError
 from simgen.generation.simulator import trim_to_sentence
 from simgen.models import tuned_sides
 from simgen.realism import RealismConfig, compare
 
-ROWS = {"baseline": {"lengths": False, "trim": False}, "lengths": {"lengths": True, "trim": True},
-        "tuned": {"lengths": True, "trim": True, "tuned": True},
-        "redraws": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws}}
+PENALTY = 1.15  # the repetition penalty every row before `unpenalised` ran with (the default until then)
+ROWS = {"baseline": {"lengths": False, "trim": False, "penalty": PENALTY}, "lengths": {"lengths": True, "trim": True, "penalty": PENALTY},
+        "tuned": {"lengths": True, "trim": True, "tuned": True, "penalty": PENALTY},
+        "redraws": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": PENALTY},
+        "unpenalised": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0},
+        "guarded": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0, "copy_guard": True}}
 
 
-def _norm(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
-
-
-def copy_rate(lines: list[str], real: list[str], min_words: int = 0) -> float:
-    """Share of `lines` equal to a real line after normalising, or with >= 80% of their word 4-grams in one real line.
+def copy_rate(lines: list[str], real: list[str] | CopyIndex, min_words: int = 0) -> float:
+    """Share of `lines` (of >= `min_words` words) that near-copy a real line (`simgen.copies`: equal
+    after normalising, or >= 80% of their word 4-grams in one real line).
 
     People repeat each other's short lines ("Hi!", "Thanks, bye!"), so the table also gives the rate among
     lines of >= 4 words (`min_words=4`) and the same rates for the real test lines against the train lines."""
-    lines = [t for t in lines if len(_norm(t)) >= min_words]
-    exact = {" ".join(_norm(t)) for t in real}
-    grams_of = [{tuple(w[i:i + 4]) for i in range(len(w) - 3)} for w in map(_norm, real)]
-    index: dict[tuple, list[int]] = {}
-    for j, grams in enumerate(grams_of):
-        for g in grams:
-            index.setdefault(g, []).append(j)
-    copies = 0
-    for text in lines:
-        words = _norm(text)
-        if " ".join(words) in exact:
-            copies += 1
-            continue
-        grams = {tuple(words[i:i + 4]) for i in range(len(words) - 3)}
-        if not grams:
-            continue
-        hits: dict[int, int] = {}
-        for g in grams:
-            for j in index.get(g, ()):
-                hits[j] = hits.get(j, 0) + 1
-        if hits and max(hits.values()) / len(grams) >= 0.8:
-            copies += 1
-    return copies / max(len(lines), 1)
+    index = real if isinstance(real, CopyIndex) else CopyIndex.from_lines(real)
+    return index.rate(lines, min_words=min_words)
 
 
 def consistency(run: simgen.Run) -> dict:
@@ -162,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         user_model, assistant_model = tuned_sides(args.simulator) if settings.get("tuned") else ("embedded", None)
         base = GenerateConfig(scenario=args.scenario, n=args.n, seed=args.seed, batch_size=args.batch_size,
                               lengths=settings["lengths"], model=user_model, assistant_model=assistant_model,
-                              redraws=settings.get("redraws", 0))
-        config = replace(base, user=replace(base.user, trim=settings["trim"]), assistant=replace(base.assistant, trim=settings["trim"]))
+                              redraws=settings.get("redraws", 0), copy_guard=settings.get("copy_guard", False))
+        sides = {"trim": settings["trim"], "repetition_penalty": settings["penalty"]}
+        config = replace(base, user=replace(base.user, **sides), assistant=replace(base.assistant, **sides))
         tag = f"-{args.simulator.name}" if settings.get("tuned") else ""
         out = args.out / f"{args.scenario}-{name}{tag}-n{args.n}-seed{args.seed}"
         try:  # a finished row is reused; anything else generates it

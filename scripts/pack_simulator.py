@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from simgen.copies import COPY_INDEX
+
 ADAPTER, CONFIG, CARD = "adapter_model.safetensors", "adapter_config.json", "simgen_tune.json"
 
 
@@ -40,6 +42,8 @@ def pack(src: Path, dst: Path) -> None:
     (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n")
     shutil.copyfile(src / "README.md", tmp / "README.md")
+    if (src / COPY_INDEX).is_file():  # the hashed training lines the copy guard reads (folders tuned before it have none:
+        shutil.copyfile(src / COPY_INDEX, tmp / COPY_INDEX)  # scripts/copy_index.py adds it)
     shutil.rmtree(dst, ignore_errors=True)
     tmp.rename(dst)
     print(f"packed {src} -> {dst} ({(dst / ADAPTER).stat().st_size / 1e6:.1f} MB)")

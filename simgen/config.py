@@ -57,6 +57,9 @@ def check_keys(where: str, mapping: Any, allowed: set[str] | frozenset[str], req
     return mapping
 
 
+UNTUNED_PENALTY = 1.15  # the repetition penalty of a side no `simgen tune` simulator writes, when none is set
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """How one side of the conversation samples its lines."""
@@ -64,7 +67,8 @@ class SamplingConfig:
     temperature: float = field(default=0.8, metadata={"help": "temperature (0 = greedy)"})
     top_p: float = field(default=0.95, metadata={"help": "nucleus mass, in (0, 1]"})
     max_new_tokens: int = field(default=64, metadata={"help": "tokens per line at most"})
-    repetition_penalty: float = field(default=1.15, metadata={"help": "HF-style repetition penalty (1 = off)"})
+    repetition_penalty: float | None = field(default=None, metadata={"help": "HF-style repetition penalty (1 = off); unset: off for a side "
+                                                                          "a `simgen tune` simulator writes, 1.15 for any other model"})
     trim: bool = field(default=True, metadata={"help": "cut a line that hit max_new_tokens back to its last complete sentence "
                                                         "(its finish_reason becomes 'trimmed')"})
 
@@ -75,12 +79,18 @@ class SamplingConfig:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
         if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens > 0):
             raise ConfigError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
-        if not (self.repetition_penalty >= 1):
+        if self.repetition_penalty is not None and not (self.repetition_penalty >= 1):
             raise ConfigError(f"repetition_penalty must be >= 1 (1 = off), got {self.repetition_penalty}.")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def penalty(self) -> float:
+        """The repetition penalty to apply: the one set, else the untuned model's 1.15. `simgen generate`
+        sets it per side first (`generation.pipeline.resolve_penalties`), so its manifest records the value."""
+        return UNTUNED_PENALTY if self.repetition_penalty is None else self.repetition_penalty
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -136,6 +146,9 @@ class GenerateConfig:
                                                       "before the user's closing turn, a closing turn that does not close, an empty, unfinished, "
                                                       "repeated or looping line (0 = keep every first draw; a line still bad after the last "
                                                       "redraw is kept and the stop rules apply)."})
+    copy_guard: bool = field(default=True, metadata={"help": "With redraws: also draw again a line of 4+ words that near-copies a line the side's "
+                                                             "`simgen tune` simulator was trained on (its folder's index of them).",
+                                                     "flag": "--copy-guard/--no-copy-guard"})
     batch_size: int = field(default=16, metadata={"help": "Dialogues advanced together in one batched forward pass.", "flag": "-b"})
     dtype: str = field(default="auto", metadata={"help": "auto = bf16 where the CPU supports it, else float32.", "choices": ("auto", "bfloat16", "float32")})
     user: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8, max_new_tokens=48))
@@ -172,6 +185,7 @@ class GenerateConfig:
         raw = dict(raw)
         raw.setdefault("lengths", False)  # a run from before the length latent had none
         raw.setdefault("redraws", 0)  # ... and one from before redraws kept every first draw
+        raw.setdefault("copy_guard", False)  # ... and one from before the copy guard kept copies
         for side in ("user", "assistant"):
             if isinstance(raw.get(side), dict):
                 raw[side] = {"trim": False, **raw[side]}  # ... nor trimming, which was off by default then

@@ -62,7 +62,7 @@ def resolve_model(spec: str | None, trust_remote_code: bool = False) -> ModelSou
         meta = json.loads((path / "simgen_source.json").read_text())
         return ModelSource(EMBEDDED_NAME, path, None, meta["gguf_sha256"])
     path = Path(spec).expanduser()
-    if (path / "simgen_tune.json").is_file():
+    if is_tuned(spec):
         return _tuned(spec, path, trust_remote_code)
     revision = None
     if not path.exists():
@@ -99,6 +99,11 @@ def _tuned(spec: str, path: Path, trust_remote_code: bool) -> ModelSource:
     if not (target / "simgen_merged.json").is_file():
         _merge(base, path, target)
     return ModelSource(spec, target, None, adapter)
+
+
+def is_tuned(spec: str | None) -> bool:
+    """Whether the `--model` spec names a `simgen tune` folder (an adapter or a fully tuned model)."""
+    return spec is not None and spec.lower() not in EMBEDDED_ALIASES and (Path(spec).expanduser() / "simgen_tune.json").is_file()
 
 
 def tuned_sides(folder: str | Path) -> tuple[str, str]:

@@ -21,6 +21,7 @@ The result is a folder:
       simgen_tune.json   the card: base model and its fingerprint, scenario, corpus and the sha256
                          of the examples, split sizes, settings, steps, train and validation losses
       README.md          the same, for people
+      trained_lines.npz  hashes of the train lines it learned and their 4-grams (`simgen.copies`), for the copy guard
       checkpoints/       while training (resume from here; removed when done)
 
 `--model OUT` loads it (`simgen.models.resolve_model` merges an adapter into its base once and
@@ -282,6 +283,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     }
     (tmp / CARD).write_text(json.dumps(card, indent=2))
     (tmp / "README.md").write_text(_readme(card))
+    write_copy_index(tmp, splits["train"], cfg.roles)
     if out.exists():
         shutil.rmtree(ckpt, ignore_errors=True)
         for leftover in out.iterdir():
@@ -292,6 +294,19 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
         out.rmdir()
     tmp.rename(out)
     return card
+
+
+def write_copy_index(folder: str | Path, train: Corpus, roles: str) -> Path:
+    """`folder/trained_lines.npz`: the hashed lines and 4-grams (`simgen.copies`) of `train`'s lines of
+    the side(s) `roles` learned, so `simgen generate`'s redraws can refuse a line that near-copies one
+    (`--copy-guard`) where the corpus itself is not at hand."""
+    from simgen.copies import COPY_INDEX, CopyIndex
+
+    sides = ("user", "assistant") if roles == "both" else (roles,)
+    lines = train.turns.filter(pl.col("role").is_in(sides))["text"].to_list()
+    path = Path(folder) / COPY_INDEX
+    CopyIndex.from_lines(lines).save(path)
+    return path
 
 
 def _readme(card: dict[str, Any]) -> str:

@@ -196,6 +196,7 @@ def test_a_run_recorded_before_redraws_resumes_without_them_and_bad_values_are_r
     from simgen.errors import ConfigError
 
     assert GenerateConfig.from_dict({"n": 2}).redraws == 0 and GenerateConfig().redraws == 3
+    assert GenerateConfig.from_dict({"n": 2}).copy_guard is False and GenerateConfig().copy_guard is True
     for bad in (-1, 1.5, True):
         with pytest.raises(ConfigError, match="redraws must be a non-negative integer"):
             GenerateConfig(redraws=bad)
@@ -216,3 +217,41 @@ def test_the_assistant_answers_the_closing_line_when_the_dialogue_draws_a_reply(
     assert d.stop_reason == "terminal_intent"
     (d,), _, _ = run(scenario, [job(scenario, ["GREET", "BYE"])], lambda c, k: f"Line {k}, bye!", lambda c, k: "Hi.")
     assert d.turns[-1].role == "user" and d.stop_reason == "terminal_intent"  # no reply drawn: the user has the last word
+
+
+def test_a_line_that_near_copies_a_trained_line_is_drawn_again_and_short_lines_are_not(scenario):
+    """With a copy index for a side (its tuned model's training lines), a line of 4+ words equal to
+    one of them after normalising, or with >= 80% of its 4-grams in one, is a misfit and drawn again."""
+    from simgen.copies import CopyIndex
+    from simgen.generation.simulator import misfit
+
+    trained = CopyIndex.from_lines(["Thanks so much for your help tonight!", "I loved The Big Sick (2017), any more like it?"])
+    state = type("S", (), {"turns": []})()
+    assert misfit(state, "user", "thanks so much for your help tonight", "stop", True, trained=trained) == "copy"
+    assert misfit(state, "user", "I loved The Big Sick (2017), any more like that?", "stop", True, trained=trained) == "copy"
+    assert misfit(state, "user", "I loved The Big Sick, what else?", "stop", True, trained=trained) is None  # 1 of 4 grams
+    assert misfit(state, "user", "Thanks so much!", "stop", True, trained=trained) is None  # under 4 words: people repeat those
+    assert misfit(state, "user", "thanks so much for your help tonight", "stop", True) is None  # no index: no guard
+
+    j = job(scenario, ["GREET", "BYE"])
+    draws = iter(["Thanks so much for your help tonight!", "Thanks a lot, I will watch it tonight, bye!"])
+    u, a = Scripted(lambda c, k: "Hello there!" if k == 1 else next(draws)), Scripted(lambda c, k: "Hi, what's up?")
+    (d,) = simulate([j], scenario, u, a, S, S, 0, 6, redraws=2, copy_guard={"user": trained})
+    assert (d.turns[-1].text, d.turns[-1].redraws) == ("Thanks a lot, I will watch it tonight, bye!", 1)
+
+
+def test_the_copy_index_matches_the_benchmarks_measure_and_round_trips(tmp_path):
+    from simgen.copies import CopyIndex
+    from simgen.errors import DataError
+
+    real = ["Hi, looking for a good comedy.", "I haven't seen that one yet", "ok"]
+    index = CopyIndex.from_lines(real)
+    lines = ["hi looking for a good comedy", "I have not seen that one yet", "ok", "Something else entirely, thanks"]
+    assert [index.copies(t, min_words=0) for t in lines] == [True, False, True, False]
+    assert index.rate(lines) == 0.5 and index.rate(lines, min_words=4) == 1 / 3
+    index.save(tmp_path / "ix.npz")
+    again = CopyIndex.load(tmp_path / "ix.npz")
+    assert [again.copies(t, min_words=0) for t in lines] == [True, False, True, False]
+    (tmp_path / "bad.npz").write_text("not an index")
+    with pytest.raises(DataError, match="bad.npz: not a copy index"):
+        CopyIndex.load(tmp_path / "bad.npz")

@@ -47,6 +47,25 @@ def test_the_loss_falls_and_the_card_says_what_was_trained(tuned):
     assert not (tuned / "checkpoints").exists() and "test split was never read" in (tuned / "README.md").read_text()
 
 
+def test_the_folder_carries_an_index_of_its_training_lines_for_the_copy_guard(tuned, tiny_model_dir, iard_dir):
+    from types import SimpleNamespace
+
+    from simgen.copies import CopyIndex
+    from simgen.corpora import load_corpus
+    from simgen.generation.pipeline import trained_lines
+
+    index = CopyIndex.load(tuned / "trained_lines.npz")
+    train = load_corpus(iard_dir, split="train", max_dialogues=8, seed=0).turns.filter(pl.col("role") == "user")
+    long = [t for t in train["text"].to_list() if len(t.split()) >= 6]
+    assert long and all(index.copies(t) for t in long)  # every user line it learned is refused ...
+    test_lines = load_corpus(iard_dir, split="test").turns.filter(pl.col("role") == "user")["text"].to_list()
+    assert index.rate(test_lines, min_words=4) < 0.1  # ... and lines it never saw mostly are not
+    # `simgen generate` finds it through the backend's model: a tuned folder's, not a plain model's
+    assert trained_lines(SimpleNamespace(source=SimpleNamespace(id=str(tuned)))) is not None
+    assert trained_lines(SimpleNamespace(source=SimpleNamespace(id=str(tiny_model_dir)))) is None
+    assert trained_lines(SimpleNamespace()) is None  # a server or your own function
+
+
 def test_the_folder_generates_through_model_and_the_manifest_names_it(tuned, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["generate", "-n", "2", "--max-turns", "2", "--model", str(tuned), "--dtype", "float32",
@@ -157,6 +176,7 @@ def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, 
     import shutil
 
     import simgen
+    from simgen.config import SamplingConfig
     from simgen.errors import ConfigError
     from simgen.scenario import builtin_dir
 
@@ -170,9 +190,14 @@ def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, 
     run = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=2, max_turns=1, assistant_model=str(tiny_model_dir),
                           dtype="float32", out=tmp_path / "r", progress=False)
     assert run.manifest["config"]["model"] == str(tuned) and run.manifest["scenario"]["simulator"] == str(tuned)
+    penalty = lambda r: {side: r.manifest["config"][side]["repetition_penalty"] for side in ("user", "assistant")}  # noqa: E731
+    assert penalty(run) == {"user": 1.0, "assistant": 1.15}  # the tuned side samples without the untuned model's penalty
     plain = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=2, max_turns=1, model=str(tiny_model_dir),
                             dtype="float32", out=tmp_path / "p", progress=False)
-    assert plain.manifest["config"]["model"] == str(tiny_model_dir)
+    assert plain.manifest["config"]["model"] == str(tiny_model_dir) and penalty(plain) == {"user": 1.15, "assistant": 1.15}
+    chosen = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=1, max_turns=1, assistant_model=str(tiny_model_dir),
+                             user=SamplingConfig(max_new_tokens=8, repetition_penalty=1.3), dtype="float32", out=tmp_path / "c", progress=False)
+    assert penalty(chosen) == {"user": 1.3, "assistant": 1.15}  # a penalty the caller set is kept
     # a simulator tuned on both sides writes both; the scenario's max_turns caps a run that does not set one
     both = tmp_path / "both"
     shutil.copytree(tuned, both)
@@ -181,6 +206,7 @@ def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, 
     (folder / "movie-recommendation.yaml").write_text(text.replace("max_turns: 14", "max_turns: 2") + f"simulator: {both}\n")
     run = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=2, dtype="float32", out=tmp_path / "b", progress=False)
     assert run.manifest["config"]["model"] == run.manifest["config"]["assistant_model"] == str(both)
+    assert penalty(run) == {"user": 1.0, "assistant": 1.0}
     assert run.manifest["config"]["max_turns"] == 2 and run.turns.filter(pl.col("role") == "user").height <= 4
     (folder / "movie-recommendation.yaml").write_text(text + "simulator: nowhere\n")
     with pytest.raises(ConfigError, match="simulator: .*nowhere.*simgen tune"):

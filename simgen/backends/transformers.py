@@ -266,7 +266,7 @@ class KVSession(Session):
             generators = [torch.Generator().manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF) for s in seeds]
             stop = torch.tensor(sorted(b.stop_ids), device=device)
             seen = None  # (rows, vocab) bool: tokens already in each row's chat, for the penalty
-            if sampling.repetition_penalty != 1.0:
+            if sampling.penalty != 1.0:
                 seen = torch.zeros((batch, b.model.config.vocab_size), dtype=torch.bool, device=device)
                 for row, ids in enumerate(prompts):
                     seen[row, torch.tensor(ids, device=device)] = True
@@ -366,7 +366,7 @@ def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -
 
     logits = logits.float()
     if seen is not None:
-        penalised = torch.where(logits > 0, logits / sampling.repetition_penalty, logits * sampling.repetition_penalty)
+        penalised = torch.where(logits > 0, logits / sampling.penalty, logits * sampling.penalty)
         logits = torch.where(seen, penalised, logits)
     if sampling.greedy:
         return logits.argmax(dim=-1)

@@ -8,6 +8,7 @@ resumed run skips the shards its manifest lists, so it ends byte-identical to an
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -23,7 +24,8 @@ from typing import Any
 from simgen.backends import LOCAL, Backend, backend_class, build_backend
 from simgen.backends.steering import CappedBackend
 from simgen.cluster import RayConfig
-from simgen.config import GenerateConfig, SamplingConfig
+from simgen.config import UNTUNED_PENALTY, GenerateConfig, SamplingConfig
+from simgen.copies import COPY_INDEX, CopyIndex
 from simgen.data import dialogues_to_frame
 from simgen.errors import ConfigError, RunError, unknown_name
 from simgen.files import atomic_write_json, now
@@ -31,7 +33,7 @@ from simgen.generation.plan import plan
 from simgen.generation.run import (FORMAT_VERSION, MANIFEST, Run, RunWriter, check_manifest, holds_no_run, load_run,
                                    package_versions, prepare_out_dir, remove_leftovers)
 from simgen.generation.simulator import simulate
-from simgen.models import tuned_sides
+from simgen.models import is_tuned, tuned_sides
 from simgen.scenario import Scenario, load_recorded, load_scenario
 
 
@@ -95,6 +97,7 @@ def generate(
         # the scenario ships a tuned simulator: it writes the side(s) it learned (its card's `roles`); the plain model the rest
         user_model, assistant_model = tuned_sides(sc.simulator)
         config = replace(config, model=user_model, assistant_model=config.assistant_model or assistant_model)
+    config = resolve_penalties(config)
     cls = backend_class(config.backend)
     if config.persona.cap is not None and not cls.scorer:
         raise ConfigError(f"--persona-cap steers the model's activations; the {cls.name} backend cannot. Use --backend transformers.")
@@ -107,6 +110,20 @@ def generate(
         manifest = _new_manifest(config, sc, out, assistant)
         atomic_write_json(out / MANIFEST, manifest)
         return _run(out, manifest, config, sc, assistant, progress, prebuilt, ray)
+
+
+def resolve_penalties(config: GenerateConfig) -> GenerateConfig:
+    """`config` with each side's unset repetition penalty set from the model that writes it.
+
+    A side a `simgen tune` folder writes gets none (1): that model learned people's own lines, and
+    people repeat words ("movie", "seen", "good"); a penalty counted over the whole chat, prompt
+    included, pushed it onto rarer words, and simgen's discriminators told its lines apart by them
+    (README, "Sim-to-real"). Any other model gets 1.15, which keeps an untuned small model out of
+    loops. A penalty the caller set is kept; the manifest records the value either way."""
+    sides = {"user": config.model, "assistant": config.assistant_model or config.model}
+    penalties = {side: replace(getattr(config, side), repetition_penalty=1.0 if config.backend == LOCAL and is_tuned(spec) else UNTUNED_PENALTY)
+                 for side, spec in sides.items() if getattr(config, side).repetition_penalty is None}
+    return replace(config, **penalties) if penalties else config
 
 
 @contextmanager
@@ -250,6 +267,19 @@ def _run(out: Path, manifest: dict[str, Any], cfg: GenerateConfig, sc: Scenario,
     return load_run(out)
 
 
+def trained_lines(backend: Backend) -> CopyIndex | None:
+    """The copy index of the lines `backend`'s model was trained on: a `simgen tune` folder's
+    `trained_lines.npz`; None for any other model, a server or your own function."""
+    source = getattr(backend, "source", None)
+    spec = getattr(source, "id", None)
+    return _copy_index(str(Path(spec).expanduser() / COPY_INDEX)) if is_tuned(spec) and (Path(spec).expanduser() / COPY_INDEX).is_file() else None
+
+
+@functools.lru_cache(maxsize=4)
+def _copy_index(path: str) -> CopyIndex:
+    return CopyIndex.load(path)
+
+
 def simulate_shard(shard: int, cfg: GenerateConfig, sc: Scenario, user_backend: Backend, assistant_backend: Backend,
                    on_step: Callable[[int, int], None] | None = None) -> tuple[Any, int, int, int, float]:
     """Simulate shard `shard` (dialogues shard*batch_size ...): (turns frame, first, last, tokens, seconds).
@@ -259,8 +289,9 @@ def simulate_shard(shard: int, cfg: GenerateConfig, sc: Scenario, user_backend: 
     first, last = shard * cfg.batch_size, min((shard + 1) * cfg.batch_size, cfg.n) - 1
     t = time.perf_counter()
     jobs = [plan(sc, cfg.seed, i, cfg.max_turns, cfg.lengths) for i in range(first, last + 1)]
+    guards = {side: trained_lines(b) if cfg.copy_guard else None for side, b in (("user", user_backend), ("assistant", assistant_backend))}
     dialogues = simulate(jobs, sc, user_backend, assistant_backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, on_step,
-                         redraws=cfg.redraws)
+                         redraws=cfg.redraws, copy_guard=guards)
     frame = dialogues_to_frame(dialogues, sc.profile.polars_schema())
     tokens = sum(t.n_tokens for d in dialogues for t in d.turns)
     return frame, first, last, tokens, time.perf_counter() - t

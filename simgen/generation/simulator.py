@@ -14,8 +14,8 @@ of a dialogue are drawn before it starts (plan.py), from the dialogue's own seed
 
 Redraws (`redraws` > 0, `simgen generate --redraws`): before the stop rules, a line that would give
 the dialogue away (`misfit`: empty, unfinished, degenerate, a goodbye before the user's closing
-turn, or a closing turn that does not close) is drawn again with the next seed of its own
-sequence, up to `redraws` times, and the turn records how many draws it took. This is rejection
+turn, a closing turn that does not close, or a near-copy of a line the tuned simulator was trained
+on) is drawn again with the next seed of its own sequence, up to `redraws` times, and the turn records how many draws it took. This is rejection
 sampling: the kept line is the model's own, conditioned on not failing those tests, and dialogue i
 stays a function of (seed, i).
 """
@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from simgen import rng
 from simgen.backends import Backend, Session, Until
 from simgen.config import SamplingConfig
+from simgen.copies import CopyIndex
 from simgen.data import Chat, Dialogue, Generation, Turn, dialogue_id
 from simgen.endings import closes, farewell
 from simgen.generation.chats import assistant_system, user_message, user_system
@@ -61,6 +62,7 @@ def simulate(
     on_step: Callable[[int, int], None] | None = None,
     early_stop: bool = True,
     redraws: int = 0,
+    copy_guard: Mapping[str, CopyIndex | None] | None = None,
 ) -> list[Dialogue]:
     """Run `jobs` to completion as one batch; `on_step(lines, tokens)` reports progress.
 
@@ -68,13 +70,15 @@ def simulate(
     generation error or the end of its intent path stops it): benchmarks use it so that every
     row does the same number of turns, whatever text the model writes. `redraws`: how many times
     a line that would give the dialogue away is drawn again (`misfit`; 0 = never, the first draw
-    is kept); each turn then records its count.
+    is kept); each turn then records its count. `copy_guard` maps a side ("user", "assistant") to
+    the index of the real lines its model was trained on: with redraws, a line that near-copies
+    one of them (`simgen.copies`) is drawn again too.
     """
     states = [_State(job, [user_system(scenario, job, max_turns)], [assistant_system(scenario, max_turns)]) for job in jobs]
 
     with user_backend.session() as user_session, assistant_backend.session() as assistant_session:
         _loop(states, scenario, user_session, assistant_session, user_backend, assistant_backend,
-              user_sampling, assistant_sampling, seed, max_turns, on_step, early_stop, redraws)
+              user_sampling, assistant_sampling, seed, max_turns, on_step, early_stop, redraws, copy_guard)
     for s in states:  # a path that ended without a terminal intent within max_turns
         if s.stop_reason is None:
             s.stop_reason = "max_turns"
@@ -84,7 +88,9 @@ def simulate(
 def _loop(states: list[_State], scenario: Scenario, user_session: Session, assistant_session: Session,
           user_backend: Backend, assistant_backend: Backend, user_sampling: SamplingConfig,
           assistant_sampling: SamplingConfig, seed: int, max_turns: int,
-          on_step: Callable[[int, int], None] | None, early_stop: bool = True, redraws: int = 0) -> None:
+          on_step: Callable[[int, int], None] | None, early_stop: bool = True, redraws: int = 0,
+          guard: Mapping[str, CopyIndex | None] | None = None) -> None:
+    guard = guard or {}
     for k in range(max_turns):
         active = [s for s in states if s.stop_reason is None]
         if not active:
@@ -97,7 +103,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         terminal = [scenario.intents.get(s.job.intents[k]).terminal for s in active]
 
         def user_misfit(i: int, text: str, finish: str | None) -> str | None:
-            return misfit(active[i], "user", text, finish, user_sampling.trim, closing=terminal[i])
+            return misfit(active[i], "user", text, finish, user_sampling.trim, closing=terminal[i], trained=guard.get("user"))
 
         lines, tokens = _draw(user_session, user_backend, active, [s.user_chat for s in active], user_sampling,
                               lambda s, n: rng.derive(seed, s.job.index, rng.USER, k, n), targets,
@@ -120,7 +126,8 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
             break
 
         def assistant_misfit(i: int, text: str, finish: str | None) -> str | None:
-            return misfit(active[i], "assistant", text, finish, assistant_sampling.trim, closing=active[i].closed)
+            return misfit(active[i], "assistant", text, finish, assistant_sampling.trim, closing=active[i].closed,
+                          trained=guard.get("assistant"))
 
         lines, tokens = _draw(assistant_session, assistant_backend, active, [s.assistant_chat for s in active], assistant_sampling,
                               lambda s, n: rng.derive(seed, s.job.index, rng.ASSISTANT, k, n), [None] * len(active), None,
@@ -169,14 +176,18 @@ def _draw(session: Session, backend: Backend, active: list[_State], chats: list[
     return lines, tokens
 
 
-def misfit(state: _State, role: str, text: str, finish: str | None, trim: bool, closing: bool = False) -> str | None:
+def misfit(state: _State, role: str, text: str, finish: str | None, trim: bool, closing: bool = False,
+           trained: CopyIndex | None = None) -> str | None:
     """Why the line `text` of `role` would give the dialogue away, or None: empty, unfinished (cut
-    mid-sentence where trimming is on), degenerate (`degenerate`), a goodbye before the user's
-    closing turn (`simgen.endings.farewell`), or, for a closing line (`closing`: the user's closing
-    turn, or the assistant's answer to it), a line that does not close (`simgen.endings.closes`).
+    mid-sentence where trimming is on), degenerate (`degenerate`), a near-copy of a line the model
+    was trained on (`trained`, `simgen.copies`), a goodbye before the user's closing turn
+    (`simgen.endings.farewell`), or, for a closing line (`closing`: the user's closing turn, or the
+    assistant's answer to it), a line that does not close (`simgen.endings.closes`).
     The redraws draw such a line again."""
     if why := _fault(state.turns, role, text, finish, trim):
         return why
+    if trained is not None and trained.copies(text):
+        return "copy"
     if closing:
         return None if closes(text) else "no_closing"
     return "farewell" if farewell(text) else None
