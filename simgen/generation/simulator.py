@@ -15,9 +15,9 @@ of a dialogue are drawn before it starts (plan.py), from the dialogue's own seed
 Redraws (`redraws` > 0, `simgen generate --redraws`): before the stop rules, a line that would give
 the dialogue away (`misfit`: empty, unfinished, degenerate, a goodbye before the user's closing
 turn, a closing turn that does not close, or a near-copy of a line the tuned simulator was trained
-on) is drawn again with the next seed of its own sequence, up to `redraws` times, and the turn records how many draws it took. This is rejection
-sampling: the kept line is the model's own, conditioned on not failing those tests, and dialogue i
-stays a function of (seed, i).
+on) is drawn again with the next seed of its own sequence, up to `redraws` times, and the turn
+records how many draws it took. This is rejection sampling: the kept line is the model's own,
+conditioned on not failing those tests, and dialogue i stays a function of (seed, i).
 """
 
 from __future__ import annotations
