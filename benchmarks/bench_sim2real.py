@@ -83,7 +83,7 @@ def consistency(run: simgen.Run) -> dict:
     return {k: overall.get(k) for k in ("prompt_to_line", "qa", "specificity")}
 
 
-def measure(name: str, run: simgen.Run, reference: pl.DataFrame, train_lines: list[str], cfg: RealismConfig) -> dict:
+def measure(name: str, run: simgen.Run, reference: pl.DataFrame, train_index: CopyIndex, cfg: RealismConfig) -> dict:
     users = run.turns.filter(pl.col("role") == "user")
     capped = sum(1 for text, why in users.select("text", "finish_reason").iter_rows()
                  if why == "length" and text and trim_to_sentence(text) != text)
@@ -102,8 +102,8 @@ def measure(name: str, run: simgen.Run, reference: pl.DataFrame, train_lines: li
         "adherence_ceiling": (adherence.get("ceiling") or {}).get("accuracy"),
         "closing_endings": report["shape"]["closing_endings"],
         "cut_mid_sentence": capped / max(users.height, 1),
-        "copy_rate": copy_rate(users["text"].to_list(), train_lines),
-        "copy_rate_4w": copy_rate(users["text"].to_list(), train_lines, min_words=4),
+        "copy_rate": copy_rate(users["text"].to_list(), train_index),
+        "copy_rate_4w": copy_rate(users["text"].to_list(), train_index, min_words=4),
         "tokens_per_s": run.manifest["timings"].get("tokens_per_s"),
         "midway_goodbyes": report["shape"]["midway_goodbyes"],
         "redrawn": float((run.turns["redraws"].fill_null(0) > 0).mean()) if "redraws" in run.turns.columns else 0.0,
@@ -132,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     test = load_corpus(args.reference, split="test").turns
-    train_lines = load_corpus(args.reference, split="train").turns.filter(pl.col("role") == "user")["text"].to_list()
+    train_index = CopyIndex.from_lines(load_corpus(args.reference, split="train").turns.filter(pl.col("role") == "user")["text"].to_list())
     cfg = RealismConfig(n_boot=300, n_perm=200)
     test_lines = test.filter(pl.col("role") == "user")["text"].to_list()
-    real_copies = (copy_rate(test_lines, train_lines), copy_rate(test_lines, train_lines, min_words=4))
+    real_copies = (copy_rate(test_lines, train_index), copy_rate(test_lines, train_index, min_words=4))
     results = []
     for name in args.rows.split(","):
         settings = ROWS[name]
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             run = simgen.load_run(out)
         except RunError:
             run = simgen.generate(config=config, out=out)
-        results.append(measure(name, run, test, train_lines, cfg))
+        results.append(measure(name, run, test, train_index, cfg))
         if args.consistency:
             results[-1] |= consistency(run)
         print(json.dumps(results[-1]), file=sys.stderr)

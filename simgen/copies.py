@@ -29,7 +29,13 @@ COPY_INDEX = "trained_lines.npz"  # in a `simgen tune` folder: the index of the 
 
 
 def words(text: str) -> list[str]:
+    """A line's words, normalised: lower case, punctuation dropped."""
     return re.findall(r"\w+", text.lower())
+
+
+def normal(text: str) -> str:
+    """A line normalised for comparing with another (here, and the stop rules' repeated line)."""
+    return " ".join(words(text))
 
 
 def _hash(text: str) -> int:

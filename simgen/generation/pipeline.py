@@ -270,9 +270,11 @@ def _run(out: Path, manifest: dict[str, Any], cfg: GenerateConfig, sc: Scenario,
 def trained_lines(backend: Backend) -> CopyIndex | None:
     """The copy index of the lines `backend`'s model was trained on: a `simgen tune` folder's
     `trained_lines.npz`; None for any other model, a server or your own function."""
-    source = getattr(backend, "source", None)
-    spec = getattr(source, "id", None)
-    return _copy_index(str(Path(spec).expanduser() / COPY_INDEX)) if is_tuned(spec) and (Path(spec).expanduser() / COPY_INDEX).is_file() else None
+    spec = getattr(getattr(backend, "source", None), "id", None)
+    if not is_tuned(spec):
+        return None
+    path = Path(spec).expanduser() / COPY_INDEX
+    return _copy_index(str(path)) if path.is_file() else None
 
 
 @functools.lru_cache(maxsize=4)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from simgen import rng
 from simgen.backends import Backend, Session, Until
 from simgen.config import SamplingConfig
-from simgen.copies import CopyIndex
+from simgen.copies import CopyIndex, normal
 from simgen.data import Chat, Dialogue, Generation, Turn, dialogue_id
 from simgen.endings import closes, farewell
 from simgen.generation.chats import assistant_system, user_message, user_system
@@ -243,16 +243,12 @@ def finished_line(g: Generation, sampling: SamplingConfig, target: int | None = 
     return text, g.finish_reason
 
 
-def _normal(text: str) -> str:
-    return " ".join(re.findall(r"\w+", text.lower()))
-
-
 def degenerate(text: str, same_side: Sequence[str], other_side: str | None) -> str | None:
     """Why `text` is degenerate (`repeated_line`, `echo`, `looping`), or None."""
-    norm = _normal(text)
-    if norm and any(norm == _normal(prev) for prev in same_side):
+    norm = normal(text)
+    if norm and any(norm == normal(prev) for prev in same_side):
         return "repeated_line"
-    if norm and other_side is not None and norm == _normal(other_side):
+    if norm and other_side is not None and norm == normal(other_side):
         return "echo"
     words = norm.split()
     if len(words) >= 12:
