@@ -7,6 +7,9 @@ touching held-out data; `simgen realism` and `bench_sim2real.py` give the figure
     python benchmarks/tell_apart.py outputs/demo --reference chitchat --unit dialogue --analyzer char_wb
 
 Units: `user` or `assistant` lines, or whole `dialogue`s (each line prefixed by its role).
+`--adherence` also scores intent adherence the way `simgen realism` does, with the classifier
+fitted on the train split's labelled user lines (TF-IDF only: no sentence embeddings), so a lever
+that buys realism by ignoring the intent shows here too.
 """
 
 from __future__ import annotations
@@ -45,15 +48,35 @@ def tell_apart(real: list[str], synthetic: list[str], analyzer: str = "word", to
     return {"auc": auc, "real": [names[i] for i in order[:top]], "synthetic": [names[i] for i in order[::-1][:top]]}
 
 
+def adherence(reference: pl.DataFrame, run: str) -> str:
+    """Intent adherence of the run's user lines / the classifier's cross-validated ceiling on `reference`."""
+    from simgen.corpora import load_corpus as load
+    from simgen.realism.adherence import intent_adherence
+    from simgen.realism.features import build_units
+    from simgen.realism.report import _aliases
+
+    synthetic = load(run)
+    out = intent_adherence(build_units(reference, synthetic.turns), _aliases(synthetic), None)
+    if out is None:
+        return "adherence: the run and the corpus share no scorable intent"
+    syn, ceiling = out["synthetic"], out["ceiling"]
+    return (f"adherence (train-split classifier, TF-IDF): accuracy {syn['accuracy']:.3f} / ceiling {ceiling['accuracy']:.3f}, "
+            f"macro-F1 {syn['macro_f1']:.3f} / {ceiling['macro_f1']:.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run folder")
     parser.add_argument("--reference", default="../shared/data/iard", help="the real corpus (its train split is read)")
     parser.add_argument("--unit", choices=("user", "assistant", "dialogue"), default="user")
     parser.add_argument("--analyzer", choices=("word", "char_wb"), default="word")
+    parser.add_argument("--adherence", action="store_true", help="also intent adherence / its ceiling, fitted on the train split")
     args = parser.parse_args(argv)
-    real = texts(load_corpus(args.reference, split="train").turns, args.unit)
+    reference = load_corpus(args.reference, split="train")
+    real = texts(reference.turns, args.unit)
     synthetic = texts(pl.read_parquet(f"{args.run}/turns.parquet"), args.unit)
+    if args.adherence:
+        print(adherence(reference.turns, args.run))
     out = tell_apart(real, synthetic, args.analyzer)
     print(f"{args.unit} {args.analyzer}: cross-validated AUC {out['auc']:.3f} ({len(synthetic)} synthetic, {len(real)} real train-split)")
     print("real side leans on:     ", ", ".join(map(repr, out["real"])))
