@@ -18,10 +18,10 @@ Rows, same scenario, seed and dialogues (profiles and intents are drawn from (se
             included, so it pushed the simulator off the words people repeat ("movie", "seen",
             "good") and onto rarer ones; the redraws now catch the loops it was there to stop.
 - guarded:  unpenalised, and a line of 4+ words that near-copies a line the simulator was trained on
-            drawn again too (`--copy-guard`, the index in its folder).
-- unscaled: guarded, with the tuned side(s) sampled at temperature 1 (every row above: user 0.8,
-            assistant 0.7): the tuned model's own distribution, not its most likely lines. Today's
-            `simgen generate` default.
+            drawn again too (`--copy-guard`, the index in its folder): today's `simgen generate` default.
+- unscaled: guarded, with both sides sampled at temperature 1 (every other row: user 0.8, assistant
+            0.7): the tuned model's own distribution, not its likelier lines (`--temperature 1`; not
+            the default: it gives up intent adherence and speed for realism, README "Sim-to-real").
 
 Columns: user-turn and dialogue-level ensemble AUC [95% CI], words-per-line JSD, user-lines-per-
 dialogue JSD, MAUVE-style score, intent adherence / its ceiling (accuracy), closing endings
@@ -58,14 +58,14 @@ from simgen.models import tuned_sides
 from simgen.realism import RealismConfig, compare
 
 PENALTY = 1.15  # the repetition penalty every row before `unpenalised` ran with (the default until then)
-TEMPERATURE = {"user": 0.8, "assistant": 0.7}  # the temperatures every row before `unscaled` ran with (the defaults until then)
+TEMPERATURE = {"user": 0.8, "assistant": 0.7}  # the defaults, which every row but `unscaled` samples with
 ROWS = {"baseline": {"lengths": False, "trim": False, "penalty": PENALTY}, "lengths": {"lengths": True, "trim": True, "penalty": PENALTY},
         "tuned": {"lengths": True, "trim": True, "tuned": True, "penalty": PENALTY},
         "redraws": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": PENALTY},
         "unpenalised": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0},
         "guarded": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0, "copy_guard": True},
         "unscaled": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0, "copy_guard": True,
-                     "temperature": None}}
+                     "temperature": {"user": 1.0, "assistant": 1.0}}}
 
 
 def copy_rate(lines: list[str], real: list[str] | CopyIndex, min_words: int = 0) -> float:
@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                               lengths=settings["lengths"], model=user_model, assistant_model=assistant_model,
                               redraws=settings.get("redraws", 0), copy_guard=settings.get("copy_guard", False))
         sides = {"trim": settings["trim"], "repetition_penalty": settings["penalty"]}
-        heat = settings.get("temperature", TEMPERATURE) or {}  # None: each side's per-model default, as `simgen generate` sets it
-        config = replace(base, **{side: replace(getattr(base, side), **sides, temperature=heat.get(side)) for side in ("user", "assistant")})
+        heat = settings.get("temperature", TEMPERATURE)
+        config = replace(base, **{side: replace(getattr(base, side), **sides, temperature=heat[side]) for side in ("user", "assistant")})
         tag = f"-{args.simulator.name}" if settings.get("tuned") else ""
         out = args.out / f"{args.scenario}-{name}{tag}-n{args.n}-seed{args.seed}"
         try:  # a finished row is reused; anything else generates it

@@ -58,16 +58,13 @@ def check_keys(where: str, mapping: Any, allowed: set[str] | frozenset[str], req
 
 
 UNTUNED_PENALTY = 1.15  # the repetition penalty of a side no `simgen tune` simulator writes, when none is set
-# the temperature of a side no `simgen tune` simulator writes, when none is set (a tuned side samples at 1)
-UNTUNED_TEMPERATURE = {"user": 0.8, "assistant": 0.7}
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
     """How one side of the conversation samples its lines."""
 
-    temperature: float | None = field(default=None, metadata={"help": "temperature (0 = greedy); unset: 1 for a side a `simgen tune` "
-                                                                    "simulator writes, else user 0.8, assistant 0.7"})
+    temperature: float = field(default=0.8, metadata={"help": "temperature (0 = greedy)"})
     top_p: float = field(default=0.95, metadata={"help": "nucleus mass, in (0, 1]"})
     max_new_tokens: int = field(default=64, metadata={"help": "tokens per line at most"})
     repetition_penalty: float | None = field(default=None, metadata={"help": "HF-style repetition penalty (1 = off); unset: off for a side "
@@ -76,7 +73,7 @@ class SamplingConfig:
                                                         "(its finish_reason becomes 'trimmed')"})
 
     def __post_init__(self) -> None:
-        if self.temperature is not None and not (self.temperature >= 0):
+        if not (self.temperature >= 0):
             raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}.")
         if not (0 < self.top_p <= 1):
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
@@ -90,15 +87,9 @@ class SamplingConfig:
         return self.temperature == 0
 
     @property
-    def applied_temperature(self) -> float:
-        """The temperature to apply: the one set, else the untuned user side's 0.8. `simgen generate` sets
-        it per side first (`generation.pipeline.resolve_sampling`), so its manifest records the value."""
-        return UNTUNED_TEMPERATURE["user"] if self.temperature is None else self.temperature
-
-    @property
     def penalty(self) -> float:
         """The repetition penalty to apply: the one set, else the untuned model's 1.15. `simgen generate`
-        sets it per side first (`generation.pipeline.resolve_sampling`), so its manifest records the value."""
+        sets it per side first (`generation.pipeline.resolve_penalties`), so its manifest records the value."""
         return UNTUNED_PENALTY if self.repetition_penalty is None else self.repetition_penalty
 
 
@@ -160,8 +151,8 @@ class GenerateConfig:
                                                      "flag": "--copy-guard/--no-copy-guard"})
     batch_size: int = field(default=16, metadata={"help": "Dialogues advanced together in one batched forward pass.", "flag": "-b"})
     dtype: str = field(default="auto", metadata={"help": "auto = bf16 where the CPU supports it, else float32.", "choices": ("auto", "bfloat16", "float32")})
-    user: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=48))
-    assistant: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=96))
+    user: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8, max_new_tokens=48))
+    assistant: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=96))
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model folders that ship their own Python code."})
     backend: str = field(default="transformers", metadata={"help": "transformers: the model in this process. openai: an OpenAI-compatible server (vLLM, llama.cpp, TGI, Ollama).", "choices": "backends"})
     server: ServerConfig = field(default_factory=ServerConfig)

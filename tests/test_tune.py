@@ -196,17 +196,13 @@ def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, 
                           dtype="float32", out=tmp_path / "r", progress=False)
     assert run.manifest["config"]["model"] == str(tuned) and run.manifest["scenario"]["simulator"] == str(tuned)
     penalty = lambda r: {side: r.manifest["config"][side]["repetition_penalty"] for side in ("user", "assistant")}  # noqa: E731
-    heat = lambda r: {side: r.manifest["config"][side]["temperature"] for side in ("user", "assistant")}  # noqa: E731
-    # the tuned side samples its own distribution: no penalty, temperature 1; the plain side the untuned model's
-    assert penalty(run) == {"user": 1.0, "assistant": 1.15} and heat(run) == {"user": 1.0, "assistant": 0.7}
+    assert penalty(run) == {"user": 1.0, "assistant": 1.15}  # the tuned side samples without the untuned model's penalty
     plain = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=2, max_turns=1, model=str(tiny_model_dir),
                             dtype="float32", out=tmp_path / "p", progress=False)
     assert plain.manifest["config"]["model"] == str(tiny_model_dir) and penalty(plain) == {"user": 1.15, "assistant": 1.15}
-    assert heat(plain) == {"user": 0.8, "assistant": 0.7}
     chosen = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=1, max_turns=1, assistant_model=str(tiny_model_dir),
-                             user=SamplingConfig(max_new_tokens=8, repetition_penalty=1.3, temperature=0.5), dtype="float32",
-                             out=tmp_path / "c", progress=False)
-    assert penalty(chosen) == {"user": 1.3, "assistant": 1.15} and heat(chosen) == {"user": 0.5, "assistant": 0.7}  # what the caller set is kept
+                             user=SamplingConfig(max_new_tokens=8, repetition_penalty=1.3), dtype="float32", out=tmp_path / "c", progress=False)
+    assert penalty(chosen) == {"user": 1.3, "assistant": 1.15}  # a penalty the caller set is kept
     # a simulator tuned on both sides writes both; the scenario's max_turns caps a run that does not set one
     both = tmp_path / "both"
     shutil.copytree(tuned, both)
@@ -215,7 +211,7 @@ def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, 
     (folder / "movie-recommendation.yaml").write_text(text.replace("max_turns: 14", "max_turns: 2") + f"simulator: {both}\n")
     run = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=2, dtype="float32", out=tmp_path / "b", progress=False)
     assert run.manifest["config"]["model"] == run.manifest["config"]["assistant_model"] == str(both)
-    assert penalty(run) == {"user": 1.0, "assistant": 1.0} and heat(run) == {"user": 1.0, "assistant": 1.0}
+    assert penalty(run) == {"user": 1.0, "assistant": 1.0}
     assert run.manifest["config"]["max_turns"] == 2 and run.turns.filter(pl.col("role") == "user").height <= 4
     (folder / "movie-recommendation.yaml").write_text(text + "simulator: nowhere\n")
     with pytest.raises(ConfigError, match="simulator: .*nowhere.*simgen tune"):

@@ -370,7 +370,7 @@ def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -
         logits = torch.where(seen, penalised, logits)
     if sampling.greedy:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / sampling.applied_temperature, dim=-1)
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
     if sampling.top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         # keep the smallest prefix whose mass reaches top_p (always at least the top token)

@@ -77,7 +77,7 @@ def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
                                help=f"{side.capitalize()} side: {help_of['max_new_tokens']}.")(command)
     for name, flags in (("repetition_penalty", ("--repetition-penalty",)), ("top_p", ("--top-p",)), ("temperature", ("--temperature", "-t"))):
         per_side = ", ".join(f"{side} {getattr(getattr(defaults, side), name)}" for side in SAMPLING)
-        text = f"Both sides' {help_of[name]}." + (f" Default: {per_side}." if name == "top_p" else "")
+        text = f"Both sides' {help_of[name]}." + ("" if name == "repetition_penalty" else f" Default: {per_side}.")
         command = click.option(*flags, name, type=float, default=None, help=text)(command)
     per_side = ", ".join(f"{side} {'on' if getattr(defaults, side).trim else 'off'}" for side in SAMPLING)
     return click.option("--trim/--no-trim", "trim", default=None, help=f"Both sides: {help_of['trim']}. Default: {per_side}.")(command)

@@ -24,7 +24,7 @@ from typing import Any
 from simgen.backends import LOCAL, Backend, backend_class, build_backend
 from simgen.backends.steering import CappedBackend
 from simgen.cluster import RayConfig
-from simgen.config import UNTUNED_PENALTY, UNTUNED_TEMPERATURE, GenerateConfig, SamplingConfig
+from simgen.config import UNTUNED_PENALTY, GenerateConfig, SamplingConfig
 from simgen.copies import COPY_INDEX, CopyIndex
 from simgen.data import dialogues_to_frame
 from simgen.errors import ConfigError, RunError, unknown_name
@@ -97,7 +97,7 @@ def generate(
         # the scenario ships a tuned simulator: it writes the side(s) it learned (its card's `roles`); the plain model the rest
         user_model, assistant_model = tuned_sides(sc.simulator)
         config = replace(config, model=user_model, assistant_model=config.assistant_model or assistant_model)
-    config = resolve_sampling(config)
+    config = resolve_penalties(config)
     cls = backend_class(config.backend)
     if config.persona.cap is not None and not cls.scorer:
         raise ConfigError(f"--persona-cap steers the model's activations; the {cls.name} backend cannot. Use --backend transformers.")
@@ -112,26 +112,18 @@ def generate(
         return _run(out, manifest, config, sc, assistant, progress, prebuilt, ray)
 
 
-def resolve_sampling(config: GenerateConfig) -> GenerateConfig:
-    """`config` with each side's unset temperature and repetition penalty set from the model that writes it.
+def resolve_penalties(config: GenerateConfig) -> GenerateConfig:
+    """`config` with each side's unset repetition penalty set from the model that writes it.
 
-    A side a `simgen tune` folder writes samples at temperature 1 with no penalty: that model learned
-    people's own lines, and both knobs pushed it off them. People repeat words ("movie", "seen",
-    "good"); a penalty counted over the whole chat, prompt included, moved the simulator onto rarer
-    words, and a temperature under 1 onto its most likely, most generic lines; simgen's
-    discriminators told its lines apart by both (README, "Sim-to-real"). Any other model gets
-    1.15, which keeps an untuned small model out of loops, and temperature 0.8 (user) or 0.7
-    (assistant). A value the caller set is kept; the manifest records the values either way."""
+    A side a `simgen tune` folder writes gets none (1): that model learned people's own lines, and
+    people repeat words ("movie", "seen", "good"); a penalty counted over the whole chat, prompt
+    included, pushed it onto rarer words, and simgen's discriminators told its lines apart by them
+    (README, "Sim-to-real"). Any other model gets 1.15, which keeps an untuned small model out of
+    loops. A penalty the caller set is kept; the manifest records the value either way."""
     sides = {"user": config.model, "assistant": config.assistant_model or config.model}
-    resolved = {}
-    for side, spec in sides.items():
-        sampling, tuned = getattr(config, side), config.backend == LOCAL and is_tuned(spec)
-        if sampling.repetition_penalty is None:
-            sampling = replace(sampling, repetition_penalty=1.0 if tuned else UNTUNED_PENALTY)
-        if sampling.temperature is None:
-            sampling = replace(sampling, temperature=1.0 if tuned else UNTUNED_TEMPERATURE[side])
-        resolved[side] = sampling
-    return replace(config, **resolved)
+    penalties = {side: replace(getattr(config, side), repetition_penalty=1.0 if config.backend == LOCAL and is_tuned(spec) else UNTUNED_PENALTY)
+                 for side, spec in sides.items() if getattr(config, side).repetition_penalty is None}
+    return replace(config, **penalties) if penalties else config
 
 
 @contextmanager
