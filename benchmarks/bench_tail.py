@@ -1,0 +1,167 @@
+"""Where a default run's time goes (#15, "the tail"): every decoding call simgen makes, timed, with
+the number of rows it decodes.
+
+It runs `simgen generate`'s default workload (the scenario's shipped simulator, lengths, redraws,
+copy guard, sampling as shipped) through the pipeline's own `simulate_shard`, with each side's
+backend wrapped so that every `generate` and `redraw` call of its session is timed. A call decodes
+`rows` dialogues for `steps` tokens (its longest line); its cost per step is seconds / steps.
+
+It prints, per side and kind of call, the time spent at each batch occupancy (rows / batch size),
+so the cost of a static batch is in one table: the dialogues that finish early leave their slots
+empty until the slowest one of the batch is done, and each redraw is a pass of a few rows. Then the
+cost of one decoding step against the rows it carries (what continuous batching would fill).
+
+    python benchmarks/bench_tail.py --scenario movie-recommendation -n 40 --batch-size 20
+    python benchmarks/bench_tail.py --scenario chitchat -n 64 --batch-size 64 --json outputs/tail-chitchat.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from simgen.backends import Backend, Session
+from simgen.config import GenerateConfig, SamplingConfig
+from simgen.data import Chat, Generation
+from simgen.generation import pipeline
+from simgen.models import tuned_sides
+from simgen.scenario import load_scenario
+
+BUCKETS = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))  # occupancy (rows / batch size), upper bound included
+
+
+class TimedSession(Session):
+    def __init__(self, inner: Session, side: str, calls: list[dict]) -> None:
+        self.inner, self.side, self.calls = inner, side, calls
+
+    def _timed(self, kind: str, method: Any, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
+               keys: Sequence[Hashable], until: Any) -> list[Generation]:
+        t = time.perf_counter()
+        gens = method(chats, sampling, seeds, keys, until)
+        self.calls.append({"side": self.side, "kind": kind, "rows": len(chats), "seconds": time.perf_counter() - t,
+                           "steps": max((g.n_tokens for g in gens), default=0), "tokens": sum(g.n_tokens for g in gens)})
+        return gens
+
+    def generate(self, chats, sampling, seeds, keys, until=None):  # noqa: ANN001, ANN201
+        return self._timed("generate", self.inner.generate, chats, sampling, seeds, keys, until)
+
+    def redraw(self, chats, sampling, seeds, keys, until=None):  # noqa: ANN001, ANN201
+        return self._timed("redraw", self.inner.redraw, chats, sampling, seeds, keys, until)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class TimedBackend(Backend):
+    """`inner`, with every call of its sessions timed into `calls` under `side`."""
+
+    def __init__(self, inner: Backend, side: str, calls: list[dict]) -> None:
+        self.inner, self.side, self.calls = inner, side, calls
+        self.name, self.batched, self.seeded = inner.name, inner.batched, inner.seeded
+        self.source = getattr(inner, "source", None)  # the copy guard finds the tuned folder's index through it
+
+    def generate(self, chats, sampling, seeds):  # noqa: ANN001, ANN201
+        return self.inner.generate(chats, sampling, seeds)
+
+    def session(self) -> Session:
+        return TimedSession(self.inner.session(), self.side, self.calls)
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+
+def occupancy_table(calls: list[dict], batch_size: int) -> list[dict]:
+    """Seconds and calls per (side, kind, occupancy bucket), with each row's share of all decoding time."""
+    total = sum(c["seconds"] for c in calls) or 1.0
+    rows: dict[tuple, dict] = defaultdict(lambda: {"calls": 0, "seconds": 0.0, "tokens": 0})
+    for c in calls:
+        share = c["rows"] / batch_size
+        lo, hi = next(b for b in BUCKETS if b[0] < share <= b[1])
+        r = rows[(c["side"], c["kind"], f"{int(100 * lo)}-{int(100 * hi)}%")]
+        r["calls"] += 1
+        r["seconds"] += c["seconds"]
+        r["tokens"] += c["tokens"]
+    return [{"side": k[0], "kind": k[1], "occupancy": k[2], **v, "share": v["seconds"] / total} for k, v in sorted(rows.items())]
+
+
+def step_costs(calls: list[dict]) -> list[dict]:
+    """Mean seconds per decoding step (and per row-step) of the calls that carried each number of rows."""
+    by_rows: dict[int, list[dict]] = defaultdict(list)
+    for c in calls:
+        if c["steps"]:
+            by_rows[c["rows"]].append(c)
+    out = []
+    for rows, cs in sorted(by_rows.items()):
+        seconds, steps = sum(c["seconds"] for c in cs), sum(c["steps"] for c in cs)
+        out.append({"rows": rows, "calls": len(cs), "seconds_per_step": seconds / steps, "seconds_per_row_step": seconds / steps / rows})
+    return out
+
+
+def profile_run(config: GenerateConfig) -> tuple[list, list[dict], int, float]:
+    """Run `config` shard by shard as `simgen generate` would, with every decoding call timed:
+    (the shards' turn frames, the calls, stored tokens, seconds)."""
+    sc = load_scenario(config.scenario)
+    config = replace(config, max_turns=config.max_turns or sc.max_turns)
+    if config.model is None and sc.simulator is not None:  # as `simgen generate` uses a scenario's shipped simulator
+        user_model, assistant_model = tuned_sides(sc.simulator)
+        config = replace(config, model=user_model, assistant_model=config.assistant_model or assistant_model)
+    config = pipeline.resolve_penalties(config)
+    user, assistant, built = pipeline._backends(config, None, {})
+    calls: list[dict] = []
+    timed = {"user": TimedBackend(user, "user", calls), "assistant": TimedBackend(assistant, "assistant", calls)}
+    frames, tokens, t = [], 0, time.perf_counter()
+    try:
+        for shard in range((config.n + config.batch_size - 1) // config.batch_size):
+            frame, _, _, shard_tokens, _ = pipeline.simulate_shard(shard, config, sc, timed["user"], timed["assistant"])
+            frames.append(frame)
+            tokens += shard_tokens
+    finally:
+        for b in built:
+            b.close()
+    return frames, calls, tokens, time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", default="movie-recommendation")
+    parser.add_argument("-n", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--model", default=None, help="default: the scenario's shipped simulator, as `simgen generate` uses it")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    config = GenerateConfig(scenario=args.scenario, n=args.n, seed=args.seed, batch_size=args.batch_size, model=args.model)
+    _, calls, tokens, wall = profile_run(config)
+    decoding = sum(c["seconds"] for c in calls)
+    table, steps = occupancy_table(calls, args.batch_size), step_costs(calls)
+    print(f"\n{args.scenario}: {args.n} dialogues, batch {args.batch_size}, seed {args.seed}: {wall:.0f} s, "
+          f"{tokens} stored tokens ({tokens / wall:.1f}/s); decoding calls {decoding:.0f} s ({100 * decoding / wall:.0f}% of it)\n")
+    print("| side | call | occupancy | calls | seconds | share of decoding | tokens drawn |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in table:
+        print(f"| {r['side']} | {r['kind']} | {r['occupancy']} | {r['calls']} | {r['seconds']:.0f} | {100 * r['share']:.1f}% | {r['tokens']} |")
+    low = sum(r["share"] for r in table if r["occupancy"] in ("0-25%", "25-50%"))
+    redraw = sum(r["share"] for r in table if r["kind"] == "redraw")
+    print(f"\nat most half the batch: {100 * low:.0f}% of decoding time; redraws: {100 * redraw:.0f}%\n")
+    print("| rows | calls | seconds per step | seconds per row-step |")
+    print("| --- | --- | --- | --- |")
+    for s in steps:
+        print(f"| {s['rows']} | {s['calls']} | {s['seconds_per_step']:.3f} | {s['seconds_per_row_step']:.4f} |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"scenario": args.scenario, "n": args.n, "batch_size": args.batch_size, "seed": args.seed,
+                                         "wall_seconds": wall, "tokens": tokens, "decoding_seconds": decoding,
+                                         "occupancy": table, "step_costs": steps, "calls": calls}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

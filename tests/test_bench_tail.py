@@ -1,0 +1,39 @@
+"""benchmarks/bench_tail.py times simgen's decoding calls without changing what they write (tiny model)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import polars as pl
+
+import simgen
+from simgen.config import GenerateConfig, SamplingConfig
+
+
+def load_bench():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_tail.py"
+    spec = importlib.util.spec_from_file_location("bench_tail", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_tail_profile_times_every_call_and_writes_the_runs_dialogues(tiny_model_dir, tmp_path):
+    bench = load_bench()
+    config = GenerateConfig(scenario="movie-recommendation", n=5, seed=3, model=str(tiny_model_dir), max_turns=3, batch_size=2,
+                            dtype="float32", user=SamplingConfig(max_new_tokens=8), assistant=SamplingConfig(temperature=0.7, max_new_tokens=10))
+    frames, calls, tokens, _ = bench.profile_run(config)
+    run = simgen.generate(config=config, out=tmp_path / "run", progress=False)
+    columns = ["dialogue_id", "turn", "role", "text", "intent", "n_tokens", "finish_reason", "stop_reason", "redraws"]
+    assert pl.concat(frames).select(columns).equals(run.turns.select(columns))  # timing changes nothing it writes
+    assert tokens == run.manifest["counts"]["tokens"]
+    assert {c["side"] for c in calls} == {"user", "assistant"} and all(1 <= c["rows"] <= 2 for c in calls)
+    redraws = run.turns["redraws"].sum()
+    assert redraws > 0  # the tiny model's gibberish is redrawn: the redraw calls are timed too
+    assert sum(c["rows"] for c in calls if c["kind"] == "redraw") == redraws  # one row-call per redraw the run records
+    table = bench.occupancy_table(calls, batch_size=2)
+    assert abs(sum(r["share"] for r in table) - 1) < 1e-9 and sum(r["calls"] for r in table) == len(calls)
+    assert {r["occupancy"] for r in table} <= {"25-50%", "75-100%"}  # 1 or 2 rows of a batch of 2
+    costs = bench.step_costs(calls)
+    assert sorted(c["rows"] for c in costs) == sorted({c["rows"] for c in calls if c["steps"]})
