@@ -9,7 +9,9 @@ backend wrapped so that every `generate` and `redraw` call of its session is tim
 It prints, per side and kind of call, the time spent at each batch occupancy (rows / batch size),
 so the cost of a static batch is in one table: the dialogues that finish early leave their slots
 empty until the slowest one of the batch is done, and each redraw is a pass of a few rows. Then the
-cost of one decoding step against the rows it carries (what continuous batching would fill).
+share of row-steps that drew a token (inside a call, a row whose line has ended is fed pads until
+the longest line is done), and the cost of one decoding step against the rows it carries: what
+continuous batching (#15) would fill.
 
     python benchmarks/bench_tail.py --scenario movie-recommendation -n 40 --batch-size 20
     python benchmarks/bench_tail.py --scenario chitchat -n 64 --batch-size 64 --json outputs/tail-chitchat.json
@@ -104,6 +106,18 @@ def step_costs(calls: list[dict]) -> list[dict]:
     return out
 
 
+def idle_rows(calls: list[dict], batch_size: int) -> dict:
+    """How much of the decoding drew nothing: the share of row-steps (a call's rows x its steps) that
+    drew a token (a row whose line has ended is fed pads until the call's longest line is done), and
+    the seconds the drawn tokens alone would take at the full batch's cost per row-step."""
+    row_steps = sum(c["rows"] * c["steps"] for c in calls)
+    drawn = sum(c["tokens"] for c in calls)
+    full = [c for c in calls if c["rows"] == batch_size and c["steps"]]
+    per = sum(c["seconds"] for c in full) / sum(c["rows"] * c["steps"] for c in full) if full else None
+    return {"row_steps": row_steps, "tokens_drawn": drawn, "drawn_share": drawn / row_steps if row_steps else None,
+            "seconds_per_row_step_full": per, "drawn_at_full_cost_seconds": drawn * per if per else None}
+
+
 def profile_run(config: GenerateConfig) -> tuple[list, list[dict], int, float]:
     """Run `config` shard by shard as `simgen generate` would, with every decoding call timed:
     (the shards' turn frames, the calls, stored tokens, seconds)."""
@@ -150,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['side']} | {r['kind']} | {r['occupancy']} | {r['calls']} | {r['seconds']:.0f} | {100 * r['share']:.1f}% | {r['tokens']} |")
     low = sum(r["share"] for r in table if r["occupancy"] in ("0-25%", "25-50%"))
     redraw = sum(r["share"] for r in table if r["kind"] == "redraw")
-    print(f"\nat most half the batch: {100 * low:.0f}% of decoding time; redraws: {100 * redraw:.0f}%\n")
+    print(f"\nat most half the batch: {100 * low:.0f}% of decoding time; redraws: {100 * redraw:.0f}%")
+    idle = idle_rows(calls, args.batch_size)
+    if idle["drawn_at_full_cost_seconds"] is not None:
+        print(f"row-steps that drew a token: {100 * idle['drawn_share']:.0f}% ({idle['tokens_drawn']} of {idle['row_steps']}); "
+              f"the drawn tokens alone at the full batch's {idle['seconds_per_row_step_full']:.4f} s per row-step: "
+              f"{idle['drawn_at_full_cost_seconds']:.0f} s of the {decoding:.0f} s ({decoding / idle['drawn_at_full_cost_seconds']:.1f}x)")
+    print()
     print("| rows | calls | seconds per step | seconds per row-step |")
     print("| --- | --- | --- | --- |")
     for s in steps:
@@ -159,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"scenario": args.scenario, "n": args.n, "batch_size": args.batch_size, "seed": args.seed,
                                          "wall_seconds": wall, "tokens": tokens, "decoding_seconds": decoding,
-                                         "occupancy": table, "step_costs": steps, "calls": calls}, indent=1))
+                                         "occupancy": table, "step_costs": steps, "idle_rows": idle_rows(calls, args.batch_size),
+                                         "calls": calls}, indent=1))
     return 0
 
 
