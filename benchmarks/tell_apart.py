@@ -50,12 +50,11 @@ def tell_apart(real: list[str], synthetic: list[str], analyzer: str = "word", to
 
 def adherence(reference: pl.DataFrame, run: str) -> str:
     """Intent adherence of the run's user lines / the classifier's cross-validated ceiling on `reference`."""
-    from simgen.corpora import load_corpus as load
     from simgen.realism.adherence import intent_adherence
     from simgen.realism.features import build_units
     from simgen.realism.report import _aliases
 
-    synthetic = load(run)
+    synthetic = load_corpus(run)
     out = intent_adherence(build_units(reference, synthetic.turns), _aliases(synthetic), None)
     if out is None:
         return "adherence: the run and the corpus share no scorable intent"
