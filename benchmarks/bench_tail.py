@@ -25,7 +25,6 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from simgen.backends import Backend, Session
 from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import Chat, Generation
 from simgen.generation import pipeline
-from simgen.models import tuned_sides
 from simgen.scenario import load_scenario
 
 BUCKETS = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))  # occupancy (rows / batch size), upper bound included
@@ -122,11 +120,7 @@ def profile_run(config: GenerateConfig) -> tuple[list, list[dict], int, float]:
     """Run `config` shard by shard as `simgen generate` would, with every decoding call timed:
     (the shards' turn frames, the calls, stored tokens, seconds)."""
     sc = load_scenario(config.scenario)
-    config = replace(config, max_turns=config.max_turns or sc.max_turns)
-    if config.model is None and sc.simulator is not None:  # as `simgen generate` uses a scenario's shipped simulator
-        user_model, assistant_model = tuned_sides(sc.simulator)
-        config = replace(config, model=user_model, assistant_model=config.assistant_model or assistant_model)
-    config = pipeline.resolve_penalties(config)
+    config = pipeline.settle(config, sc)  # max turns, the shipped simulator and penalties, as `simgen generate` sets them
     user, assistant, built = pipeline._backends(config, None, {})
     calls: list[dict] = []
     timed = {"user": TimedBackend(user, "user", calls), "assistant": TimedBackend(assistant, "assistant", calls)}

@@ -91,13 +91,7 @@ def generate(
         config = replace(config, user=replace(config.user, temperature=temperature),
                          assistant=replace(config.assistant, temperature=temperature))
     sc = load_scenario(config.scenario)  # fails on a bad scenario before any folder or model is touched
-    if config.max_turns is None:
-        config = replace(config, max_turns=sc.max_turns)
-    if config.model is None and sc.simulator is not None and config.backend == LOCAL:
-        # the scenario ships a tuned simulator: it writes the side(s) it learned (its card's `roles`); the plain model the rest
-        user_model, assistant_model = tuned_sides(sc.simulator)
-        config = replace(config, model=user_model, assistant_model=config.assistant_model or assistant_model)
-    config = resolve_penalties(config)
+    config = settle(config, sc)
     cls = backend_class(config.backend)
     if config.persona.cap is not None and not cls.scorer:
         raise ConfigError(f"--persona-cap steers the model's activations; the {cls.name} backend cannot. Use --backend transformers.")
@@ -110,6 +104,19 @@ def generate(
         manifest = _new_manifest(config, sc, out, assistant)
         atomic_write_json(out / MANIFEST, manifest)
         return _run(out, manifest, config, sc, assistant, progress, prebuilt, ray)
+
+
+def settle(config: GenerateConfig, sc: Scenario) -> GenerateConfig:
+    """`config` with what it leaves to the scenario and the models filled in, as the manifest records
+    it: the scenario's `max_turns`, its shipped tuned simulator (when no model is named and the
+    backend is local) and each side's repetition penalty (`resolve_penalties`)."""
+    if config.max_turns is None:
+        config = replace(config, max_turns=sc.max_turns)
+    if config.model is None and sc.simulator is not None and config.backend == LOCAL:
+        # the scenario ships a tuned simulator: it writes the side(s) it learned (its card's `roles`); the plain model the rest
+        user_model, assistant_model = tuned_sides(sc.simulator)
+        config = replace(config, model=user_model, assistant_model=config.assistant_model or assistant_model)
+    return resolve_penalties(config)
 
 
 def resolve_penalties(config: GenerateConfig) -> GenerateConfig:
