@@ -15,6 +15,10 @@ continuous batching (#15) would fill.
 
     python benchmarks/bench_tail.py --scenario movie-recommendation -n 40 --batch-size 20
     python benchmarks/bench_tail.py --scenario chitchat -n 64 --batch-size 64 --json outputs/tail-chitchat.json
+
+`--ablate-park` first runs the same work with parking off (every row of a call is fed until its
+longest line ends, as before #15's first change), then as shipped, in one process, and prints the
+speed-up and whether the two wrote the same turns.
 """
 
 from __future__ import annotations
@@ -43,10 +47,14 @@ class TimedSession(Session):
 
     def _timed(self, kind: str, method: Any, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
                keys: Sequence[Hashable], until: Any) -> list[Generation]:
-        t = time.perf_counter()
+        stats = getattr(getattr(self.inner, "b", None), "stats", None)  # a KVSession's backend counts the rows it feeds
+        before, t = stats["decoded_rows"] if stats else None, time.perf_counter()
         gens = method(chats, sampling, seeds, keys, until)
+        steps = max((g.n_tokens for g in gens), default=0)
         self.calls.append({"side": self.side, "kind": kind, "rows": len(chats), "seconds": time.perf_counter() - t,
-                           "steps": max((g.n_tokens for g in gens), default=0), "tokens": sum(g.n_tokens for g in gens)})
+                           "steps": steps, "tokens": sum(g.n_tokens for g in gens),
+                           # row-steps fed: the prefill's draw for every row, then each decoding step's rows
+                           "fed": len(chats) + stats["decoded_rows"] - before if stats else len(chats) * steps})
         return gens
 
     def generate(self, chats, sampling, seeds, keys, until=None):  # noqa: ANN001, ANN201
@@ -105,10 +113,10 @@ def step_costs(calls: list[dict]) -> list[dict]:
 
 
 def idle_rows(calls: list[dict], batch_size: int) -> dict:
-    """How much of the decoding drew nothing: the share of row-steps (a call's rows x its steps) that
-    drew a token (a row whose line has ended is fed pads until the call's longest line is done), and
-    the seconds the drawn tokens alone would take at the full batch's cost per row-step."""
-    row_steps = sum(c["rows"] * c["steps"] for c in calls)
+    """How much of the decoding drew nothing: the share of row-steps fed to the model that drew a
+    token (a row whose line has ended is fed pads until it is parked or the call's longest line is
+    done), and the seconds the drawn tokens alone would take at the full batch's cost per row-step."""
+    row_steps = sum(c["fed"] for c in calls)
     drawn = sum(c["tokens"] for c in calls)
     full = [c for c in calls if c["rows"] == batch_size and c["steps"]]
     per = sum(c["seconds"] for c in full) / sum(c["rows"] * c["steps"] for c in full) if full else None
@@ -144,10 +152,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--model", default=None, help="default: the scenario's shipped simulator, as `simgen generate` uses it")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--ablate-park", action="store_true", help="run with parking off first, then as shipped, and compare")
     args = parser.parse_args(argv)
 
     config = GenerateConfig(scenario=args.scenario, n=args.n, seed=args.seed, batch_size=args.batch_size, model=args.model)
-    _, calls, tokens, wall = profile_run(config)
+    if args.ablate_park:
+        import simgen.backends.transformers as tb
+
+        shipped, tb.COMPACT_AT = tb.COMPACT_AT, 0.0
+        try:
+            frames_off, _, tokens_off, wall_off = profile_run(config)
+        finally:
+            tb.COMPACT_AT = shipped
+    frames, calls, tokens, wall = profile_run(config)
+    if args.ablate_park:
+        same = all(a.equals(b) for a, b in zip(frames_off, frames))
+        print(f"parking off: {wall_off:.0f} s, {tokens_off} tokens ({tokens_off / wall_off:.1f}/s); "
+              f"parking at {shipped:.2f}: {wall:.0f} s, {tokens} tokens ({tokens / wall:.1f}/s): "
+              f"{wall_off / wall:.2f}x the speed; same turns written: {same}")
     decoding = sum(c["seconds"] for c in calls)
     table, steps = occupancy_table(calls, args.batch_size), step_costs(calls)
     print(f"\n{args.scenario}: {args.n} dialogues, batch {args.batch_size}, seed {args.seed}: {wall:.0f} s, "

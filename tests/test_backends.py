@@ -207,3 +207,32 @@ def test_redraws_draw_the_same_dialogues_on_the_cached_and_the_reference_path(ba
     counts = [t.redraws for d in fast for t in d.turns]
     assert all(c in (0, 1, 2) for c in counts) and any(counts)
     assert [d.stop_reason for d in fast] == [d.stop_reason for d in slow]
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, SamplingConfig(temperature=0.9, top_p=0.95, max_new_tokens=16, repetition_penalty=1.3, trim=False)],
+                         ids=["greedy", "sampled_penalty"])
+def test_rows_that_finish_leave_the_forward_batch_without_changing_a_token(backend, sampling, monkeypatch):
+    """Rows whose line ends early are parked out of the decoding batch (their keys/values kept aside)
+    and put back when the call ends: every line, and the next turn's lines on the reused cache, are
+    the tokens drawn with no parking and on the stateless reference path; fewer row-steps are fed."""
+    import simgen.backends.transformers as tb
+
+    chats = CHATS + [[{"role": "user", "content": "One more row, to park several at once."}]]
+    until = [lambda text: len(text) >= 3, lambda text: len(text) >= 12, None, lambda text: len(text) >= 6]
+
+    def two_turns(session):
+        first = session.generate(chats, sampling, [5, 6, 7, 8], keys=list("abcd"), until=until)
+        follow = [chat + [{"role": "assistant", "content": g.text}, {"role": "user", "content": "Go on."}]
+                  for chat, g in zip(chats, first)]
+        second = session.generate(follow, sampling, [9, 10, 11, 12], keys=list("abcd"), until=until[::-1])
+        return [(g.text, g.finish_reason) for g in first + second]
+
+    backend.stats.update(decode_steps=0, decoded_rows=0)
+    parked = two_turns(backend.session())
+    fed = backend.stats["decoded_rows"]
+    monkeypatch.setattr(tb, "COMPACT_AT", 0.0)  # never park: every row is fed until the call's longest line ends
+    backend.stats.update(decode_steps=0, decoded_rows=0)
+    assert two_turns(backend.session()) == parked
+    assert fed < backend.stats["decoded_rows"]
+    assert two_turns(backend.session(reuse_cache=False)) == parked
+    assert {reason for _, reason in parked} >= {"until"}

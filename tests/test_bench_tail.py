@@ -35,6 +35,7 @@ def test_the_tail_profile_times_every_call_and_writes_the_runs_dialogues(tiny_mo
     table = bench.occupancy_table(calls, batch_size=2)
     assert abs(sum(r["share"] for r in table) - 1) < 1e-9 and sum(r["calls"] for r in table) == len(calls)
     assert {r["occupancy"] for r in table} <= {"25-50%", "75-100%"}  # 1 or 2 rows of a batch of 2
+    assert all(c["rows"] <= c["fed"] <= c["rows"] * (c["steps"] + 1) for c in calls)  # the rows the backend really fed
     idle = bench.idle_rows(calls, batch_size=2)
     assert idle["tokens_drawn"] == sum(c["tokens"] for c in calls) and 0 < idle["drawn_share"] <= 1
     costs = bench.step_costs(calls)

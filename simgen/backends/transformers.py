@@ -10,6 +10,8 @@ dialogue, turn, side). So a dialogue's tokens do not depend on the random state 
 Temperature 0 is greedy. Within a batch of dialogues, a `KVSession` keeps each dialogue's KV cache
 across turns, so a turn prefills only its new tokens, and its cache layers append in place into
 buffers that grow geometrically (transformers' DynamicCache copies the whole cache on every token).
+Inside a call, rows whose line has ended leave the forward batch once at most half of it still runs
+(their keys/values wait aside and rejoin at the end), so short lines do not pay for the longest one.
 What this leaves out: refilling the rows of finished dialogues with new ones, and torch.compile
 (the cache length changes every step, so a compiled graph would recompile or pad to a fixed size).
 """
@@ -185,6 +187,33 @@ class KVSession(Session):
             layer.values = layer.values.gather(2, index)
         self.mask = mask.to(device)
 
+    def _park(self, local: list[int], keep: list[int]) -> list[tuple[Any, Any]]:
+        """Take the cache rows at positions `local` out of the forward batch (a copy of their
+        keys/values per layer, returned), and keep the rows at positions `keep` in it."""
+        import torch
+
+        device = self.b.device
+        out = torch.tensor(local, device=device)
+        parked = [(layer.keys[out], layer.values[out]) for layer in self.cache.layers]
+        self.cache.batch_select_indices(torch.tensor(keep, device=device))
+        return parked
+
+    def _unpark(self, parked: list[tuple[list[int], list[tuple[Any, Any]]]], fwd: list[int], batch: int) -> None:
+        """Put the parked rows back beside the rows `fwd` still in the cache, each at its own row: the
+        slots a parked row never saw are zeros that its mask hides, and `_compact` drops next call."""
+        import torch
+
+        device = self.b.device
+        fed = torch.tensor(fwd, device=device)
+        for n, layer in enumerate(self.cache.layers):
+            keys = layer.keys.new_zeros((batch, *layer.keys.shape[1:]))
+            values = layer.values.new_zeros((batch, *layer.values.shape[1:]))
+            keys[fed], values[fed] = layer.keys, layer.values
+            for rows, kv in parked:
+                index, (k, v) = torch.tensor(rows, device=device), kv[n]
+                keys[index, :, :k.shape[2]], values[index, :, :v.shape[2]] = k, v
+            layer.keys, layer.values = keys, values
+
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
                  keys: Sequence[Hashable], until: Until = None) -> list[Generation]:
         if not chats:
@@ -274,45 +303,66 @@ class KVSession(Session):
                 logits = b.model(input_ids=chunk, attention_mask=mask, position_ids=positions, use_cache=True,
                                  logits_to_keep=1, **{b.cache_kwarg: self.cache}).logits[:, -1, :]
 
-            # 3. decode: one forward pass per token for every row still running
+            # 3. decode: one forward pass per token. `fwd` lists the rows in the forward batch (and in
+            # the cache), in order; once at most COMPACT_AT of them are still running, the finished
+            # ones leave it and their keys/values wait in `parked` until the call ends.
             new_tokens: list[list[int]] = [[] for _ in range(batch)]
-            done = torch.zeros(batch, dtype=torch.bool, device=device)
+            done = [False] * batch
             stopped: list[str | None] = [None] * batch
-            rows = torch.arange(batch, device=device)
+            fwd = list(range(batch))
+            parked: list[tuple[list[int], list[tuple[Any, Any]]]] = []
             for _ in range(sampling.max_new_tokens):
-                next_ids = pick_tokens(logits, sampling, generators, seen)  # (rows,)
+                next_ids = pick_tokens(logits, sampling, [generators[row] for row in fwd], seen)  # (len(fwd),)
                 if seen is not None:
-                    seen[rows, next_ids] = True
-                is_stop = torch.isin(next_ids, stop)
-                running = (~done).nonzero().flatten().tolist()
-                for row in running:
-                    if is_stop[row]:
-                        stopped[row] = "stop"
-                    else:
-                        new_tokens[row].append(int(next_ids[row]))
-                        test = until[row] if until else None
-                        if test is not None and test(b.tokenizer.decode(new_tokens[row], skip_special_tokens=True)):
-                            stopped[row] = "until"
-                            is_stop[row] = True  # the row is done; its last token is kept
-                done |= is_stop
-                if bool(done.all()):
+                    seen[torch.arange(len(fwd), device=device), next_ids] = True
+                is_stop = torch.isin(next_ids, stop).tolist()
+                picked = next_ids.tolist()
+                for i, row in enumerate(fwd):
+                    if done[row]:
+                        continue
+                    if is_stop[i]:
+                        stopped[row], done[row] = "stop", True
+                        continue
+                    new_tokens[row].append(picked[i])
+                    test = until[row] if until else None
+                    if test is not None and test(b.tokenizer.decode(new_tokens[row], skip_special_tokens=True)):
+                        stopped[row], done[row] = "until", True  # the row is done; its last token is kept
+                running = [i for i, row in enumerate(fwd) if not done[row]]
+                if not running:
                     break
-                # feed each running row its token; finished rows feed a pad their mask hides
-                slot = mask.shape[1]
-                step_positions = torch.zeros((batch, 1), dtype=torch.long)
-                for row in (~done).nonzero().flatten().tolist():
-                    step_positions[row, 0] = len(self.hist[row])
-                    self.hist[row].append(int(next_ids[row]))
-                    self.cols[row].append(slot)
-                mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
+                if len(running) <= COMPACT_AT * len(fwd):
+                    with record_function("simgen.compact"):
+                        parked.append(([row for row in fwd if done[row]],
+                                       self._park([i for i, row in enumerate(fwd) if done[row]], running)))
+                    fwd = [fwd[i] for i in running]
+                    keep = torch.tensor(running, device=device)
+                    next_ids, picked = next_ids[keep], [picked[i] for i in running]
+                    seen = seen[keep] if seen is not None else None
+                # feed each running row its token; finished rows still in the batch feed a pad their mask hides
+                slot, live = mask.shape[1], torch.tensor([not d for d in done], dtype=torch.long)
+                step_positions = torch.zeros((len(fwd), 1), dtype=torch.long)
+                for i, row in enumerate(fwd):
+                    if not done[row]:
+                        step_positions[i, 0] = len(self.hist[row])
+                        self.hist[row].append(picked[i])
+                        self.cols[row].append(slot)
+                mask = torch.cat([mask, live.to(device)[:, None]], dim=1)
+                fed = torch.tensor(fwd, device=device)
                 b.stats["decode_steps"] += 1
-                b.stats["decoded_rows"] += batch
+                b.stats["decoded_rows"] += len(fwd)
                 with record_function("simgen.decode_step"):
-                    logits = b.model(input_ids=next_ids.masked_fill(done, b.pad_id)[:, None], attention_mask=mask,
+                    pads = torch.tensor([done[row] for row in fwd], device=device)
+                    logits = b.model(input_ids=next_ids.masked_fill(pads, b.pad_id)[:, None],
+                                     attention_mask=mask if len(fwd) == batch else mask[fed],
                                      position_ids=step_positions.to(device), use_cache=True,
                                      **{b.cache_kwarg: self.cache}).logits[:, -1, :]
+            if parked:
+                self._unpark(parked, fwd, batch)
             self.mask = mask
         return new_tokens, stopped
+
+
+COMPACT_AT = 0.5  # a decoding call drops its finished rows once at most this share of its forward batch still runs
 
 
 @functools.cache
