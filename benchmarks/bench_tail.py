@@ -2,7 +2,7 @@
 the number of rows it decodes.
 
 It runs `simgen generate`'s default workload (the scenario's shipped simulator, lengths, redraws,
-copy guard, sampling as shipped) through the pipeline's own `simulate_shard`, with each side's
+copy guard, sampling as shipped) through the pipeline's own `simulate_stream`, with each side's
 backend wrapped so that every `generate` and `redraw` call of its session is timed. A call decodes
 `rows` dialogues for `steps` tokens (its longest line); its cost per step is seconds / steps.
 
@@ -132,16 +132,17 @@ def profile_run(config: GenerateConfig) -> tuple[list, list[dict], int, float]:
     user, assistant, built = pipeline._backends(config, None, {})
     calls: list[dict] = []
     timed = {"user": TimedBackend(user, "user", calls), "assistant": TimedBackend(assistant, "assistant", calls)}
-    frames, tokens, t = [], 0, time.perf_counter()
+    shards: dict[int, tuple] = {}
+    t = time.perf_counter()
     try:
-        for shard in range((config.n + config.batch_size - 1) // config.batch_size):
-            frame, _, _, shard_tokens, _ = pipeline.simulate_shard(shard, config, sc, timed["user"], timed["assistant"])
-            frames.append(frame)
-            tokens += shard_tokens
+        for stream in pipeline.streams(config):
+            pipeline.simulate_stream(stream, config, sc, timed["user"], timed["assistant"],
+                                     lambda shard, frame, first, last, tokens, seconds: shards.update({shard: (frame, tokens)}))
     finally:
         for b in built:
             b.close()
-    return frames, calls, tokens, time.perf_counter() - t
+    frames = [shards[k][0] for k in sorted(shards)]
+    return frames, calls, sum(tokens for _, tokens in shards.values()), time.perf_counter() - t
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -150,6 +150,9 @@ class GenerateConfig:
                                                              "`simgen tune` simulator was trained on (its folder's index of them).",
                                                      "flag": "--copy-guard/--no-copy-guard"})
     batch_size: int = field(default=16, metadata={"help": "Dialogues advanced together in one batched forward pass.", "flag": "-b"})
+    refill: int = field(default=4, metadata={"help": "Shards (of --batch-size dialogues) run as one stream through the batch: a dialogue that ends "
+                                                     "gives its slot to the next one at once (continuous batching). 1 = each shard alone. "
+                                                     "A resumed run reruns a stream whose shards are not all written."})
     dtype: str = field(default="auto", metadata={"help": "auto = bf16 where the CPU supports it, else float32.", "choices": ("auto", "bfloat16", "float32")})
     user: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8, max_new_tokens=48))
     assistant: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=96))
@@ -159,7 +162,7 @@ class GenerateConfig:
     persona: PersonaCapConfig = field(default_factory=PersonaCapConfig)
 
     def __post_init__(self) -> None:
-        for name in ("n", "batch_size"):
+        for name in ("n", "batch_size", "refill"):
             _positive_int(name, getattr(self, name))
         if self.max_turns is not None:
             _positive_int("max_turns", self.max_turns)
@@ -186,6 +189,7 @@ class GenerateConfig:
         raw.setdefault("lengths", False)  # a run from before the length latent had none
         raw.setdefault("redraws", 0)  # ... and one from before redraws kept every first draw
         raw.setdefault("copy_guard", False)  # ... and one from before the copy guard kept copies
+        raw.setdefault("refill", 1)  # ... and one from before continuous batching ran each shard alone
         for side in ("user", "assistant"):
             if isinstance(raw.get(side), dict):
                 raw[side] = {"trim": False, **raw[side]}  # ... nor trimming, which was off by default then

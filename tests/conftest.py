@@ -66,19 +66,23 @@ def build_tiny_model(out: Path, tokenizer_dir: Path) -> Path:
 
 
 def interrupt_second_shard(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the pipeline raise KeyboardInterrupt (as Ctrl-C would) when it starts its second shard;
+    """Make the pipeline raise KeyboardInterrupt (as Ctrl-C would) as its second shard is done, before
+    it is written: with refilling, mid-stream, while later dialogues are still running.
     `monkeypatch.undo()` restores it."""
     from simgen.generation import pipeline
 
-    real, calls = pipeline.simulate, {"n": 0}
+    real, calls = pipeline.simulate_stream, {"n": 0}
 
-    def interrupt(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+    def stream(shards, cfg, sc, user, assistant, on_shard, *args, **kwargs):
+        def interrupt(*shard):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+            on_shard(*shard)
 
-    monkeypatch.setattr(pipeline, "simulate", interrupt)
+        return real(shards, cfg, sc, user, assistant, interrupt, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "simulate_stream", stream)
 
 
 @pytest.fixture(scope="session")

@@ -236,3 +236,30 @@ def test_rows_that_finish_leave_the_forward_batch_without_changing_a_token(backe
     assert fed < backend.stats["decoded_rows"]
     assert two_turns(backend.session(reuse_cache=False)) == parked
     assert {reason for _, reason in parked} >= {"until"}
+
+
+@pytest.mark.parametrize("sampling", [SamplingConfig(temperature=0, max_new_tokens=8, repetition_penalty=1.2, trim=False),
+                                      SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=8, trim=False)], ids=["greedy", "sampled"])
+def test_a_refilled_batch_writes_each_dialogue_as_if_it_ran_alone(backend, sampling, monkeypatch):
+    """Continuous batching: 7 dialogues through 3 slots (a finished dialogue's slot takes the next
+    one, whose whole prompt is prefilled in a pass of its own beside the others' new tokens) write
+    the very dialogues each writes alone, redraws included; and the batch really was refilled."""
+    import simgen.backends.transformers as tb
+    from simgen.scenario import load_scenario
+    from simgen.generation.plan import plan
+    from simgen.generation.simulator import simulate
+
+    splits = []
+    groups = tb.prefill_groups
+    # the tiny model's prompts are short: split whenever it feeds fewer pads, so the split pass is exercised
+    monkeypatch.setattr(tb, "prefill_groups", lambda lengths: splits.append(out := groups(lengths, pass_cost=0)) or out)
+    sc = load_scenario("movie-recommendation")
+    jobs = [plan(sc, 4, i, 8) for i in range(7)]
+    finished = []
+    refilled = simulate(jobs, sc, backend, backend, sampling, sampling, 4, 8, redraws=2, slots=3, on_done=finished.append)
+    alone = [simulate([job], sc, backend, backend, sampling, sampling, 4, 8, redraws=2)[0] for job in jobs]
+    assert refilled == alone
+    assert sorted(d.index for d in finished) == list(range(7)) and [d.index for d in refilled] == list(range(7))
+    assert [d.index for d in finished] != list(range(7))  # dialogues ended out of order: slots were refilled mid-run
+    assert any(long and short for short, long in splits)  # a new dialogue's prompt was prefilled apart from the others
+    assert any(t.redraws for d in refilled for t in d.turns)

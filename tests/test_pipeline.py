@@ -216,3 +216,31 @@ def test_persona_cap_on_a_backend_that_cannot_steer_fails_before_the_run_folder(
         simgen.generate(backend="openai", model="m", server=ServerConfig(base_url="http://127.0.0.1:9/v1"),
                         persona=PersonaCapConfig(cap="1:0", axis="axis.json"), out=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("temperature", [0.0, None], ids=["greedy", "sampled"])
+def test_a_refilled_run_writes_what_each_dialogue_writes_alone(tiny_model_dir, tmp_path, temperature):
+    """Continuous batching (the default: 3 shards of 2 as one stream through 2 slots, n=5 not a
+    multiple of the batch) writes byte for byte the turns.parquet of a run whose every dialogue ran
+    alone (a batch of 1, no refilling), greedy or sampled with each dialogue's own seeds."""
+    kw = dict(max_turns=6, temperature=temperature)
+    refilled = gen(tiny_model_dir, tmp_path / "refilled", **kw)
+    alone = gen(tiny_model_dir, tmp_path / "alone", batch_size=1, refill=1, **kw)
+    assert json.loads((refilled.path / "manifest.json").read_text())["config"]["refill"] == 4
+    assert (refilled.path / "turns.parquet").read_bytes() == (alone.path / "turns.parquet").read_bytes()
+    turns = refilled.turns.group_by("dialogue_id").len()["len"]
+    assert turns.n_unique() > 1  # the dialogues ended at different turns: slots were refilled
+
+
+def test_an_old_run_without_refill_resumes_one_shard_at_a_time():
+    from simgen.config import GenerateConfig
+    from simgen.generation.pipeline import streams
+
+    raw = GenerateConfig(n=5, batch_size=2).to_dict()
+    del raw["refill"]
+    old = GenerateConfig.from_dict(raw)
+    assert old.refill == 1 and streams(old) == [[0], [1], [2]]
+    assert streams(GenerateConfig(n=5, batch_size=2)) == [[0, 1, 2]] and streams(GenerateConfig(n=9, batch_size=1, refill=4)) == [
+        [0, 1, 2, 3], [4, 5, 6, 7], [8]]
+    with pytest.raises(ConfigError, match="refill"):
+        GenerateConfig(refill=0)

@@ -141,21 +141,38 @@ class KVSession(Session):
         self.cols: list[list[int]] = [[] for _ in keys]
 
     def _select(self, keys: list[Hashable]) -> None:
-        """Keep (and order) the cache rows of `keys`; start afresh for keys it has never seen."""
+        """Keep (and order) the cache rows of `keys`; a key it has never seen gets an empty row (a
+        dialogue that took a finished one's slot); with no key it knows, start afresh."""
         import torch
 
-        if not self.reuse_cache or not self.keys or not set(keys) <= set(self.keys):
+        known = {k: i for i, k in enumerate(self.keys)} if self.reuse_cache else {}
+        if not any(k in known for k in keys):
             self._reset(keys)
             return
-        index = [self.keys.index(k) for k in keys]
-        if index != list(range(len(self.keys))):
-            rows = torch.tensor(index, device=self.b.device)
+        index = [known.get(k, -1) for k in keys]
+        if index == list(range(len(self.keys))):
+            return
+        device = self.b.device
+        if -1 not in index:  # rows kept and reordered: a gather
+            rows = torch.tensor(index, device=device)
             if self.cache.get_seq_length() > 0:
                 self.cache.batch_select_indices(rows)
             self.mask = self.mask[rows]
-            self.hist = [self.hist[i] for i in index]
-            self.cols = [self.cols[i] for i in index]
-            self.keys = list(keys)
+        else:  # new rows too: kept rows copied into place, new ones empty (masked) until their prefill
+            at = torch.tensor([n for n, i in enumerate(index) if i >= 0], device=device)
+            rows = torch.tensor([i for i in index if i >= 0], device=device)
+            for layer in self.cache.layers if self.cache.get_seq_length() > 0 else ():
+                for name in ("keys", "values"):
+                    old = getattr(layer, name)
+                    new = old.new_zeros((len(keys), *old.shape[1:]))
+                    new[at] = old[rows]
+                    setattr(layer, name, new)
+            mask = self.mask.new_zeros((len(keys), self.mask.shape[1]))
+            mask[at] = self.mask[rows]
+            self.mask = mask
+        self.hist = [list(self.hist[i]) if i >= 0 else [] for i in index]
+        self.cols = [list(self.cols[i]) if i >= 0 else [] for i in index]
+        self.keys = list(keys)
 
     def close(self) -> None:
         self._reset([])
@@ -186,6 +203,51 @@ class KVSession(Session):
             layer.keys = layer.keys.gather(2, index)
             layer.values = layer.values.gather(2, index)
         self.mask = mask.to(device)
+
+    def _prefill(self, rows: list[int], suffixes: list[list[int]], cache: Any, past: Any) -> tuple[Any, Any]:
+        """Prefill `suffixes` (one per row of `rows`, left-padded into one chunk) on `cache`, whose
+        rows are `rows` and `past` their mask: (last logits per row, the rows' mask with the chunk)."""
+        import torch
+
+        from torch.profiler import record_function
+
+        b, device = self.b, self.b.device
+        width, start = max(len(x) for x in suffixes), past.shape[1]
+        chunk = torch.full((len(rows), width), b.pad_id, dtype=torch.long)
+        chunk_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (row, suffix) in enumerate(zip(rows, suffixes)):
+            offset = width - len(suffix)
+            chunk[i, offset:] = torch.tensor(suffix, dtype=torch.long)
+            chunk_mask[i, offset:] = 1
+            positions[i, offset:] = torch.arange(len(self.hist[row]), len(self.hist[row]) + len(suffix))
+            self.hist[row].extend(suffix)
+            self.cols[row].extend(range(start + offset, start + width))
+        mask = torch.cat([past, chunk_mask.to(device)], dim=1)
+        with record_function("simgen.prefill"):
+            logits = b.model(input_ids=chunk.to(device), attention_mask=mask, position_ids=positions.to(device), use_cache=True,
+                             logits_to_keep=1, **{b.cache_kwarg: cache}).logits[:, -1, :]
+        return logits, mask
+
+    def _join(self, short: list[int], mask_s: Any, long: list[int], mask_l: Any, side: Any, batch: int) -> Any:
+        """Make the session's cache (rows `short`) and `side` (rows `long`) one cache of `batch` rows,
+        each row at its own index; the narrower part is padded on the right with masked zeros. The mask."""
+        import torch
+
+        device = self.b.device
+        width = max(mask_s.shape[1], mask_l.shape[1])
+        at_s, at_l = torch.tensor(short, device=device), torch.tensor(long, device=device)
+        for layer, other in zip(self.cache.layers, side.layers):
+            for name in ("keys", "values"):
+                mine, theirs = getattr(layer, name), getattr(other, name)
+                joined = mine.new_zeros((batch, mine.shape[1], width, mine.shape[-1]))
+                joined[at_s, :, :mine.shape[2]] = mine
+                joined[at_l, :, :theirs.shape[2]] = theirs
+                setattr(layer, name, joined)
+        mask = mask_s.new_zeros((batch, width))
+        mask[at_s, :mask_s.shape[1]] = mask_s
+        mask[at_l, :mask_l.shape[1]] = mask_l
+        return mask
 
     def _park(self, local: list[int], keep: list[int]) -> list[tuple[Any, Any]]:
         """Take the cache rows at positions `local` out of the forward batch (a copy of their
@@ -277,21 +339,8 @@ class KVSession(Session):
                     del hist[n:], self.cols[row][n:]
                 suffixes.append(ids[n:])
             self._compact()
-            # 2. prefill the suffixes together, left-padded: (rows, width)
-            batch, width, start = len(prompts), max(len(x) for x in suffixes), self.mask.shape[1]
-            chunk = torch.full((batch, width), b.pad_id, dtype=torch.long)
-            chunk_mask = torch.zeros((batch, width), dtype=torch.long)
-            positions = torch.zeros((batch, width), dtype=torch.long)
-            for row, suffix in enumerate(suffixes):
-                offset = width - len(suffix)
-                chunk[row, offset:] = torch.tensor(suffix, dtype=torch.long)
-                chunk_mask[row, offset:] = 1
-                positions[row, offset:] = torch.arange(len(self.hist[row]), len(self.hist[row]) + len(suffix))
-                self.hist[row].extend(suffix)
-                self.cols[row].extend(range(start + offset, start + width))
+            batch = len(prompts)
             b.stats["prefill_tokens"] += sum(len(x) for x in suffixes)
-            chunk, chunk_mask, positions = chunk.to(device), chunk_mask.to(device), positions.to(device)
-            mask = torch.cat([self.mask, chunk_mask], dim=1)
             generators = [torch.Generator().manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF) for s in seeds]
             stop = torch.tensor(sorted(b.stop_ids), device=device)
             seen = None  # (rows, vocab) bool: tokens already in each row's chat, for the penalty
@@ -299,9 +348,22 @@ class KVSession(Session):
                 seen = torch.zeros((batch, b.model.config.vocab_size), dtype=torch.bool, device=device)
                 for row, ids in enumerate(prompts):
                     seen[row, torch.tensor(ids, device=device)] = True
-            with record_function("simgen.prefill"):
-                logits = b.model(input_ids=chunk, attention_mask=mask, position_ids=positions, use_cache=True,
-                                 logits_to_keep=1, **{b.cache_kwarg: self.cache}).logits[:, -1, :]
+            # 2. prefill the suffixes, left-padded; rows whose suffix is far longer than the rest (a whole
+            # prompt beside a turn's new tokens: a dialogue that just took a slot) in a pass of their own
+            short, long = prefill_groups([len(x) for x in suffixes])
+            if not long:
+                logits, mask = self._prefill(short, suffixes, self.cache, self.mask)
+            else:
+                start = self.mask.shape[1]
+                parked = self._park(long, short) if start else []
+                side = growing_cache_class()()
+                for n, (keys, values) in enumerate(parked):
+                    side.update(keys, values, n)
+                logits_s, mask_s = self._prefill(short, [suffixes[r] for r in short], self.cache, self.mask[short])
+                logits_l, mask_l = self._prefill(long, [suffixes[r] for r in long], side, self.mask[long])
+                mask = self._join(short, mask_s, long, mask_l, side, batch)
+                logits = logits_s.new_empty((batch, logits_s.shape[-1]))
+                logits[short], logits[long] = logits_s, logits_l
 
             # 3. decode: one forward pass per token. `fwd` lists the rows in the forward batch (and in
             # the cache), in order; once at most COMPACT_AT of them are still running, the finished
@@ -360,6 +422,21 @@ class KVSession(Session):
                 self._unpark(parked, fwd, batch)
             self.mask = mask
         return new_tokens, stopped
+
+
+def prefill_groups(lengths: Sequence[int], pass_cost: int = 256) -> tuple[list[int], list[int]]:
+    """Split rows into (short, long) for two prefill passes when that feeds far fewer padded tokens
+    than one: each pass costs its rows x its longest suffix, plus `pass_cost` tokens. ([all], []) when not."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    one = len(lengths) * max(lengths, default=0)
+    best, cut = one, len(order)
+    for n in range(1, len(order)):
+        cost = n * lengths[order[n - 1]] + (len(order) - n) * lengths[order[-1]] + pass_cost
+        if cost < best:
+            best, cut = cost, n
+    if best > 0.75 * one:
+        return list(range(len(lengths))), []
+    return sorted(order[:cut]), sorted(order[cut:])
 
 
 COMPACT_AT = 0.5  # a decoding call drops its finished rows once at most this share of its forward batch still runs

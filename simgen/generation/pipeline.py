@@ -2,8 +2,10 @@
 
 This is the one place the stages meet. It validates everything that can be validated before a
 model loads (scenario, templates, output folder), then walks the run in shards of `batch_size`
-dialogues: plan each dialogue from (seed, index), simulate the shard as one batch, write it. A
-resumed run skips the shards its manifest lists, so it ends byte-identical to an uninterrupted one.
+dialogues: plan each dialogue from (seed, index), simulate a stream of `refill` shards through one
+batch that refills as dialogues end, write each shard as its last dialogue ends. A resumed run
+reruns the streams whose shards its manifest does not all list, from their first shard, and writes
+the missing ones, so it ends byte-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -291,21 +293,47 @@ def _copy_index(path: str) -> CopyIndex:
     return CopyIndex.load(path)
 
 
-def simulate_shard(shard: int, cfg: GenerateConfig, sc: Scenario, user_backend: Backend, assistant_backend: Backend,
-                   on_step: Callable[[int, int], None] | None = None) -> tuple[Any, int, int, int, float]:
-    """Simulate shard `shard` (dialogues shard*batch_size ...): (turns frame, first, last, tokens, seconds).
+def streams(cfg: GenerateConfig) -> list[list[int]]:
+    """The run's shards in streams of `cfg.refill`: the unit that one batch runs with refilling
+    (`simulate_stream`), here or on a Ray worker, and that a resumed run reruns whole."""
+    n_shards = math.ceil(cfg.n / cfg.batch_size)
+    return [list(range(s, min(s + cfg.refill, n_shards))) for s in range(0, n_shards, cfg.refill)]
 
-    The one place a shard is made, on this machine or on a Ray worker (`cluster.py`).
-    """
-    first, last = shard * cfg.batch_size, min((shard + 1) * cfg.batch_size, cfg.n) - 1
-    t = time.perf_counter()
-    jobs = [plan(sc, cfg.seed, i, cfg.max_turns, cfg.lengths) for i in range(first, last + 1)]
+
+def simulate_stream(shards: list[int], cfg: GenerateConfig, sc: Scenario, user_backend: Backend, assistant_backend: Backend,
+                    on_shard: Callable[[int, Any, int, int, int, float], None], on_step: Callable[[int, int], None] | None = None,
+                    on_dialogue: Callable[[int], None] | None = None) -> None:
+    """Simulate the dialogues of `shards` (consecutive; shard s holds dialogues s*batch_size ...) as
+    one stream through `cfg.batch_size` slots: a dialogue that ends gives its slot to the next one
+    (continuous batching). As the last dialogue of a shard ends, `on_shard(shard, turns frame, first,
+    last, tokens, seconds)` gets it (seconds: since the stream began or the shard before was done);
+    `on_dialogue(index)` as each dialogue ends.
+
+    The one place dialogues are made, on this machine or on a Ray worker (`cluster.py`). A stream
+    always starts at its first shard, so a rerun (resume) gives its shards the same batch company
+    and writes the same bytes."""
+    bounds = {s: (s * cfg.batch_size, min((s + 1) * cfg.batch_size, cfg.n) - 1) for s in shards}
+    jobs = [plan(sc, cfg.seed, i, cfg.max_turns, cfg.lengths) for s in shards for i in range(bounds[s][0], bounds[s][1] + 1)]
     guards = {side: trained_lines(b) if cfg.copy_guard else None for side, b in (("user", user_backend), ("assistant", assistant_backend))}
-    dialogues = simulate(jobs, sc, user_backend, assistant_backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, on_step,
-                         redraws=cfg.redraws, copy_guard=guards)
-    frame = dialogues_to_frame(dialogues, sc.profile.polars_schema())
-    tokens = sum(t.n_tokens for d in dialogues for t in d.turns)
-    return frame, first, last, tokens, time.perf_counter() - t
+    ended: dict[int, dict[int, Any]] = {s: {} for s in shards}
+    clock = [time.perf_counter()]
+
+    def done(dialogue: Any) -> None:
+        shard = dialogue.index // cfg.batch_size
+        ended[shard][dialogue.index] = dialogue
+        if on_dialogue:
+            on_dialogue(dialogue.index)
+        first, last = bounds[shard]
+        if len(ended[shard]) == last - first + 1:
+            dialogues = [ended[shard][i] for i in range(first, last + 1)]
+            frame = dialogues_to_frame(dialogues, sc.profile.polars_schema())
+            tokens = sum(t.n_tokens for d in dialogues for t in d.turns)
+            now_ = time.perf_counter()
+            on_shard(shard, frame, first, last, tokens, now_ - clock[0])
+            clock[0] = now_
+
+    simulate(jobs, sc, user_backend, assistant_backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, on_step,
+             redraws=cfg.redraws, copy_guard=guards, slots=cfg.batch_size, on_done=done)
 
 
 def _generate_shards(writer: RunWriter, cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool,
@@ -316,8 +344,7 @@ def _generate_shards(writer: RunWriter, cfg: GenerateConfig, sc: Scenario, assis
     from tqdm.auto import tqdm
 
     manifest = writer.manifest
-    n_shards = manifest["progress"]["n_shards"]
-    todo = [shard for shard in range(n_shards) if shard not in writer.done_shards]
+    todo = [stream for stream in streams(cfg) if not set(stream) <= writer.done_shards]
     if not todo:
         for unused in prebuilt.values():
             unused.close()
@@ -341,11 +368,17 @@ def _generate_shards(writer: RunWriter, cfg: GenerateConfig, sc: Scenario, assis
         bar.set_postfix(turns_s=f"{totals['lines'] / elapsed:.1f}", tok_s=f"{totals['tokens'] / elapsed:.0f}", refresh=False)
         bar.refresh()
 
-    try:
-        for shard in todo:
-            frame, first, last, tokens, seconds = simulate_shard(shard, cfg, sc, user_backend, assistant_backend, on_step)
+    def write(shard: int, frame: Any, first: int, last: int, tokens: int, seconds: float) -> None:
+        if shard not in writer.done_shards:  # a rerun stream's shards that were written before are not written again
             writer.write_shard(shard, frame, first, last, tokens, seconds)
-            bar.update(last - first + 1)
+
+    def ended(index: int) -> None:
+        if index // cfg.batch_size not in writer.done_shards:
+            bar.update(1)
+
+    try:
+        for stream in todo:
+            simulate_stream(stream, cfg, sc, user_backend, assistant_backend, write, on_step, ended)
     finally:
         bar.close()
         for backend in built:

@@ -1,4 +1,5 @@
-"""The simulator loop: a batch of dialogues advances together, one side at a time.
+"""The simulator loop: a batch of dialogues advances together, one side at a time; a finished
+dialogue's slot takes the next one (continuous batching).
 
 For every dialogue of the batch the simulator keeps two chats that only ever grow, one per side
 (their shape is in chats.py: the user side's roles are flipped, so a chat model speaks as the user).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -47,6 +49,7 @@ class _State:
     turns: list[Turn] = field(default_factory=list)
     stop_reason: str | None = None
     pending_assistant_line: str | None = None  # the assistant line the next user message answers
+    k: int = 0  # the user turn the dialogue is at
     closed: bool = False  # the user has said its closing (terminal-intent) line; only the assistant's answer may follow
 
 
@@ -63,8 +66,16 @@ def simulate(
     early_stop: bool = True,
     redraws: int = 0,
     copy_guard: Mapping[str, CopyIndex | None] | None = None,
+    slots: int | None = None,
+    on_done: Callable[[Dialogue], None] | None = None,
 ) -> list[Dialogue]:
-    """Run `jobs` to completion as one batch; `on_step(lines, tokens)` reports progress.
+    """Run `jobs` to completion, `slots` of them at a time (default: all as one batch); the
+    dialogues in job order. `on_step(lines, tokens)` reports progress, `on_done(dialogue)` each
+    dialogue as it ends.
+
+    With fewer slots than jobs the batch refills (continuous batching): the slot of a dialogue that
+    ends takes the next job at the next user step, so the batch stays full until the jobs run out.
+    Dialogues at different turns share a step; each draws from its own seeds (seed, index, turn, side).
 
     `early_stop=False` keeps every dialogue going through empty and degenerate lines (only a
     generation error or the end of its intent path stops it): benchmarks use it so that every
@@ -75,41 +86,50 @@ def simulate(
     one of them (`simgen.copies`) is drawn again too.
     """
     states = [_State(job, [user_system(scenario, job, max_turns)], [assistant_system(scenario, max_turns)]) for job in jobs]
+    finished: dict[int, Dialogue] = {}
+
+    def done(s: _State) -> None:
+        finished[id(s)] = d = Dialogue(dialogue_id(s.job.index), s.job.index, s.job.profile, tuple(s.turns), s.stop_reason)
+        if on_done:
+            on_done(d)
 
     with user_backend.session() as user_session, assistant_backend.session() as assistant_session:
-        _loop(states, scenario, user_session, assistant_session, user_backend, assistant_backend,
-              user_sampling, assistant_sampling, seed, max_turns, on_step, early_stop, redraws, copy_guard)
-    for s in states:  # a path that ended without a terminal intent within max_turns
-        if s.stop_reason is None:
-            s.stop_reason = "max_turns"
-    return [Dialogue(dialogue_id(s.job.index), s.job.index, s.job.profile, tuple(s.turns), s.stop_reason) for s in states]
+        _loop(states, scenario, user_session, assistant_session, user_backend, assistant_backend, user_sampling,
+              assistant_sampling, seed, max_turns, on_step, early_stop, redraws, copy_guard, slots or len(states), done)
+    return [finished[id(s)] for s in states]
 
 
 def _loop(states: list[_State], scenario: Scenario, user_session: Session, assistant_session: Session,
           user_backend: Backend, assistant_backend: Backend, user_sampling: SamplingConfig,
           assistant_sampling: SamplingConfig, seed: int, max_turns: int,
-          on_step: Callable[[int, int], None] | None, early_stop: bool = True, redraws: int = 0,
-          guard: Mapping[str, CopyIndex | None] | None = None) -> None:
+          on_step: Callable[[int, int], None] | None, early_stop: bool, redraws: int,
+          guard: Mapping[str, CopyIndex | None] | None, slots: int, done: Callable[[_State], None]) -> None:
     guard = guard or {}
-    for k in range(max_turns):
-        active = [s for s in states if s.stop_reason is None]
+    queue, active = deque(states), []
+    while True:
+        for s in active:
+            if s.stop_reason is not None:
+                done(s)
+        active = [s for s in active if s.stop_reason is None]
+        while queue and len(active) < slots:
+            active.append(queue.popleft())
         if not active:
             break
-        # user step: (active dialogue) -> user chat ending in this turn's instruction
+        # user step: (active dialogue) -> user chat ending in its turn's instruction
         for s in active:
-            s.user_chat.append(user_message(scenario, s.job, k, max_turns, s.pending_assistant_line))
-        targets = [s.job.target(k) for s in active]
+            s.user_chat.append(user_message(scenario, s.job, s.k, max_turns, s.pending_assistant_line))
+        targets = [s.job.target(s.k) for s in active]
         until = [None if t is None else functools.partial(_cut_known, target=t) for t in targets]
-        terminal = [scenario.intents.get(s.job.intents[k]).terminal for s in active]
+        terminal = [scenario.intents.get(s.job.intents[s.k]).terminal for s in active]
 
         def user_misfit(i: int, text: str, finish: str | None) -> str | None:
             return misfit(active[i], "user", text, finish, user_sampling.trim, closing=terminal[i], trained=guard.get("user"))
 
         lines, tokens = _draw(user_session, user_backend, active, [s.user_chat for s in active], user_sampling,
-                              lambda s, n: rng.derive(seed, s.job.index, rng.USER, k, n), targets,
+                              lambda s, n: rng.derive(seed, s.job.index, rng.USER, s.k, n), targets,
                               until if any(targets) else None, user_misfit, redraws)
         for s, (g, text, finish, again), target, closing in zip(active, lines, targets, terminal):
-            s.turns.append(Turn(len(s.turns), "user", text, s.job.intents[k], g.n_tokens, finish, target, again if redraws else None))
+            s.turns.append(Turn(len(s.turns), "user", text, s.job.intents[s.k], g.n_tokens, finish, target, again if redraws else None))
             s.user_chat.append({"role": "assistant", "content": text})
             s.assistant_chat.append({"role": "user", "content": text})
             s.stop_reason = _stop_reason(s, g, text, early_stop, user_sampling.trim)
@@ -120,29 +140,30 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         if on_step:
             on_step(len(active), tokens)
 
-        # assistant step
-        active = [s for s in active if s.stop_reason is None]
-        if not active:
-            break
+        # assistant step, for the dialogues the user step did not end
+        answering = [s for s in active if s.stop_reason is None]
+        if not answering:
+            continue
 
         def assistant_misfit(i: int, text: str, finish: str | None) -> str | None:
-            return misfit(active[i], "assistant", text, finish, assistant_sampling.trim, closing=active[i].closed,
+            return misfit(answering[i], "assistant", text, finish, assistant_sampling.trim, closing=answering[i].closed,
                           trained=guard.get("assistant"))
 
-        lines, tokens = _draw(assistant_session, assistant_backend, active, [s.assistant_chat for s in active], assistant_sampling,
-                              lambda s, n: rng.derive(seed, s.job.index, rng.ASSISTANT, k, n), [None] * len(active), None,
-                              assistant_misfit, redraws)
-        for s, (g, text, finish, again) in zip(active, lines):
+        lines, tokens = _draw(assistant_session, assistant_backend, answering, [s.assistant_chat for s in answering],
+                              assistant_sampling, lambda s, n: rng.derive(seed, s.job.index, rng.ASSISTANT, s.k, n),
+                              [None] * len(answering), None, assistant_misfit, redraws)
+        for s, (g, text, finish, again) in zip(answering, lines):
             s.turns.append(Turn(len(s.turns), "assistant", text, None, g.n_tokens, finish, None, again if redraws else None))
             s.assistant_chat.append({"role": "assistant", "content": text})
             s.pending_assistant_line = text
             s.stop_reason = _stop_reason(s, g, text, early_stop, assistant_sampling.trim)
             if s.stop_reason is None and s.closed:
                 s.stop_reason = "terminal_intent"
-            elif s.stop_reason is None and k == max_turns - 1:
+            elif s.stop_reason is None and s.k == max_turns - 1:  # a path that ended without a terminal intent within max_turns
                 s.stop_reason = "max_turns"
+            s.k += 1
         if on_step:
-            on_step(len(active), tokens)
+            on_step(len(answering), tokens)
 
 
 def _draw(session: Session, backend: Backend, active: list[_State], chats: list[Chat], sampling: SamplingConfig,

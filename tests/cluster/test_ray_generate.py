@@ -1,6 +1,7 @@
 """`simgen generate --ray` on a real local Ray cluster (two single-CPU workers) and the tiny random Llama:
-the run is byte-identical to the one-machine run; a worker SIGKILLed mid-shard costs only its shard; a
-killed driver resumes, on one machine; bad input fails before anything is written."""
+the run is byte-identical to the one-machine run; a worker SIGKILLed mid-stream costs only its stream (the
+unit a worker runs: --refill shards through one batch); a killed driver resumes, on one machine; bad input
+fails before anything is written."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from simgen.cluster import RayConfig, check_workers, simgen_version
 
 pytestmark = pytest.mark.slow  # a real Ray cluster: about 5 minutes for tests/cluster (CI runs them)
 
-GEN = dict(scenario="movie-recommendation", n=8, seed=11, max_turns=3, batch_size=2, dtype="float32",
+GEN = dict(scenario="movie-recommendation", n=8, seed=11, max_turns=3, batch_size=2, refill=2, dtype="float32",
            user=SamplingConfig(max_new_tokens=8, trim=False), assistant_sampling=SamplingConfig(max_new_tokens=10, trim=False))
 
 
@@ -46,28 +47,31 @@ def test_a_ray_run_is_byte_identical_to_the_local_run(ray_address, local_run, ti
     assert not (run.path / "shards").exists() and not list(run.path.glob(".ray-probe-*"))
 
 
-def test_a_worker_killed_mid_shard_costs_only_that_shard(ray_address, local_run, tiny_model_dir, tmp_path, monkeypatch):
+def test_a_worker_killed_mid_stream_costs_only_that_stream(ray_address, local_run, tiny_model_dir, tmp_path, monkeypatch):
     import simgen
 
     marker = tmp_path / "killed-once"
-    monkeypatch.setenv("SIMGEN_RAY_FAULT", f"kill:1:{marker}")  # the worker on shard 1 half-writes it, then SIGKILLs itself
+    monkeypatch.setenv("SIMGEN_RAY_FAULT", f"kill:1:{marker}")  # the worker on stream 1 half-writes its first shard, then SIGKILLs itself
     run = simgen.generate(model=str(tiny_model_dir), out=tmp_path / "run", progress=False,
                           ray=RayConfig(address=ray_address, workers=2, retries=1), **GEN)
     assert marker.read_text().startswith("killed pid") and "on unit 1" in marker.read_text()
     assert turns_bytes(run.path) == turns_bytes(local_run)
 
 
-def test_a_shard_that_fails_for_good_is_reported_and_the_rest_resume_on_one_machine(ray_address, local_run, tiny_model_dir,
-                                                                                   tmp_path, monkeypatch):
+def test_a_stream_that_fails_for_good_is_reported_and_the_rest_resume_on_one_machine(ray_address, local_run, tiny_model_dir,
+                                                                                    tmp_path, monkeypatch):
+    """With --refill 1 each stream is one shard (the unit numbers are shard numbers); the rest, resumed
+    on one machine, matches the local run made with --refill 2 (the tiny model in fp32 draws the same
+    tokens in any batch company)."""
     import simgen
 
     marker = tmp_path / "killed-once"
     monkeypatch.setenv("SIMGEN_RAY_FAULT", f"kill:2:{marker}")
     out = tmp_path / "run"
-    with pytest.raises(RunError, match=r"1 shard\(s\) failed on the cluster after 0 retries each \(\[2\]; shard 2: .*\); "
-                                        r"1 shard\(s\) not started, no worker being left \(\[3\]\).*--resume"):
+    with pytest.raises(RunError, match=r"1 stream\(s\) failed on the cluster after 0 retries each \(\[2\]; stream 2: .*\); "
+                                        r"1 stream\(s\) not started, no worker being left \(\[3\]\).*--resume"):
         simgen.generate(model=str(tiny_model_dir), out=out, progress=False,
-                        ray=RayConfig(address=ray_address, workers=1, retries=0), **GEN)
+                        ray=RayConfig(address=ray_address, workers=1, retries=0), **{**GEN, "refill": 1})
     manifest = json.loads((out / "manifest.json").read_text())
     done = sorted(s["shard"] for s in manifest["progress"]["shards"])
     assert manifest["status"] == "interrupted" and 2 not in done and done  # shards before the failure are kept
@@ -82,7 +86,7 @@ def test_a_killed_driver_resumes_on_the_cluster(ray_address, tiny_model_dir, tmp
     out = tmp_path / "run"
     exe = str(Path(sys.executable).with_name("simgen"))
     argv = [exe, "generate", "--model", str(tiny_model_dir), "-n", "8", "--seed", "11", "--max-turns", "3",
-            "--batch-size", "2", "--dtype", "float32", "--user-max-new-tokens", "8", "--assistant-max-new-tokens", "10",
+            "--batch-size", "2", "--refill", "2", "--dtype", "float32", "--user-max-new-tokens", "8", "--assistant-max-new-tokens", "10",
             "--no-trim", "-q"]
     reference = tmp_path / "one-machine"
     subprocess.run([*argv, "--out", str(reference)], check=True, capture_output=True, timeout=300)
@@ -172,7 +176,7 @@ def test_the_openai_backend_on_ray_calls_the_servers_from_the_workers(ray_addres
     from simgen.config import GenerateConfig, ServerConfig
 
     greedy = SamplingConfig(temperature=0, max_new_tokens=12)
-    cfg = GenerateConfig(n=4, max_turns=2, batch_size=2, backend="openai", server=ServerConfig(base_url=f"{llamacpp},{llamacpp}"),
+    cfg = GenerateConfig(n=4, max_turns=2, batch_size=2, refill=1, backend="openai", server=ServerConfig(base_url=f"{llamacpp},{llamacpp}"),
                          model="smollm2", user=greedy, assistant=greedy)
     run = simgen.generate(config=cfg, out=tmp_path / "run", progress=False, ray=RayConfig(address=ray_address, workers=2))
     m = run.manifest
