@@ -16,9 +16,12 @@ continuous batching (#15) would fill.
     python benchmarks/bench_tail.py --scenario movie-recommendation -n 40 --batch-size 20
     python benchmarks/bench_tail.py --scenario chitchat -n 64 --batch-size 64 --json outputs/tail-chitchat.json
 
-`--ablate-park` first runs the same work with parking off (every row of a call is fed until its
-longest line ends, as before #15's first change), then as shipped, in one process, and prints the
-speed-up and whether the two wrote the same turns.
+`--ablate` first runs the same dialogues as they ran before #15 (each shard alone, every row of a
+call fed until its longest line ends), then with finished rows parked out of a call's batch, then
+as shipped (parking, and a batch that refills: `--refill`), all in one process, and prints each
+row's speed against the first and whether it wrote the same turns.
+
+    python benchmarks/bench_tail.py --scenario movie-recommendation -n 48 --batch-size 16 --ablate
 """
 
 from __future__ import annotations
@@ -30,7 +33,10 @@ import time
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
+
+import polars as pl
 
 from simgen.backends import Backend, Session
 from simgen.config import GenerateConfig, SamplingConfig
@@ -145,6 +151,31 @@ def profile_run(config: GenerateConfig) -> tuple[list, list[dict], int, float]:
     return frames, calls, sum(tokens for _, tokens in shards.values()), time.perf_counter() - t
 
 
+def ablation(config: GenerateConfig) -> list[dict]:
+    """Time `config`'s run as before #15 (refill 1, no parking), with parking, and as shipped; print a table."""
+    import simgen.backends.transformers as tb
+
+    shipped, rows = tb.COMPACT_AT, []
+    for name, park, refill in (("before: each shard alone, no parking", 0.0, 1), ("+ parking finished rows", shipped, 1),
+                               (f"+ refilling (--refill {config.refill}): shipped", shipped, config.refill)):
+        tb.COMPACT_AT = park
+        try:
+            frames, calls, tokens, wall = profile_run(replace(config, refill=refill))
+        finally:
+            tb.COMPACT_AT = shipped
+        idle = idle_rows(calls, config.batch_size)
+        rows.append({"row": name, "seconds": wall, "tokens": tokens, "tokens_per_s": tokens / wall,
+                     "drawn_share": idle["drawn_share"], "frame": pl.concat(frames)})
+    print(f"\n{config.scenario}: {config.n} dialogues, batch {config.batch_size}, seed {config.seed}\n")
+    print("| row | seconds | stored tokens | tokens/s | speed-up | row-steps that drew a token | same turns as the first row |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        same = r["frame"].equals(rows[0]["frame"])
+        print(f"| {r['row']} | {r['seconds']:.0f} | {r['tokens']} | {r['tokens_per_s']:.1f} | "
+              f"{r['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}x | {100 * r['drawn_share']:.0f}% | {same} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", default="movie-recommendation")
@@ -153,24 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--model", default=None, help="default: the scenario's shipped simulator, as `simgen generate` uses it")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--ablate-park", action="store_true", help="run with parking off first, then as shipped, and compare")
+    parser.add_argument("--ablate", action="store_true", help="run as before #15, with parking, then as shipped, and compare")
     args = parser.parse_args(argv)
 
     config = GenerateConfig(scenario=args.scenario, n=args.n, seed=args.seed, batch_size=args.batch_size, model=args.model)
-    if args.ablate_park:
-        import simgen.backends.transformers as tb
-
-        shipped, tb.COMPACT_AT = tb.COMPACT_AT, 0.0
-        try:
-            frames_off, _, tokens_off, wall_off = profile_run(config)
-        finally:
-            tb.COMPACT_AT = shipped
+    if args.ablate:
+        rows = ablation(config)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps([{k: v for k, v in r.items() if k != "frame"} for r in rows], indent=1))
+        return 0
     frames, calls, tokens, wall = profile_run(config)
-    if args.ablate_park:
-        same = all(a.equals(b) for a, b in zip(frames_off, frames))
-        print(f"parking off: {wall_off:.0f} s, {tokens_off} tokens ({tokens_off / wall_off:.1f}/s); "
-              f"parking at {shipped:.2f}: {wall:.0f} s, {tokens} tokens ({tokens / wall:.1f}/s): "
-              f"{wall_off / wall:.2f}x the speed; same turns written: {same}")
     decoding = sum(c["seconds"] for c in calls)
     table, steps = occupancy_table(calls, args.batch_size), step_costs(calls)
     print(f"\n{args.scenario}: {args.n} dialogues, batch {args.batch_size}, seed {args.seed}: {wall:.0f} s, "
