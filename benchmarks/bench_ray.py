@@ -54,8 +54,10 @@ def main() -> None:
     from simgen.cluster import RayConfig
 
     work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    # refill 1: each shard is a unit of its own, so 4 shards spread over the workers (with the default
+    # --refill 4 they would be one stream, on one worker)
     settings = dict(scenario=args.scenario, n=args.n, seed=args.seed, max_turns=args.max_turns, batch_size=args.batch_size,
-                    model=args.model, progress=True)
+                    refill=1, model=args.model, progress=True)
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     shapes = {"local": (1, args.cpus), "ray": (args.cpus, 1), "local1": (1, 1), "ray1": (1, 1)}  # (workers, threads each)
     rows, turns = {}, {}

@@ -151,6 +151,28 @@ def profile_run(config: GenerateConfig) -> tuple[list, list[dict], int, float]:
     return frames, calls, sum(tokens for _, tokens in shards.values()), time.perf_counter() - t
 
 
+def shared_prefix(config: GenerateConfig, tokenizer: Any, n: int = 16) -> dict[str, Any]:
+    """What prefix sharing (#15) could save: the first user-side prompt of `n` dialogues in tokens, and
+    how many leading tokens all of them share; the assistant side's system prompt (the same for all)."""
+    from simgen.generation.chats import assistant_system, user_message, user_system
+    from simgen.generation.plan import plan
+    from simgen.models import chat_token_ids
+
+    sc = load_scenario(config.scenario)
+    config = pipeline.settle(config, sc)
+    prompts = []
+    for i in range(n):
+        job = plan(sc, config.seed, i, config.max_turns, config.lengths)
+        chat = [user_system(sc, job, config.max_turns), user_message(sc, job, 0, config.max_turns, None)]
+        prompts.append(chat_token_ids(tokenizer, chat, add_generation_prompt=True))
+    shared = 0
+    while all(len(p) > shared and p[shared] == prompts[0][shared] for p in prompts):
+        shared += 1
+    system = chat_token_ids(tokenizer, [assistant_system(sc, config.max_turns)], add_generation_prompt=False)
+    return {"user_prompt_tokens": [min(map(len, prompts)), max(map(len, prompts))], "user_shared_prefix": shared,
+            "assistant_system_tokens": len(system)}
+
+
 def ablation(config: GenerateConfig) -> list[dict]:
     """Time `config`'s run as before #15 (refill 1, no parking), with parking, and as shipped; print a table."""
     import simgen.backends.transformers as tb
@@ -185,7 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="default: the scenario's shipped simulator, as `simgen generate` uses it")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--ablate", action="store_true", help="run as before #15, with parking, then as shipped, and compare")
+    parser.add_argument("--prefix", action="store_true", help="only print the prompt prefix the dialogues share (no run)")
     args = parser.parse_args(argv)
+    if args.prefix:
+        from transformers import AutoTokenizer
+
+        from simgen.models import resolve_model
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model).path, local_files_only=True)
+        print(json.dumps(shared_prefix(GenerateConfig(scenario=args.scenario, seed=args.seed), tokenizer)))
+        return 0
 
     config = GenerateConfig(scenario=args.scenario, n=args.n, seed=args.seed, batch_size=args.batch_size, model=args.model)
     if args.ablate:

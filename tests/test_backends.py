@@ -263,3 +263,26 @@ def test_a_refilled_batch_writes_each_dialogue_as_if_it_ran_alone(backend, sampl
     assert [d.index for d in finished] != list(range(7))  # dialogues ended out of order: slots were refilled mid-run
     assert any(long and short for short, long in splits)  # a new dialogue's prompt was prefilled apart from the others
     assert any(t.redraws for d in refilled for t in d.turns)
+
+
+@pytest.mark.parametrize("first", [256, 3], ids=["nucleus_in_the_top_k", "wider_nucleus_sorted_in_full"])
+def test_top_p_draws_each_token_of_the_nucleus_at_its_renormalised_probability(first, monkeypatch):
+    """The nucleus is looked for among the most likely tokens first; whether it is found there or the
+    row is sorted in full, the draws follow the renormalised nucleus (a chi-square test), and no token
+    outside it is ever drawn."""
+    import torch
+    from scipy.stats import chisquare
+
+    import simgen.backends.transformers as tb
+
+    monkeypatch.setattr(tb, "NUCLEUS_FIRST", first)
+    p = torch.tensor([0.30, 0.20, 0.15, 0.12, 0.08, 0.05] + [0.10 / 994] * 994)
+    cfg = SamplingConfig(temperature=1.0, top_p=0.8, max_new_tokens=1)  # nucleus: the first 5 tokens (0.85)
+    logits = torch.log(p)[None].repeat(8, 1)
+    counts = torch.zeros(1000)
+    for draw in range(250):
+        picks = tb.pick_tokens(logits, cfg, [torch.Generator().manual_seed(draw * 8 + r) for r in range(8)])
+        counts += torch.bincount(picks, minlength=1000)
+    assert counts[5:].sum() == 0
+    expected = (p[:5] / p[:5].sum() * counts.sum()).numpy()
+    assert chisquare(counts[:5].numpy(), expected).pvalue > 0.001

@@ -53,3 +53,16 @@ def test_the_ablation_times_three_ways_of_running_the_same_dialogues(tiny_model_
     assert [r["frame"].equals(rows[0]["frame"]) for r in rows] == [True] * 3
     assert len({r["tokens"] for r in rows}) == 1 and rows[1]["drawn_share"] > rows[0]["drawn_share"]
     assert "| + refilling (--refill 4): shipped |" in capsys.readouterr().out
+
+
+def test_the_shared_prefix_is_what_every_first_user_prompt_starts_with(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    bench = load_bench()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    out = bench.shared_prefix(GenerateConfig(scenario="movie-recommendation"), tokenizer, n=6)
+    lo, hi = out["user_prompt_tokens"]
+    assert 0 < out["user_shared_prefix"] < lo <= hi  # the persona comes first, so the prompts part early
+    assert out["assistant_system_tokens"] > 0
+    one = bench.shared_prefix(GenerateConfig(scenario="movie-recommendation"), tokenizer, n=1)
+    assert one["user_shared_prefix"] == one["user_prompt_tokens"][0]  # a single prompt shares all of itself

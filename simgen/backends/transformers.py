@@ -483,11 +483,20 @@ def growing_cache_class() -> type:
     return GrowingCache
 
 
+NUCLEUS_FIRST = 256  # top-p looks for the nucleus among each row's most likely tokens first; a full sort only when it is wider
+
+
 def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -> Any:  # noqa: ANN001
     """Next token per row: argmax when greedy, else temperature + top-p with each row's generator.
 
     `seen` (batch, vocab) marks tokens to penalise as in HF's repetition penalty: positive logits
     are divided by the penalty, negative ones multiplied.
+
+    Top-p keeps the smallest set of most likely tokens whose mass reaches `top_p` (at least one) and
+    draws from it, renormalised. The set is found among the row's NUCLEUS_FIRST most likely tokens
+    (`topk`), and the draw is made over those few, not the whole vocabulary: sorting and drawing over
+    49,152 tokens cost ~3 ms per row and step on CPU, 15-20% of a decoding step. A row whose
+    nucleus is wider is sorted in full.
     """
     import torch
 
@@ -498,14 +507,19 @@ def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -
     if sampling.greedy:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / sampling.temperature, dim=-1)
-    if sampling.top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
+    if sampling.top_p >= 1.0:
+        probs = probs.cpu()
+        picks = [torch.multinomial(probs[row], 1, generator=generators[row]) for row in range(probs.shape[0])]
+        return torch.cat(picks).to(logits.device)
+    top, ids = probs.topk(min(NUCLEUS_FIRST, probs.shape[-1]), dim=-1)  # descending
+    wide = (top.sum(-1) < sampling.top_p).nonzero().flatten().tolist()
+    top, ids = top.cpu(), ids.cpu()
+    picks = []
+    for row in range(probs.shape[0]):
+        p, order = (top[row], ids[row]) if row not in wide else probs[row].cpu().sort(descending=True)
         # keep the smallest prefix whose mass reaches top_p (always at least the top token)
-        drop = (sorted_p.cumsum(-1) - sorted_p) >= sampling.top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-    probs = probs.cpu()
-    picks = [torch.multinomial(probs[row], 1, generator=generators[row]) for row in range(probs.shape[0])]
+        p = p.masked_fill((p.cumsum(-1) - p) >= sampling.top_p, 0.0)
+        picks.append(order[torch.multinomial(p, 1, generator=generators[row])])
     return torch.cat(picks).to(logits.device)
 
 
