@@ -16,10 +16,11 @@ continuous batching (#15) would fill.
     python benchmarks/bench_tail.py --scenario movie-recommendation -n 40 --batch-size 20
     python benchmarks/bench_tail.py --scenario chitchat -n 64 --batch-size 64 --json outputs/tail-chitchat.json
 
-`--ablate` first runs the same dialogues as they ran before #15 (each shard alone, every row of a
-call fed until its longest line ends), then with finished rows parked out of a call's batch, then
-as shipped (parking, and a batch that refills: `--refill`), all in one process, and prints each
-row's speed against the first and whether it wrote the same turns.
+`--ablate` first runs the same dialogues as they ran before #15's changes (top-p sorting the whole
+vocabulary, every row of a call fed until its longest line ends, each shard alone), then adds one
+change at a time: top-p among the most likely tokens, finished rows parked out of a call's batch, a
+batch that refills (`--refill`), all in one process, and prints each row's speed against the first
+and whether it wrote the same turns.
 
     python benchmarks/bench_tail.py --scenario movie-recommendation -n 48 --batch-size 16 --ablate
 """
@@ -174,25 +175,30 @@ def shared_prefix(config: GenerateConfig, tokenizer: Any, n: int = 16) -> dict[s
 
 
 def ablation(config: GenerateConfig) -> list[dict]:
-    """Time `config`'s run as before #15 (refill 1, no parking), with parking, and as shipped; print a table."""
+    """Time `config`'s run as before #15's changes (top-p sorting the whole vocabulary, no parking,
+    each shard alone), then adding one change at a time; print a table."""
     import simgen.backends.transformers as tb
 
-    shipped, rows = tb.COMPACT_AT, []
-    for name, park, refill in (("before: each shard alone, no parking", 0.0, 1), ("+ parking finished rows", shipped, 1),
-                               (f"+ refilling (--refill {config.refill}): shipped", shipped, config.refill)):
-        tb.COMPACT_AT = park
+    shipped = (tb.NUCLEUS_FIRST, tb.COMPACT_AT)
+    everything = 1 << 30  # topk over the whole vocabulary: a full sort, and the draw over all of it, as before
+    rows = []
+    for name, first, park, refill in (("before: full-vocabulary top-p, no parking, each shard alone", everything, 0.0, 1),
+                                      ("+ top-p among the 256 most likely tokens", shipped[0], 0.0, 1),
+                                      ("+ parking finished rows", shipped[0], shipped[1], 1),
+                                      (f"+ refilling (--refill {config.refill}): shipped", shipped[0], shipped[1], config.refill)):
+        tb.NUCLEUS_FIRST, tb.COMPACT_AT = first, park
         try:
             frames, calls, tokens, wall = profile_run(replace(config, refill=refill))
         finally:
-            tb.COMPACT_AT = shipped
+            tb.NUCLEUS_FIRST, tb.COMPACT_AT = shipped
         idle = idle_rows(calls, config.batch_size)
         rows.append({"row": name, "seconds": wall, "tokens": tokens, "tokens_per_s": tokens / wall,
                      "drawn_share": idle["drawn_share"], "frame": pl.concat(frames)})
     print(f"\n{config.scenario}: {config.n} dialogues, batch {config.batch_size}, seed {config.seed}\n")
-    print("| row | seconds | stored tokens | tokens/s | speed-up | row-steps that drew a token | same turns as the first row |")
+    print("| row | seconds | stored tokens | tokens/s | speed-up | row-steps that drew a token | same turns as the row above |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        same = r["frame"].equals(rows[0]["frame"])
+    for n, r in enumerate(rows):
+        same = "" if n == 0 else r["frame"].equals(rows[n - 1]["frame"])
         print(f"| {r['row']} | {r['seconds']:.0f} | {r['tokens']} | {r['tokens_per_s']:.1f} | "
               f"{r['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}x | {100 * r['drawn_share']:.0f}% | {same} |")
     return rows

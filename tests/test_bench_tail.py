@@ -42,16 +42,17 @@ def test_the_tail_profile_times_every_call_and_writes_the_runs_dialogues(tiny_mo
     assert sorted(c["rows"] for c in costs) == sorted({c["rows"] for c in calls if c["steps"]})
 
 
-def test_the_ablation_times_three_ways_of_running_the_same_dialogues(tiny_model_dir, capsys):
-    """Before #15, with parking, refilled: the tiny model in fp32 draws the same tokens in any batch
-    company, so all three write the same turns; parking feeds fewer idle row-steps."""
+def test_the_ablation_times_four_ways_of_running_the_same_dialogues(tiny_model_dir, capsys):
+    """Before #15, + top-p among the top tokens, + parking, + refilling: the tiny model in fp32 draws the
+    same tokens in any batch company, so the last three write the same turns; parking feeds fewer idle
+    row-steps. (The first draws from the whole sorted vocabulary: other draws, the same distribution.)"""
     bench = load_bench()
     config = GenerateConfig(scenario="movie-recommendation", n=5, seed=3, model=str(tiny_model_dir), max_turns=4, batch_size=2,
                             dtype="float32", user=SamplingConfig(max_new_tokens=8, trim=False),
-                            assistant=SamplingConfig(temperature=0.7, max_new_tokens=10, trim=False))
+                            assistant=SamplingConfig(temperature=0.7, top_p=0.5, max_new_tokens=10, trim=False))
     rows = bench.ablation(config)
-    assert [r["frame"].equals(rows[0]["frame"]) for r in rows] == [True] * 3
-    assert len({r["tokens"] for r in rows}) == 1 and rows[1]["drawn_share"] > rows[0]["drawn_share"]
+    assert [r["frame"].equals(rows[1]["frame"]) for r in rows] == [False, True, True, True]
+    assert len({r["tokens"] for r in rows[1:]}) == 1 and rows[2]["drawn_share"] > rows[1]["drawn_share"]
     assert "| + refilling (--refill 4): shipped |" in capsys.readouterr().out
 
 
