@@ -150,9 +150,10 @@ class GenerateConfig:
                                                              "`simgen tune` simulator was trained on (its folder's index of them).",
                                                      "flag": "--copy-guard/--no-copy-guard"})
     batch_size: int = field(default=16, metadata={"help": "Dialogues advanced together in one batched forward pass.", "flag": "-b"})
-    refill: int = field(default=4, metadata={"help": "Shards (of --batch-size dialogues) run as one stream through the batch: a dialogue that ends "
-                                                     "gives its slot to the next one at once (continuous batching). 1 = each shard alone. "
-                                                     "A resumed run reruns a stream whose shards are not all written."})
+    refill: int = field(default=1, metadata={"help": "Shards (of --batch-size dialogues) run as one stream through the batch: a dialogue that ends "
+                                                     "gives its slot to the next one at once (continuous batching). 1 = each shard alone (the "
+                                                     "default: on CPU refilling measured slower than parking alone). A resumed run reruns a "
+                                                     "stream whose shards are not all written."})
     dtype: str = field(default="auto", metadata={"help": "auto = bf16 where the CPU supports it, else float32.", "choices": ("auto", "bfloat16", "float32")})
     user: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8, max_new_tokens=48))
     assistant: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=96))

@@ -48,7 +48,7 @@ def test_the_ablation_times_four_ways_of_running_the_same_dialogues(tiny_model_d
     row-steps. (The first draws from the whole sorted vocabulary: other draws, the same distribution.)"""
     bench = load_bench()
     config = GenerateConfig(scenario="movie-recommendation", n=5, seed=3, model=str(tiny_model_dir), max_turns=4, batch_size=2,
-                            dtype="float32", user=SamplingConfig(max_new_tokens=8, trim=False),
+                            refill=4, dtype="float32", user=SamplingConfig(max_new_tokens=8, trim=False),
                             assistant=SamplingConfig(temperature=0.7, top_p=0.5, max_new_tokens=10, trim=False))
     rows = bench.ablation(config)
     assert [r["frame"].equals(rows[1]["frame"]) for r in rows] == [False, True, True, True]

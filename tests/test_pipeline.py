@@ -77,12 +77,15 @@ def test_same_seed_gives_byte_identical_turns(run, tiny_model_dir, tmp_path):
     assert not other.turns["text"].equals(run.turns["text"])
 
 
-def test_resume_after_an_interrupted_run_matches_an_uninterrupted_one(run, tiny_model_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("refill", [1, 4], ids=["shard_by_shard", "mid_refilled_stream"])
+def test_resume_after_an_interrupted_run_matches_an_uninterrupted_one(run, tiny_model_dir, tmp_path, monkeypatch, refill):
+    """Interrupted as its second shard is done (with --refill 4: inside a stream whose batch refills,
+    its last dialogue still running); the resumed run reruns what is missing and matches."""
     from tests.conftest import interrupt_second_shard
 
     interrupt_second_shard(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        gen(tiny_model_dir, tmp_path / "r")
+        gen(tiny_model_dir, tmp_path / "r", refill=refill)
     m = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert m["status"] == "interrupted" and m["progress"]["dialogues_done"] == 2
     with pytest.raises(RunError, match="not complete"):
@@ -220,11 +223,11 @@ def test_persona_cap_on_a_backend_that_cannot_steer_fails_before_the_run_folder(
 
 @pytest.mark.parametrize("temperature", [0.0, None], ids=["greedy", "sampled"])
 def test_a_refilled_run_writes_what_each_dialogue_writes_alone(tiny_model_dir, tmp_path, temperature):
-    """Continuous batching (the default: 3 shards of 2 as one stream through 2 slots, n=5 not a
+    """Continuous batching (--refill 4: 3 shards of 2 as one stream through 2 slots, n=5 not a
     multiple of the batch) writes byte for byte the turns.parquet of a run whose every dialogue ran
     alone (a batch of 1, no refilling), greedy or sampled with each dialogue's own seeds."""
     kw = dict(max_turns=6, temperature=temperature)
-    refilled = gen(tiny_model_dir, tmp_path / "refilled", **kw)
+    refilled = gen(tiny_model_dir, tmp_path / "refilled", refill=4, **kw)
     alone = gen(tiny_model_dir, tmp_path / "alone", batch_size=1, refill=1, **kw)
     assert json.loads((refilled.path / "manifest.json").read_text())["config"]["refill"] == 4
     assert (refilled.path / "turns.parquet").read_bytes() == (alone.path / "turns.parquet").read_bytes()
@@ -239,8 +242,8 @@ def test_an_old_run_without_refill_resumes_one_shard_at_a_time():
     raw = GenerateConfig(n=5, batch_size=2).to_dict()
     del raw["refill"]
     old = GenerateConfig.from_dict(raw)
-    assert old.refill == 1 and streams(old) == [[0], [1], [2]]
-    assert streams(GenerateConfig(n=5, batch_size=2)) == [[0, 1, 2]] and streams(GenerateConfig(n=9, batch_size=1, refill=4)) == [
+    assert old.refill == 1 and streams(old) == [[0], [1], [2]] == streams(GenerateConfig(n=5, batch_size=2))
+    assert streams(GenerateConfig(n=5, batch_size=2, refill=4)) == [[0, 1, 2]] and streams(GenerateConfig(n=9, batch_size=1, refill=4)) == [
         [0, 1, 2, 3], [4, 5, 6, 7], [8]]
     with pytest.raises(ConfigError, match="refill"):
         GenerateConfig(refill=0)

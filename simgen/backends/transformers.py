@@ -12,8 +12,11 @@ across turns, so a turn prefills only its new tokens, and its cache layers appen
 buffers that grow geometrically (transformers' DynamicCache copies the whole cache on every token).
 Inside a call, rows whose line has ended leave the forward batch once at most half of it still runs
 (their keys/values wait aside and rejoin at the end), so short lines do not pay for the longest one.
-What this leaves out: refilling the rows of finished dialogues with new ones, and torch.compile
-(the cache length changes every step, so a compiled graph would recompile or pad to a fixed size).
+A session takes new rows beside its cached ones (a dialogue that took a finished one's slot: the
+simulator refills the batch); a new row's whole prompt is prefilled in a pass of its own, beside the
+other rows' few new tokens, so they are not padded to its length. What this leaves out:
+torch.compile (the cache length changes every step, so a compiled graph would recompile or pad to a
+fixed size), and sharing the prompt prefix dialogues have in common (5 tokens here: the persona comes first).
 """
 
 from __future__ import annotations
