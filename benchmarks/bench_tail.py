@@ -174,18 +174,22 @@ def shared_prefix(config: GenerateConfig, tokenizer: Any, n: int = 16) -> dict[s
             "assistant_system_tokens": len(system)}
 
 
-def ablation(config: GenerateConfig) -> list[dict]:
+ABLATION = ("before", "top-p", "parking", "refill")
+
+
+def ablation(config: GenerateConfig, keep: Sequence[str] = ABLATION) -> list[dict]:
     """Time `config`'s run as before #15's changes (top-p sorting the whole vocabulary, no parking,
-    each shard alone), then adding one change at a time; print a table."""
+    each shard alone), then adding one change at a time (the rows named in `keep`); print a table."""
     import simgen.backends.transformers as tb
 
     shipped = (tb.NUCLEUS_FIRST, tb.COMPACT_AT)
-    everything = 1 << 30  # topk over the whole vocabulary: a full sort, and the draw over all of it, as before
+    everything = 1 << 30  # the whole vocabulary sorted and drawn over, as before
+    plan = {"before": ("before: full-vocabulary top-p, no parking, each shard alone", everything, 0.0, 1),
+            "top-p": ("+ top-p among the 256 most likely tokens", shipped[0], 0.0, 1),
+            "parking": ("+ parking finished rows: shipped", shipped[0], shipped[1], 1),
+            "refill": (f"+ refilling (--refill {config.refill})", shipped[0], shipped[1], config.refill)}
     rows = []
-    for name, first, park, refill in (("before: full-vocabulary top-p, no parking, each shard alone", everything, 0.0, 1),
-                                      ("+ top-p among the 256 most likely tokens", shipped[0], 0.0, 1),
-                                      ("+ parking finished rows", shipped[0], shipped[1], 1),
-                                      (f"+ refilling (--refill {config.refill}): shipped", shipped[0], shipped[1], config.refill)):
+    for name, first, park, refill in (plan[k] for k in ABLATION if k in keep):
         tb.NUCLEUS_FIRST, tb.COMPACT_AT = first, park
         try:
             frames, calls, tokens, wall = profile_run(replace(config, refill=refill))
@@ -212,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--model", default=None, help="default: the scenario's shipped simulator, as `simgen generate` uses it")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--refill", type=int, default=None, help="default: simgen generate's; with --ablate, the last row's (default 4)")
     parser.add_argument("--ablate", action="store_true", help="run as before #15, with parking, then as shipped, and compare")
+    parser.add_argument("--rows", default=",".join(ABLATION), help=f"with --ablate, which rows (of {','.join(ABLATION)})")
     parser.add_argument("--prefix", action="store_true", help="only print the prompt prefix the dialogues share (no run)")
     args = parser.parse_args(argv)
     if args.prefix:
@@ -224,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(shared_prefix(GenerateConfig(scenario=args.scenario, seed=args.seed), tokenizer)))
         return 0
 
-    config = GenerateConfig(scenario=args.scenario, n=args.n, seed=args.seed, batch_size=args.batch_size, model=args.model)
+    refill = args.refill or (4 if args.ablate else GenerateConfig.refill)
+    config = GenerateConfig(scenario=args.scenario, n=args.n, seed=args.seed, batch_size=args.batch_size, model=args.model, refill=refill)
     if args.ablate:
-        rows = ablation(config)
+        rows = ablation(config, [r.strip() for r in args.rows.split(",")])
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps([{k: v for k, v in r.items() if k != "frame"} for r in rows], indent=1))

@@ -265,7 +265,7 @@ def test_a_refilled_batch_writes_each_dialogue_as_if_it_ran_alone(backend, sampl
     assert any(t.redraws for d in refilled for t in d.turns)
 
 
-@pytest.mark.parametrize("first", [256, 3], ids=["nucleus_in_the_top_k", "wider_nucleus_sorted_in_full"])
+@pytest.mark.parametrize("first", [256, 3, 1 << 30], ids=["nucleus_in_the_top_k", "wider_nucleus_sorted_in_full", "whole_vocabulary"])
 def test_top_p_draws_each_token_of_the_nucleus_at_its_renormalised_probability(first, monkeypatch):
     """The nucleus is looked for among the most likely tokens first; whether it is found there or the
     row is sorted in full, the draws follow the renormalised nucleus (a chi-square test), and no token

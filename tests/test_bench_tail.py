@@ -53,7 +53,8 @@ def test_the_ablation_times_four_ways_of_running_the_same_dialogues(tiny_model_d
     rows = bench.ablation(config)
     assert [r["frame"].equals(rows[1]["frame"]) for r in rows] == [False, True, True, True]
     assert len({r["tokens"] for r in rows[1:]}) == 1 and rows[2]["drawn_share"] > rows[1]["drawn_share"]
-    assert "| + refilling (--refill 4): shipped |" in capsys.readouterr().out
+    assert "| + refilling (--refill 4) |" in capsys.readouterr().out
+    assert [r["row"] for r in bench.ablation(config, ["before", "parking"])] == [rows[0]["row"], rows[2]["row"]]
 
 
 def test_the_shared_prefix_is_what_every_first_user_prompt_starts_with(tiny_model_dir):

@@ -90,8 +90,10 @@ def test_cli_trim_flag_sets_both_sides(tiny_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_the_embedded_model_s_cut_lines_end_at_a_sentence(tmp_path):
-    """The embedded SmolLM2 writes real sentences, so a short cap cuts lines that trimming can save."""
+    """The embedded SmolLM2 writes real sentences, so a short cap cuts lines that trimming can save.
+    (The embedded model by name: the scenario's tuned simulator writes short lines that seldom reach the cap.)"""
     run = simgen.generate(scenario="movie-recommendation", n=4, seed=2, out=tmp_path / "e", max_turns=2, batch_size=4, progress=False,
+                          model="embedded",
                           user=SamplingConfig(max_new_tokens=24, trim=True),
                           assistant_sampling=SamplingConfig(temperature=0.7, max_new_tokens=32, trim=True))
     turns = run.turns

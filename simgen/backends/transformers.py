@@ -487,6 +487,7 @@ def growing_cache_class() -> type:
 
 
 NUCLEUS_FIRST = 256  # top-p looks for the nucleus among each row's most likely tokens first; a full sort only when it is wider
+# (at or above the vocabulary size: the whole vocabulary is sorted and drawn over, as before #15)
 
 
 def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -> Any:  # noqa: ANN001
@@ -510,7 +511,11 @@ def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -
     if sampling.greedy:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / sampling.temperature, dim=-1)
-    if sampling.top_p >= 1.0:
+    if sampling.top_p >= 1.0 or NUCLEUS_FIRST >= probs.shape[-1]:
+        if sampling.top_p < 1.0:  # the whole vocabulary sorted (benchmarks' "before" row)
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            sorted_p = sorted_p.masked_fill((sorted_p.cumsum(-1) - sorted_p) >= sampling.top_p, 0.0)
+            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
         probs = probs.cpu()
         picks = [torch.multinomial(probs[row], 1, generator=generators[row]) for row in range(probs.shape[0])]
         return torch.cat(picks).to(logits.device)
