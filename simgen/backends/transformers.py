@@ -165,11 +165,8 @@ class KVSession(Session):
             at = torch.tensor([n for n, i in enumerate(index) if i >= 0], device=device)
             rows = torch.tensor([i for i in index if i >= 0], device=device)
             for layer in self.cache.layers if self.cache.get_seq_length() > 0 else ():
-                for name in ("keys", "values"):
-                    old = getattr(layer, name)
-                    new = old.new_zeros((len(keys), *old.shape[1:]))
-                    new[at] = old[rows]
-                    setattr(layer, name, new)
+                layer.keys = stack_rows([(at, layer.keys[rows])], len(keys))
+                layer.values = stack_rows([(at, layer.values[rows])], len(keys))
             mask = self.mask.new_zeros((len(keys), self.mask.shape[1]))
             mask[at] = self.mask[rows]
             self.mask = mask
@@ -241,12 +238,8 @@ class KVSession(Session):
         width = max(mask_s.shape[1], mask_l.shape[1])
         at_s, at_l = torch.tensor(short, device=device), torch.tensor(long, device=device)
         for layer, other in zip(self.cache.layers, side.layers):
-            for name in ("keys", "values"):
-                mine, theirs = getattr(layer, name), getattr(other, name)
-                joined = mine.new_zeros((batch, mine.shape[1], width, mine.shape[-1]))
-                joined[at_s, :, :mine.shape[2]] = mine
-                joined[at_l, :, :theirs.shape[2]] = theirs
-                setattr(layer, name, joined)
+            layer.keys = stack_rows([(at_s, layer.keys), (at_l, other.keys)], batch)
+            layer.values = stack_rows([(at_s, layer.values), (at_l, other.values)], batch)
         mask = mask_s.new_zeros((batch, width))
         mask[at_s, :mask_s.shape[1]] = mask_s
         mask[at_l, :mask_l.shape[1]] = mask_l
@@ -269,15 +262,10 @@ class KVSession(Session):
         import torch
 
         device = self.b.device
-        fed = torch.tensor(fwd, device=device)
+        groups = [torch.tensor(fwd, device=device)] + [torch.tensor(rows, device=device) for rows, _ in parked]
         for n, layer in enumerate(self.cache.layers):
-            keys = layer.keys.new_zeros((batch, *layer.keys.shape[1:]))
-            values = layer.values.new_zeros((batch, *layer.values.shape[1:]))
-            keys[fed], values[fed] = layer.keys, layer.values
-            for rows, kv in parked:
-                index, (k, v) = torch.tensor(rows, device=device), kv[n]
-                keys[index, :, :k.shape[2]], values[index, :, :v.shape[2]] = k, v
-            layer.keys, layer.values = keys, values
+            layer.keys = stack_rows(list(zip(groups, [layer.keys] + [kv[n][0] for _, kv in parked])), batch)
+            layer.values = stack_rows(list(zip(groups, [layer.values] + [kv[n][1] for _, kv in parked])), batch)
 
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
                  keys: Sequence[Hashable], until: Until = None) -> list[Generation]:
@@ -425,6 +413,16 @@ class KVSession(Session):
                 self._unpark(parked, fwd, batch)
             self.mask = mask
         return new_tokens, stopped
+
+
+def stack_rows(parts: Sequence[tuple[Any, Any]], batch: int) -> Any:
+    """One cache tensor (batch, heads, slots, dim) from `parts`, (row indices, their tensor): each part
+    at its rows, one narrower than the widest padded on the right with zeros (slots its mask hides)."""
+    first, width = parts[0][1], max(t.shape[2] for _, t in parts)
+    out = first.new_zeros((batch, first.shape[1], width, first.shape[-1]))
+    for rows, t in parts:
+        out[rows, :, :t.shape[2]] = t
+    return out
 
 
 def prefill_groups(lengths: Sequence[int], pass_cost: int = 256) -> tuple[list[int], list[int]]:
