@@ -21,6 +21,7 @@ from pathlib import Path
 
 from simgen.backends.transformers import TransformersBackend
 from simgen.config import GenerateConfig
+from simgen.generation.pipeline import settle
 from simgen.generation import simulator
 from simgen.generation.plan import plan
 from simgen.models import tuned_sides
@@ -57,8 +58,9 @@ def main() -> None:
     args = ap.parse_args()
 
     sc = load_scenario(args.scenario)
-    cfg = GenerateConfig(scenario=args.scenario)
     model = args.model or (tuned_sides(sc.simulator)[0] if sc.simulator else None)
+    # each side's penalty and temperature as `simgen generate` sets them for this model
+    cfg = settle(GenerateConfig(scenario=args.scenario, model=model, assistant_model=model), sc)
     backend = TransformersBackend(model, dtype=cfg.dtype)
     max_turns = sc.max_turns or 6
     jobs = [plan(sc, args.seed, i, max_turns) for i in range(args.n)]

@@ -18,10 +18,14 @@ Rows, same scenario, seed and dialogues (profiles and intents are drawn from (se
             included, so it pushed the simulator off the words people repeat ("movie", "seen",
             "good") and onto rarer ones; the redraws now catch the loops it was there to stop.
 - guarded:  unpenalised, and a line of 4+ words that near-copies a line the simulator was trained on
-            drawn again too (`--copy-guard`, the index in its folder): today's `simgen generate` default.
-- unscaled: guarded, with both sides sampled at temperature 1 (every other row: user 0.8, assistant
-            0.7): the tuned model's own distribution, not its likelier lines (`--temperature 1`; not
-            the default: it gives up intent adherence and speed for realism, README "Sim-to-real").
+            drawn again too (`--copy-guard`, the index in its folder): the default until the intent guard.
+- unscaled: guarded, with both sides sampled at temperature 1 (the rows above and `intent`: user 0.8,
+            assistant 0.7): the tuned model's own distribution, not its likelier lines
+            (`--temperature 1`; alone it gives up intent adherence for realism, README "Sim-to-real").
+- intent:   guarded, and a user line that does not read like its turn's intent (the scenario's intent
+            guard, a classifier fitted on the train split) drawn again too (`--intent-guard`).
+- intent-unscaled: intent, at temperature 1 on both sides: today's `simgen generate` default for the
+            shipped simulator (a side a `simgen tune` folder writes samples at 1 unless told otherwise).
 
 Columns: user-turn and dialogue-level ensemble AUC [95% CI], words-per-line JSD, user-lines-per-
 dialogue JSD, MAUVE-style score, intent adherence / its ceiling (accuracy), closing endings
@@ -58,14 +62,18 @@ from simgen.models import tuned_sides
 from simgen.realism import RealismConfig, compare
 
 PENALTY = 1.15  # the repetition penalty every row before `unpenalised` ran with (the default until then)
-TEMPERATURE = {"user": 0.8, "assistant": 0.7}  # the defaults, which every row but `unscaled` samples with
+TEMPERATURE = {"user": 0.8, "assistant": 0.7}  # the untuned model's defaults, which every row but the `unscaled` ones samples with
 ROWS = {"baseline": {"lengths": False, "trim": False, "penalty": PENALTY}, "lengths": {"lengths": True, "trim": True, "penalty": PENALTY},
         "tuned": {"lengths": True, "trim": True, "tuned": True, "penalty": PENALTY},
         "redraws": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": PENALTY},
         "unpenalised": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0},
         "guarded": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0, "copy_guard": True},
         "unscaled": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0, "copy_guard": True,
-                     "temperature": {"user": 1.0, "assistant": 1.0}}}
+                     "temperature": {"user": 1.0, "assistant": 1.0}},
+        "intent": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0, "copy_guard": True,
+                   "intent_guard": True},
+        "intent-unscaled": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0,
+                            "copy_guard": True, "intent_guard": True, "temperature": {"user": 1.0, "assistant": 1.0}}}
 
 
 def copy_rate(lines: list[str], real: list[str] | CopyIndex, min_words: int = 0) -> float:
@@ -152,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         user_model, assistant_model = tuned_sides(args.simulator) if settings.get("tuned") else ("embedded", None)
         base = GenerateConfig(scenario=args.scenario, n=args.n, seed=args.seed, batch_size=args.batch_size,
                               lengths=settings["lengths"], model=user_model, assistant_model=assistant_model,
-                              redraws=settings.get("redraws", 0), copy_guard=settings.get("copy_guard", False))
+                              redraws=settings.get("redraws", 0), copy_guard=settings.get("copy_guard", False),
+                              intent_guard=settings.get("intent_guard", False))
         sides = {"trim": settings["trim"], "repetition_penalty": settings["penalty"]}
         heat = settings.get("temperature", TEMPERATURE)
         config = replace(base, **{side: replace(getattr(base, side), **sides, temperature=heat[side]) for side in ("user", "assistant")})

@@ -58,13 +58,15 @@ def check_keys(where: str, mapping: Any, allowed: set[str] | frozenset[str], req
 
 
 UNTUNED_PENALTY = 1.15  # the repetition penalty of a side no `simgen tune` simulator writes, when none is set
+UNTUNED_TEMPERATURE = {"user": 0.8, "assistant": 0.7}  # each side's temperature when none is set and no tuned simulator writes it
+TUNED_TEMPERATURE = 1.0  # ... and a side a `simgen tune` simulator writes: the distribution it was fitted to
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
     """How one side of the conversation samples its lines."""
 
-    temperature: float = field(default=0.8, metadata={"help": "temperature (0 = greedy)"})
+    temperature: float | None = field(default=0.8, metadata={"help": "temperature (0 = greedy)"})
     top_p: float = field(default=0.95, metadata={"help": "nucleus mass, in (0, 1]"})
     max_new_tokens: int = field(default=64, metadata={"help": "tokens per line at most"})
     repetition_penalty: float | None = field(default=None, metadata={"help": "HF-style repetition penalty (1 = off); unset: off for a side "
@@ -73,7 +75,7 @@ class SamplingConfig:
                                                         "(its finish_reason becomes 'trimmed')"})
 
     def __post_init__(self) -> None:
-        if not (self.temperature >= 0):
+        if self.temperature is not None and not (self.temperature >= 0):
             raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}.")
         if not (0 < self.top_p <= 1):
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
@@ -87,9 +89,16 @@ class SamplingConfig:
         return self.temperature == 0
 
     @property
+    def heat(self) -> float:
+        """The temperature to sample at: the one set, else the untuned user side's 0.8. `simgen generate`
+        sets it per side first (`generation.pipeline.resolve_sampling`: 1 for a side a `simgen tune`
+        simulator writes), so its manifest records the value."""
+        return UNTUNED_TEMPERATURE["user"] if self.temperature is None else self.temperature
+
+    @property
     def penalty(self) -> float:
         """The repetition penalty to apply: the one set, else the untuned model's 1.15. `simgen generate`
-        sets it per side first (`generation.pipeline.resolve_penalties`), so its manifest records the value."""
+        sets it per side first (`generation.pipeline.resolve_sampling`), so its manifest records the value."""
         return UNTUNED_PENALTY if self.repetition_penalty is None else self.repetition_penalty
 
 
@@ -144,19 +153,25 @@ class GenerateConfig:
     lengths: bool = field(default=True, metadata={"help": "Give each user turn a target length drawn from the scenario's length model (when it has one; real lines' lengths) and end the line at the sentence end nearest it.", "flag": "--lengths/--no-lengths"})
     redraws: int = field(default=3, metadata={"help": "Draw a line again, up to this many times, when it would give the dialogue away: a goodbye "
                                                       "before the user's closing turn, a closing turn that does not close, an empty, unfinished, "
-                                                      "repeated or looping line (0 = keep every first draw; a line still bad after the last "
-                                                      "redraw is kept and the stop rules apply)."})
+                                                      "repeated or looping line (0 = keep every first draw). The first draw that passes is kept; "
+                                                      "when none does, the least faulty (a line only off its intent before a copy or a "
+                                                      "goodbye, those before an unfinished or repeated line), and the stop rules apply."})
     copy_guard: bool = field(default=True, metadata={"help": "With redraws: also draw again a line of 4+ words that near-copies a line the side's "
                                                              "`simgen tune` simulator was trained on (its folder's index of them).",
                                                      "flag": "--copy-guard/--no-copy-guard"})
+    intent_guard: bool = field(default=True, metadata={"help": "With redraws: also draw again a user line that does not read like its turn's intent, "
+                                                               "by the scenario's intent guard (a classifier fitted on real labelled lines; "
+                                                               "scenarios without one are unaffected).",
+                                                       "flag": "--intent-guard/--no-intent-guard"})
     batch_size: int = field(default=16, metadata={"help": "Dialogues advanced together in one batched forward pass.", "flag": "-b"})
     refill: int = field(default=1, metadata={"help": "Shards (of --batch-size dialogues) run as one stream through the batch: a dialogue that ends "
                                                      "gives its slot to the next one at once (continuous batching). 1 = each shard alone (the "
                                                      "default: on CPU refilling measured slower than parking alone). A resumed run reruns a "
                                                      "stream whose shards are not all written."})
     dtype: str = field(default="auto", metadata={"help": "auto = bf16 where the CPU supports it, else float32.", "choices": ("auto", "bfloat16", "float32")})
-    user: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8, max_new_tokens=48))
-    assistant: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=96))
+    # temperature unset: `generation.pipeline.resolve_sampling` picks it per side from the model that writes it
+    user: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=None, max_new_tokens=48))
+    assistant: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=None, max_new_tokens=96))
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model folders that ship their own Python code."})
     backend: str = field(default="transformers", metadata={"help": "transformers: the model in this process. openai: an OpenAI-compatible server (vLLM, llama.cpp, TGI, Ollama).", "choices": "backends"})
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -190,6 +205,7 @@ class GenerateConfig:
         raw.setdefault("lengths", False)  # a run from before the length latent had none
         raw.setdefault("redraws", 0)  # ... and one from before redraws kept every first draw
         raw.setdefault("copy_guard", False)  # ... and one from before the copy guard kept copies
+        raw.setdefault("intent_guard", False)  # ... and one from before the intent guard kept lines off their intent
         raw.setdefault("refill", 1)  # ... and one from before continuous batching ran each shard alone
         for side in ("user", "assistant"):
             if isinstance(raw.get(side), dict):

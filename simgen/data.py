@@ -56,7 +56,7 @@ class Turn:
     n_tokens: int = 0  # tokens the backend generated for this line
     finish_reason: str | None = None  # "stop" (end of turn) | "length" (hit max_new_tokens) | "trimmed" (hit it, cut to a sentence end) | "target" (cut at the sentence end nearest its target length) | "error" | None
     target_words: int | None = None  # the length latent of a user turn (words); None without a length model
-    redraws: int | None = None  # lines drawn and rejected before this one (generation/simulator.py); None when the run had no redraws
+    redraws: int | None = None  # times the line was drawn again (generation/simulator.py `_draw`); None when the run had no redraws
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ TURN_COLUMNS: dict[str, pl.DataType] = {
     "finish_reason": pl.String(),
     "stop_reason": pl.String(),  # set on the last row of each dialogue, null elsewhere
     "target_words": pl.Int32(),  # user turns of a scenario with a length model; null elsewhere
-    "redraws": pl.Int32(),  # lines drawn again before this one was kept (0: the first draw); null when the run had no redraws
+    "redraws": pl.Int32(),  # times the line was drawn again (0: the first draw was kept); null when the run had no redraws
 }
 # columns added after runs were first written: a run without them still loads (they read as null)
 OPTIONAL_COLUMNS: tuple[str, ...] = ("target_words", "redraws")

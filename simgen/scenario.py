@@ -10,14 +10,16 @@ A scenario is one YAML file:
     intent_model: movie-recommendation.intents.yaml                 # or inline; see intents.py
     lengths: movie-recommendation.lengths.yaml                      # optional, or inline; see lengths.py
     simulator: movie-recommendation.simulator                       # optional: a `simgen tune` folder, the default model of the side(s) it learned
+    intent_guard: movie-recommendation.intent-guard.npz             # optional: redraw user lines that miss their intent; see intent_guard.py
 
 `load_scenario` takes the name of a shipped scenario (`profiles/<name>.yaml`) or the path of a
 user's own file. Template paths resolve against the scenario file's folder first, then the shipped
 `templates/` folder, so a user's scenario can reuse shipped templates. Everything is validated
 here, before any model loads.
 
-Every file that shapes a prompt (the scenario YAML, the intent model's own file, both templates) is
-hashed into `Scenario.files`, and `Scenario.fingerprint` covers them all. A run records both;
+Every file that shapes a prompt or which lines are kept (the scenario YAML, the intent model's own
+file, the length model, the intent guard, both templates) is hashed into `Scenario.files`, and
+`Scenario.fingerprint` covers them all. A run records both;
 `load_recorded` reloads a run's scenario for whatever rebuilds its chats (resume, the consistency
 check's Q&A and persona axis, `export rl`) and refuses one whose files changed, naming them.
 """
@@ -31,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from simgen.config import check_keys, load_yaml
-from simgen.errors import ConfigError, RunError, ScenarioChanged, SimgenError, unknown_name
+from simgen.errors import ConfigError, DataError, RunError, ScenarioChanged, SimgenError, unknown_name
+from simgen.intent_guard import IntentGuard
 from simgen.intents import IntentModel, load_intent_model
 from simgen.lengths import LengthModel, load_lengths
 from simgen.profiles import ProfileSpace, parse_profile_space
 from simgen.templates import ASSISTANT_CONTEXT, USER_CONTEXT, PromptTemplate, load_template
 
-_KEYS = {"scenario", "description", "reference", "templates", "profile", "intent_model", "lengths", "simulator", "max_turns"}
+_KEYS = {"scenario", "description", "reference", "templates", "profile", "intent_model", "lengths", "simulator", "intent_guard", "max_turns"}
 DEFAULT_MAX_TURNS = 6  # user turns per dialogue at most, where neither the scenario nor --max-turns says
 _SIDE_FILES = (".intents.yaml", ".lengths.yaml")  # files a scenario names, not scenarios themselves
 
@@ -55,6 +58,7 @@ def list_scenarios() -> dict[str, Path]:
 
 # what each entry of `Scenario.files` is, as an error message names it
 FILE_LABELS = {"scenario": "the scenario file", "intent_model": "the intent model file", "lengths": "the length model file",
+               "intent_guard": "the intent guard file",
                "user_template": "the user template", "assistant_template": "the assistant template"}
 
 
@@ -71,6 +75,7 @@ class Scenario:
     reference: str | None = None
     lengths: LengthModel | None = None  # the length latent of user turns; None: lines end where the model stops
     simulator: Path | None = None  # a `simgen tune` folder: the model of the side(s) it learned when --model is not given
+    intent_guard: IntentGuard | None = None  # redraws a user line that does not read like its intent (with --intent-guard)
     max_turns: int = DEFAULT_MAX_TURNS  # user turns per dialogue at most, when --max-turns is not given
 
     @property
@@ -91,6 +96,7 @@ class Scenario:
             "intent_model": self.intents.source,
             "lengths": self.lengths.source if self.lengths else None,
             "simulator": str(self.simulator) if self.simulator else None,
+            "intent_guard": self.files.get("intent_guard", {}).get("path"),
             "reference": self.reference,
             "templates": {
                 t.side: {"id": t.id, "path": str(t.path), "sha256": t.sha256}
@@ -186,6 +192,10 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         if not (simulator / "simgen_tune.json").is_file():
             raise ConfigError(f"{source}: simulator: {str(simulator)!r} is not a folder written by `simgen tune` (no simgen_tune.json); "
                               "fix the path (relative to the scenario file's folder) or remove the key.")
+    intent_guard = None
+    if raw.get("intent_guard") is not None:
+        intent_guard = _intent_guard(path.parent / str(raw["intent_guard"]), source, intents.names)
+        files["intent_guard"] = _file(path.parent / str(raw["intent_guard"]))
     name = raw.get("scenario") or path.stem
     reference = raw.get("reference")
     max_turns = raw.get("max_turns", DEFAULT_MAX_TURNS)
@@ -203,8 +213,24 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         reference=str(reference) if reference is not None else None,
         lengths=lengths,
         simulator=simulator,
+        intent_guard=intent_guard,
         max_turns=max_turns,
     )
+
+
+def _intent_guard(path: Path, source: str, names: tuple[str, ...]) -> IntentGuard:
+    if not path.is_file():
+        raise ConfigError(f"{source}: intent_guard: {str(path)!r} does not exist; fix the path (relative to the scenario file's "
+                          "folder), write it with scripts/fit_intent_guard.py, or remove the key.")
+    try:
+        guard = IntentGuard.load(path)
+    except DataError as e:
+        raise ConfigError(f"{source}: intent_guard: {e}") from e
+    unknown = sorted(set(guard.classes) - set(names))
+    if unknown:
+        raise ConfigError(f"{source}: intent_guard: {str(path)!r} knows intents the intent model does not have ({', '.join(unknown)}); "
+                          "refit it for this scenario: python scripts/fit_intent_guard.py --scenario ... --corpus ...")
+    return guard
 
 
 def _file(path: Path) -> dict[str, str]:

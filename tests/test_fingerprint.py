@@ -1,8 +1,9 @@
-"""The scenario fingerprint: every file that shapes a prompt, checked by whatever rebuilds a run's chats.
+"""The scenario fingerprint: every file that shapes a prompt or the lines kept, checked by whatever rebuilds a run's chats.
 
-A copy of the shipped movie-recommendation scenario (YAML, intent model, both templates) lives in a
-temporary folder; a run is generated from it on the tiny model, then one file is edited and resume,
-the consistency check (Q&A, axis) and `export rl` must refuse, naming the file that changed.
+A copy of the shipped movie-recommendation scenario (YAML, intent model, lengths, intent guard, both
+templates) lives in a temporary folder; a run is generated from it on the tiny model, then one file
+is edited and resume, the consistency check (Q&A, axis) and `export rl` must refuse, naming the file
+that changed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ FILES = {  # Scenario.files key -> path inside the copied scenario folder
     "scenario": "movie-recommendation.yaml",
     "intent_model": "movie-recommendation.intents.yaml",
     "lengths": "movie-recommendation.lengths.yaml",
+    "intent_guard": "movie-recommendation.intent-guard.npz",
     "user_template": "movie-recommendation/user.j2",
     "assistant_template": "movie-recommendation/assistant.j2",
 }
@@ -29,7 +31,8 @@ FILES = {  # Scenario.files key -> path inside the copied scenario folder
 
 def copy_scenario(folder: Path) -> Path:
     (folder / "movie-recommendation").mkdir(parents=True)
-    for name in ("movie-recommendation.yaml", "movie-recommendation.intents.yaml", "movie-recommendation.lengths.yaml"):
+    for name in ("movie-recommendation.yaml", "movie-recommendation.intents.yaml", "movie-recommendation.lengths.yaml",
+                 "movie-recommendation.intent-guard.npz"):
         shutil.copyfile(builtin_dir("profiles") / name, folder / name)
     for name in ("user.j2", "assistant.j2"):
         shutil.copyfile(builtin_dir("templates") / "movie-recommendation" / name, folder / "movie-recommendation" / name)
@@ -40,7 +43,11 @@ def copy_scenario(folder: Path) -> Path:
 
 
 def edit(path: Path) -> None:
-    """A change that keeps the file valid: a comment (YAML) or trailing text in the system block (jinja)."""
+    """A change that keeps the file valid: a comment (YAML), trailing text in the system block (jinja)
+    or a byte after the end of the archive (npz, which still loads)."""
+    if path.suffix == ".npz":
+        path.write_bytes(path.read_bytes() + b"\0")
+        return
     text = path.read_text()
     if path.suffix == ".j2":
         path.write_text(text.replace("{% endblock %}", " Edited.{% endblock %}", 1))

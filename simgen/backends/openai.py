@@ -214,7 +214,7 @@ class OpenAIBackend(Backend):
 
     def body(self, chat: Chat, sampling: SamplingConfig, seed: int) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in chat], "max_tokens": sampling.max_new_tokens,
-                                "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": seed % 2**31, "stream": False}
+                                "temperature": sampling.heat, "top_p": sampling.top_p, "seed": seed % 2**31, "stream": False}
         if sampling.penalty != 1:
             # not in OpenAI's API: vLLM and TGI read `repetition_penalty`, llama.cpp `repeat_penalty`
             body["repetition_penalty"] = body["repeat_penalty"] = sampling.penalty

@@ -508,7 +508,7 @@ def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -
         logits = torch.where(seen, penalised, logits)
     if sampling.greedy:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    probs = torch.softmax(logits / sampling.heat, dim=-1)
     if sampling.top_p >= 1.0 or NUCLEUS_FIRST >= probs.shape[-1]:
         if sampling.top_p < 1.0:  # the whole vocabulary sorted (benchmarks' "before" row)
             sorted_p, order = probs.sort(dim=-1, descending=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from simgen.config import GenerateConfig, SamplingConfig
+from simgen.config import TUNED_TEMPERATURE, UNTUNED_TEMPERATURE, GenerateConfig, SamplingConfig
 from simgen.cli import ray_config, ray_options
 
 SAMPLING = ("user", "assistant")  # GenerateConfig fields that are SamplingConfigs: flags below
@@ -77,6 +77,9 @@ def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
                                help=f"{side.capitalize()} side: {help_of['max_new_tokens']}.")(command)
     for name, flags in (("repetition_penalty", ("--repetition-penalty",)), ("top_p", ("--top-p",)), ("temperature", ("--temperature", "-t"))):
         per_side = ", ".join(f"{side} {getattr(getattr(defaults, side), name)}" for side in SAMPLING)
+        if name == "temperature":
+            per_side = (f"{TUNED_TEMPERATURE:g} for a side a `simgen tune` simulator writes, else "
+                        + ", ".join(f"{side} {UNTUNED_TEMPERATURE[side]}" for side in SAMPLING))
         text = f"Both sides' {help_of[name]}." + ("" if name == "repetition_penalty" else f" Default: {per_side}.")
         command = click.option(*flags, name, type=float, default=None, help=text)(command)
     per_side = ", ".join(f"{side} {'on' if getattr(defaults, side).trim else 'off'}" for side in SAMPLING)

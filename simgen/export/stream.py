@@ -40,7 +40,7 @@ class DialogueStream(torch.utils.data.IterableDataset):
                  user: SamplingConfig | None = None, assistant: SamplingConfig | None = None, dtype: str = "auto") -> None:
         from simgen.config import GenerateConfig
         from simgen.export.rl import POLICIES
-        from simgen.generation.pipeline import resolve_penalties
+        from simgen.generation.pipeline import resolve_sampling
         from simgen.scenario import load_scenario
 
         if kind not in KINDS:
@@ -58,7 +58,7 @@ class DialogueStream(torch.utils.data.IterableDataset):
         sc = load_scenario(self.config.scenario)  # a bad scenario fails here, not in a worker
         if max_turns is None:  # the scenario's cap, as `simgen generate` takes it
             self.config = replace(self.config, max_turns=sc.max_turns)
-        self.config = resolve_penalties(self.config)  # ... and its repetition penalty per model
+        self.config = resolve_sampling(self.config)  # ... and its repetition penalty and temperature per model
         self.kind, self.policy, self.start, self.limit = kind, policy, start, limit
         self._backend: Any = None
 

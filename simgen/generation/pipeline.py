@@ -26,7 +26,7 @@ from typing import Any
 from simgen.backends import LOCAL, Backend, backend_class, build_backend
 from simgen.backends.steering import CappedBackend
 from simgen.cluster import RayConfig
-from simgen.config import UNTUNED_PENALTY, GenerateConfig, SamplingConfig
+from simgen.config import TUNED_TEMPERATURE, UNTUNED_PENALTY, UNTUNED_TEMPERATURE, GenerateConfig, SamplingConfig
 from simgen.copies import COPY_INDEX, CopyIndex
 from simgen.data import dialogues_to_frame
 from simgen.errors import ConfigError, RunError, unknown_name
@@ -111,28 +111,38 @@ def generate(
 def settle(config: GenerateConfig, sc: Scenario) -> GenerateConfig:
     """`config` with what it leaves to the scenario and the models filled in, as the manifest records
     it: the scenario's `max_turns`, its shipped tuned simulator (when no model is named and the
-    backend is local) and each side's repetition penalty (`resolve_penalties`)."""
+    backend is local) and each side's repetition penalty and temperature (`resolve_sampling`)."""
     if config.max_turns is None:
         config = replace(config, max_turns=sc.max_turns)
     if config.model is None and sc.simulator is not None and config.backend == LOCAL:
         # the scenario ships a tuned simulator: it writes the side(s) it learned (its card's `roles`); the plain model the rest
         user_model, assistant_model = tuned_sides(sc.simulator)
         config = replace(config, model=user_model, assistant_model=config.assistant_model or assistant_model)
-    return resolve_penalties(config)
+    return resolve_sampling(config)
 
 
-def resolve_penalties(config: GenerateConfig) -> GenerateConfig:
-    """`config` with each side's unset repetition penalty set from the model that writes it.
+def resolve_sampling(config: GenerateConfig) -> GenerateConfig:
+    """`config` with each side's unset repetition penalty and temperature set from the model that writes it.
 
-    A side a `simgen tune` folder writes gets none (1): that model learned people's own lines, and
-    people repeat words ("movie", "seen", "good"); a penalty counted over the whole chat, prompt
-    included, pushed it onto rarer words, and simgen's discriminators told its lines apart by them
-    (README, "Sim-to-real"). Any other model gets 1.15, which keeps an untuned small model out of
-    loops. A penalty the caller set is kept; the manifest records the value either way."""
+    A side a `simgen tune` folder writes gets no penalty (1) and temperature 1: that model learned
+    people's own lines, and people repeat words ("movie", "seen", "good"); a penalty counted over the
+    whole chat, prompt included, pushed it onto rarer words, and simgen's discriminators told its
+    lines apart by them; a temperature under 1 favoured its likelier lines over the spread of
+    people's (README, "Sim-to-real"). Any other model gets 1.15 and 0.8 (user) / 0.7 (assistant),
+    which keep an untuned small model out of loops and nonsense. A value the caller set is kept;
+    the manifest records the values either way."""
     sides = {"user": config.model, "assistant": config.assistant_model or config.model}
-    penalties = {side: replace(getattr(config, side), repetition_penalty=1.0 if config.backend == LOCAL and is_tuned(spec) else UNTUNED_PENALTY)
-                 for side, spec in sides.items() if getattr(config, side).repetition_penalty is None}
-    return replace(config, **penalties) if penalties else config
+    changes = {}
+    for side, spec in sides.items():
+        sampling = getattr(config, side)
+        tuned = config.backend == LOCAL and is_tuned(spec)
+        if sampling.repetition_penalty is None:
+            sampling = replace(sampling, repetition_penalty=1.0 if tuned else UNTUNED_PENALTY)
+        if sampling.temperature is None:
+            sampling = replace(sampling, temperature=TUNED_TEMPERATURE if tuned else UNTUNED_TEMPERATURE[side])
+        if sampling != getattr(config, side):
+            changes[side] = sampling
+    return replace(config, **changes) if changes else config
 
 
 @contextmanager
@@ -333,7 +343,8 @@ def simulate_stream(shards: list[int], cfg: GenerateConfig, sc: Scenario, user_b
             clock[0] = now_
 
     simulate(jobs, sc, user_backend, assistant_backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, on_step,
-             redraws=cfg.redraws, copy_guard=guards, slots=cfg.batch_size, on_done=done)
+             redraws=cfg.redraws, copy_guard=guards, intent_guard=sc.intent_guard if cfg.intent_guard else None,
+             slots=cfg.batch_size, on_done=done)
 
 
 def _generate_shards(writer: RunWriter, cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool,

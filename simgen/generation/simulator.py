@@ -15,10 +15,12 @@ of a dialogue are drawn before it starts (plan.py), from the dialogue's own seed
 
 Redraws (`redraws` > 0, `simgen generate --redraws`): before the stop rules, a line that would give
 the dialogue away (`misfit`: empty, unfinished, degenerate, a goodbye before the user's closing
-turn, a closing turn that does not close, or a near-copy of a line the tuned simulator was trained
-on) is drawn again with the next seed of its own sequence, up to `redraws` times, and the turn
-records how many draws it took. This is rejection sampling: the kept line is the model's own,
-conditioned on not failing those tests, and dialogue i stays a function of (seed, i).
+turn, a closing turn that does not close, a near-copy of a line the tuned simulator was trained
+on, or a user line that does not read like its intent by the scenario's intent guard) is drawn again
+with the next seed of its own sequence, up to `redraws` times, and the turn records how many
+redraws it took. This is rejection sampling: the kept line is the model's own, conditioned on not
+failing those tests (when no draw passes, the least faulty is kept), and dialogue i stays a
+function of (seed, i).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from simgen.data import Chat, Dialogue, Generation, Turn, dialogue_id
 from simgen.endings import closes, farewell
 from simgen.generation.chats import assistant_system, user_message, user_system
 from simgen.generation.plan import DialogueJob
+from simgen.intent_guard import IntentGuard
 from simgen.lengths import cut_to_target, sentence_ends, target_reached
 from simgen.scenario import Scenario
 
@@ -66,6 +69,7 @@ def simulate(
     early_stop: bool = True,
     redraws: int = 0,
     copy_guard: Mapping[str, CopyIndex | None] | None = None,
+    intent_guard: IntentGuard | None = None,
     slots: int | None = None,
     on_done: Callable[[Dialogue], None] | None = None,
 ) -> list[Dialogue]:
@@ -83,7 +87,8 @@ def simulate(
     a line that would give the dialogue away is drawn again (`misfit`; 0 = never, the first draw
     is kept); each turn then records its count. `copy_guard` maps a side ("user", "assistant") to
     the index of the real lines its model was trained on: with redraws, a line that near-copies
-    one of them (`simgen.copies`) is drawn again too.
+    one of them (`simgen.copies`) is drawn again too, and so, with `intent_guard`, is a user line
+    that does not read like its turn's intent (`simgen.intent_guard`).
     """
     states = [_State(job, [user_system(scenario, job, max_turns)], [assistant_system(scenario, max_turns)]) for job in jobs]
     finished: dict[int, Dialogue] = {}
@@ -95,7 +100,7 @@ def simulate(
 
     with user_backend.session() as user_session, assistant_backend.session() as assistant_session:
         _loop(states, scenario, user_session, assistant_session, user_backend, assistant_backend, user_sampling,
-              assistant_sampling, seed, max_turns, on_step, early_stop, redraws, copy_guard, slots or len(states), done)
+              assistant_sampling, seed, max_turns, on_step, early_stop, redraws, copy_guard, intent_guard, slots or len(states), done)
     return [finished[id(s)] for s in states]
 
 
@@ -103,7 +108,8 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
           user_backend: Backend, assistant_backend: Backend, user_sampling: SamplingConfig,
           assistant_sampling: SamplingConfig, seed: int, max_turns: int,
           on_step: Callable[[int, int], None] | None, early_stop: bool, redraws: int,
-          guard: Mapping[str, CopyIndex | None] | None, slots: int, done: Callable[[_State], None]) -> None:
+          guard: Mapping[str, CopyIndex | None] | None, intent_guard: IntentGuard | None, slots: int,
+          done: Callable[[_State], None]) -> None:
     guard = guard or {}
     queue, active = deque(states), []
     while True:
@@ -123,7 +129,8 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         terminal = [scenario.intents.get(s.job.intents[s.k]).terminal for s in active]
 
         def user_misfit(i: int, text: str, finish: str | None) -> str | None:
-            return misfit(active[i], "user", text, finish, user_sampling.trim, closing=terminal[i], trained=guard.get("user"))
+            return misfit(active[i], "user", text, finish, user_sampling.trim, closing=terminal[i], trained=guard.get("user"),
+                          intent=active[i].job.intents[active[i].k], intent_guard=intent_guard)
 
         lines, tokens = _draw(user_session, user_backend, active, [s.user_chat for s in active], user_sampling,
                               lambda s, n: rng.derive(seed, s.job.index, rng.USER, s.k, n), targets,
@@ -170,22 +177,25 @@ def _draw(session: Session, backend: Backend, active: list[_State], chats: list[
           seed_of: Callable[[_State, int], int], targets: Sequence[int | None], until: Until,
           misfit_of: Callable[[int, str, str | None], str | None], redraws: int
           ) -> tuple[list[tuple[Generation, str, str | None, int]], int]:
-    """One line per active dialogue: (generation, stored text, finish reason, redraws), and the
+    """One line per active dialogue: (generation, stored text, finish reason, redraws made), and the
     tokens generated in all (redrawn lines included).
 
     Draw n of a line is seeded by `seed_of(state, n)`; a line `misfit_of` finds fault with is drawn
     again, up to `redraws` times, through `session.redraw` (the rows that are fine keep their cache
-    untouched), and the first redraw that passes is kept; when none does, the last one is, and the
-    stop rules then judge it as usual. (Drawing all of a line's redraws in one call instead was
-    measured no faster: benchmarks/bench_redraws.py, README "Sim-to-real".)
+    untouched), and the first draw that passes is kept. When none does, the least faulty one is
+    (`SEVERITY`; the earliest among equals), so a line that only misses its intent is never traded for
+    an unfinished or repeated one; the stop rules then judge it as usual. (Drawing all of a line's
+    redraws in one call instead was measured no faster: benchmarks/bench_redraws.py, README "Sim-to-real".)
     """
     keys = [s.job.index for s in active]
     gens = session.generate(chats, sampling, [seed_of(s, 0) for s in active], keys, until)
     _check_count(backend, active, gens)
     tokens = sum(g.n_tokens for g in gens)
-    lines = [(g, *finished_line(g, sampling, t), 0) for g, t in zip(gens, targets)]
+    lines = [(g, *finished_line(g, sampling, t)) for g, t in zip(gens, targets)]
+    faults = [None if g.error else misfit_of(i, text, finish) for i, (g, text, finish) in enumerate(lines)]
+    made = [0] * len(lines)
     for n in range(1, redraws + 1):
-        bad = [i for i, (g, text, finish, _) in enumerate(lines) if not g.error and misfit_of(i, text, finish)]
+        bad = [i for i, f in enumerate(faults) if f is not None]
         if not bad:
             break
         again = session.redraw([chats[i] for i in bad], sampling, [seed_of(active[i], n) for i in bad], [keys[i] for i in bad],
@@ -193,25 +203,37 @@ def _draw(session: Session, backend: Backend, active: list[_State], chats: list[
         _check_count(backend, bad, again)
         tokens += sum(g.n_tokens for g in again)
         for i, g in zip(bad, again):
-            lines[i] = (g, *finished_line(g, sampling, targets[i]), n)
-    return lines, tokens
+            made[i] = n
+            line = (g, *finished_line(g, sampling, targets[i]))
+            fault = None if g.error else misfit_of(i, line[1], line[2])
+            if g.error or fault is None or SEVERITY.get(fault, HARD) < SEVERITY.get(faults[i], HARD):
+                lines[i], faults[i] = line, fault
+    return [(*line, m) for line, m in zip(lines, made)], tokens
+
+
+HARD = 3  # `_fault`'s reasons: empty, unfinished, repeated_line, echo, looping
+SEVERITY = {"off_intent": 1, "copy": 2, "farewell": 2, "no_closing": 2}  # how much a kept misfit gives away; lower is kept
 
 
 def misfit(state: _State, role: str, text: str, finish: str | None, trim: bool, closing: bool = False,
-           trained: CopyIndex | None = None) -> str | None:
+           trained: CopyIndex | None = None, intent: str | None = None, intent_guard: IntentGuard | None = None) -> str | None:
     """Why the line `text` of `role` would give the dialogue away, or None: empty, unfinished (cut
     mid-sentence where trimming is on), degenerate (`degenerate`), a near-copy of a line the model
     was trained on (`trained`, `simgen.copies`), a goodbye before the user's closing turn
-    (`simgen.endings.farewell`), or, for a closing line (`closing`: the user's closing turn, or the
-    assistant's answer to it), a line that does not close (`simgen.endings.closes`).
-    The redraws draw such a line again."""
+    (`simgen.endings.farewell`), for a closing line (`closing`: the user's closing turn, or the
+    assistant's answer to it) a line that does not close (`simgen.endings.closes`), or another line
+    that does not read like its `intent` (`intent_guard.misses`). The redraws draw such a line again."""
     if why := _fault(state.turns, role, text, finish, trim):
         return why
     if trained is not None and trained.copies(text):
         return "copy"
-    if closing:
+    if closing:  # its check is `closes`, whatever the guard would say
         return None if closes(text) else "no_closing"
-    return "farewell" if farewell(text) else None
+    if farewell(text):
+        return "farewell"
+    if intent_guard is not None and intent_guard.misses(text, intent):
+        return "off_intent"
+    return None
 
 
 def _check_count(backend: Backend, active: list, gens: list[Generation]) -> None:
