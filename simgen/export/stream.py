@@ -71,6 +71,7 @@ class DialogueStream(torch.utils.data.IterableDataset):
         from simgen.export.rl import Chats
         from simgen.scenario import load_scenario
         from simgen.generation.plan import plan
+        from simgen.generation.pipeline import trained_lines
         from simgen.generation.simulator import simulate
 
         info = torch.utils.data.get_worker_info()
@@ -79,10 +80,14 @@ class DialogueStream(torch.utils.data.IterableDataset):
         scenario = load_scenario(cfg.scenario)
         chats = Chats(scenario, cfg.max_turns)
         backend = self._load()
+        # the redraws' guards, as `simgen generate` runs them (generation/pipeline.py `simulate_stream`)
+        copies = trained_lines(backend) if cfg.copy_guard else None
+        guards = {"copy_guard": {"user": copies, "assistant": copies}, "intent_guard": scenario.intent_guard if cfg.intent_guard else None}
         indices = self.indices(worker, workers)
         while batch := list(itertools.islice(indices, cfg.batch_size)):
             jobs = [plan(scenario, cfg.seed, i, cfg.max_turns, cfg.lengths) for i in batch]
-            for d in simulate(jobs, scenario, backend, backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, redraws=cfg.redraws):
+            for d in simulate(jobs, scenario, backend, backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, redraws=cfg.redraws,
+                              **guards):
                 if self.kind == "dialogues":
                     yield {"dialogue_id": d.dialogue_id, "index": d.index,
                            "messages": [{"role": t.role, "content": t.text} for t in d.turns],

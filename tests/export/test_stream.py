@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import polars as pl
 import pytest
@@ -84,3 +85,24 @@ def test_stream_holds_no_history(tiny_model_dir, monkeypatch):
 def test_bad_arguments(tiny_model_dir, kw, match):
     with pytest.raises(ConfigError, match=match):
         stream(tiny_model_dir, **kw)
+
+
+def test_the_stream_runs_the_redraws_guards_generate_runs(tiny_model_dir, monkeypatch):
+    """The scenario's intent guard (and the model's copy index, None for an untuned model) reach
+    `simulate` as they do in `simgen generate`; `intent_guard=False` turns the guard off."""
+    from simgen.generation import simulator
+
+    seen, real = [], simulator.simulate
+
+    def spy(*args, **kw):
+        seen.append((kw.get("intent_guard"), kw.get("copy_guard")))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(simulator, "simulate", spy)
+    next(iter(stream(tiny_model_dir, limit=1, batch_size=1)))
+    guard, copies = seen[-1]
+    assert guard is not None and "IQU" in guard.classes and copies == {"user": None, "assistant": None}
+    s = stream(tiny_model_dir, limit=1, batch_size=1)
+    s.config = replace(s.config, intent_guard=False)
+    next(iter(s))
+    assert seen[-1][0] is None
