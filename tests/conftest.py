@@ -27,6 +27,15 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def iard_dir(shared_dir: Path) -> Path:
+    """The IARD dialogues (../shared/data/iard); the test skips where they are missing."""
+    path = shared_dir / "data" / "iard"
+    if not path.is_dir():
+        pytest.skip(f"IARD not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
 def embedded_dir() -> Path:
     """The converted embedded SmolLM2 folder (converted once into the user cache, then reused)."""
     from simgen.models import embedded_model_dir

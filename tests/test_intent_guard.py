@@ -18,15 +18,7 @@ SHIPPED = REPO / "profiles" / "movie-recommendation.intent-guard.npz"
 
 
 @pytest.fixture(scope="module")
-def iard(shared_dir) -> Path:
-    path = shared_dir / "data" / "iard"
-    if not path.is_dir():
-        pytest.skip(f"IARD not found at {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
-def fitted(iard, tmp_path_factory) -> IntentGuard:
+def fitted(iard_dir, tmp_path_factory) -> IntentGuard:
     """The guard scripts/fit_intent_guard.py fits on IARD's train split, into a temporary file."""
     import importlib.util
 
@@ -34,7 +26,7 @@ def fitted(iard, tmp_path_factory) -> IntentGuard:
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     out = tmp_path_factory.mktemp("guard") / "g.npz"
-    assert script.main(["--scenario", "movie-recommendation", "--corpus", str(iard), "--out", str(out)]) == 0
+    assert script.main(["--scenario", "movie-recommendation", "--corpus", str(iard_dir), "--out", str(out)]) == 0
     return IntentGuard.load(out)
 
 
@@ -47,22 +39,22 @@ def _lines(iard: Path, split: str):
                                        closing="BYE", closing_acts=CLOSING_ACTS)
 
 
-def test_the_shipped_guard_is_what_the_script_fits_on_the_train_split(fitted, iard):
+def test_the_shipped_guard_is_what_the_script_fits_on_the_train_split(fitted, iard_dir):
     shipped = IntentGuard.load(SHIPPED)
     assert shipped.classes == fitted.classes and shipped.meta == fitted.meta
     for name in ("columns", "idf", "coef", "intercept"):
         assert np.array_equal(getattr(shipped, name), getattr(fitted, name)), name
     assert shipped.thresholds == fitted.thresholds
-    train, lines = _lines(iard, "train")  # only train-split dialogues: validation and test stay unseen
+    train, lines = _lines(iard_dir, "train")  # only train-split dialogues: validation and test stay unseen
     assert fitted.meta["dialogues"] == train.n_dialogues and fitted.meta["lines"] == lines.height
     assert "train split" in fitted.meta["source"]
 
 
-def test_real_unseen_lines_pass_with_their_own_intent_and_miss_under_another(fitted, iard):
+def test_real_unseen_lines_pass_with_their_own_intent_and_miss_under_another(fitted, iard_dir):
     """Thresholds are the out-of-fold QUANTILE of real lines' p(own intent): on the validation split
     (never fitted on) about three lines in four pass with their own intent, and far fewer with an
     intent shuffled among the lines."""
-    _, lines = _lines(iard, "validation")
+    _, lines = _lines(iard_dir, "validation")
     texts, labels = lines["text"].to_list(), lines["label"].to_list()
     own = [not fitted.misses(t, y) for t, y in zip(texts, labels)]
     shuffled = np.random.default_rng(0).permutation(labels)

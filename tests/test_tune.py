@@ -30,14 +30,6 @@ def tuned(tiny_model_dir, tmp_path_factory, iard_dir) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def iard_dir(shared_dir) -> Path:
-    path = shared_dir / "data" / "iard"
-    if not path.is_dir():
-        pytest.skip(f"IARD not found at {path}")
-    return path
-
-
 def test_the_loss_falls_and_the_card_says_what_was_trained(tuned):
     card = json.loads((tuned / "simgen_tune.json").read_text())
     assert card["train_loss"]["last"] < card["train_loss"]["first"]

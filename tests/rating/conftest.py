@@ -44,11 +44,6 @@ def run_copy(rate_run: Path, tmp_path: Path) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def iard_dir(shared_dir: Path) -> Path:
-    return shared_dir / "data" / "iard"
-
-
 def get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=30) as r:
