@@ -194,8 +194,9 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
                               "fix the path (relative to the scenario file's folder) or remove the key.")
     intent_guard = None
     if raw.get("intent_guard") is not None:
-        intent_guard = _intent_guard(path.parent / str(raw["intent_guard"]), source, intents.names)
-        files["intent_guard"] = _file(path.parent / str(raw["intent_guard"]))
+        guard_path = path.parent / str(raw["intent_guard"])
+        intent_guard = _intent_guard(guard_path, source, intents.names)
+        files["intent_guard"] = _file(guard_path)
     name = raw.get("scenario") or path.stem
     reference = raw.get("reference")
     max_turns = raw.get("max_turns", DEFAULT_MAX_TURNS)

@@ -71,7 +71,7 @@ class DialogueStream(torch.utils.data.IterableDataset):
         from simgen.export.rl import Chats
         from simgen.scenario import load_scenario
         from simgen.generation.plan import plan
-        from simgen.generation.pipeline import trained_lines
+        from simgen.generation.pipeline import redraw_guards
         from simgen.generation.simulator import simulate
 
         info = torch.utils.data.get_worker_info()
@@ -80,9 +80,7 @@ class DialogueStream(torch.utils.data.IterableDataset):
         scenario = load_scenario(cfg.scenario)
         chats = Chats(scenario, cfg.max_turns)
         backend = self._load()
-        # the redraws' guards, as `simgen generate` runs them (generation/pipeline.py `simulate_stream`)
-        copies = trained_lines(backend) if cfg.copy_guard else None
-        guards = {"copy_guard": {"user": copies, "assistant": copies}, "intent_guard": scenario.intent_guard if cfg.intent_guard else None}
+        guards = redraw_guards(cfg, scenario, backend, backend)  # as `simgen generate` runs them
         indices = self.indices(worker, workers)
         while batch := list(itertools.islice(indices, cfg.batch_size)):
             jobs = [plan(scenario, cfg.seed, i, cfg.max_turns, cfg.lengths) for i in batch]

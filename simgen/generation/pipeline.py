@@ -303,6 +303,15 @@ def _copy_index(path: str) -> CopyIndex:
     return CopyIndex.load(path)
 
 
+def redraw_guards(cfg: GenerateConfig, sc: Scenario, user_backend: Backend, assistant_backend: Backend) -> dict[str, Any]:
+    """`simulate`'s `copy_guard` and `intent_guard` as `cfg` asks for them: each side's copy index
+    (`trained_lines`) and the scenario's intent guard. What `simulate_stream` and
+    `export.stream.DialogueStream` both pass, so a streamed dialogue is the run's."""
+    sides = (("user", user_backend), ("assistant", assistant_backend))
+    return {"copy_guard": {side: trained_lines(b) if cfg.copy_guard else None for side, b in sides},
+            "intent_guard": sc.intent_guard if cfg.intent_guard else None}
+
+
 def streams(cfg: GenerateConfig) -> list[list[int]]:
     """The run's shards in streams of `cfg.refill`: the unit that one batch runs with refilling
     (`simulate_stream`), here or on a Ray worker, and that a resumed run reruns whole."""
@@ -324,7 +333,6 @@ def simulate_stream(shards: list[int], cfg: GenerateConfig, sc: Scenario, user_b
     and writes the same bytes."""
     bounds = {s: (s * cfg.batch_size, min((s + 1) * cfg.batch_size, cfg.n) - 1) for s in shards}
     jobs = [plan(sc, cfg.seed, i, cfg.max_turns, cfg.lengths) for s in shards for i in range(bounds[s][0], bounds[s][1] + 1)]
-    guards = {side: trained_lines(b) if cfg.copy_guard else None for side, b in (("user", user_backend), ("assistant", assistant_backend))}
     ended: dict[int, dict[int, Any]] = {s: {} for s in shards}
     clock = [time.perf_counter()]
 
@@ -343,8 +351,7 @@ def simulate_stream(shards: list[int], cfg: GenerateConfig, sc: Scenario, user_b
             clock[0] = now_
 
     simulate(jobs, sc, user_backend, assistant_backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, on_step,
-             redraws=cfg.redraws, copy_guard=guards, intent_guard=sc.intent_guard if cfg.intent_guard else None,
-             slots=cfg.batch_size, on_done=done)
+             redraws=cfg.redraws, slots=cfg.batch_size, on_done=done, **redraw_guards(cfg, sc, user_backend, assistant_backend))
 
 
 def _generate_shards(writer: RunWriter, cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool,
