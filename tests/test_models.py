@@ -58,3 +58,29 @@ def test_local_folder_resolves_with_fingerprint(tiny_model_dir):
     src = resolve_model(str(tiny_model_dir))
     assert src.path == tiny_model_dir and len(src.fingerprint) == 64
     assert resolve_model(str(tiny_model_dir)).fingerprint == src.fingerprint
+
+
+@pytest.mark.parametrize(("cpuinfo", "native"), [
+    ("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw avx512_vnni\n", False),  # AVX-512 without BF16: oneDNN emulates
+    ("flags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n", True),
+    ("flags\t\t: fpu avx512f amx_tile amx_bf16\n", True),
+    ("Features\t: fp asimd bf16 i8mm\n", True),  # Arm FEAT_BF16
+    ("Features\t: fp asimd\n", False),
+    ("", False),
+])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_arithmetic(cpuinfo, native):
+    from simgen.models import native_bf16_cpu
+
+    assert native_bf16_cpu(cpuinfo) is native
+
+
+def test_auto_precision_follows_the_cpu_flags(monkeypatch):
+    import torch
+
+    import simgen.models as models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(models, "native_bf16_cpu", lambda native=native: native)
+        assert models.pick_dtype("auto") is dtype
+    assert models.pick_dtype("bfloat16") is torch.bfloat16 and models.pick_dtype("float32") is torch.float32

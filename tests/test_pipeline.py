@@ -116,6 +116,26 @@ def test_a_run_interrupted_before_redraws_existed_resumes_without_them(tiny_mode
     assert resumed.turns["dialogue_id"].n_unique() == 5 and resumed.turns["redraws"].null_count() == resumed.turns.height
 
 
+def test_a_resumed_run_keeps_the_precision_auto_chose_when_it_started(tiny_model_dir, tmp_path, monkeypatch):
+    """Started with `--dtype auto` where auto meant bf16, resumed where it means fp32 (another
+    machine, or a simgen that chooses otherwise): the rest is written in bf16, as its first shards were."""
+    import simgen.models
+    from tests.conftest import interrupt_second_shard
+
+    monkeypatch.setattr(simgen.models, "native_bf16_cpu", lambda: True)
+    whole = gen(tiny_model_dir, tmp_path / "whole", dtype="auto")
+    assert json.loads((whole.path / "manifest.json").read_text())["backend"]["user"]["dtype"] == "bfloat16"
+    interrupt_second_shard(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        gen(tiny_model_dir, tmp_path / "r", dtype="auto")
+    monkeypatch.undo()
+    monkeypatch.setattr(simgen.models, "native_bf16_cpu", lambda: False)
+    resumed = resume(tmp_path / "r", progress=False)
+    m = json.loads((resumed.path / "manifest.json").read_text())
+    assert m["backend"]["user"]["dtype"] == "bfloat16" and m["config"]["dtype"] == "auto"
+    assert (resumed.path / "turns.parquet").read_bytes() == (whole.path / "turns.parquet").read_bytes()
+
+
 
 @pytest.mark.parametrize(("edit", "field"), [
     (lambda m: m["progress"]["shards"][0].update(shard="one"), "progress.shards[0].shard is 'one'"),

@@ -187,12 +187,23 @@ def resume(path: str | Path, assistant: Callable[[list[dict]], str] | Backend | 
     except TypeError as e:  # an unknown or missing setting
         raise RunError(f"{manifest_path}: the recorded config does not match this simgen's settings ({e}); "
                        "resume with the simgen version that started the run, or start a new run.") from None
+    config = pinned_dtype(config, manifest)
     sc = load_recorded(manifest["scenario"], f"--resume {out}",
                        "the rest of the run would be written from other prompts than its finished dialogues")
     if manifest.get("backend", {}).get("assistant", {}).get("backend") == "callable" and assistant is None:
         raise RunError(f"--resume {out}: the run's assistant was {manifest['backend']['assistant'].get('callable')}; pass it again (--assistant).")
     with _cluster(ray, assistant):
         return _run(out, manifest, config, sc, assistant, progress, ray=ray)
+
+
+def pinned_dtype(config: GenerateConfig, manifest: dict[str, Any]) -> GenerateConfig:
+    """`config` with `--dtype auto` replaced by the dtype its models loaded in, as the manifest
+    recorded it: the rest of a resumed run is written in the precision of its first shards, even
+    where `auto` would now choose another (another machine, or a simgen whose choice changed)."""
+    recorded = {side.get("dtype") for side in manifest.get("backend", {}).values() if isinstance(side, dict)} - {None}
+    if config.dtype == "auto" and len(recorded) == 1 and (dtype := recorded.pop()) in ("bfloat16", "float32"):
+        return replace(config, dtype=dtype)
+    return config
 
 
 def _new_manifest(cfg: GenerateConfig, sc: Scenario, out: Path, assistant: Any) -> dict[str, Any]:
