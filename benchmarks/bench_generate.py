@@ -28,6 +28,28 @@ process each).
 
     python benchmarks/bench_generate.py                       # the issue's work: 64 dialogues x 6 turns x 48 tokens
     python benchmarks/bench_generate.py -n 16 --max-turns 2 --skip llama.cpp    # a quick look
+
+`--workload default` measures what users run instead (#15's default workload): `simgen generate
+--scenario S -n 256 --batch-size 64 --seed 3` as shipped (the scenario's simulator, length targets,
+stop rules, redraws, guards, sampling), timed in a child process from its start to its exit, model
+load included, with its peak RSS. Beside it, on the same dialogues (same seed, so the same profiles,
+intents and length targets):
+
+- naive:     the same settings with every line one `model.generate` on the re-encoded history
+             (sampling as the side's settings, stopped where simgen stops the line), on the first
+             `--naive-dialogues` dialogues; model load not timed;
+- llama.cpp: `simgen generate --backend openai` against llama.cpp's server (the embedded model's
+             GGUF, `--batch-size` slots, in this process). It serves the untuned model: for a
+             scenario that ships a tuned simulator its lines are the untuned model's (same
+             architecture and size, so the same cost per token);
+- bound:     stored tokens/s and (prefilled + fed tokens)/s of the simgen row against the compute bound.
+
+Tokens are those of the stored lines, both sides, counted with one tokenizer for every row, so
+tokens drawn and thrown away (redraws, text past a line's end) count against the row that drew
+them. `--ablations bf16` adds simgen with `--dtype bfloat16`, `--refill K` simgen with `--refill K`.
+
+    python benchmarks/bench_generate.py --workload default                # both scenarios, n 256, batch 64
+    python benchmarks/bench_generate.py --workload default --scenario chitchat -n 64 --naive-dialogues 4 --ablations bf16
 """
 
 from __future__ import annotations
@@ -38,6 +60,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -45,11 +68,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import polars as pl
 import torch
 
-from simgen.backends import Backend
+from simgen.backends import Backend, Session
 from simgen.backends.transformers import TransformersBackend, growing_cache_class
-from simgen.config import SamplingConfig
+from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import Chat, Generation
 from simgen.scenario import load_scenario
 from simgen.generation.plan import DialogueJob, plan
@@ -210,10 +234,208 @@ def rss_rows(args, sizes: list[int]) -> list[dict]:  # noqa: ANN001
     return out
 
 
+# --- the default workload (#15): `simgen generate` as users run it, end to end ------------------------------------
+
+CHILD = """
+import atexit, json, sys
+import simgen.backends.transformers as tb
+built = []
+init = tb.TransformersBackend.__init__
+def counted(self, *a, **k):
+    init(self, *a, **k)
+    built.append(self)
+tb.TransformersBackend.__init__ = counted
+path = sys.argv.pop(1)
+atexit.register(lambda: open(path, "w").write(json.dumps([b.stats for b in built])))
+from simgen.cli import main
+main()
+"""
+
+
+class _Until:
+    """A `model.generate` stopping criterion from a session's `until` test (one chat per call)."""
+
+    def __init__(self, tokenizer, test, start: int) -> None:  # noqa: ANN001
+        self.tokenizer, self.test, self.start, self.held = tokenizer, test, start, False
+
+    def __call__(self, input_ids, scores, **kwargs):  # noqa: ANN001, ANN003, ANN204
+        self.held = bool(self.test(self.tokenizer.decode(input_ids[0, self.start:], skip_special_tokens=True)))
+        return torch.tensor([self.held], device=input_ids.device)
+
+
+class NaiveSession(Session):
+    """The hand-written loop under the default workload: one `model.generate` per chat, the whole
+    history re-encoded, sampling as the side's settings say (temperature, top-p, repetition
+    penalty), the line stopped where simgen stops it (its `until` test, as a stopping criterion)."""
+
+    def __init__(self, inner: TransformersBackend) -> None:
+        self.inner = inner
+
+    def generate(self, chats, sampling, seeds, keys, until=None):  # noqa: ANN001, ANN201
+        from transformers import StoppingCriteriaList
+
+        b, out = self.inner, []
+        for row, (chat, seed) in enumerate(zip(chats, seeds)):
+            ids = torch.tensor([b.encode(chat)])
+            test = until[row] if until else None
+            criteria = [_Until(b.tokenizer, test, ids.shape[1])] if test is not None else []
+            torch.manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+            kw = ({"do_sample": False} if sampling.greedy else
+                  {"do_sample": True, "temperature": sampling.heat, "top_p": sampling.top_p, "top_k": 0})
+            with torch.inference_mode():
+                full = b.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=sampling.max_new_tokens,
+                                        repetition_penalty=sampling.penalty, eos_token_id=sorted(b.stop_ids), pad_token_id=b.pad_id,
+                                        stopping_criteria=StoppingCriteriaList(criteria), **kw)
+            drawn = full[0, ids.shape[1]:].tolist()
+            new = [t for t in drawn if t not in b.stop_ids]
+            finish = ("until" if criteria and criteria[0].held else "stop" if len(new) < len(drawn) else
+                      "length" if len(new) >= sampling.max_new_tokens else "stop")
+            out.append(Generation(b.tokenizer.decode(new, skip_special_tokens=True), len(new), finish))
+        return out
+
+
+class NaiveLoopBackend(Backend):
+    name, batched, seeded = "naive", False, True
+
+    def __init__(self, inner: TransformersBackend) -> None:
+        self.inner, self.source = inner, inner.source  # the copy guard finds a tuned folder's index through `source`
+
+    def generate(self, chats, sampling, seeds):  # noqa: ANN001, ANN201
+        return NaiveSession(self.inner).generate(chats, sampling, seeds, list(range(len(chats))))
+
+    def session(self) -> Session:
+        return NaiveSession(self.inner)
+
+
+def stored_tokens(frames: Sequence[pl.DataFrame], tokenizer) -> int:  # noqa: ANN001
+    """Tokens of the stored lines, both sides, counted with one tokenizer for every row."""
+    texts = [t for f in frames for t in f["text"].to_list()]
+    return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+
+def cli_row(argv: list[str], out: Path, tokenizer, env: dict | None = None) -> dict:  # noqa: ANN001
+    """`simgen generate ARGV --out OUT` in a child process, timed from its start to its exit (model
+    load included); its peak RSS, the stored tokens, and the decoding work its local models did."""
+    stats, log = out.with_suffix(".stats.json"), out.with_suffix(".log")
+    shutil.rmtree(out, ignore_errors=True)  # the benchmark's own run folder, from an earlier run
+    cmd = [sys.executable, "-c", CHILD, str(stats), "generate", *argv, "--out", str(out), "--quiet"]
+    start = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"simgen generate failed ({' '.join(argv)}); its output is in {log}")
+    frame = pl.read_parquet(out / "turns.parquet")
+    tokens = stored_tokens([frame], tokenizer)
+    work = json.loads(stats.read_text()) if stats.is_file() else []
+    n = frame["dialogue_id"].n_unique()
+    row = {"dialogues": n, "seconds": round(seconds, 2), "tokens": tokens, "lines": frame.height,
+           "tokens_per_s": round(tokens / seconds, 1), "dialogues_per_min": round(n / seconds * 60, 2),
+           "peak_rss_mib": round(usage.ru_maxrss / 1024), "run": str(out)}
+    if work:
+        row["prefilled_tokens"] = sum(w["prefill_tokens"] for w in work)
+        row["fed_row_steps"] = sum(w["decoded_rows"] for w in work)
+    return row
+
+
+def naive_default_row(scenario_name: str, n: int, seed: int, tokenizer) -> dict:  # noqa: ANN001
+    """The naive loop on the first `n` dialogues of the same run: `simgen generate`'s settings (the
+    shipped simulator, lengths, redraws, guards, sampling) with every line one `model.generate`.
+    Model loading is not timed (it would only lower the naive rate)."""
+    from simgen.backends import build_backend
+    from simgen.generation import pipeline
+
+    sc = load_scenario(scenario_name)
+    cfg = pipeline.settle(GenerateConfig(scenario=scenario_name, n=n, seed=seed, batch_size=n), sc)
+    user = build_backend(cfg, cfg.model)
+    assistant = user if (cfg.assistant_model or cfg.model) == cfg.model else build_backend(cfg, cfg.assistant_model)
+    naive_user, naive_assistant = NaiveLoopBackend(user), NaiveLoopBackend(assistant)
+    frames: list[pl.DataFrame] = []
+    start = time.perf_counter()
+    pipeline.simulate_stream([0], cfg, sc, naive_user, naive_assistant, lambda shard, frame, *rest: frames.append(frame))
+    seconds = time.perf_counter() - start
+    tokens = stored_tokens(frames, tokenizer)
+    return {"dialogues": n, "seconds": round(seconds, 2), "tokens": tokens, "lines": sum(f.height for f in frames),
+            "tokens_per_s": round(tokens / seconds, 1), "dialogues_per_min": round(n / seconds * 60, 2)}
+
+
+def default_workload(args) -> None:  # noqa: ANN001
+    """Rows per scenario: simgen (and `--refill` rows), the naive loop, llama.cpp through `--backend openai`."""
+    from transformers import AutoTokenizer
+
+    from simgen.models import embedded_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    work_dir = args.json.with_suffix("")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    result: dict = {"work": {"mode": "default workload", "dialogues": args.n, "batch_size": args.batch_size, "seed": args.seed,
+                             "cpus": os.cpu_count(), "torch": torch.__version__,
+                             "machine": f"{platform.machine()} {platform.processor() or ''}".strip()},
+                    "scenarios": {}}
+    params = None
+    for name in args.scenario.split(","):
+        base = ["--scenario", name, "-n", str(args.n), "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
+        rows: dict = {}
+        print(f"{name}: simgen generate {' '.join(base)}", flush=True)
+        rows["simgen"] = cli_row(base, work_dir / f"{name}-simgen", tokenizer)
+        if "bf16" in args.ablations:  # what `--dtype auto` chose before it checked for bf16 arithmetic
+            print(f"{name}: simgen, --dtype bfloat16", flush=True)
+            rows["simgen --dtype bfloat16"] = cli_row([*base, "--dtype", "bfloat16"], work_dir / f"{name}-bf16", tokenizer)
+        for refill in args.refill:
+            print(f"{name}: simgen, --refill {refill}", flush=True)
+            rows[f"simgen --refill {refill}"] = cli_row([*base, "--refill", str(refill)], work_dir / f"{name}-refill{refill}", tokenizer)
+        if "naive" not in args.skip:
+            k = min(args.naive_dialogues, args.n)
+            print(f"{name}: the naive loop, the first {k} dialogues", flush=True)
+            rows["naive"] = naive_default_row(name, k, args.seed, tokenizer)
+        if "llama.cpp" not in args.skip:
+            from simgen.backends.llamacpp import serve_gguf
+
+            print(f"{name}: llama.cpp server, {args.batch_size} slots, through --backend openai", flush=True)
+            with serve_gguf(parallel=args.batch_size, ctx_per_slot=4096, threads=args.llamacpp_threads) as url:
+                rows["llama.cpp"] = cli_row([*base, "--backend", "openai", "--base-url", url, "--model", "smollm2",
+                                             "--concurrency", str(args.batch_size), "--request-timeout", "1200"],
+                                            work_dir / f"{name}-llamacpp", tokenizer)
+                del rows["llama.cpp"]["peak_rss_mib"]  # the server is in this process; the client's figure would count its pages
+        ratios = {f"simgen/{peer}": round(rows["simgen"]["tokens_per_s"] / rows[peer]["tokens_per_s"], 2)
+                  for peer in ("naive", "llama.cpp") if peer in rows}
+        if "bound" not in args.skip and "prefilled_tokens" in rows["simgen"]:
+            if params is None:  # the embedded model (the tuned simulator is the same architecture)
+                backend = TransformersBackend(None, args.dtype)
+                params = sum(p.numel() for p in backend.model.parameters())
+                bound = matmul_flops(backend.model.dtype)["flops_per_s"] / (2 * params)
+                del backend
+            s = rows["simgen"]
+            rows["bound"] = {"tokens_per_s": round(bound, 1)}
+            ratios["simgen/bound, stored tokens"] = round(s["tokens_per_s"] / bound, 3)
+            ratios["simgen/bound, prefilled + fed tokens"] = round((s["prefilled_tokens"] + s["fed_row_steps"]) / s["seconds"] / bound, 3)
+        result["scenarios"][name] = {"rows": rows, "ratios": ratios}
+        print(f"\n{name}: {args.n} dialogues, batch {args.batch_size}, seed {args.seed}, default sampling and stop rules")
+        print(f"{'row':22} {'dialogues':>9} {'seconds':>8} {'tokens':>7} {'tokens/s':>9} {'dialogues/min':>14} {'peak RSS MiB':>13}")
+        for row_name, r in rows.items():
+            if row_name == "bound":
+                print(f"{row_name:22} {'':>9} {'':>8} {'':>7} {r['tokens_per_s']:9.1f}")
+            else:
+                print(f"{row_name:22} {r['dialogues']:9d} {r['seconds']:8.1f} {r['tokens']:7d} {r['tokens_per_s']:9.1f} "
+                      f"{r['dialogues_per_min']:14.2f} {r.get('peak_rss_mib', ''):>13}")
+        print("  ".join(f"{k}: {v}x" for k, v in ratios.items()), flush=True)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", default="movie-recommendation")
-    ap.add_argument("-n", type=int, default=64, help="dialogues (every row)")
+    ap.add_argument("--workload", choices=["fixed", "default"], default="fixed",
+                    help="fixed: every dialogue runs --max-turns turns, greedy, stop rules off (the rows above); "
+                         "default: `simgen generate` as shipped, end to end (#15's default workload)")
+    ap.add_argument("--scenario", default=None,
+                    help="default: movie-recommendation (fixed), chitchat,movie-recommendation (default workload; comma-separated)")
+    ap.add_argument("-n", type=int, default=None, help="dialogues (every row); default 64 (fixed), 256 (default workload)")
+    ap.add_argument("--seed", type=int, default=3, help="default workload: the runs' seed")
+    ap.add_argument("--refill", type=lambda v: [int(x) for x in v.split(",")], default=[],
+                    help="default workload: also run simgen with --refill K for each K (comma-separated)")
     ap.add_argument("--batch-size", type=int, default=64, help="simgen's batch size = llama.cpp's parallel slots")
     ap.add_argument("--max-turns", type=int, default=6)
     ap.add_argument("--max-new-tokens", type=int, default=48, help="per line, both sides")
@@ -223,14 +445,23 @@ def main() -> None:
     ap.add_argument("--llamacpp-threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--skip", action="append", default=[], choices=["naive", "llama.cpp", "bound"], help="leave a row out")
     ap.add_argument("--ablations", type=lambda v: v.split(","), default=[],
-                    help="comma-separated: no-reuse (re-encode every turn), dynamic-cache (transformers' DynamicCache)")
+                    help="comma-separated: no-reuse (re-encode every turn), dynamic-cache (transformers' DynamicCache); "
+                         "default workload: bf16 (simgen with --dtype bfloat16)")
     ap.add_argument("--profile", type=Path, default=None, help="profile decode steps at 128-1536 cached tokens; write the op tables here")
     ap.add_argument("--rss", default=None, help="comma-separated concurrent-dialogue counts for peak RSS, e.g. 64,256")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--json", type=Path, default=Path("outputs/bench_generate.json"))
+    ap.add_argument("--json", type=Path, default=None,
+                    help="default: outputs/bench_generate.json (fixed), outputs/bench_generate_default.json (default workload; "
+                         "its run folders go beside it)")
     args = ap.parse_args()
+    default = args.workload == "default"
+    args.scenario = args.scenario or ("chitchat,movie-recommendation" if default else "movie-recommendation")
+    args.n = args.n or (256 if default else 64)
+    args.json = args.json or Path("outputs/bench_generate_default.json" if default else "outputs/bench_generate.json")
     if args.rss_child:
         return rss_child(args)
+    if default:
+        return default_workload(args)
 
     scenario = load_scenario(args.scenario)
     backend = TransformersBackend(args.model, args.dtype)
