@@ -74,6 +74,17 @@ def build_tiny_model(out: Path, tokenizer_dir: Path) -> Path:
     return out
 
 
+def load_benchmark(name: str):  # noqa: ANN201 - the module
+    """`benchmarks/NAME.py` as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def interrupt_second_shard(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the pipeline raise KeyboardInterrupt (as Ctrl-C would) as its second shard is done, before
     it is written: with refilling, mid-stream, while later dialogues are still running.

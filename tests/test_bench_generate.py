@@ -5,20 +5,15 @@ model, fp32)."""
 from __future__ import annotations
 
 import functools
-import importlib.util
-from pathlib import Path
 
 from simgen.backends.transformers import TransformersBackend
 from simgen.config import SamplingConfig
 from simgen.generation.simulator import _cut_known
+from tests.conftest import load_benchmark
 
 
 def load_bench():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_generate.py"
-    spec = importlib.util.spec_from_file_location("bench_generate", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_generate")
 
 
 def test_the_naive_loop_writes_simgens_lines_and_stops_where_simgen_stops(tiny_model_dir):

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import polars as pl
 
 import simgen
 from simgen.config import GenerateConfig, SamplingConfig
+from tests.conftest import load_benchmark
 
 
 def load_bench():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_tail.py"
-    spec = importlib.util.spec_from_file_location("bench_tail", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_tail")
 
 
 def test_the_tail_profile_times_every_call_and_writes_the_runs_dialogues(tiny_model_dir, tmp_path):
