@@ -74,7 +74,7 @@ import torch
 from simgen.backends import Backend, Session
 from simgen.backends.transformers import TransformersBackend, growing_cache_class
 from simgen.config import GenerateConfig, SamplingConfig
-from simgen.data import Chat, Generation
+from simgen.data import Generation
 from simgen.scenario import load_scenario
 from simgen.generation.plan import DialogueJob, plan
 from simgen.generation.simulator import simulate
@@ -90,29 +90,6 @@ class StatelessBackend(Backend):
 
     def generate(self, chats, sampling, seeds):  # noqa: ANN001, ANN201
         return self.inner.generate(chats, sampling, seeds)
-
-
-class NaiveBackend(Backend):
-    """One `model.generate` per chat: the hand-written loop simgen replaces."""
-
-    name = "naive"
-
-    def __init__(self, inner: TransformersBackend) -> None:
-        self.inner = inner
-
-    def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int]) -> list[Generation]:
-        out = []
-        for chat in chats:
-            ids = torch.tensor([self.inner.encode(chat)])
-            with torch.inference_mode():
-                full = self.inner.model.generate(
-                    ids, attention_mask=torch.ones_like(ids), max_new_tokens=sampling.max_new_tokens, do_sample=False,
-                    eos_token_id=sorted(self.inner.stop_ids), pad_token_id=self.inner.pad_id,
-                )
-            new = [t for t in full[0, ids.shape[1]:].tolist() if t not in self.inner.stop_ids]
-            stopped = len(new) < full.shape[1] - ids.shape[1] or len(new) < sampling.max_new_tokens
-            out.append(Generation(self.inner.tokenizer.decode(new, skip_special_tokens=True), len(new), "stop" if stopped else "length"))
-        return out
 
 
 def full_length(job: DialogueJob, scenario, max_turns: int) -> DialogueJob:
@@ -294,7 +271,7 @@ class NaiveSession(Session):
         return out
 
 
-class NaiveLoopBackend(Backend):
+class NaiveBackend(Backend):
     name, batched, seeded = "naive", False, True
 
     def __init__(self, inner: TransformersBackend) -> None:
@@ -343,14 +320,12 @@ def naive_default_row(scenario_name: str, n: int, seed: int, tokenizer) -> dict:
     """The naive loop on the first `n` dialogues of the same run: `simgen generate`'s settings (the
     shipped simulator, lengths, redraws, guards, sampling) with every line one `model.generate`.
     Model loading is not timed (it would only lower the naive rate)."""
-    from simgen.backends import build_backend
     from simgen.generation import pipeline
 
     sc = load_scenario(scenario_name)
     cfg = pipeline.settle(GenerateConfig(scenario=scenario_name, n=n, seed=seed, batch_size=n), sc)
-    user = build_backend(cfg, cfg.model)
-    assistant = user if (cfg.assistant_model or cfg.model) == cfg.model else build_backend(cfg, cfg.assistant_model)
-    naive_user, naive_assistant = NaiveLoopBackend(user), NaiveLoopBackend(assistant)
+    user, assistant, _ = pipeline._backends(cfg, None, {})  # the models `simgen generate` loads for these settings
+    naive_user, naive_assistant = NaiveBackend(user), NaiveBackend(assistant)
     frames: list[pl.DataFrame] = []
     start = time.perf_counter()
     pipeline.simulate_stream([0], cfg, sc, naive_user, naive_assistant, lambda shard, frame, *rest: frames.append(frame))
