@@ -8,7 +8,7 @@ What changes from the folder `simgen tune` wrote, and nothing else:
 - the card (`simgen_tune.json`) records the packing.
 The card's settings say how to retrain it; packing again gives the same bytes.
 
-    python scripts/pack_simulator.py outputs/tuned/movie-both profiles/movie-recommendation.simulator
+    python scripts/pack_simulator.py outputs/tuned/movie-matched profiles/movie-recommendation.simulator
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ import numpy as np
 PROFILE, INTENT, USER, ASSISTANT, LENGTH, TURNS, REPLY = 0, 1, 2, 3, 4, 5, 6
 
 
-def generator(seed: int, index: int, stream: int) -> np.random.Generator:
-    """A numpy generator for one dialogue and one stream."""
-    return np.random.default_rng(np.random.SeedSequence([seed, index, stream]))
+def generator(seed: int, index: int, stream: int, draw: int = 0) -> np.random.Generator:
+    """A numpy generator for one dialogue and one stream (`draw` > 0: the draw-th alternative draw, e.g.
+    `simgen tune`'s profile candidates; draw 0 is seeded as before alternatives existed)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, index, stream, *([draw] if draw else [])]))
 
 
 def derive(seed: int, index: int, stream: int, turn: int, draw: int = 0) -> int:

@@ -7,7 +7,9 @@ latent-conditioned chat that `simgen generate` would have sent before it (the sa
 the intent (its labels mapped through the intent model's `aliases`) and the length (`target_words`
 = the line's own word count). Latents it cannot give (the profile: who the real person was) are
 sampled from the profile space, seeded by the dialogue id, so the persona block has the shape the
-simulator will see; the loss is on the user line only (TRL's prompt-completion format).
+simulator will see; with `profile_match` > 1, the best of that many samples by what the dialogue's
+user lines say (`matched_profile`: "I love horror" picks a persona who likes horror), so the persona
+agrees with the lines it conditions. The loss is on the user line only (TRL's prompt-completion format).
 
 Training is TRL's `SFTTrainer` with a LoRA adapter (peft) by default, or full fine-tuning
 (`method="full"`). The train split feeds training, the validation split the validation loss; the
@@ -40,18 +42,22 @@ import hashlib
 import json
 import math
 import random
+import re
 import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from simgen.corpora import Corpus, load_corpus, split_of
 from simgen.errors import ConfigError, DataError, RunError
+
+if TYPE_CHECKING:
+    from simgen.data import ProfileLatent
 
 CARD = "simgen_tune.json"
 ROLES = ("user", "assistant", "both")
@@ -74,6 +80,8 @@ class TuneConfig:
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (0: none; on CPU it costs ~14% of a step)"})
     max_length: int = field(default=512, metadata={"help": "tokens per example at most; older exchanges are dropped to fit"})
     max_dialogues: int = field(default=0, metadata={"help": "use at most this many train dialogues (seeded sample); 0 = all"})
+    profile_match: int = field(default=32, metadata={"help": "profiles sampled per real dialogue; the one whose attribute values its user "
+                                                             "lines mention most is used (1: the first sample, unmatched)"})
     eval_examples: int = field(default=200, metadata={"help": "validation examples scored (a seeded sample); 0 = all"})
     eval_every: int = field(default=0, metadata={"help": "validation loss every this many steps; 0 = at the end only"})
     save_every: int = field(default=50, metadata={"help": "checkpoint every this many steps (what an interrupted run resumes from)"})
@@ -87,7 +95,7 @@ class TuneConfig:
             raise ConfigError(f"roles must be one of {', '.join(ROLES)}, got {self.roles!r}.")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
-        for name in ("batch_size", "lora_r", "lora_alpha", "max_length", "save_every"):
+        for name in ("batch_size", "lora_r", "lora_alpha", "max_length", "save_every", "profile_match"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
         if not self.epochs > 0 or self.learning_rate <= 0:
@@ -119,15 +127,77 @@ def read_splits(spec: str | Path | Corpus, max_dialogues: int = 0, seed: int = 0
     return splits
 
 
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# a mention within this many words after one of these reads as negated ("I don't really like musicals")
+_NEGATION = frozenset({"not", "no", "never", "nor", "don't", "doesn't", "didn't", "isn't", "wasn't", "can't", "cannot", "won't",
+                       "hate", "hated", "dislike", "disliked", "avoid", "without"})
+_NEGATION_REACH = 4
+
+
+def _stems(value: str) -> list[str]:
+    """The content words of a profile value, cut to 5 characters ("comedy" -> "comed", which "comedies" starts with)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return [w[:5] for w in _WORD.findall(value.lower()) if w not in ENGLISH_STOP_WORDS and (len(w) >= 3 or w.isdigit())]
+
+
+def _said(stems: list[str], words: list[str]) -> tuple[bool, bool]:
+    """(the text mentions the value plainly, the text mentions it negated): every stem begins some word, and
+    the first stem's occurrences are plain or follow a negation within `_NEGATION_REACH` words."""
+    if not stems or not all(any(w.startswith(s) for w in words) for s in stems):
+        return False, False
+    at = [i for i, w in enumerate(words) if w.startswith(stems[0])]
+    negated = [any(w in _NEGATION for w in words[max(0, i - _NEGATION_REACH):i]) for i in at]
+    return not all(negated), any(negated)
+
+
+def mentions(profile: ProfileLatent, text: str, complements: frozenset[str] = frozenset()) -> int:
+    """How many of `profile`'s stated values (`consistency.metrics.attribute_values`: every categorical, list
+    and integer value, not float traits) `text` mentions: every content word of the value begins a word of the
+    text. A variable in `complements` (one declared with `exclude`, such as disliked_genres against
+    liked_genres) counts its values where the text says them negated; any other, where it says them plainly."""
+    from simgen.consistency.metrics import attribute_values
+
+    words = _WORD.findall(text.lower())
+    count = 0
+    for name, values in attribute_values(profile.values).items():
+        for value in values:
+            plain, negated = _said(_stems(value), words)
+            count += negated if name in complements else plain
+    return count
+
+
+def complement_variables(scenario: Any) -> frozenset[str]:
+    """The profile variables declared as another's complement (`exclude`: disliked_genres excludes liked_genres)."""
+    return frozenset(v.name for v in scenario.profile.variables
+                     if any(d is not None and d.exclude for d in [v.base, *(d for _, d in v.cases)]))
+
+
+def matched_profile(scenario: Any, seed: int, key: int, user_text: str, k: int) -> ProfileLatent:
+    """Of `k` profiles sampled for one real dialogue, the one whose values its user lines mention most
+    (`mentions`; the first sample on ties, so k=1 is the plain sample). A real corpus does not say who the
+    person was, but what they say about themselves ("I love horror movies", "not a fan of musicals") says
+    part of it: a persona that agrees with the lines teaches the simulator to use its persona, where an
+    unrelated one teaches it to ignore it."""
+    from simgen import rng
+
+    draws = [scenario.profile.sample(rng.generator(seed, key, rng.PROFILE, j)) for j in range(k)]
+    if k == 1:
+        return draws[0]
+    complements = complement_variables(scenario)
+    scores = [mentions(p, user_text, complements) for p in draws]
+    return draws[scores.index(max(scores))]
+
+
 def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, seed: int, max_turns: int,
-             roles: str = "user") -> list[dict[str, Any]]:
+             roles: str = "user", profile_match: int = 1) -> list[dict[str, Any]]:
     """(real line) -> {"prompt": the chat simgen would send before it, "completion": [the line], "role": its side}.
 
-    User lines get the user side's chat (persona, intent and length from the corpus, profile sampled);
+    User lines get the user side's chat (persona, intent and length from the corpus, profile sampled:
+    with `profile_match` > 1, the best of that many samples by `mentions` of the dialogue's user lines);
     with `roles` "assistant" or "both", assistant lines get the assistant side's chat.
     """
-    from simgen import rng
-    from simgen.data import ProfileLatent, Turn, frame_to_dialogues
+    from simgen.data import Turn, frame_to_dialogues
     from simgen.generation.chats import assistant_chat, user_chat
     from simgen.generation.plan import DialogueJob
     from simgen.lengths import words
@@ -140,7 +210,7 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
         if not users:
             continue
         key = int.from_bytes(hashlib.sha256(d.dialogue_id.encode()).digest()[:4], "big")
-        profile: ProfileLatent = scenario.profile.sample(rng.generator(seed, key, rng.PROFILE))
+        profile = matched_profile(scenario, seed, key, " ".join(t.text for t in users), profile_match)
         job = DialogueJob(n, profile, tuple(t.intent for t in users), tuple(words(t.text) for t in users))
         horizon = max(max_turns, len(users))
         k = 0
@@ -203,7 +273,8 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     splits = read_splits(corpus, cfg.max_dialogues, cfg.seed)
     lm, tokenizer = load_causal_lm(source, dtype=cfg.dtype)
     max_turns = scenario.max_turns
-    data = {name: examples(scenario, c, tokenizer, cfg.max_length, cfg.seed, max_turns, cfg.roles) for name, c in splits.items()}
+    data = {name: examples(scenario, c, tokenizer, cfg.max_length, cfg.seed, max_turns, cfg.roles, cfg.profile_match)
+            for name, c in splits.items()}
     if cfg.eval_examples and len(data["validation"]) > cfg.eval_examples:  # bound the cost of each validation pass
         keep = sorted(random.Random(cfg.seed).sample(range(len(data["validation"])), cfg.eval_examples))
         data["validation"] = [data["validation"][i] for i in keep]

@@ -15,7 +15,7 @@ from simgen.corpora import split_of
 from simgen.errors import DataError, ModelError
 from simgen.models import resolve_model
 from simgen.scenario import load_scenario
-from simgen.tune import TuneConfig, examples, read_splits
+from simgen.tune import TuneConfig, complement_variables, examples, matched_profile, mentions, read_splits
 
 FAST = ["--max-steps", "4", "--batch-size", "4", "--max-dialogues", "8", "--learning-rate", "0.005", "--save-every", "2",
         "--max-length", "384", "-q"]
@@ -102,6 +102,69 @@ def test_examples_are_the_simulators_own_chats_from_the_train_split_only(iard_di
     short = examples(scenario, splits["train"], tok, 400, 0, 6)
     late = max(short, key=lambda r: r["user_turn"])
     assert late["prompt"][0] == next(r for r in rows if r["dialogue_id"] == late["dialogue_id"])["prompt"][0]
+
+
+def test_mentions_count_plainly_stated_values_and_negated_ones_for_complement_variables():
+    from simgen.data import ProfileLatent
+
+    p = ProfileLatent({"name": "Sam", "age": 34, "liked_genres": ["comedy", "science fiction"], "disliked_genres": ["musical"],
+                       "favorite_movie": "The Matrix", "patience": 0.4})
+    complements = frozenset({"disliked_genres"})
+    assert mentions(p, "I love comedies and science fiction films", complements) == 2  # "comedies" begins with comedy's stem
+    assert mentions(p, "I don't really like musicals", complements) == 1  # a disliked value counts where it is negated...
+    assert mentions(p, "Musicals are great", complements) == 0  # ...not where it is said plainly
+    assert mentions(p, "I'm not into comedy at all", complements) == 0  # and a liked one the other way round
+    assert mentions(p, "Science is fun", complements) == 0  # every content word of the value must be there
+    assert mentions(p, "The Matrix! And I'm 34.", complements) == 2
+    assert mentions(p, "patience 0.4", complements) == 0  # float traits are not stated facts
+    assert mentions(p, "I like musicals", frozenset()) == 1  # without complements every value counts when plain
+
+
+def test_profile_matching_picks_the_persona_the_real_lines_agree_with():
+    from simgen import rng
+
+    scenario = load_scenario("movie-recommendation")
+    complements = complement_variables(scenario)
+    assert complements == {"disliked_genres"}
+    text = "Hi! I'm looking for a good horror movie tonight. I don't like musicals at all."
+    plain = scenario.profile.sample(rng.generator(0, 7, rng.PROFILE))
+    assert matched_profile(scenario, 0, 7, text, 1) == plain  # k = 1 is the sample tuning always used
+    best = matched_profile(scenario, 0, 7, text, 32)
+    candidates = [scenario.profile.sample(rng.generator(0, 7, rng.PROFILE, j)) for j in range(32)]
+    assert candidates[0] == plain and mentions(best, text, complements) == max(mentions(c, text, complements) for c in candidates)
+    assert mentions(best, text, complements) >= 1 and mentions(plain, text, complements) == 0
+    assert matched_profile(scenario, 0, 7, text, 32) == best  # seeded: the same dialogue gets the same persona
+    assert "horror" in matched_profile(scenario, 0, 7, "Any good horror movies?", 32)["liked_genres"]
+    assert "musical" in matched_profile(scenario, 0, 7, "Something tonight, but I can't stand musicals.", 32)["disliked_genres"]
+
+
+def test_matched_examples_give_personas_that_the_dialogues_user_lines_mention(iard_dir, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    scenario = load_scenario("movie-recommendation")
+    splits = read_splits(iard_dir, max_dialogues=40)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    complements = complement_variables(scenario)
+
+    def agreeing(k: int) -> float:  # share of dialogues whose persona block states a value its user lines mention
+        rows = [r for r in examples(scenario, splits["train"], tok, 4096, 0, 14, profile_match=k) if r["user_turn"] == 0]
+        by_id = {r["dialogue_id"]: r["prompt"][0]["content"] for r in rows}
+        users = splits["train"].turns.filter(pl.col("role") == "user").group_by("dialogue_id").agg(pl.col("text").str.join(" "))
+        said = dict(users.iter_rows())
+        hits = [any(g in system for g in genres_said(said[d], complements)) for d, system in by_id.items()]
+        return sum(hits) / len(hits)
+
+    def genres_said(text: str, complements) -> list[str]:
+        genres = scenario.profile.variables[[v.name for v in scenario.profile.variables].index("liked_genres")].base.values
+        return [g for g in genres if mentions(_only("liked_genres", g), text, complements)]
+
+    assert agreeing(16) > agreeing(1) + 0.3
+
+
+def _only(name: str, value: str):
+    from simgen.data import ProfileLatent
+
+    return ProfileLatent({name: [value]})
 
 
 def test_examples_fit_the_token_budget_by_dropping_whole_old_exchanges(iard_dir, tiny_model_dir):
