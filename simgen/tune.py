@@ -38,6 +38,7 @@ What it leaves out: no hyper-parameter search, no RL, no multi-GPU.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -134,14 +135,15 @@ _NEGATION = frozenset({"not", "no", "never", "nor", "don't", "doesn't", "didn't"
 _NEGATION_REACH = 4
 
 
-def _stems(value: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def _stems(value: str) -> tuple[str, ...]:
     """The content words of a profile value, cut to 5 characters ("comedy" -> "comed", which "comedies" starts with)."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    return [w[:5] for w in _WORD.findall(value.lower()) if w not in ENGLISH_STOP_WORDS and (len(w) >= 3 or w.isdigit())]
+    return tuple(w[:5] for w in _WORD.findall(value.lower()) if w not in ENGLISH_STOP_WORDS and (len(w) >= 3 or w.isdigit()))
 
 
-def _said(stems: list[str], words: list[str]) -> tuple[bool, bool]:
+def _said(stems: tuple[str, ...], words: list[str]) -> tuple[bool, bool]:
     """(the text mentions the value plainly, the text mentions it negated): every stem begins some word, and
     the first stem's occurrences are plain or follow a negation within `_NEGATION_REACH` words."""
     if not stems or not all(any(w.startswith(s) for w in words) for s in stems):
@@ -156,9 +158,13 @@ def mentions(profile: ProfileLatent, text: str, complements: frozenset[str] = fr
     and integer value, not float traits) `text` mentions: every content word of the value begins a word of the
     text. A variable in `complements` (one declared with `exclude`, such as disliked_genres against
     liked_genres) counts its values where the text says them negated; any other, where it says them plainly."""
+    return _mentions(profile, _WORD.findall(text.lower()), complements)
+
+
+def _mentions(profile: ProfileLatent, words: list[str], complements: frozenset[str]) -> int:
+    """`mentions` on a text already split into lower-case `words` (one split for all of a dialogue's candidates)."""
     from simgen.consistency.metrics import attribute_values
 
-    words = _WORD.findall(text.lower())
     count = 0
     for name, values in attribute_values(profile.values).items():
         for value in values:
@@ -184,8 +190,8 @@ def matched_profile(scenario: Any, seed: int, key: int, user_text: str, k: int) 
     draws = [scenario.profile.sample(rng.generator(seed, key, rng.PROFILE, j)) for j in range(k)]
     if k == 1:
         return draws[0]
-    complements = complement_variables(scenario)
-    scores = [mentions(p, user_text, complements) for p in draws]
+    complements, words = complement_variables(scenario), _WORD.findall(user_text.lower())
+    scores = [_mentions(p, words, complements) for p in draws]
     return draws[scores.index(max(scores))]
 
 

@@ -144,27 +144,20 @@ def test_matched_examples_give_personas_that_the_dialogues_user_lines_mention(ia
     scenario = load_scenario("movie-recommendation")
     splits = read_splits(iard_dir, max_dialogues=40)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    complements = complement_variables(scenario)
-
-    def agreeing(k: int) -> float:  # share of dialogues whose persona block states a value its user lines mention
-        rows = [r for r in examples(scenario, splits["train"], tok, 4096, 0, 14, profile_match=k) if r["user_turn"] == 0]
-        by_id = {r["dialogue_id"]: r["prompt"][0]["content"] for r in rows}
-        users = splits["train"].turns.filter(pl.col("role") == "user").group_by("dialogue_id").agg(pl.col("text").str.join(" "))
-        said = dict(users.iter_rows())
-        hits = [any(g in system for g in genres_said(said[d], complements)) for d, system in by_id.items()]
-        return sum(hits) / len(hits)
-
-    def genres_said(text: str, complements) -> list[str]:
-        genres = scenario.profile.variables[[v.name for v in scenario.profile.variables].index("liked_genres")].base.values
-        return [g for g in genres if mentions(_only("liked_genres", g), text, complements)]
-
-    assert agreeing(16) > agreeing(1) + 0.3
-
-
-def _only(name: str, value: str):
     from simgen.data import ProfileLatent
 
-    return ProfileLatent({name: [value]})
+    complements = complement_variables(scenario)
+    genres = next(v for v in scenario.profile.variables if v.name == "liked_genres").base.values
+    users = splits["train"].turns.filter(pl.col("role") == "user").group_by("dialogue_id").agg(pl.col("text").str.join(" "))
+    # the genres each dialogue's user lines say they like
+    liked = {d: [g for g in genres if mentions(ProfileLatent({"liked_genres": [g]}), text, complements)] for d, text in users.iter_rows()}
+
+    def agreeing(k: int) -> float:  # share of dialogues whose persona block states a genre its user lines like
+        rows = [r for r in examples(scenario, splits["train"], tok, 4096, 0, 14, profile_match=k) if r["user_turn"] == 0]
+        hits = [any(g in r["prompt"][0]["content"] for g in liked[r["dialogue_id"]]) for r in rows]
+        return sum(hits) / len(hits)
+
+    assert agreeing(16) > agreeing(1) + 0.3
 
 
 def test_examples_fit_the_token_budget_by_dropping_whole_old_exchanges(iard_dir, tiny_model_dir):
