@@ -237,15 +237,30 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
 
 
 def _fit(chat: list[dict], completion: list[dict], tokenizer: Any, max_length: int) -> list[dict] | None:
-    """`chat` without its oldest exchanges until chat + completion fit `max_length` tokens (None: never)."""
+    """`chat` without its fewest oldest exchanges such that chat + completion fit `max_length` tokens (None: never).
+
+    The length falls as more exchanges go, so the fewest is found by bisection: a few tokenizations
+    per example instead of one per exchange dropped (long real dialogues, such as chitchat's, made
+    that quadratic)."""
     from simgen.models import chat_token_ids
 
-    while True:
-        if len(chat_token_ids(tokenizer, chat + completion)) <= max_length:
-            return chat
-        if len(chat) <= 2:  # the system message and the last message alone do not fit
-            return None
-        chat = [chat[0], *chat[3:]]  # drop the oldest exchange (two messages), so the roles still alternate
+    def dropped(d: int) -> list[dict]:  # the oldest d exchanges (two messages each) gone, so the roles still alternate
+        return [chat[0], *chat[1 + 2 * d:]]
+
+    def fits(d: int) -> bool:
+        return len(chat_token_ids(tokenizer, dropped(d) + completion)) <= max_length
+
+    most = max(0, (len(chat) - 1) // 2)  # drop exchanges while more than the system message and the last message are left
+    if not fits(most):
+        return None
+    lo, hi = 0, most  # fits(hi); the fewest d that fits lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return dropped(lo)
 
 
 def examples_digest(rows: list[dict[str, Any]]) -> str:
