@@ -177,6 +177,9 @@ def test_examples_fit_the_token_budget_by_dropping_whole_old_exchanges(iard_dir,
         whole = full[r["dialogue_id"], r["user_turn"]]["prompt"]
         assert r["prompt"][0] == whole[0] and r["prompt"][1:] == whole[len(whole) - len(r["prompt"]) + 1:]
         assert [m["role"] for m in r["prompt"][1:]] == ["user", "assistant"] * ((len(r["prompt"]) - 2) // 2) + ["user"]
+        # and only as many exchanges go as must: one more kept would not fit
+        longer = [whole[0], *whole[len(whole) - len(r["prompt"]) - 1:]]
+        assert len(chat_token_ids(tok, longer + r["completion"])) > 300
 
 
 def test_roles_both_adds_the_assistant_sides_real_lines_with_its_own_chat(iard_dir, tiny_model_dir):
