@@ -44,10 +44,13 @@ def test_scenario_path_that_climbs_writes_under_outputs(tiny_model_dir, tmp_path
     work = tmp_path / "a" / "b"
     work.mkdir(parents=True)
     shutil.copy(list_scenarios()["chitchat"], tmp_path / "x.yaml")
-    shutil.copy(list_scenarios()["chitchat"].with_name("chitchat.lengths.yaml"), tmp_path / "chitchat.lengths.yaml")
+    for name in ("chitchat.lengths.yaml", "chitchat.simulator"):  # the files the scenario names beside it
+        src = list_scenarios()["chitchat"].with_name(name)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     monkeypatch.chdir(work)
     before = set(tmp_path.rglob("*"))
-    run = simgen.generate(scenario="../../x.yaml", n=1, seed=0, model=str(tiny_model_dir), max_turns=1, dtype="float32",
+    run = simgen.generate(scenario="../../x.yaml", n=1, seed=0, model=str(tiny_model_dir), assistant_model=str(tiny_model_dir),
+                          max_turns=1, dtype="float32",
                           progress=False, user=SamplingConfig(max_new_tokens=4), assistant_sampling=SamplingConfig(max_new_tokens=4))
     assert run.path == Path("outputs/x-n1-seed0")
     new = set(tmp_path.rglob("*")) - before
