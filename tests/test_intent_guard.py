@@ -42,9 +42,13 @@ def _lines(iard: Path, split: str):
 def test_the_shipped_guard_is_what_the_script_fits_on_the_train_split(fitted, iard_dir):
     shipped = IntentGuard.load(SHIPPED)
     assert shipped.classes == fitted.classes and shipped.meta == fitted.meta
-    for name in ("columns", "idf", "coef", "intercept"):
-        assert np.array_equal(getattr(shipped, name), getattr(fitted, name)), name
-    assert shipped.thresholds == fitted.thresholds
+    assert np.array_equal(shipped.columns, fitted.columns)  # the same hashed features, exactly
+    # the same fit, up to float rounding: another numpy, scipy or BLAS build moves the last bits
+    # (coef by 4e-9 of weights up to 5 under scikit-learn 1.9.1 / numpy 2.4.6), never the decisions
+    for name in ("idf", "coef", "intercept"):
+        assert np.allclose(getattr(shipped, name), getattr(fitted, name), rtol=1e-6, atol=1e-6), name
+    assert shipped.thresholds.keys() == fitted.thresholds.keys()
+    assert all(shipped.thresholds[k] == pytest.approx(fitted.thresholds[k], rel=1e-6, abs=1e-9) for k in shipped.thresholds)
     train, lines = _lines(iard_dir, "train")  # only train-split dialogues: validation and test stay unseen
     assert fitted.meta["dialogues"] == train.n_dialogues and fitted.meta["lines"] == lines.height
     assert "train split" in fitted.meta["source"]
