@@ -323,12 +323,12 @@ def test_a_packed_simulator_is_bf16_names_its_base_and_generates_like_the_origin
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize("name, corpus", [("movie-recommendation", "iard"), ("chitchat", "chitchat")])
-def test_each_shipped_scenario_ships_a_simulator_tuned_on_its_own_train_split(name, corpus, iard_dir):
+@pytest.mark.parametrize("name, corpus", [("movie-recommendation", "iard_dir"), ("chitchat", "chitchat")])
+def test_each_shipped_scenario_ships_a_simulator_tuned_on_its_own_train_split(name, corpus, request):
     """The default `simgen generate` of both shipped scenarios runs a simulator that `simgen tune` made
     from that scenario's real corpus, on the embedded base, for both sides; its copy index holds train
     lines and no line found only in the test split."""
-    from simgen.copies import COPY_INDEX, CopyIndex, _hash, normal
+    from simgen.copies import COPY_INDEX, CopyIndex
     from simgen.corpora import load_corpus
     from simgen.models import tuned_sides
 
@@ -338,8 +338,9 @@ def test_each_shipped_scenario_ships_a_simulator_tuned_on_its_own_train_split(na
     assert card["base_model"]["fingerprint"] == resolve_model(None).fingerprint
     assert card["validation_loss"] < card["base_validation_loss"]
     assert tuned_sides(folder) == (str(folder), str(folder))
-    source = iard_dir if corpus == "iard" else corpus
-    lines = {s: {_hash(normal(t)) for t in load_corpus(source, split=s).turns["text"].to_list() if normal(t)} for s in ("train", "test")}
+    source = request.getfixturevalue(corpus) if corpus == "iard_dir" else corpus  # IARD from ../shared; chitchat from PyPI
+    # each split's lines hashed as the copy index hashes them
+    lines = {s: set(CopyIndex.from_lines(load_corpus(source, split=s).turns["text"].to_list()).exact.tolist()) for s in ("train", "test")}
     index = set(CopyIndex.load(folder / COPY_INDEX).exact.tolist())
     test_only = lines["test"] - lines["train"]
     assert len(index) > 1000 and index <= lines["train"] and len(test_only) > 100 and not index & test_only
