@@ -240,29 +240,45 @@ class _Until:
         return torch.tensor([self.held], device=input_ids.device)
 
 
+class _Hold:
+    """A `model.generate` logits processor from a session's `hold` test: no end-of-turn token while it holds."""
+
+    def __init__(self, tokenizer, test, start: int, stop_ids) -> None:  # noqa: ANN001
+        self.tokenizer, self.test, self.start, self.stop = tokenizer, test, start, sorted(stop_ids)
+
+    def __call__(self, input_ids, scores):  # noqa: ANN001, ANN204
+        if self.test(self.tokenizer.decode(input_ids[0, self.start:], skip_special_tokens=True)):
+            scores[:, self.stop] = float("-inf")
+        return scores
+
+
 class NaiveSession(Session):
     """The hand-written loop under the default workload: one `model.generate` per chat, the whole
     history re-encoded, sampling as the side's settings say (temperature, top-p, repetition
-    penalty), the line stopped where simgen stops it (its `until` test, as a stopping criterion)."""
+    penalty), the line stopped where simgen stops it (its `until` test, as a stopping criterion)
+    and held where simgen holds it (its `hold` test, as a logits processor)."""
 
     def __init__(self, inner: TransformersBackend) -> None:
         self.inner = inner
 
-    def generate(self, chats, sampling, seeds, keys, until=None):  # noqa: ANN001, ANN201
-        from transformers import StoppingCriteriaList
+    def generate(self, chats, sampling, seeds, keys, until=None, hold=None):  # noqa: ANN001, ANN201
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         b, out = self.inner, []
         for row, (chat, seed) in enumerate(zip(chats, seeds)):
             ids = torch.tensor([b.encode(chat)])
             test = until[row] if until else None
             criteria = [_Until(b.tokenizer, test, ids.shape[1])] if test is not None else []
+            floor = hold[row] if hold else None
+            processors = [_Hold(b.tokenizer, floor, ids.shape[1], b.stop_ids)] if floor is not None else []
             torch.manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
             kw = ({"do_sample": False} if sampling.greedy else
                   {"do_sample": True, "temperature": sampling.heat, "top_p": sampling.top_p, "top_k": 0})
             with torch.inference_mode():
                 full = b.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=sampling.max_new_tokens,
                                         repetition_penalty=sampling.penalty, eos_token_id=sorted(b.stop_ids), pad_token_id=b.pad_id,
-                                        stopping_criteria=StoppingCriteriaList(criteria), **kw)
+                                        stopping_criteria=StoppingCriteriaList(criteria),
+                                        logits_processor=LogitsProcessorList(processors), **kw)
             drawn = full[0, ids.shape[1]:].tolist()
             new = [t for t in drawn if t not in b.stop_ids]
             finish = ("until" if criteria and criteria[0].held else "stop" if len(new) < len(drawn) else

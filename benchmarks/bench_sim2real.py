@@ -26,6 +26,11 @@ Rows, same scenario, seed and dialogues (profiles and intents are drawn from (se
             guard, a classifier fitted on the train split) drawn again too (`--intent-guard`).
 - intent-unscaled: intent, at temperature 1 on both sides: today's `simgen generate` default for the
             shipped simulator (a side a `simgen tune` folder writes samples at 1 unless told otherwise).
+            Every row above lets a line end before its target (the target only cuts).
+- reach:    intent-unscaled, and a user line may not end before its target (`--reach-target`: the
+            backend masks the end-of-turn tokens until the line has its target's words). Off by default.
+- answers:  reach, and each assistant line gets a target too, from the length model's `assistant` row
+            where it has one (`--assistant-lengths`; chitchat's other stranger). Off by default.
 
 Columns: user-turn and dialogue-level ensemble AUC [95% CI], words-per-line JSD, user-lines-per-
 dialogue JSD, MAUVE-style score, intent adherence / its ceiling (accuracy), closing endings
@@ -73,7 +78,12 @@ ROWS = {"baseline": {"lengths": False, "trim": False, "penalty": PENALTY}, "leng
         "intent": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0, "copy_guard": True,
                    "intent_guard": True},
         "intent-unscaled": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0,
-                            "copy_guard": True, "intent_guard": True, "temperature": {"user": 1.0, "assistant": 1.0}}}
+                            "copy_guard": True, "intent_guard": True, "temperature": {"user": 1.0, "assistant": 1.0}},
+        "reach": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0,
+                  "copy_guard": True, "intent_guard": True, "temperature": {"user": 1.0, "assistant": 1.0}, "reach": True},
+        "answers": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0,
+                    "copy_guard": True, "intent_guard": True, "temperature": {"user": 1.0, "assistant": 1.0}, "reach": True,
+                    "assistant_lengths": True}}
 
 
 def copy_rate(lines: list[str], real: list[str] | CopyIndex, min_words: int = 0) -> float:
@@ -161,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         base = GenerateConfig(scenario=args.scenario, n=args.n, seed=args.seed, batch_size=args.batch_size,
                               lengths=settings["lengths"], model=user_model, assistant_model=assistant_model,
                               redraws=settings.get("redraws", 0), copy_guard=settings.get("copy_guard", False),
-                              intent_guard=settings.get("intent_guard", False))
-        sides = {"trim": settings["trim"], "repetition_penalty": settings["penalty"]}
+                              intent_guard=settings.get("intent_guard", False), assistant_lengths=settings.get("assistant_lengths", False))
+        sides = {"trim": settings["trim"], "repetition_penalty": settings["penalty"], "reach_target": settings.get("reach", False)}
         heat = settings.get("temperature", TEMPERATURE)
         config = replace(base, **{side: replace(getattr(base, side), **sides, temperature=heat[side]) for side in ("user", "assistant")})
         tag = f"-{args.simulator.name}" if settings.get("tuned") else ""

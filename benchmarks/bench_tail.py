@@ -53,10 +53,10 @@ class TimedSession(Session):
         self.inner, self.side, self.calls = inner, side, calls
 
     def _timed(self, kind: str, method: Any, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-               keys: Sequence[Hashable], until: Any) -> list[Generation]:
+               keys: Sequence[Hashable], until: Any, hold: Any = None) -> list[Generation]:
         stats = getattr(getattr(self.inner, "b", None), "stats", None)  # a KVSession's backend counts the rows it feeds
         before, t = stats["decoded_rows"] if stats else None, time.perf_counter()
-        gens = method(chats, sampling, seeds, keys, until)
+        gens = method(chats, sampling, seeds, keys, until, hold)
         steps = max((g.n_tokens for g in gens), default=0)
         self.calls.append({"side": self.side, "kind": kind, "rows": len(chats), "seconds": time.perf_counter() - t,
                            "steps": steps, "tokens": sum(g.n_tokens for g in gens),
@@ -64,11 +64,11 @@ class TimedSession(Session):
                            "fed": len(chats) + stats["decoded_rows"] - before if stats else len(chats) * steps})
         return gens
 
-    def generate(self, chats, sampling, seeds, keys, until=None):  # noqa: ANN001, ANN201
-        return self._timed("generate", self.inner.generate, chats, sampling, seeds, keys, until)
+    def generate(self, chats, sampling, seeds, keys, until=None, hold=None):  # noqa: ANN001, ANN201
+        return self._timed("generate", self.inner.generate, chats, sampling, seeds, keys, until, hold)
 
-    def redraw(self, chats, sampling, seeds, keys, until=None):  # noqa: ANN001, ANN201
-        return self._timed("redraw", self.inner.redraw, chats, sampling, seeds, keys, until)
+    def redraw(self, chats, sampling, seeds, keys, until=None, hold=None):  # noqa: ANN001, ANN201
+        return self._timed("redraw", self.inner.redraw, chats, sampling, seeds, keys, until, hold)
 
     def close(self) -> None:
         self.inner.close()

@@ -5,7 +5,9 @@ name such as `chitchat`), keeps its `train` split, maps each user line's `intent
 corpus has one, onto the scenario's intents (through the intent model's `aliases`), and writes
 `profiles/<scenario>.lengths.yaml` (see simgen/lengths.py): words per user line, and, unless
 `--no-dialogues`, how many user lines a dialogue has (`dialogues`) and who says its last line
-(`last_word`), so generated dialogues run to real lengths. Only counts are written, never text.
+(`last_word`), so generated dialogues run to real lengths, and, unless `--no-assistant`, words per
+assistant line (`assistant`: for a corpus with a person on that side too). Only counts are written,
+never text.
 The movie-recommendation lengths come from scripts/fit_iard_intents.py instead, which also knows
 IARD's closing turns.
 
@@ -25,7 +27,7 @@ import polars as pl
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from simgen.corpora import load_corpus  # noqa: E402
-from simgen.lengths import dump_lengths, fit_lengths  # noqa: E402
+from simgen.lengths import ANY, dump_lengths, fit_lengths  # noqa: E402
 from simgen.scenario import load_scenario, resolve_scenario_path  # noqa: E402
 
 
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="default: <scenario folder>/<scenario>.lengths.yaml")
     parser.add_argument("--min-count", type=int, default=30, help="lines an intent needs for its own row (default 30)")
     parser.add_argument("--no-dialogues", action="store_true", help="leave out the dialogue-length and last-word rows")
+    parser.add_argument("--no-assistant", action="store_true", help="leave out the assistant-line row (an assistant that is the system under test)")
     args = parser.parse_args(argv)
     path = resolve_scenario_path(args.scenario)
     intents = load_scenario(path).intents
@@ -61,8 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_dialogues:
         per_dialogue, last_word = dialogue_shape(corpus.turns)
         header += "\ndialogues: user lines per dialogue; last_word: dialogues whose last line is the user's / the assistant's"
+    assistant = None
+    if not args.no_assistant:
+        answers = corpus.turns.filter(pl.col("role") == "assistant")["text"].to_list()
+        assistant = fit_lengths((None, text) for text in answers)[ANY]
+        header += f"\nassistant: words per assistant line ({len(answers)} lines)"
     out = args.out or path.parent / f"{path.stem}.lengths.yaml"
-    out.write_text(dump_lengths(rows, source, header, dialogues=per_dialogue, last_word=last_word), encoding="utf-8")
+    out.write_text(dump_lengths(rows, source, header, dialogues=per_dialogue, last_word=last_word, assistant=assistant), encoding="utf-8")
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

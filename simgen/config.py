@@ -73,6 +73,10 @@ class SamplingConfig:
                                                                           "a `simgen tune` simulator writes, 1.15 for any other model"})
     trim: bool = field(default=True, metadata={"help": "cut a line that hit max_new_tokens back to its last complete sentence "
                                                         "(its finish_reason becomes 'trimmed')"})
+    reach_target: bool = field(default=False, metadata={"help": "a line with a length target (a scenario's length model) may not end "
+                                                                 "before it has that many words (the backend masks its end-of-turn "
+                                                                 "tokens; transformers only): the target is reached, not just a cap. "
+                                                                 "Off: on chitchat it made lines easier to tell from people (README)"})
 
     def __post_init__(self) -> None:
         if self.temperature is not None and not (self.temperature >= 0):
@@ -151,6 +155,8 @@ class GenerateConfig:
     assistant_model: str | None = field(default=None, metadata={"help": "A different model for the assistant side (default: --model)."})
     max_turns: int | None = field(default=None, metadata={"help": "User turns per dialogue at most. Default: the scenario's `max_turns` (6 where it does not say)."})
     lengths: bool = field(default=True, metadata={"help": "Give each user turn a target length drawn from the scenario's length model (when it has one; real lines' lengths) and end the line at the sentence end nearest it.", "flag": "--lengths/--no-lengths"})
+    assistant_lengths: bool = field(default=False, metadata={"help": "With --lengths: each assistant line too, where the length model has an `assistant` row (a scenario whose other side is a person as well). Off by default: on chitchat it did not make dialogues harder to tell from real ones (README).",
+                                                            "flag": "--assistant-lengths/--no-assistant-lengths"})
     redraws: int = field(default=3, metadata={"help": "Draw a line again, up to this many times, when it would give the dialogue away: a goodbye "
                                                       "before the user's closing turn, a closing turn that does not close, an empty, unfinished, "
                                                       "repeated or looping line (0 = keep every first draw). The first draw that passes is kept; "

@@ -55,7 +55,7 @@ class Turn:
     intent: str | None = None  # the intent latent of a user turn; None for assistant turns
     n_tokens: int = 0  # tokens the backend generated for this line
     finish_reason: str | None = None  # "stop" (end of turn) | "length" (hit max_new_tokens) | "trimmed" (hit it, cut to a sentence end) | "target" (cut at the sentence end nearest its target length) | "error" | None
-    target_words: int | None = None  # the length latent of a user turn (words); None without a length model
+    target_words: int | None = None  # the length latent of the line (words); None without a length model (or its `assistant` row)
     redraws: int | None = None  # times the line was drawn again (generation/simulator.py `_draw`); None when the run had no redraws
 
 
@@ -89,7 +89,7 @@ TURN_COLUMNS: dict[str, pl.DataType] = {
     "n_tokens": pl.Int32(),
     "finish_reason": pl.String(),
     "stop_reason": pl.String(),  # set on the last row of each dialogue, null elsewhere
-    "target_words": pl.Int32(),  # user turns of a scenario with a length model; null elsewhere
+    "target_words": pl.Int32(),  # user turns of a scenario with a length model, assistant turns with its `assistant` row; null elsewhere
     "redraws": pl.Int32(),  # times the line was drawn again (0: the first draw was kept); null when the run had no redraws
 }
 # columns added after runs were first written: a run without them still loads (they read as null)

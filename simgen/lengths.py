@@ -11,6 +11,7 @@ It holds, per intent, how many words real user lines of that intent have, as cou
       IQU: {3: 4, 4: 9, ...}
     dialogues: {5: 60, 6: 51, ...}   # optional: user lines per dialogue -> count
     last_word: {user: 127, assistant: 138}   # optional: dialogues whose last line is the user's / the assistant's
+    assistant: {1: 35, 2: 50, ...}   # optional: words per assistant line, where the other side is a person too
 
 Each user turn's target (`target_words` on its row) is drawn from its intent's row, from the
 dialogue's own seeded stream, before any model speaks. The simulator ends the line at the sentence
@@ -24,8 +25,13 @@ closing line at the end, instead of a chain cut off by the cap. With a `last_wor
 dialogue also draws whether the assistant answers the user's closing line (`sample_reply`, its own
 stream): in IARD about half the dialogues end on the recommender's goodbye.
 
-What it leaves out: tokens, characters and the assistant side (its lines are the system under test,
-not a latent); a row is an empirical histogram, not a smoothed law.
+With an `assistant` row, each assistant line gets a target too (`sample_assistant`, its own stream),
+ended the same way: for a scenario whose real corpus has a person on the other side as well (both
+shipped ones: chitchat's second stranger, IARD's human recommender), so the assistant side's line
+lengths are real too. A scenario whose assistant is the system under test leaves it out.
+
+What it leaves out: tokens and characters; a row is an empirical histogram, not a smoothed law; an
+assistant line's target does not depend on the line it answers.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ class LengthModel:
     description: str = ""
     dialogues: tuple[tuple[int, ...], tuple[float, ...]] | None = None  # (user lines per dialogue, probabilities)
     reply: float | None = None  # the share of dialogues whose last line is the assistant's (`last_word`)
+    assistant: tuple[tuple[int, ...], tuple[float, ...]] | None = None  # (words per assistant line, probabilities)
 
     def row(self, intent: str | None) -> tuple[tuple[int, ...], tuple[float, ...]]:
         return self.rows.get(intent or ANY) or self.rows[ANY]
@@ -71,6 +78,13 @@ class LengthModel:
         if self.dialogues is None:
             return None
         values, probs = self.dialogues
+        return int(values[int(rng.choice(len(values), p=np.array(probs)))])
+
+    def sample_assistant(self, rng: np.random.Generator) -> int | None:
+        """An assistant line's target in words (None without an `assistant` row)."""
+        if self.assistant is None:
+            return None
+        values, probs = self.assistant
         return int(values[int(rng.choice(len(values), p=np.array(probs)))])
 
     def sample_reply(self, rng: np.random.Generator) -> bool:
@@ -95,9 +109,11 @@ def fit_lengths(lines: Iterable[tuple[str | None, str]], min_count: int = 30) ->
 
 
 def dump_lengths(rows: Mapping[str, Mapping[int, int]], source: str, header: str = "",
-                 dialogues: Mapping[int, int] | None = None, last_word: Mapping[str, int] | None = None) -> str:
+                 dialogues: Mapping[int, int] | None = None, last_word: Mapping[str, int] | None = None,
+                 assistant: Mapping[int, int] | None = None) -> str:
     """The YAML text of a length model (deterministic: sorted keys); `dialogues`: user lines per
-    dialogue -> count; `last_word`: {"user": count, "assistant": count} of who says the last line."""
+    dialogue -> count; `last_word`: {"user": count, "assistant": count} of who says the last line;
+    `assistant`: words per assistant line -> count."""
     out = [f"# {line}" for line in header.splitlines()]
     out += [f"unit: {UNIT}", f"source: {source!r}", "lengths:"]
     for label in sorted(rows, key=lambda k: (k != ANY, k)):
@@ -107,6 +123,8 @@ def dump_lengths(rows: Mapping[str, Mapping[int, int]], source: str, header: str
         out.append("dialogues: {" + ", ".join(f"{n}: {c}" for n, c in sorted(dialogues.items())) + "}")
     if last_word:
         out.append(f"last_word: {{user: {last_word.get('user', 0)}, assistant: {last_word.get('assistant', 0)}}}")
+    if assistant:
+        out.append("assistant: {" + ", ".join(f"{n}: {c}" for n, c in sorted(assistant.items())) + "}")
     return "\n".join(out) + "\n"
 
 
@@ -121,7 +139,7 @@ def load_lengths(raw: Any, source: str, intents: tuple[str, ...]) -> LengthModel
 
 
 def _parse(raw: Any, where: str, intents: tuple[str, ...]) -> LengthModel:
-    check_keys(where, raw, {"unit", "source", "lengths", "dialogues", "last_word"}, required={"lengths"})
+    check_keys(where, raw, {"unit", "source", "lengths", "dialogues", "last_word", "assistant"}, required={"lengths"})
     if raw.get("unit", UNIT) != UNIT:
         raise ConfigError(f"{where}: unit: only {UNIT!r} is supported, got {raw['unit']!r}.")
     table = raw["lengths"]
@@ -134,7 +152,8 @@ def _parse(raw: Any, where: str, intents: tuple[str, ...]) -> LengthModel:
             raise ConfigError(f"{where}.lengths: {label!r} is not an intent of the scenario.{did_you_mean(label, list(intents))}")
         rows[label] = _histogram(f"{where}.lengths.{label}", counts, "word count")
     dialogues = _histogram(f"{where}.dialogues", raw["dialogues"], "number of user lines") if raw.get("dialogues") is not None else None
-    return LengthModel(rows, where, str(raw.get("source", "")), dialogues, _reply(where, raw.get("last_word")))
+    assistant = _histogram(f"{where}.assistant", raw["assistant"], "word count") if raw.get("assistant") is not None else None
+    return LengthModel(rows, where, str(raw.get("source", "")), dialogues, _reply(where, raw.get("last_word")), assistant)
 
 
 def _reply(where: str, raw: Any) -> float | None:

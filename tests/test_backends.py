@@ -286,3 +286,24 @@ def test_top_p_draws_each_token_of_the_nucleus_at_its_renormalised_probability(f
     assert counts[5:].sum() == 0
     expected = (p[:5] / p[:5].sum() * counts.sum()).numpy()
     assert chisquare(counts[:5].numpy(), expected).pvalue > 0.001
+
+
+def test_a_held_row_cannot_end_its_line_until_its_hold_test_lets_it(backend, monkeypatch):
+    """`hold` (a length target not reached): while a row's test holds on its text so far, no
+    end-of-turn token is drawn for it. Each row's first greedy token is made an end-of-turn token, so
+    every line ends at once unheld; held rows write on past it, and an unheld row beside them is unchanged."""
+    from simgen.backends.transformers import KVSession
+
+    with backend.session(reuse_cache=False) as s:
+        s._select(list("abc"))
+        first, _ = KVSession._decode(s, [backend.encode(c) for c in CHATS], GREEDY, [1, 2, 3])
+    monkeypatch.setattr(backend, "stop_ids", backend.stop_ids | {ids[0] for ids in first})
+    free = backend.generate(CHATS, GREEDY, [1, 2, 3])
+    assert [(g.n_tokens, g.finish_reason) for g in free] == [(0, "stop")] * 3
+
+    floor = lambda text: len(text) < 8  # noqa: E731
+    with backend.session() as s:
+        held = s.generate(CHATS, GREEDY, [1, 2, 3], keys=list("abc"), hold=[floor, None, floor])
+    assert (held[1].n_tokens, held[1].finish_reason) == (0, "stop")  # the unheld row ends as before
+    for g in (held[0], held[2]):
+        assert g.n_tokens > 0 and (g.finish_reason == "length" or len(g.text) >= 8), g

@@ -77,6 +77,10 @@ def test_committed_lengths_match_the_real_train_split():
     values, probs = model.dialogues
     assert shape["n"].mean() == pytest.approx(float(np.dot(values, probs)), rel=1e-6) and max(values) == shape["n"].max()
     assert model.reply == pytest.approx((shape["last"] == "assistant").mean(), rel=1e-6)
+    # and its assistant lines: chitchat's other side is a person too
+    answers = [words(t) for t in corpus.turns.filter(pl.col("role") == "assistant")["text"].to_list() if words(t)]
+    values, probs = model.assistant
+    assert sum(answers) / len(answers) == pytest.approx(float(np.dot(values, probs)), rel=1e-6) and max(values) == max(answers)
 
 
 def test_plan_draws_one_target_per_user_turn_from_the_dialogue_seed():
@@ -219,7 +223,31 @@ def test_who_has_the_last_word_is_drawn_per_dialogue_at_the_fitted_rate():
     ({"lengths": {"*": {3: 1}}, "last_word": {"user": 0, "assistant": 0}}, r"last_word: expected dialogue counts"),
     ({"lengths": {"*": {3: 1}}, "last_word": {"user": 2, "assistant": -1}}, r"last_word: expected dialogue counts"),
     ({"lengths": {"*": {3: 1}}, "last_word": {"user": 2, "bot": 1}}, r"last_word: unknown field 'bot'"),
+    ({"lengths": {"*": {3: 1}}, "assistant": {0: 4}}, r"assistant: 0: 4 is not a positive word count"),
 ])
 def test_bad_dialogue_lengths_name_the_field(raw, message):
     with pytest.raises(ConfigError, match=message):
         load_lengths(raw, "scenario.yaml", ("IQU", "BYE"))
+
+
+def test_assistant_targets_are_drawn_per_line_from_their_own_stream_at_the_fitted_frequencies():
+    """With an `assistant` row each assistant line draws a target from its own stream: the chi-square
+    fit of 4,000 draws; the user-side latents of every dialogue stay what they were without the row."""
+    from dataclasses import replace
+
+    sc = load_scenario("chitchat")
+    values, probs = sc.lengths.assistant
+    jobs = [plan(sc, 0, i, 30) for i in range(400)]
+    draws = Counter(t for j in jobs for t in j.assistant_words)
+    assert all(len(j.assistant_words) == len(j.intents) for j in jobs)
+    n = sum(draws.values())
+    expected = np.array(probs) * n
+    keep = expected >= 5
+    observed = np.array([draws.get(v, 0) for v in values])
+    pooled_o, pooled_e = np.append(observed[keep], observed[~keep].sum()), np.append(expected[keep], expected[~keep].sum())
+    assert stats.chisquare(pooled_o, pooled_e).pvalue > 1e-3
+    without = replace(sc, lengths=replace(sc.lengths, assistant=None))
+    for i in range(50):
+        a, b = plan(sc, 0, i, 30), plan(without, 0, i, 30)
+        assert (a.profile, a.intents, a.target_words, a.reply) == (b.profile, b.intents, b.target_words, b.reply)
+        assert b.assistant_words == ()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from simgen.backends import Backend
+from simgen.backends import Backend, Session
 from simgen.config import SamplingConfig
 from simgen.data import Generation
 from simgen.scenario import load_scenario
@@ -255,3 +255,35 @@ def test_the_copy_index_matches_the_benchmarks_measure_and_round_trips(tmp_path)
     (tmp_path / "bad.npz").write_text("not an index")
     with pytest.raises(DataError, match="bad.npz: not a copy index"):
         CopyIndex.load(tmp_path / "bad.npz")
+
+
+class Terse(Scripted):
+    """A model that ends every line after one word unless its session is told to hold it (`hold`),
+    when it writes on, a word at a time, until the test lets it end: the transformers session's
+    contract, without a model."""
+
+    def session(self):
+        backend = self
+
+        class Held(Session):
+            def generate(self, chats, sampling, seeds, keys, until=None, hold=None):  # noqa: ANN001, ANN201
+                backend.calls.append([list(c) for c in chats])
+                out = []
+                for row in range(len(chats)):
+                    word = f"w{len(backend.calls)}."
+                    text = word
+                    while hold and hold[row] is not None and hold[row](text):
+                        text += " " + word
+                    out.append(Generation(text, n_tokens=len(text.split())))
+                return out
+
+        return Held()
+
+
+@pytest.mark.parametrize("reach", [True, False])
+def test_a_user_line_reaches_its_length_target_only_with_reach_target(scenario, reach):
+    j = DialogueJob(0, plan(scenario, 0, 0, 6).profile, ("GREET", "ASK", "BYE"), target_words=(5, 1, 3))
+    sampling = SamplingConfig(reach_target=reach)
+    (d,) = simulate([j], scenario, Terse(lambda c, k: ""), Scripted(lambda c, k: f"assistant line {k}."), sampling, S, 0, 6)
+    assert [len(t.text.split()) for t in d.turns if t.role == "user"] == ([5, 1, 3] if reach else [1, 1, 1])
+    assert d.stop_reason == "terminal_intent"

@@ -15,7 +15,11 @@ touching what the session keeps, so the next turn still prefills only its new to
 may also take `until`: per chat, a test on the text written so far that says the caller will cut
 the line there anyway (a length target met); a session that honours it stops
 that row early (`finish_reason` "until"), one that does not returns the longer line, which the
-caller cuts the same way, so the stored lines do not depend on it, only the time.
+caller cuts the same way, so the stored lines do not depend on it, only the time. And `hold`: per
+chat, a test on the text written so far that says the line may not end yet (its length target not
+reached). A session that honours it (transformers) masks the end-of-turn tokens while it holds;
+one that cannot ignores it, and its lines may end short of their targets: unlike `until`, `hold`
+changes what is written.
 
 Backends are named in a lazy registry (`"name": "module:object"`), so naming one imports only it;
 `backend_class(name)` resolves a name and `build_backend(config, model)` builds one side of a
@@ -85,7 +89,8 @@ class Backend(ABC):
         """Release what the backend holds (threads, connections); whoever built it calls this once."""
 
 
-Until = Sequence[Callable[[str], bool] | None] | None  # per chat: "the line is done once this holds"
+Until = Sequence[Callable[[str], bool] | None] | None  # per chat: "the line is done once this holds" (`until`),
+# or "the line may not end while this holds" (`hold`)
 
 
 class Session:
@@ -93,15 +98,15 @@ class Session:
     only grows between calls, and a later call may carry fewer keys (dialogues that ended)."""
 
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-                 keys: Sequence[Hashable], until: Until = None) -> list[Generation]:
+                 keys: Sequence[Hashable], until: Until = None, hold: Until = None) -> list[Generation]:
         raise NotImplementedError
 
     def redraw(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-               keys: Sequence[Hashable], until: Until = None) -> list[Generation]:
+               keys: Sequence[Hashable], until: Until = None, hold: Until = None) -> list[Generation]:
         """Draw again, with new seeds, the lines of some chats of the last `generate` call (the
         simulator's redraws). The session's state is left as that call left it, so the next
         `generate` goes on from there; a stateful session overrides this to keep its cache."""
-        return self.generate(chats, sampling, seeds, keys, until)
+        return self.generate(chats, sampling, seeds, keys, until, hold)
 
     def close(self) -> None:
         """Free what the session holds (KV caches)."""
@@ -118,8 +123,8 @@ class StatelessSession(Session):
         self.backend = backend
 
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-                 keys: Sequence[Hashable], until: Until = None) -> list[Generation]:
-        return self.backend.generate(chats, sampling, seeds)
+                 keys: Sequence[Hashable], until: Until = None, hold: Until = None) -> list[Generation]:
+        return self.backend.generate(chats, sampling, seeds)  # `hold` cannot be honoured: lines may end short
 
 
 class Scorer(Protocol):

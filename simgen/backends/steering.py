@@ -155,13 +155,13 @@ class _CappedSession(Session):
     def __init__(self, inner: Session, capped: Callable[[], Any]) -> None:
         self.inner, self.capped = inner, capped
 
-    def generate(self, chats, sampling, seeds, keys, until=None):  # noqa: ANN001, ANN201
+    def generate(self, chats, sampling, seeds, keys, until=None, hold=None):  # noqa: ANN001, ANN201
         with self.capped():
-            return self.inner.generate(chats, sampling, seeds, keys, until)
+            return self.inner.generate(chats, sampling, seeds, keys, until, hold)
 
-    def redraw(self, chats, sampling, seeds, keys, until=None):  # noqa: ANN001, ANN201
+    def redraw(self, chats, sampling, seeds, keys, until=None, hold=None):  # noqa: ANN001, ANN201
         with self.capped():
-            return self.inner.redraw(chats, sampling, seeds, keys, until)
+            return self.inner.redraw(chats, sampling, seeds, keys, until, hold)
 
     def close(self) -> None:
         self.inner.close()

@@ -12,6 +12,7 @@ across turns, so a turn prefills only its new tokens, and its cache layers appen
 buffers that grow geometrically (transformers' DynamicCache copies the whole cache on every token).
 Inside a call, rows whose line has ended leave the forward batch once at most half of it still runs
 (their keys/values wait aside and rejoin at the end), so short lines do not pay for the longest one.
+A row whose `hold` test holds (its length target not reached) cannot draw an end-of-turn token.
 A session takes new rows beside its cached ones (a dialogue that took a finished one's slot: the
 simulator refills the batch); a new row's whole prompt is prefilled in a pass of its own, beside the
 other rows' few new tokens, so they are not padded to its length. What this leaves out:
@@ -268,23 +269,24 @@ class KVSession(Session):
             layer.values = stack_rows(list(zip(groups, [layer.values] + [kv[n][1] for _, kv in parked])), batch)
 
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-                 keys: Sequence[Hashable], until: Until = None) -> list[Generation]:
+                 keys: Sequence[Hashable], until: Until = None, hold: Until = None) -> list[Generation]:
         if not chats:
             return []
         self._select(list(keys))
-        return self._lines(chats, sampling, seeds, until)
+        return self._lines(chats, sampling, seeds, until, hold)
 
-    def _lines(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int], until: Until) -> list[Generation]:
+    def _lines(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int], until: Until,
+               hold: Until = None) -> list[Generation]:
         """Decode `chats` on the session's rows as they are (row i is chat i)."""
         prompts = [self.b.encode(chat) for chat in chats]
-        tokens, stopped = self._decode(prompts, sampling, seeds, until)
+        tokens, stopped = self._decode(prompts, sampling, seeds, until, hold)
         return [
             Generation(self.b.tokenizer.decode(ids, skip_special_tokens=True), n_tokens=len(ids), finish_reason=stop or "length")
             for ids, stop in zip(tokens, stopped)
         ]
 
     def redraw(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-               keys: Sequence[Hashable], until: Until = None) -> list[Generation]:
+               keys: Sequence[Hashable], until: Until = None, hold: Until = None) -> list[Generation]:
         """`generate` on a copy of these rows' cache: the prompts are still cached (only the stale
         line is masked out), and the session's own state is restored afterwards, so the rows left
         out keep their cache and the next turn prefills only its new tokens."""
@@ -304,14 +306,15 @@ class KVSession(Session):
                 self.keys = list(keys)
             else:
                 self._reset(list(keys))
-            return self._lines(chats, sampling, seeds, until)
+            return self._lines(chats, sampling, seeds, until, hold)
         finally:
             self.cache, self.mask, self.hist, self.cols, self.keys = saved
 
     def _decode(self, prompts: list[list[int]], sampling: SamplingConfig, seeds: Sequence[int],
-                until: Until = None) -> tuple[list[list[int]], list[str | None]]:
+                until: Until = None, hold: Until = None) -> tuple[list[list[int]], list[str | None]]:
         """New token ids per prompt (stop token excluded) and why each row stopped before the cap:
-        "stop" (an end-of-turn token), "until" (its `until` test held), None (it ran to the cap)."""
+        "stop" (an end-of-turn token), "until" (its `until` test held), None (it ran to the cap).
+        While a row's `hold` test holds on its text so far, its end-of-turn tokens cannot be drawn."""
         import torch
 
         from torch.profiler import record_function  # labels for `bench_generate.py --profile`; free when not profiling
@@ -360,11 +363,15 @@ class KVSession(Session):
             # the cache), in order; once at most COMPACT_AT of them are still running, the finished
             # ones leave it and their keys/values wait in `parked` until the call ends.
             new_tokens: list[list[int]] = [[] for _ in range(batch)]
+            held = [bool(hold and hold[row] is not None and hold[row]("")) for row in range(batch)]
             done = [False] * batch
             stopped: list[str | None] = [None] * batch
             fwd = list(range(batch))
             parked: list[tuple[list[int], list[tuple[Any, Any]]]] = []
             for _ in range(sampling.max_new_tokens):
+                if any(held[row] for row in fwd):  # a line short of its target may not end yet
+                    rows = torch.tensor([i for i, row in enumerate(fwd) if held[row]], device=device)
+                    logits[rows[:, None], stop[None, :]] = float("-inf")
                 next_ids = pick_tokens(logits, sampling, [generators[row] for row in fwd], seen)  # (len(fwd),)
                 if seen is not None:
                     seen[torch.arange(len(fwd), device=device), next_ids] = True
@@ -378,8 +385,13 @@ class KVSession(Session):
                         continue
                     new_tokens[row].append(picked[i])
                     test = until[row] if until else None
-                    if test is not None and test(b.tokenizer.decode(new_tokens[row], skip_special_tokens=True)):
+                    floor = hold[row] if hold else None
+                    if test is None and floor is None:
+                        continue
+                    text = b.tokenizer.decode(new_tokens[row], skip_special_tokens=True)
+                    if test is not None and test(text):
                         stopped[row], done[row] = "until", True  # the row is done; its last token is kept
+                    held[row] = floor is not None and not done[row] and floor(text)
                 running = [i for i, row in enumerate(fwd) if not done[row]]
                 if not running:
                     break

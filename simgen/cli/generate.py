@@ -82,8 +82,11 @@ def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
                         + ", ".join(f"{side} {UNTUNED_TEMPERATURE[side]}" for side in SAMPLING))
         text = f"Both sides' {help_of[name]}." + ("" if name == "repetition_penalty" else f" Default: {per_side}.")
         command = click.option(*flags, name, type=float, default=None, help=text)(command)
-    per_side = ", ".join(f"{side} {'on' if getattr(defaults, side).trim else 'off'}" for side in SAMPLING)
-    return click.option("--trim/--no-trim", "trim", default=None, help=f"Both sides: {help_of['trim']}. Default: {per_side}.")(command)
+    for name in ("reach_target", "trim"):
+        per_side = ", ".join(f"{side} {'on' if getattr(getattr(defaults, side), name) else 'off'}" for side in SAMPLING)
+        flag = name.replace("_", "-")
+        command = click.option(f"--{flag}/--no-{flag}", name, default=None, help=f"Both sides: {help_of[name]}. Default: {per_side}.")(command)
+    return command
 
 
 @click.command()
@@ -95,7 +98,7 @@ def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @ray_options
 def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, quiet: bool, temperature: float | None,
-             top_p: float | None, repetition_penalty: float | None, trim: bool | None, user_max_new_tokens: int,
+             top_p: float | None, repetition_penalty: float | None, trim: bool | None, reach_target: bool | None, user_max_new_tokens: int,
              assistant_max_new_tokens: int, ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float,
              ray_retries: int, **settings: Any) -> None:
     """Generate multi-turn dialogues between a simulated user and an assistant.
@@ -126,7 +129,7 @@ def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, 
         run = gen.resume(resume, assistant=assistant, progress=not quiet, ray=ray)
     else:
         shared = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty),
-                                    ("trim", trim)) if v is not None}
+                                    ("trim", trim), ("reach_target", reach_target)) if v is not None}
         defaults = GenerateConfig()
         config = GenerateConfig(**nest(settings),
                                 user=replace(defaults.user, **shared, max_new_tokens=user_max_new_tokens),

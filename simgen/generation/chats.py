@@ -95,4 +95,6 @@ def job_of(scenario: Scenario, dialogue: Dialogue) -> DialogueJob:
     known = set(scenario.intents.names)
     users = [t for t in dialogue.turns if t.role == "user"]
     targets = tuple(t.target_words for t in users) if any(t.target_words is not None for t in users) else ()
-    return DialogueJob(dialogue.index, dialogue.profile, tuple(t.intent if t.intent in known else None for t in users), targets)
+    answers = [t.target_words for t in dialogue.turns if t.role == "assistant"]
+    return DialogueJob(dialogue.index, dialogue.profile, tuple(t.intent if t.intent in known else None for t in users), targets,
+                       assistant_words=tuple(answers) if any(a is not None for a in answers) else ())

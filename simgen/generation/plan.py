@@ -2,7 +2,7 @@
 
 Dialogue i of a run is a function of (seed, i) alone: its profile comes from the profile space, its
 intents from the intent model and, where the scenario has a length model, each user turn's target
-length, (if it has dialogue lengths) the number of user lines and (if it has `last_word`) whether the
+length (and each assistant line's, with an `assistant` row), (if it has dialogue lengths) the number of user lines and (if it has `last_word`) whether the
 assistant answers the closing line from it, each from its own seeded
 generator (simgen.rng). So a run split into shards, resumed, or run on many machines plans the same
 dialogues.
@@ -26,20 +26,29 @@ class DialogueJob:
     intents: tuple[str | None, ...]  # the intent of each user turn, drawn up front
     target_words: tuple[int | None, ...] = ()  # each user turn's length latent (words); () without a length model
     reply: bool = False  # the assistant answers the user's closing line (the length model's `last_word`)
+    assistant_words: tuple[int | None, ...] = ()  # each assistant line's length latent; () without an `assistant` row
 
     def target(self, turn: int) -> int | None:
         return self.target_words[turn] if turn < len(self.target_words) else None
 
+    def assistant_target(self, turn: int) -> int | None:
+        """The target of the assistant line that answers user turn `turn`."""
+        return self.assistant_words[turn] if turn < len(self.assistant_words) else None
 
-def plan(scenario: Scenario, seed: int, index: int, max_turns: int, lengths: bool = True) -> DialogueJob:
+
+def plan(scenario: Scenario, seed: int, index: int, max_turns: int, lengths: bool = True, assistant_lengths: bool = True) -> DialogueJob:
     """Sample dialogue `index`'s profile, intent path and line lengths; depends only on (seed, index)."""
     profile = scenario.profile.sample(rng.generator(seed, index, rng.PROFILE))
     n_lines = scenario.lengths.sample_turns(rng.generator(seed, index, rng.TURNS)) if lengths and scenario.lengths else None
     path = scenario.intents.sample_path(profile, rng.generator(seed, index, rng.INTENT), max_turns, length=n_lines)
     targets: tuple[int | None, ...] = ()
+    answers: tuple[int | None, ...] = ()
     reply = False
     if lengths and scenario.lengths is not None:
         draw = rng.generator(seed, index, rng.LENGTH)
         targets = tuple(scenario.lengths.sample(intent, draw) for intent in path)
         reply = scenario.lengths.sample_reply(rng.generator(seed, index, rng.REPLY))
-    return DialogueJob(index, profile, tuple(path), targets, reply)
+        if assistant_lengths and scenario.lengths.assistant is not None:
+            draw = rng.generator(seed, index, rng.ASSISTANT_LENGTH)
+            answers = tuple(scenario.lengths.sample_assistant(draw) for _ in path)
+    return DialogueJob(index, profile, tuple(path), targets, reply, answers)

@@ -5,9 +5,11 @@ For every dialogue of the batch the simulator keeps two chats that only ever gro
 (their shape is in chats.py: the user side's roles are flipped, so a chat model speaks as the user).
 Each step sends the chats of all active dialogues to the backend in ONE call (so a batched backend
 runs one forward pass for all of them), then records the lines and applies the stop rules.
-A user turn with a length latent (`target_words`) ends at the sentence end nearest its target
+A user turn with a length latent (`target_words`; an assistant line too, where the length model has an
+`assistant` row) ends at the sentence end nearest its target
 (`simgen.lengths.cut_to_target`); the session is told so it may stop that row as soon as the cut
-is known. Then the stop rules:
+is known, and, with `reach_target` (the default), that the line may not end before the target
+(`hold`: a model that would stop at 5 words of a 20-word target writes on). Then the stop rules:
 terminal intent (after the assistant's answer to the closing line, when the dialogue's `reply`
 latent says it gets one: plan.py), max turns, empty output, degenerate output (a repeated line, an
 echo of the other side, a looping line), or a generation error. Every stop is recorded with its reason. The intents
@@ -40,7 +42,7 @@ from simgen.endings import closes, farewell
 from simgen.generation.chats import assistant_system, user_message, user_system
 from simgen.generation.plan import DialogueJob
 from simgen.intent_guard import IntentGuard
-from simgen.lengths import cut_to_target, sentence_ends, target_reached
+from simgen.lengths import cut_to_target, sentence_ends, target_reached, words
 from simgen.scenario import Scenario
 
 
@@ -126,6 +128,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
             s.user_chat.append(user_message(scenario, s.job, s.k, max_turns, s.pending_assistant_line))
         targets = [s.job.target(s.k) for s in active]
         until = [None if t is None else functools.partial(_cut_known, target=t) for t in targets]
+        hold = [None if t is None else functools.partial(_short_of, target=t) for t in targets] if user_sampling.reach_target else None
         terminal = [scenario.intents.get(s.job.intents[s.k]).terminal for s in active]
 
         def user_misfit(i: int, text: str, finish: str | None) -> str | None:
@@ -134,7 +137,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
 
         lines, tokens = _draw(user_session, user_backend, active, [s.user_chat for s in active], user_sampling,
                               lambda s, n: rng.derive(seed, s.job.index, rng.USER, s.k, n), targets,
-                              until if any(targets) else None, user_misfit, redraws)
+                              until if any(targets) else None, user_misfit, redraws, hold if hold and any(hold) else None)
         for s, (g, text, finish, again), target, closing in zip(active, lines, targets, terminal):
             s.turns.append(Turn(len(s.turns), "user", text, s.job.intents[s.k], g.n_tokens, finish, target, again if redraws else None))
             s.user_chat.append({"role": "assistant", "content": text})
@@ -156,11 +159,14 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
             return misfit(answering[i], "assistant", text, finish, assistant_sampling.trim, closing=answering[i].closed,
                           trained=guard.get("assistant"))
 
+        answers = [s.job.assistant_target(s.k) for s in answering]
+        until = [None if t is None else functools.partial(_cut_known, target=t) for t in answers]
+        hold = [None if t is None else functools.partial(_short_of, target=t) for t in answers] if assistant_sampling.reach_target else None
         lines, tokens = _draw(assistant_session, assistant_backend, answering, [s.assistant_chat for s in answering],
                               assistant_sampling, lambda s, n: rng.derive(seed, s.job.index, rng.ASSISTANT, s.k, n),
-                              [None] * len(answering), None, assistant_misfit, redraws)
-        for s, (g, text, finish, again) in zip(answering, lines):
-            s.turns.append(Turn(len(s.turns), "assistant", text, None, g.n_tokens, finish, None, again if redraws else None))
+                              answers, until if any(answers) else None, assistant_misfit, redraws, hold if hold and any(hold) else None)
+        for s, (g, text, finish, again), target in zip(answering, lines, answers):
+            s.turns.append(Turn(len(s.turns), "assistant", text, None, g.n_tokens, finish, target, again if redraws else None))
             s.assistant_chat.append({"role": "assistant", "content": text})
             s.pending_assistant_line = text
             s.stop_reason = _stop_reason(s, g, text, early_stop, assistant_sampling.trim)
@@ -175,7 +181,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
 
 def _draw(session: Session, backend: Backend, active: list[_State], chats: list[Chat], sampling: SamplingConfig,
           seed_of: Callable[[_State, int], int], targets: Sequence[int | None], until: Until,
-          misfit_of: Callable[[int, str, str | None], str | None], redraws: int
+          misfit_of: Callable[[int, str, str | None], str | None], redraws: int, hold: Until = None
           ) -> tuple[list[tuple[Generation, str, str | None, int]], int]:
     """One line per active dialogue: (generation, stored text, finish reason, redraws made), and the
     tokens generated in all (redrawn lines included).
@@ -188,7 +194,7 @@ def _draw(session: Session, backend: Backend, active: list[_State], chats: list[
     redraws in one call instead was measured no faster: benchmarks/bench_redraws.py, README "Sim-to-real".)
     """
     keys = [s.job.index for s in active]
-    gens = session.generate(chats, sampling, [seed_of(s, 0) for s in active], keys, until)
+    gens = session.generate(chats, sampling, [seed_of(s, 0) for s in active], keys, until, hold)
     _check_count(backend, active, gens)
     tokens = sum(g.n_tokens for g in gens)
     lines = [(g, *finished_line(g, sampling, t)) for g, t in zip(gens, targets)]
@@ -199,7 +205,7 @@ def _draw(session: Session, backend: Backend, active: list[_State], chats: list[
         if not bad:
             break
         again = session.redraw([chats[i] for i in bad], sampling, [seed_of(active[i], n) for i in bad], [keys[i] for i in bad],
-                               [until[i] for i in bad] if until else None)
+                               [until[i] for i in bad] if until else None, [hold[i] for i in bad] if hold else None)
         _check_count(backend, bad, again)
         tokens += sum(g.n_tokens for g in again)
         for i, g in zip(bad, again):
@@ -255,6 +261,12 @@ def clean_line(text: str) -> str:
 def _cut_known(text: str, target: int) -> bool:
     """`target_reached` on a line still being written, counted as `clean_line` will count it (no speaker label)."""
     return target_reached(_ROLE_PREFIX.sub("", text.lstrip()), target)
+
+
+def _short_of(text: str, target: int) -> bool:
+    """A line still being written has fewer than `target` words, counted as `clean_line` will count
+    them: it may not end yet (`SamplingConfig.reach_target`)."""
+    return words(_ROLE_PREFIX.sub("", text.lstrip())) < target
 
 
 def trim_to_sentence(text: str) -> str | None:
