@@ -237,7 +237,7 @@ def test_assistant_targets_are_drawn_per_line_from_their_own_stream_at_the_fitte
 
     sc = load_scenario("chitchat")
     values, probs = sc.lengths.assistant
-    jobs = [plan(sc, 0, i, 30) for i in range(400)]
+    jobs = [plan(sc, 0, i, 30, assistant_lengths=True) for i in range(400)]
     draws = Counter(t for j in jobs for t in j.assistant_words)
     assert all(len(j.assistant_words) == len(j.intents) for j in jobs)
     n = sum(draws.values())
@@ -248,6 +248,6 @@ def test_assistant_targets_are_drawn_per_line_from_their_own_stream_at_the_fitte
     assert stats.chisquare(pooled_o, pooled_e).pvalue > 1e-3
     without = replace(sc, lengths=replace(sc.lengths, assistant=None))
     for i in range(50):
-        a, b = plan(sc, 0, i, 30), plan(without, 0, i, 30)
+        a, b = plan(sc, 0, i, 30, assistant_lengths=True), plan(without, 0, i, 30, assistant_lengths=True)
         assert (a.profile, a.intents, a.target_words, a.reply) == (b.profile, b.intents, b.target_words, b.reply)
-        assert b.assistant_words == ()
+        assert b.assistant_words == () and plan(sc, 0, i, 30) == b  # off by default (`--assistant-lengths`)

@@ -2,7 +2,7 @@
 
 Dialogue i of a run is a function of (seed, i) alone: its profile comes from the profile space, its
 intents from the intent model and, where the scenario has a length model, each user turn's target
-length (and each assistant line's, with an `assistant` row), (if it has dialogue lengths) the number of user lines and (if it has `last_word`) whether the
+length (and, with `assistant_lengths` and an `assistant` row, each assistant line's), (if it has dialogue lengths) the number of user lines and (if it has `last_word`) whether the
 assistant answers the closing line from it, each from its own seeded
 generator (simgen.rng). So a run split into shards, resumed, or run on many machines plans the same
 dialogues.
@@ -36,7 +36,7 @@ class DialogueJob:
         return self.assistant_words[turn] if turn < len(self.assistant_words) else None
 
 
-def plan(scenario: Scenario, seed: int, index: int, max_turns: int, lengths: bool = True, assistant_lengths: bool = True) -> DialogueJob:
+def plan(scenario: Scenario, seed: int, index: int, max_turns: int, lengths: bool = True, assistant_lengths: bool = False) -> DialogueJob:
     """Sample dialogue `index`'s profile, intent path and line lengths; depends only on (seed, index)."""
     profile = scenario.profile.sample(rng.generator(seed, index, rng.PROFILE))
     n_lines = scenario.lengths.sample_turns(rng.generator(seed, index, rng.TURNS)) if lengths and scenario.lengths else None

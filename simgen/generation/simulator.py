@@ -8,7 +8,7 @@ runs one forward pass for all of them), then records the lines and applies the s
 A user turn with a length latent (`target_words`; an assistant line too, where the length model has an
 `assistant` row) ends at the sentence end nearest its target
 (`simgen.lengths.cut_to_target`); the session is told so it may stop that row as soon as the cut
-is known, and, with `reach_target` (the default), that the line may not end before the target
+is known, and, with `reach_target` (off by default), that the line may not end before the target
 (`hold`: a model that would stop at 5 words of a 20-word target writes on). Then the stop rules:
 terminal intent (after the assistant's answer to the closing line, when the dialogue's `reply`
 latent says it gets one: plan.py), max turns, empty output, degenerate output (a repeated line, an
