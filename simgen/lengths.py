@@ -70,26 +70,25 @@ class LengthModel:
         return self.rows.get(intent or ANY) or self.rows[ANY]
 
     def sample(self, intent: str | None, rng: np.random.Generator) -> int:
-        values, probs = self.row(intent)
-        return int(values[int(rng.choice(len(values), p=np.array(probs)))])
+        return _draw(self.row(intent), rng)
 
     def sample_turns(self, rng: np.random.Generator) -> int | None:
         """How many user lines a dialogue has (None without a `dialogues` row)."""
-        if self.dialogues is None:
-            return None
-        values, probs = self.dialogues
-        return int(values[int(rng.choice(len(values), p=np.array(probs)))])
+        return None if self.dialogues is None else _draw(self.dialogues, rng)
 
     def sample_assistant(self, rng: np.random.Generator) -> int | None:
         """An assistant line's target in words (None without an `assistant` row)."""
-        if self.assistant is None:
-            return None
-        values, probs = self.assistant
-        return int(values[int(rng.choice(len(values), p=np.array(probs)))])
+        return None if self.assistant is None else _draw(self.assistant, rng)
 
     def sample_reply(self, rng: np.random.Generator) -> bool:
         """Whether the assistant answers the user's closing line (False without a `last_word` row)."""
         return self.reply is not None and bool(rng.random() < self.reply)
+
+
+def _draw(histogram: tuple[tuple[int, ...], tuple[float, ...]], rng: np.random.Generator) -> int:
+    """One value of a (values, probabilities) histogram."""
+    values, probs = histogram
+    return int(values[int(rng.choice(len(values), p=np.array(probs)))])
 
 
 def fit_lengths(lines: Iterable[tuple[str | None, str]], min_count: int = 30) -> dict[str, dict[int, int]]:

@@ -127,8 +127,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         for s in active:
             s.user_chat.append(user_message(scenario, s.job, s.k, max_turns, s.pending_assistant_line))
         targets = [s.job.target(s.k) for s in active]
-        until = [None if t is None else functools.partial(_cut_known, target=t) for t in targets]
-        hold = [None if t is None else functools.partial(_short_of, target=t) for t in targets] if user_sampling.reach_target else None
+        until, hold = _length_tests(targets, user_sampling)
         terminal = [scenario.intents.get(s.job.intents[s.k]).terminal for s in active]
 
         def user_misfit(i: int, text: str, finish: str | None) -> str | None:
@@ -137,7 +136,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
 
         lines, tokens = _draw(user_session, user_backend, active, [s.user_chat for s in active], user_sampling,
                               lambda s, n: rng.derive(seed, s.job.index, rng.USER, s.k, n), targets,
-                              until if any(targets) else None, user_misfit, redraws, hold if hold and any(hold) else None)
+                              until, user_misfit, redraws, hold)
         for s, (g, text, finish, again), target, closing in zip(active, lines, targets, terminal):
             s.turns.append(Turn(len(s.turns), "user", text, s.job.intents[s.k], g.n_tokens, finish, target, again if redraws else None))
             s.user_chat.append({"role": "assistant", "content": text})
@@ -160,11 +159,10 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
                           trained=guard.get("assistant"))
 
         answers = [s.job.assistant_target(s.k) for s in answering]
-        until = [None if t is None else functools.partial(_cut_known, target=t) for t in answers]
-        hold = [None if t is None else functools.partial(_short_of, target=t) for t in answers] if assistant_sampling.reach_target else None
+        until, hold = _length_tests(answers, assistant_sampling)
         lines, tokens = _draw(assistant_session, assistant_backend, answering, [s.assistant_chat for s in answering],
                               assistant_sampling, lambda s, n: rng.derive(seed, s.job.index, rng.ASSISTANT, s.k, n),
-                              answers, until if any(answers) else None, assistant_misfit, redraws, hold if hold and any(hold) else None)
+                              answers, until, assistant_misfit, redraws, hold)
         for s, (g, text, finish, again), target in zip(answering, lines, answers):
             s.turns.append(Turn(len(s.turns), "assistant", text, None, g.n_tokens, finish, target, again if redraws else None))
             s.assistant_chat.append({"role": "assistant", "content": text})
@@ -261,6 +259,16 @@ def clean_line(text: str) -> str:
 def _cut_known(text: str, target: int) -> bool:
     """`target_reached` on a line still being written, counted as `clean_line` will count it (no speaker label)."""
     return target_reached(_ROLE_PREFIX.sub("", text.lstrip()), target)
+
+
+def _length_tests(targets: Sequence[int | None], sampling: SamplingConfig) -> tuple[Until, Until]:
+    """The session's `until` and `hold` tests for lines with these targets (None where no line has
+    one; `hold` only with `sampling.reach_target`)."""
+    if not any(targets):
+        return None, None
+    until = [None if t is None else functools.partial(_cut_known, target=t) for t in targets]
+    hold = [None if t is None else functools.partial(_short_of, target=t) for t in targets] if sampling.reach_target else None
+    return until, hold
 
 
 def _short_of(text: str, target: int) -> bool:
