@@ -31,6 +31,9 @@ Rows, same scenario, seed and dialogues (profiles and intents are drawn from (se
             backend masks the end-of-turn tokens until the line has its target's words). Off by default.
 - answers:  reach, and each assistant line gets a target too, from the length model's `assistant` row
             where it has one (`--assistant-lengths`; chitchat's other stranger). Off by default.
+- nudge:    intent-unscaled, and a line is not cut at its target: past it, the end-of-turn logits
+            rise by 1 per word (`--end-nudge 1`), the model ends the line where it would end one,
+            and the line is kept as written (people's lines end without . ! ? more often than not).
 
 Columns: user-turn and dialogue-level ensemble AUC [95% CI], words-per-line JSD, user-lines-per-
 dialogue JSD, MAUVE-style score, intent adherence / its ceiling (accuracy), closing endings
@@ -83,7 +86,9 @@ ROWS = {"baseline": {"lengths": False, "trim": False, "penalty": PENALTY}, "leng
                   "copy_guard": True, "intent_guard": True, "temperature": {"user": 1.0, "assistant": 1.0}, "reach": True},
         "answers": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0,
                     "copy_guard": True, "intent_guard": True, "temperature": {"user": 1.0, "assistant": 1.0}, "reach": True,
-                    "assistant_lengths": True}}
+                    "assistant_lengths": True},
+        "nudge": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0,
+                  "copy_guard": True, "intent_guard": True, "temperature": {"user": 1.0, "assistant": 1.0}, "end_nudge": 1.0}}
 
 
 def copy_rate(lines: list[str], real: list[str] | CopyIndex, min_words: int = 0) -> float:
@@ -172,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                               lengths=settings["lengths"], model=user_model, assistant_model=assistant_model,
                               redraws=settings.get("redraws", 0), copy_guard=settings.get("copy_guard", False),
                               intent_guard=settings.get("intent_guard", False), assistant_lengths=settings.get("assistant_lengths", False))
-        sides = {"trim": settings["trim"], "repetition_penalty": settings["penalty"], "reach_target": settings.get("reach", False)}
+        sides = {"trim": settings["trim"], "repetition_penalty": settings["penalty"], "reach_target": settings.get("reach", False),
+                 "end_nudge": settings.get("end_nudge", 0.0)}
         heat = settings.get("temperature", TEMPERATURE)
         config = replace(base, **{side: replace(getattr(base, side), **sides, temperature=heat[side]) for side in ("user", "assistant")})
         tag = f"-{args.simulator.name}" if settings.get("tuned") else ""

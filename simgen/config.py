@@ -77,6 +77,10 @@ class SamplingConfig:
                                                                  "before it has that many words (the backend masks its end-of-turn "
                                                                  "tokens; transformers only): the target is reached, not just a cap. "
                                                                  "Off: on chitchat it made lines easier to tell from people (README)"})
+    end_nudge: float = field(default=0.0, metadata={"help": "past a line's length target, the end-of-turn tokens' logits rise by this "
+                                                            "much per word over it (transformers only), and a line the model ends is "
+                                                            "kept whole, punctuated or not, instead of cut at the sentence end "
+                                                            "nearest its target; 0 = off"})
 
     def __post_init__(self) -> None:
         if self.temperature is not None and not (self.temperature >= 0):
@@ -85,6 +89,8 @@ class SamplingConfig:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
         if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens > 0):
             raise ConfigError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
+        if not (isinstance(self.end_nudge, (int, float)) and not isinstance(self.end_nudge, bool) and 0 <= self.end_nudge < float("inf")):
+            raise ConfigError(f"end_nudge must be a finite number >= 0 (0 = off), got {self.end_nudge!r}.")
         if self.repetition_penalty is not None and not (self.repetition_penalty >= 1):
             raise ConfigError(f"repetition_penalty must be >= 1 (1 = off), got {self.repetition_penalty}.")
 

@@ -9,6 +9,7 @@ import pytest
 from simgen.backends import Backend, Session
 from simgen.config import SamplingConfig
 from simgen.data import Generation
+from simgen.errors import ConfigError
 from simgen.scenario import load_scenario
 from simgen.generation.plan import DialogueJob, plan
 from simgen.generation.simulator import clean_line, degenerate, simulate
@@ -287,3 +288,58 @@ def test_a_user_line_reaches_its_length_target_only_with_reach_target(scenario, 
     (d,) = simulate([j], scenario, Terse(lambda c, k: ""), Scripted(lambda c, k: f"assistant line {k}."), sampling, S, 0, 6)
     assert [len(t.text.split()) for t in d.turns if t.role == "user"] == ([5, 1, 3] if reach else [1, 1, 1])
     assert d.stop_reason == "terminal_intent"
+
+
+class Nudgeable(Scripted):
+    """A model that writes "so i went out. and then we ate" a word at a time and ends its line once
+    its session's `hold` test weighs the end at 3 or more (a model whose end-of-turn token wins only
+    when pushed); with no `hold` it writes the whole line. It records every weight it was given."""
+
+    LINE = "so i went out. and then we ate pizza at the old place downtown".split()
+
+    def session(self):
+        backend = self
+
+        class Weighed(Session):
+            def generate(self, chats, sampling, seeds, keys, until=None, hold=None):  # noqa: ANN001, ANN201
+                backend.calls.append([list(c) for c in chats])
+                out = []
+                for row in range(len(chats)):
+                    test, n = hold[row] if hold else None, len(backend.LINE)
+                    for k in range(1, len(backend.LINE) + 1):
+                        weight = test(" ".join(backend.LINE[:k])) if test is not None else 0.0
+                        backend.weights.append(weight)
+                        if weight is not True and weight >= 3:
+                            n = k
+                            break
+                    out.append(Generation(" ".join(backend.LINE[:n]), n_tokens=n, finish_reason="stop"))
+                return out
+
+        return Weighed()
+
+
+@pytest.mark.parametrize("nudge", [0.0, 1.0])
+def test_end_nudge_lets_the_model_end_a_line_past_its_target_and_keeps_it_whole(scenario, nudge):
+    """Without the nudge a line longer than its target is cut at the sentence end nearest it ("so i
+    went out."); with it the session is told to push the end harder with every word past the target
+    (1, 2, 3 at words 4, 5, 6 of a 4-word target), the model ends where it then would, and the line
+    is kept as written, with no full stop."""
+    j = DialogueJob(0, plan(scenario, 0, 0, 6).profile, ("GREET", "BYE"), target_words=(4, 4))
+    user = Nudgeable(lambda c, k: "")
+    user.weights = []
+    (d,) = simulate([j], scenario, user, Scripted(lambda c, k: f"assistant line {k}."), SamplingConfig(end_nudge=nudge), S, 0, 6)
+    first = d.turns[0]
+    if nudge:
+        assert first.text == "so i went out. and then"
+        assert first.finish_reason == "stop"
+        assert user.weights[:6] == [False, False, False, 1.0, 2.0, 3.0]
+    else:
+        assert first.text == "so i went out."
+        assert first.finish_reason == "target"
+        assert user.weights[:3] == [0.0, 0.0, 0.0]  # no hold test: nothing weighs the end
+
+
+def test_end_nudge_must_be_a_finite_non_negative_number():
+    for bad in (-1.0, float("inf"), float("nan"), True, "1"):
+        with pytest.raises(ConfigError, match="end_nudge"):
+            SamplingConfig(end_nudge=bad)

@@ -16,9 +16,11 @@ may also take `until`: per chat, a test on the text written so far that says the
 the line there anyway (a length target met); a session that honours it stops
 that row early (`finish_reason` "until"), one that does not returns the longer line, which the
 caller cuts the same way, so the stored lines do not depend on it, only the time. And `hold`: per
-chat, a test on the text written so far that says the line may not end yet (its length target not
-reached). A session that honours it (transformers) masks the end-of-turn tokens while it holds;
-one that cannot ignores it, and its lines may end short of their targets: unlike `until`, `hold`
+chat, a test on the text written so far that weighs the line's end: True (its length target not
+reached: it may not end yet), False or 0 (free), or a number, a bias added to the end-of-turn
+tokens' logits (`end_bias`; a positive one, past the target, lets the model end the line at a point
+it would end one). A session that honours it (transformers) applies it at every step; one that
+cannot ignores it, and its lines may end short of or past their targets: unlike `until`, `hold`
 changes what is written.
 
 Backends are named in a lazy registry (`"name": "module:object"`), so naming one imports only it;
@@ -89,8 +91,18 @@ class Backend(ABC):
         """Release what the backend holds (threads, connections); whoever built it calls this once."""
 
 
-Until = Sequence[Callable[[str], bool] | None] | None  # per chat: "the line is done once this holds" (`until`),
-# or "the line may not end while this holds" (`hold`)
+Until = Sequence[Callable[[str], bool] | None] | None  # per chat: "the line is done once this holds" (`until`)
+Hold = Sequence[Callable[[str], bool | float] | None] | None  # per chat: the end-of-turn bias for the text so far (`end_bias`)
+
+
+def end_bias(weight: bool | float | None) -> float:
+    """A `hold` test's answer as the bias added to the end-of-turn tokens' logits: True -> -inf (the
+    line may not end yet), False/None -> 0, a number -> itself."""
+    if weight is True:
+        return float("-inf")
+    if weight is False or weight is None:
+        return 0.0
+    return float(weight)
 
 
 class Session:
@@ -98,11 +110,11 @@ class Session:
     only grows between calls, and a later call may carry fewer keys (dialogues that ended)."""
 
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-                 keys: Sequence[Hashable], until: Until = None, hold: Until = None) -> list[Generation]:
+                 keys: Sequence[Hashable], until: Until = None, hold: Hold = None) -> list[Generation]:
         raise NotImplementedError
 
     def redraw(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-               keys: Sequence[Hashable], until: Until = None, hold: Until = None) -> list[Generation]:
+               keys: Sequence[Hashable], until: Until = None, hold: Hold = None) -> list[Generation]:
         """Draw again, with new seeds, the lines of some chats of the last `generate` call (the
         simulator's redraws). The session's state is left as that call left it, so the next
         `generate` goes on from there; a stateful session overrides this to keep its cache."""
@@ -123,7 +135,7 @@ class StatelessSession(Session):
         self.backend = backend
 
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-                 keys: Sequence[Hashable], until: Until = None, hold: Until = None) -> list[Generation]:
+                 keys: Sequence[Hashable], until: Until = None, hold: Hold = None) -> list[Generation]:
         return self.backend.generate(chats, sampling, seeds)  # `hold` cannot be honoured: lines may end short
 
 

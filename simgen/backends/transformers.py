@@ -12,7 +12,8 @@ across turns, so a turn prefills only its new tokens, and its cache layers appen
 buffers that grow geometrically (transformers' DynamicCache copies the whole cache on every token).
 Inside a call, rows whose line has ended leave the forward batch once at most half of it still runs
 (their keys/values wait aside and rejoin at the end), so short lines do not pay for the longest one.
-A row whose `hold` test holds (its length target not reached) cannot draw an end-of-turn token.
+A row's `hold` test weighs its end-of-turn tokens: none while its length target is not reached
+(`--reach-target`), more likely with every word past it (`--end-nudge`).
 A session takes new rows beside its cached ones (a dialogue that took a finished one's slot: the
 simulator refills the batch); a new row's whole prompt is prefilled in a pass of its own, beside the
 other rows' few new tokens, so they are not padded to its length. What this leaves out:
@@ -25,11 +26,12 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import re
 from collections.abc import Hashable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from simgen.backends import Backend, Session, Until
+from simgen.backends import Backend, Hold, Session, Until, end_bias
 from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import Chat, Generation
 from simgen.models import ModelSource, chat_token_ids, load_causal_lm, resolve_model
@@ -52,6 +54,11 @@ class TransformersBackend(Backend):
         params = inspect.signature(self.model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.stats = {"prefill_tokens": 0, "decode_steps": 0, "decoded_rows": 0}  # work done, for benchmarks
+
+    @functools.cached_property
+    def end_ids(self) -> set[int]:
+        """Sentence-end tokens (`sentence_end_ids`): a positive `hold` weight raises them with the end-of-turn ones."""
+        return sentence_end_ids(self.tokenizer)
 
     @classmethod
     def from_config(cls, config: GenerateConfig, model: str | None) -> TransformersBackend:
@@ -269,14 +276,14 @@ class KVSession(Session):
             layer.values = stack_rows(list(zip(groups, [layer.values] + [kv[n][1] for _, kv in parked])), batch)
 
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-                 keys: Sequence[Hashable], until: Until = None, hold: Until = None) -> list[Generation]:
+                 keys: Sequence[Hashable], until: Until = None, hold: Hold = None) -> list[Generation]:
         if not chats:
             return []
         self._select(list(keys))
         return self._lines(chats, sampling, seeds, until, hold)
 
     def _lines(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int], until: Until,
-               hold: Until = None) -> list[Generation]:
+               hold: Hold = None) -> list[Generation]:
         """Decode `chats` on the session's rows as they are (row i is chat i)."""
         prompts = [self.b.encode(chat) for chat in chats]
         tokens, stopped = self._decode(prompts, sampling, seeds, until, hold)
@@ -286,7 +293,7 @@ class KVSession(Session):
         ]
 
     def redraw(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-               keys: Sequence[Hashable], until: Until = None, hold: Until = None) -> list[Generation]:
+               keys: Sequence[Hashable], until: Until = None, hold: Hold = None) -> list[Generation]:
         """`generate` on a copy of these rows' cache: the prompts are still cached (only the stale
         line is masked out), and the session's own state is restored afterwards, so the rows left
         out keep their cache and the next turn prefills only its new tokens."""
@@ -310,11 +317,29 @@ class KVSession(Session):
         finally:
             self.cache, self.mask, self.hist, self.cols, self.keys = saved
 
+    def _weigh_ends(self, logits: Any, fwd: list[int], bias: list[float], new_tokens: list[list[int]], stop: Any) -> None:
+        """Add each forward row's `hold` bias to its end logits, in place: a row short of its target
+        (-inf) may not draw an end-of-turn token; a row past it (> 0) draws its end-of-turn tokens, and
+        its sentence-end ones unless it has just written one, that much more readily (`sentence_end_ids`)."""
+        import torch
+
+        b, groups = self.b, {}
+        for i, row in enumerate(fwd):
+            if bias[row]:
+                mid = bias[row] > 0 and not (new_tokens[row] and new_tokens[row][-1] in b.end_ids)
+                groups.setdefault(mid, []).append(i)
+        for mid, weighed in groups.items():
+            ids = torch.tensor(sorted(b.stop_ids | b.end_ids), device=logits.device) if mid else stop
+            rows = torch.tensor(weighed, device=logits.device)
+            add = torch.tensor([bias[fwd[i]] for i in weighed], dtype=logits.dtype, device=logits.device)
+            logits[rows[:, None], ids[None, :]] += add[:, None]
+
     def _decode(self, prompts: list[list[int]], sampling: SamplingConfig, seeds: Sequence[int],
-                until: Until = None, hold: Until = None) -> tuple[list[list[int]], list[str | None]]:
+                until: Until = None, hold: Hold = None) -> tuple[list[list[int]], list[str | None]]:
         """New token ids per prompt (stop token excluded) and why each row stopped before the cap:
         "stop" (an end-of-turn token), "until" (its `until` test held), None (it ran to the cap).
-        While a row's `hold` test holds on its text so far, its end-of-turn tokens cannot be drawn."""
+        A row's `hold` test weighs its end-of-turn tokens at every step (`end_bias`: -inf while it may
+        not end yet, a positive bias past its target)."""
         import torch
 
         from torch.profiler import record_function  # labels for `bench_generate.py --profile`; free when not profiling
@@ -363,15 +388,14 @@ class KVSession(Session):
             # the cache), in order; once at most COMPACT_AT of them are still running, the finished
             # ones leave it and their keys/values wait in `parked` until the call ends.
             new_tokens: list[list[int]] = [[] for _ in range(batch)]
-            held = [bool(hold and hold[row] is not None and hold[row]("")) for row in range(batch)]
+            bias = [end_bias(hold[row]("")) if hold and hold[row] is not None else 0.0 for row in range(batch)]
             done = [False] * batch
             stopped: list[str | None] = [None] * batch
             fwd = list(range(batch))
             parked: list[tuple[list[int], list[tuple[Any, Any]]]] = []
             for _ in range(sampling.max_new_tokens):
-                if any(held[row] for row in fwd):  # a line short of its target may not end yet
-                    rows = torch.tensor([i for i, row in enumerate(fwd) if held[row]], device=device)
-                    logits[rows[:, None], stop[None, :]] = float("-inf")
+                if any(bias[row] for row in fwd):
+                    self._weigh_ends(logits, fwd, bias, new_tokens, stop)
                 next_ids = pick_tokens(logits, sampling, [generators[row] for row in fwd], seen)  # (len(fwd),)
                 if seen is not None:
                     seen[torch.arange(len(fwd), device=device), next_ids] = True
@@ -391,7 +415,7 @@ class KVSession(Session):
                     text = b.tokenizer.decode(new_tokens[row], skip_special_tokens=True)
                     if test is not None and test(text):
                         stopped[row], done[row] = "until", True  # the row is done; its last token is kept
-                    held[row] = floor is not None and not done[row] and floor(text)
+                    bias[row] = end_bias(floor(text)) if floor is not None and not done[row] else 0.0
                 running = [i for i, row in enumerate(fwd) if not done[row]]
                 if not running:
                     break
@@ -539,6 +563,18 @@ def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -
         p = p.masked_fill((p.cumsum(-1) - p) >= sampling.top_p, 0.0)
         picks.append(order[torch.multinomial(p, 1, generator=generators[row])])
     return torch.cat(picks).to(logits.device)
+
+
+_SENTENCE_END_TOKEN = re.compile(r"^\s*[.!?]+[\"')\]]*\s*$")
+
+
+def sentence_end_ids(tokenizer: Any) -> set[int]:
+    """Ids of the tokens that are nothing but a sentence end (".", " ?", "!!", '."', ...). A nudge past
+    a line's target (`end_nudge`) raises them by as much as the end-of-turn tokens, so it makes the
+    model end its line sooner without changing how it would end it: with a full stop and then its
+    end-of-turn token, or with the end-of-turn token alone, in the odds the model gives each."""
+    vocab = tokenizer.get_vocab()
+    return {i for tok, i in vocab.items() if _SENTENCE_END_TOKEN.match(tokenizer.convert_tokens_to_string([tok]))}
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:

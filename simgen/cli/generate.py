@@ -70,17 +70,20 @@ def nest(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Both sides' temperature, top-p, repetition penalty and trimming, and each side's max new tokens."""
+    """Both sides' temperature, top-p, repetition penalty, end nudge, trimming and length holds, and each side's max new tokens."""
     defaults, help_of = GenerateConfig(), {f.name: f.metadata["help"] for f in fields(SamplingConfig)}
     for side in reversed(SAMPLING):
         command = click.option(f"--{side}-max-new-tokens", type=int, default=getattr(defaults, side).max_new_tokens, show_default=True,
                                help=f"{side.capitalize()} side: {help_of['max_new_tokens']}.")(command)
-    for name, flags in (("repetition_penalty", ("--repetition-penalty",)), ("top_p", ("--top-p",)), ("temperature", ("--temperature", "-t"))):
+    for name, flags in (("end_nudge", ("--end-nudge",)), ("repetition_penalty", ("--repetition-penalty",)), ("top_p", ("--top-p",)),
+                        ("temperature", ("--temperature", "-t"))):
         per_side = ", ".join(f"{side} {getattr(getattr(defaults, side), name)}" for side in SAMPLING)
         if name == "temperature":
             per_side = (f"{TUNED_TEMPERATURE:g} for a side a `simgen tune` simulator writes, else "
                         + ", ".join(f"{side} {UNTUNED_TEMPERATURE[side]}" for side in SAMPLING))
         text = f"Both sides' {help_of[name]}." + ("" if name == "repetition_penalty" else f" Default: {per_side}.")
+        if name == "end_nudge":
+            text = f"Both sides: {help_of[name]}. Default: 0 (off)."
         command = click.option(*flags, name, type=float, default=None, help=text)(command)
     for name in ("reach_target", "trim"):
         per_side = ", ".join(f"{side} {'on' if getattr(getattr(defaults, side), name) else 'off'}" for side in SAMPLING)
@@ -98,7 +101,8 @@ def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @ray_options
 def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, quiet: bool, temperature: float | None,
-             top_p: float | None, repetition_penalty: float | None, trim: bool | None, reach_target: bool | None, user_max_new_tokens: int,
+             top_p: float | None, repetition_penalty: float | None, trim: bool | None, reach_target: bool | None, end_nudge: float | None,
+             user_max_new_tokens: int,
              assistant_max_new_tokens: int, ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float,
              ray_retries: int, **settings: Any) -> None:
     """Generate multi-turn dialogues between a simulated user and an assistant.
@@ -129,7 +133,7 @@ def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, 
         run = gen.resume(resume, assistant=assistant, progress=not quiet, ray=ray)
     else:
         shared = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty),
-                                    ("trim", trim), ("reach_target", reach_target)) if v is not None}
+                                    ("trim", trim), ("reach_target", reach_target), ("end_nudge", end_nudge)) if v is not None}
         defaults = GenerateConfig()
         config = GenerateConfig(**nest(settings),
                                 user=replace(defaults.user, **shared, max_new_tokens=user_max_new_tokens),

@@ -9,7 +9,10 @@ A user turn with a length latent (`target_words`; an assistant line too, where t
 `assistant` row) ends at the sentence end nearest its target
 (`simgen.lengths.cut_to_target`); the session is told so it may stop that row as soon as the cut
 is known, and, with `reach_target` (off by default), that the line may not end before the target
-(`hold`: a model that would stop at 5 words of a 20-word target writes on). Then the stop rules:
+(`hold`: a model that would stop at 5 words of a 20-word target writes on). With `end_nudge` (off by
+default) a line is not cut at its target: past it, the session makes the end-of-turn token more
+likely with every word, so the model ends the line where it would end one, and the line is kept
+as written (only a line that hits the token cap is trimmed). Then the stop rules:
 terminal intent (after the assistant's answer to the closing line, when the dialogue's `reply`
 latent says it gets one: plan.py), max turns, empty output, degenerate output (a repeated line, an
 echo of the other side, a looping line), or a generation error. Every stop is recorded with its reason. The intents
@@ -34,7 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from simgen import rng
-from simgen.backends import Backend, Session, Until
+from simgen.backends import Backend, Hold, Session, Until
 from simgen.config import SamplingConfig
 from simgen.copies import CopyIndex, normal
 from simgen.data import Chat, Dialogue, Generation, Turn, dialogue_id
@@ -179,7 +182,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
 
 def _draw(session: Session, backend: Backend, active: list[_State], chats: list[Chat], sampling: SamplingConfig,
           seed_of: Callable[[_State, int], int], targets: Sequence[int | None], until: Until,
-          misfit_of: Callable[[int, str, str | None], str | None], redraws: int, hold: Until = None
+          misfit_of: Callable[[int, str, str | None], str | None], redraws: int, hold: Hold = None
           ) -> tuple[list[tuple[Generation, str, str | None, int]], int]:
     """One line per active dialogue: (generation, stored text, finish reason, redraws made), and the
     tokens generated in all (redrawn lines included).
@@ -261,20 +264,29 @@ def _cut_known(text: str, target: int) -> bool:
     return target_reached(_ROLE_PREFIX.sub("", text.lstrip()), target)
 
 
-def _length_tests(targets: Sequence[int | None], sampling: SamplingConfig) -> tuple[Until, Until]:
+def _length_tests(targets: Sequence[int | None], sampling: SamplingConfig) -> tuple[Until, Hold]:
     """The session's `until` and `hold` tests for lines with these targets (None where no line has
-    one; `hold` only with `sampling.reach_target`)."""
+    one). `until` (the cut at the sentence end nearest the target is known) only without
+    `sampling.end_nudge`, which lets the model end the line instead; `hold` only with
+    `sampling.reach_target` or `sampling.end_nudge`."""
     if not any(targets):
         return None, None
-    until = [None if t is None else functools.partial(_cut_known, target=t) for t in targets]
-    hold = [None if t is None else functools.partial(_short_of, target=t) for t in targets] if sampling.reach_target else None
-    return until, hold
+    nudge = sampling.end_nudge
+    until = None if nudge else [None if t is None else functools.partial(_cut_known, target=t) for t in targets]
+    if not (sampling.reach_target or nudge):
+        return until, None
+    weigh = functools.partial(_end_weight, floor=sampling.reach_target, nudge=nudge)
+    return until, [None if t is None else functools.partial(weigh, target=t) for t in targets]
 
 
-def _short_of(text: str, target: int) -> bool:
-    """A line still being written has fewer than `target` words, counted as `clean_line` will count
-    them: it may not end yet (`SamplingConfig.reach_target`)."""
-    return words(_ROLE_PREFIX.sub("", text.lstrip())) < target
+def _end_weight(text: str, target: int, floor: bool, nudge: float) -> bool | float:
+    """How a line still being written, `words` counted as `clean_line` will count them, may end
+    (`backends.end_bias`): short of `target` words, not at all with `floor` (`reach_target`); from
+    the target's word on, `nudge` more per word on the end-of-turn logits (`end_nudge`)."""
+    n = words(_ROLE_PREFIX.sub("", text.lstrip()))
+    if n < target:
+        return floor
+    return nudge * (n - target + 1)
 
 
 def trim_to_sentence(text: str) -> str | None:
@@ -286,7 +298,7 @@ def trim_to_sentence(text: str) -> str | None:
 def finished_line(g: Generation, sampling: SamplingConfig, target: int | None = None) -> tuple[str, str | None]:
     """The line to store and its finish reason: the cleaned text
     - with a length `target`: cut at the sentence end nearest it ("target"; the end of a line the
-      model finished itself counts as an end);
+      model finished itself counts as an end), unless `sampling.end_nudge` let the model end it;
     - else, when it hit the token cap and `sampling.trim` is on: cut back to its last sentence end
       ("trimmed").
     A capped line with no sentence end stays whole and "length", and with trimming on ends its
@@ -295,7 +307,7 @@ def finished_line(g: Generation, sampling: SamplingConfig, target: int | None = 
     text = clean_line(g.text)
     if g.error:
         return text, "error"
-    if target is not None:
+    if target is not None and not sampling.end_nudge:  # with the nudge the model ends the line; only the cap is cut
         cut = cut_to_target(text, target, finished=g.finish_reason == "stop")
         if cut is not None and (cut != text or g.finish_reason == "until"):
             return cut, "target"
