@@ -241,20 +241,15 @@ class _Until:
 
 
 class _Hold:
-    """A `model.generate` logits processor from a session's `hold` test, weighed as simgen's session
-    weighs it (`KVSession._weigh_ends`): its `end_bias` added to the end-of-turn tokens' logits (-inf
-    while the line may not end yet), and when positive to the sentence-end tokens' too, unless the
-    line has just written one."""
+    """A `model.generate` logits processor from a session's `hold` test: its `end_bias` added to the
+    end-of-turn tokens' logits (-inf while the line may not end yet), as simgen's session adds it."""
 
-    def __init__(self, tokenizer, test, start: int, stop_ids, end_ids) -> None:  # noqa: ANN001
-        self.tokenizer, self.test, self.start = tokenizer, test, start
-        self.stop, self.end_ids, self.ends = sorted(stop_ids), end_ids, sorted(set(stop_ids) | end_ids)
+    def __init__(self, tokenizer, test, start: int, stop_ids) -> None:  # noqa: ANN001
+        self.tokenizer, self.test, self.start, self.stop = tokenizer, test, start, sorted(stop_ids)
 
     def __call__(self, input_ids, scores):  # noqa: ANN001, ANN204
-        new = input_ids[0, self.start:]
-        if bias := end_bias(self.test(self.tokenizer.decode(new, skip_special_tokens=True))):
-            mid = bias > 0 and not (len(new) and int(new[-1]) in self.end_ids)
-            scores[:, self.ends if mid else self.stop] += bias
+        if bias := end_bias(self.test(self.tokenizer.decode(input_ids[0, self.start:], skip_special_tokens=True))):
+            scores[:, self.stop] += bias
         return scores
 
 
@@ -276,7 +271,7 @@ class NaiveSession(Session):
             test = until[row] if until else None
             criteria = [_Until(b.tokenizer, test, ids.shape[1])] if test is not None else []
             floor = hold[row] if hold else None
-            processors = [_Hold(b.tokenizer, floor, ids.shape[1], b.stop_ids, b.end_ids)] if floor is not None else []
+            processors = [_Hold(b.tokenizer, floor, ids.shape[1], b.stop_ids)] if floor is not None else []
             torch.manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
             kw = ({"do_sample": False} if sampling.greedy else
                   {"do_sample": True, "temperature": sampling.heat, "top_p": sampling.top_p, "top_k": 0})

@@ -311,23 +311,13 @@ def test_a_held_row_cannot_end_its_line_until_its_hold_test_lets_it(backend, mon
 
 def test_a_positive_hold_weight_pushes_a_row_to_end_its_line(backend):
     """`hold` as a number (`end_nudge` past a length target): it is added to the row's end-of-turn
-    logits and to its sentence-end tokens' (not right after one). A weight of 100 from the first
-    token on makes each line end there, with a sentence end or without; a weight of 0 changes
-    nothing, beside it in the same batch."""
+    logits. A weight of 100 from the first token on makes each line end right after it; a weight of
+    0 changes nothing, beside it in the same batch."""
     free = backend.generate(CHATS, GREEDY, [1, 2, 3])
-    assert all(g.n_tokens >= 3 for g in free)  # the tiny model does not end its lines by itself
+    assert all(g.n_tokens >= 2 for g in free)  # the tiny model does not end its lines by itself
     push = lambda text: 100.0 if text else 0.0  # noqa: E731
     with backend.session() as s:
         nudged = s.generate(CHATS, GREEDY, [1, 2, 3], keys=list("abc"), hold=[push, lambda text: 0.0, push])
     for g in (nudged[0], nudged[2]):
-        assert g.finish_reason == "stop" and g.n_tokens <= 2, g
-        if g.n_tokens == 2:  # the first token's end came as a sentence end, then the end of turn
-            assert backend.tokenizer.encode(g.text, add_special_tokens=False)[-1] in backend.end_ids, g
+        assert (g.n_tokens, g.finish_reason) == (1, "stop"), g
     assert (nudged[1].text, nudged[1].n_tokens, nudged[1].finish_reason) == (free[1].text, free[1].n_tokens, free[1].finish_reason)
-
-
-def test_sentence_end_ids_are_the_tokens_that_are_only_a_sentence_end(backend):
-    decoded = {backend.tokenizer.decode([i]).strip() for i in backend.end_ids}
-    assert {".", "?", "!"} <= decoded
-    assert all(d and set(d) <= set(".!?\"')]") for d in decoded), decoded
-    assert not backend.end_ids & backend.stop_ids

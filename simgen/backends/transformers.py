@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import re
 from collections.abc import Hashable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -54,11 +53,6 @@ class TransformersBackend(Backend):
         params = inspect.signature(self.model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.stats = {"prefill_tokens": 0, "decode_steps": 0, "decoded_rows": 0}  # work done, for benchmarks
-
-    @functools.cached_property
-    def end_ids(self) -> set[int]:
-        """Sentence-end tokens (`sentence_end_ids`): a positive `hold` weight raises them with the end-of-turn ones."""
-        return sentence_end_ids(self.tokenizer)
 
     @classmethod
     def from_config(cls, config: GenerateConfig, model: str | None) -> TransformersBackend:
@@ -317,23 +311,6 @@ class KVSession(Session):
         finally:
             self.cache, self.mask, self.hist, self.cols, self.keys = saved
 
-    def _weigh_ends(self, logits: Any, fwd: list[int], bias: list[float], new_tokens: list[list[int]], stop: Any) -> None:
-        """Add each forward row's `hold` bias to its end logits, in place: a row short of its target
-        (-inf) may not draw an end-of-turn token; a row past it (> 0) draws its end-of-turn tokens, and
-        its sentence-end ones unless it has just written one, that much more readily (`sentence_end_ids`)."""
-        import torch
-
-        b, groups = self.b, {}
-        for i, row in enumerate(fwd):
-            if bias[row]:
-                mid = bias[row] > 0 and not (new_tokens[row] and new_tokens[row][-1] in b.end_ids)
-                groups.setdefault(mid, []).append(i)
-        for mid, weighed in groups.items():
-            ids = torch.tensor(sorted(b.stop_ids | b.end_ids), device=logits.device) if mid else stop
-            rows = torch.tensor(weighed, device=logits.device)
-            add = torch.tensor([bias[fwd[i]] for i in weighed], dtype=logits.dtype, device=logits.device)
-            logits[rows[:, None], ids[None, :]] += add[:, None]
-
     def _decode(self, prompts: list[list[int]], sampling: SamplingConfig, seeds: Sequence[int],
                 until: Until = None, hold: Hold = None) -> tuple[list[list[int]], list[str | None]]:
         """New token ids per prompt (stop token excluded) and why each row stopped before the cap:
@@ -394,8 +371,11 @@ class KVSession(Session):
             fwd = list(range(batch))
             parked: list[tuple[list[int], list[tuple[Any, Any]]]] = []
             for _ in range(sampling.max_new_tokens):
-                if any(bias[row] for row in fwd):
-                    self._weigh_ends(logits, fwd, bias, new_tokens, stop)
+                if any(bias[row] for row in fwd):  # short of its target: may not end yet (-inf); past it: nudged to end
+                    weighed = [i for i, row in enumerate(fwd) if bias[row]]
+                    rows = torch.tensor(weighed, device=device)
+                    add = torch.tensor([bias[fwd[i]] for i in weighed], dtype=logits.dtype, device=device)
+                    logits[rows[:, None], stop[None, :]] += add[:, None]
                 next_ids = pick_tokens(logits, sampling, [generators[row] for row in fwd], seen)  # (len(fwd),)
                 if seen is not None:
                     seen[torch.arange(len(fwd), device=device), next_ids] = True
@@ -563,18 +543,6 @@ def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -
         p = p.masked_fill((p.cumsum(-1) - p) >= sampling.top_p, 0.0)
         picks.append(order[torch.multinomial(p, 1, generator=generators[row])])
     return torch.cat(picks).to(logits.device)
-
-
-_SENTENCE_END_TOKEN = re.compile(r"^\s*[.!?]+[\"')\]]*\s*$")
-
-
-def sentence_end_ids(tokenizer: Any) -> set[int]:
-    """Ids of the tokens that are nothing but a sentence end (".", " ?", "!!", '."', ...). A nudge past
-    a line's target (`end_nudge`) raises them by as much as the end-of-turn tokens, so it makes the
-    model end its line sooner without changing how it would end it: with a full stop and then its
-    end-of-turn token, or with the end-of-turn token alone, in the odds the model gives each."""
-    vocab = tokenizer.get_vocab()
-    return {i for tok, i in vocab.items() if _SENTENCE_END_TOKEN.match(tokenizer.convert_tokens_to_string([tok]))}
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
