@@ -81,14 +81,10 @@ ROWS = {"baseline": {"lengths": False, "trim": False, "penalty": PENALTY}, "leng
         "intent": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0, "copy_guard": True,
                    "intent_guard": True},
         "intent-unscaled": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0,
-                            "copy_guard": True, "intent_guard": True, "temperature": {"user": 1.0, "assistant": 1.0}},
-        "reach": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0,
-                  "copy_guard": True, "intent_guard": True, "temperature": {"user": 1.0, "assistant": 1.0}, "reach": True},
-        "answers": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0,
-                    "copy_guard": True, "intent_guard": True, "temperature": {"user": 1.0, "assistant": 1.0}, "reach": True,
-                    "assistant_lengths": True},
-        "nudge": {"lengths": True, "trim": True, "tuned": True, "redraws": GenerateConfig.redraws, "penalty": 1.0,
-                  "copy_guard": True, "intent_guard": True, "temperature": {"user": 1.0, "assistant": 1.0}, "end_nudge": 1.0}}
+                            "copy_guard": True, "intent_guard": True, "temperature": {"user": 1.0, "assistant": 1.0}}}
+ROWS["reach"] = ROWS["intent-unscaled"] | {"reach": True}  # the levers measured on top of the default
+ROWS["answers"] = ROWS["reach"] | {"assistant_lengths": True}
+ROWS["nudge"] = ROWS["intent-unscaled"] | {"end_nudge": 1.0}
 
 
 def copy_rate(lines: list[str], real: list[str] | CopyIndex, min_words: int = 0) -> float:

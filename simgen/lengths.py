@@ -116,15 +116,19 @@ def dump_lengths(rows: Mapping[str, Mapping[int, int]], source: str, header: str
     out = [f"# {line}" for line in header.splitlines()]
     out += [f"unit: {UNIT}", f"source: {source!r}", "lengths:"]
     for label in sorted(rows, key=lambda k: (k != ANY, k)):
-        counts = ", ".join(f"{w}: {c}" for w, c in sorted(rows[label].items()))
-        out.append(f"  {label!r}: {{{counts}}}" if label == ANY else f"  {label}: {{{counts}}}")
+        out.append(f"  {label!r}: {_flow(rows[label])}" if label == ANY else f"  {label}: {_flow(rows[label])}")
     if dialogues:
-        out.append("dialogues: {" + ", ".join(f"{n}: {c}" for n, c in sorted(dialogues.items())) + "}")
+        out.append(f"dialogues: {_flow(dialogues)}")
     if last_word:
         out.append(f"last_word: {{user: {last_word.get('user', 0)}, assistant: {last_word.get('assistant', 0)}}}")
     if assistant:
-        out.append("assistant: {" + ", ".join(f"{n}: {c}" for n, c in sorted(assistant.items())) + "}")
+        out.append(f"assistant: {_flow(assistant)}")
     return "\n".join(out) + "\n"
+
+
+def _flow(counts: Mapping[int, int]) -> str:
+    """A histogram as a one-line YAML mapping, keys sorted: {1: 35, 2: 50}."""
+    return "{" + ", ".join(f"{n}: {c}" for n, c in sorted(counts.items())) + "}"
 
 
 def load_lengths(raw: Any, source: str, intents: tuple[str, ...]) -> LengthModel:

@@ -258,27 +258,31 @@ def test_the_copy_index_matches_the_benchmarks_measure_and_round_trips(tmp_path)
         CopyIndex.load(tmp_path / "bad.npz")
 
 
-class Terse(Scripted):
-    """A model that ends every line after one word unless its session is told to hold it (`hold`),
-    when it writes on, a word at a time, until the test lets it end: the transformers session's
-    contract, without a model."""
+class Writer(Scripted):
+    """A model without a model, keeping the transformers session's contract: its session writes each
+    row's line with `line(hold)`, given that row's `hold` test (None when it has none)."""
 
     def session(self):
         backend = self
 
-        class Held(Session):
+        class Writing(Session):
             def generate(self, chats, sampling, seeds, keys, until=None, hold=None):  # noqa: ANN001, ANN201
                 backend.calls.append([list(c) for c in chats])
-                out = []
-                for row in range(len(chats)):
-                    word = f"w{len(backend.calls)}."
-                    text = word
-                    while hold and hold[row] is not None and hold[row](text):
-                        text += " " + word
-                    out.append(Generation(text, n_tokens=len(text.split())))
-                return out
+                return [backend.line(hold[row] if hold else None) for row in range(len(chats))]
 
-        return Held()
+        return Writing()
+
+
+class Terse(Writer):
+    """Ends every line after one word unless its `hold` test holds, when it writes on, a word at a
+    time, until the test lets it end."""
+
+    def line(self, hold):  # noqa: ANN001, ANN201
+        word = f"w{len(self.calls)}."
+        text = word
+        while hold is not None and hold(text):
+            text += " " + word
+        return Generation(text, n_tokens=len(text.split()))
 
 
 @pytest.mark.parametrize("reach", [True, False])
@@ -290,32 +294,22 @@ def test_a_user_line_reaches_its_length_target_only_with_reach_target(scenario, 
     assert d.stop_reason == "terminal_intent"
 
 
-class Nudgeable(Scripted):
-    """A model that writes "so i went out. and then we ate" a word at a time and ends its line once
-    its session's `hold` test weighs the end at 3 or more (a model whose end-of-turn token wins only
-    when pushed); with no `hold` it writes the whole line. It records every weight it was given."""
+class Nudgeable(Writer):
+    """Writes "so i went out. and then we ate ..." a word at a time and ends its line once its `hold`
+    test weighs the end at 3 or more (a model whose end-of-turn token wins only when pushed); with no
+    `hold` it writes the whole line. It records every weight it was given."""
 
     LINE = "so i went out. and then we ate pizza at the old place downtown".split()
 
-    def session(self):
-        backend = self
-
-        class Weighed(Session):
-            def generate(self, chats, sampling, seeds, keys, until=None, hold=None):  # noqa: ANN001, ANN201
-                backend.calls.append([list(c) for c in chats])
-                out = []
-                for row in range(len(chats)):
-                    test, n = hold[row] if hold else None, len(backend.LINE)
-                    for k in range(1, len(backend.LINE) + 1):
-                        weight = test(" ".join(backend.LINE[:k])) if test is not None else 0.0
-                        backend.weights.append(weight)
-                        if weight is not True and weight >= 3:
-                            n = k
-                            break
-                    out.append(Generation(" ".join(backend.LINE[:n]), n_tokens=n, finish_reason="stop"))
-                return out
-
-        return Weighed()
+    def line(self, hold):  # noqa: ANN001, ANN201
+        n = len(self.LINE)
+        for k in range(1, len(self.LINE) + 1):
+            weight = hold(" ".join(self.LINE[:k])) if hold is not None else 0.0
+            self.weights.append(weight)
+            if weight is not True and weight >= 3:
+                n = k
+                break
+        return Generation(" ".join(self.LINE[:n]), n_tokens=n, finish_reason="stop")
 
 
 @pytest.mark.parametrize("nudge", [0.0, 1.0])

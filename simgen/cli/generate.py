@@ -75,15 +75,14 @@ def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for side in reversed(SAMPLING):
         command = click.option(f"--{side}-max-new-tokens", type=int, default=getattr(defaults, side).max_new_tokens, show_default=True,
                                help=f"{side.capitalize()} side: {help_of['max_new_tokens']}.")(command)
-    for name, flags in (("end_nudge", ("--end-nudge",)), ("repetition_penalty", ("--repetition-penalty",)), ("top_p", ("--top-p",)),
-                        ("temperature", ("--temperature", "-t"))):
+    command = click.option("--end-nudge", "end_nudge", type=float, default=None,
+                           help=f"Both sides: {help_of['end_nudge']}. Default: 0 (off).")(command)
+    for name, flags in (("repetition_penalty", ("--repetition-penalty",)), ("top_p", ("--top-p",)), ("temperature", ("--temperature", "-t"))):
         per_side = ", ".join(f"{side} {getattr(getattr(defaults, side), name)}" for side in SAMPLING)
         if name == "temperature":
             per_side = (f"{TUNED_TEMPERATURE:g} for a side a `simgen tune` simulator writes, else "
                         + ", ".join(f"{side} {UNTUNED_TEMPERATURE[side]}" for side in SAMPLING))
         text = f"Both sides' {help_of[name]}." + ("" if name == "repetition_penalty" else f" Default: {per_side}.")
-        if name == "end_nudge":
-            text = f"Both sides: {help_of[name]}. Default: 0 (off)."
         command = click.option(*flags, name, type=float, default=None, help=text)(command)
     for name in ("reach_target", "trim"):
         per_side = ", ".join(f"{side} {'on' if getattr(getattr(defaults, side), name) else 'off'}" for side in SAMPLING)

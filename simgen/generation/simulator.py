@@ -259,9 +259,14 @@ def clean_line(text: str) -> str:
     return text.strip()
 
 
+def _as_stored(text: str) -> str:
+    """A line still being written as `clean_line` will count its words: without a speaker label."""
+    return _ROLE_PREFIX.sub("", text.lstrip())
+
+
 def _cut_known(text: str, target: int) -> bool:
-    """`target_reached` on a line still being written, counted as `clean_line` will count it (no speaker label)."""
-    return target_reached(_ROLE_PREFIX.sub("", text.lstrip()), target)
+    """`target_reached` on a line still being written (`_as_stored`)."""
+    return target_reached(_as_stored(text), target)
 
 
 def _length_tests(targets: Sequence[int | None], sampling: SamplingConfig) -> tuple[Until, Hold]:
@@ -280,10 +285,10 @@ def _length_tests(targets: Sequence[int | None], sampling: SamplingConfig) -> tu
 
 
 def _end_weight(text: str, target: int, floor: bool, nudge: float) -> bool | float:
-    """How a line still being written, `words` counted as `clean_line` will count them, may end
+    """How a line still being written, its words counted as stored (`_as_stored`), may end
     (`backends.end_bias`): short of `target` words, not at all with `floor` (`reach_target`); from
     the target's word on, `nudge` more per word on the end-of-turn logits (`end_nudge`)."""
-    n = words(_ROLE_PREFIX.sub("", text.lstrip()))
+    n = words(_as_stored(text))
     if n < target:
         return floor
     return nudge * (n - target + 1)
