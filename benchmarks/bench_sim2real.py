@@ -119,6 +119,7 @@ def measure(name: str, run: simgen.Run, reference: pl.DataFrame, train_index: Co
         "row": name,
         "user_turn_auc": disc["user_turn"]["auc"], "user_turn_ci": disc["user_turn"]["ci"],
         "dialogue_auc": disc["dialogue"]["auc"], "dialogue_ci": disc["dialogue"]["ci"],
+        "dialogue_from_user_auc": disc["dialogue_from_user_turns"]["auc"],
         "words_jsd": report["shape"]["words_per_user_line"]["jsd"],
         "lines_per_dialogue_jsd": report["shape"]["user_lines_per_dialogue"]["jsd"],
         "median_words": report["shape"]["words_per_user_line"]["synthetic"].get("median"),
@@ -190,16 +191,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{args.scenario}: {args.n} dialogues per row, seed {args.seed}; real: {args.reference} test split "
           f"({test['dialogue_id'].n_unique()} dialogues)\n")
-    print("| row | user-turn AUC [CI] | dialogue AUC [CI] | words JSD | lines/dialogue JSD | median words | MAUVE | adherence / ceiling "
+    print("| row | user-turn AUC [CI] | dialogue AUC [CI] | dialogue AUC, user lines alone | words JSD | lines/dialogue JSD | median words | MAUVE | adherence / ceiling "
           "| closing endings syn / real | cut mid-sentence | copy rate (>= 4 words) | tokens/s | goodbyes midway syn / real | lines redrawn |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         ut, dl = r["user_turn_ci"], r["dialogue_ci"]
         adh = f"{r['adherence']:.2f} / {r['adherence_ceiling']:.2f}" if r["adherence"] is not None else "-"
         mauve = f"{r['mauve']:.3f}" if r["mauve"] is not None else "-"
         ends = r["closing_endings"]
         print(f"| {r['row']} | {r['user_turn_auc']:.3f} [{ut[0]:.2f}-{ut[1]:.2f}] | {r['dialogue_auc']:.3f} [{dl[0]:.2f}-{dl[1]:.2f}] "
-              f"| {r['words_jsd']:.3f} | {r['lines_per_dialogue_jsd']:.3f} | {r['median_words']:g} | {mauve} | {adh} "
+              f"| {r['dialogue_from_user_auc']:.3f} | {r['words_jsd']:.3f} | {r['lines_per_dialogue_jsd']:.3f} | {r['median_words']:g} | {mauve} | {adh} "
               f"| {ends['synthetic']:.2f} / {ends['reference']:.2f} | {100 * r['cut_mid_sentence']:.1f}% "
               f"| {100 * r['copy_rate']:.1f}% ({100 * r['copy_rate_4w']:.1f}%) "
               f"| {r['tokens_per_s']} | {100 * r['midway_goodbyes']['synthetic']:.1f}% / {100 * r['midway_goodbyes']['reference']:.1f}% | {100 * r['redrawn']:.1f}% |")

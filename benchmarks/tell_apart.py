@@ -6,7 +6,12 @@ touching held-out data; `simgen realism` and `bench_sim2real.py` give the figure
     python benchmarks/tell_apart.py outputs/demo --reference ../shared/data/iard --unit user
     python benchmarks/tell_apart.py outputs/demo --reference chitchat --unit dialogue --analyzer char_wb
 
-Units: `user` or `assistant` lines, or whole `dialogue`s (each line prefixed by its role).
+Units: `user` or `assistant` lines, or whole `dialogue`s (each line prefixed by its role). `--unit
+lines` judges every line of both sides on its own (role-prefixed, folds grouped by dialogue), then
+averages each dialogue's out-of-fold line scores: how much of the dialogue-level AUC the lines alone
+give away, beside `pooled_auc`'s guide for independent lines.
+`--mask REGEX` deletes what the pattern matches on both sides first (`--mask '\((19|20)\d\d\)'`: no
+film years), to see what a giveaway is worth before building the lever that would remove it.
 `--adherence` also scores intent adherence the way `simgen realism` does, with the classifier
 fitted on the train split's labelled user lines (TF-IDF only: no sentence embeddings), so a lever
 that buys realism by ignoring the intent shows here too.
@@ -21,7 +26,8 @@ import numpy as np
 import polars as pl
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_score
 
 from simgen.corpora import load_corpus
 
@@ -48,6 +54,29 @@ def tell_apart(real: list[str], synthetic: list[str], analyzer: str = "word", to
     return {"auc": auc, "real": [names[i] for i in order[:top]], "synthetic": [names[i] for i in order[::-1][:top]]}
 
 
+def from_lines(real: pl.DataFrame, synthetic: pl.DataFrame, seed: int = 0) -> dict:
+    """Every line judged alone (word 1-2-gram TF-IDF, 5 folds grouped by dialogue), then averaged per dialogue."""
+    from simgen.realism.stats import pooled_auc
+
+    rows = [(f"{side}{d}", f"{r[0].upper()}: {t}", side)
+            for side, turns in ((0, real), (1, synthetic))
+            for d, r, t in zip(turns["dialogue_id"].cast(pl.String), turns["role"], turns["text"])]
+    groups = np.array([g for g, _, _ in rows])
+    X = [t for _, t, _ in rows]
+    y = np.array([s for _, _, s in rows])
+    scores = np.zeros(len(y))
+    for train, test in StratifiedGroupKFold(5, shuffle=True, random_state=seed).split(X, y, groups):
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, lowercase=False)
+        model = LogisticRegression(C=1.0, max_iter=3000, class_weight="balanced")
+        model.fit(vectorizer.fit_transform([X[i] for i in train]), y[train])
+        scores[test] = model.decision_function(vectorizer.transform([X[i] for i in test]))
+    per = pl.DataFrame({"g": groups, "s": scores, "y": y}).group_by("g").agg(pl.col("s").mean(), pl.col("y").first(), pl.len())
+    line_auc = float(roc_auc_score(y, scores))
+    n = float(per["len"].median())
+    return {"line_auc": line_auc, "dialogue_auc": float(roc_auc_score(per["y"], per["s"])), "lines": n,
+            "independent": pooled_auc(line_auc, n)}
+
+
 def adherence(reference: pl.DataFrame, run: str) -> str:
     """Intent adherence of the run's user lines / the classifier's cross-validated ceiling on `reference`."""
     from simgen.realism.adherence import intent_adherence
@@ -67,15 +96,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run folder")
     parser.add_argument("--reference", default="../shared/data/iard", help="the real corpus (its train split is read)")
-    parser.add_argument("--unit", choices=("user", "assistant", "dialogue"), default="user")
+    parser.add_argument("--unit", choices=("user", "assistant", "dialogue", "lines"), default="user")
     parser.add_argument("--analyzer", choices=("word", "char_wb"), default="word")
+    parser.add_argument("--mask", help="a regular expression deleted from every line of both sides before fitting")
     parser.add_argument("--adherence", action="store_true", help="also intent adherence / its ceiling, fitted on the train split")
     args = parser.parse_args(argv)
-    reference = load_corpus(args.reference, split="train")
-    real = texts(reference.turns, args.unit)
-    synthetic = texts(pl.read_parquet(f"{args.run}/turns.parquet"), args.unit)
+    reference = load_corpus(args.reference, split="train").turns
+    run = pl.read_parquet(f"{args.run}/turns.parquet")
+    if args.mask:
+        reference, run = (t.with_columns(pl.col("text").str.replace_all(args.mask, "")) for t in (reference, run))
+    if args.unit == "lines":
+        out = from_lines(reference, run)
+        print(f"lines, each alone: AUC {out['line_auc']:.3f}; their mean per dialogue: AUC {out['dialogue_auc']:.3f} "
+              f"(median {out['lines']:.0f} lines a dialogue; independent lines would give {out['independent']:.3f})")
+        return 0
+    real = texts(reference, args.unit)
+    synthetic = texts(run, args.unit)
     if args.adherence:
-        print(adherence(reference.turns, args.run))
+        print(adherence(reference, args.run))
     out = tell_apart(real, synthetic, args.analyzer)
     print(f"{args.unit} {args.analyzer}: cross-validated AUC {out['auc']:.3f} ({len(synthetic)} synthetic, {len(real)} real train-split)")
     print("real side leans on:     ", ", ".join(map(repr, out["real"])))

@@ -82,8 +82,13 @@ def _sample_table(report: dict) -> str:
     return f"<table><tr><th>side</th><th>dialogues</th><th>turns</th><th>user turns</th></tr>{rows}</table>"
 
 
+# the levels an AUC is reported at; the ensemble adds its user-turn scores averaged per dialogue
+LEVEL_NAMES = ("dialogue", "dialogue_from_user_turns", "user_turn")
+LEVEL_LABELS = {"dialogue_from_user_turns": "dialogue, user lines alone"}
+
+
 def _auc_rows(disc: dict) -> list[tuple[str, str, dict]]:
-    return [(name, level, d[level]) for name, d in disc.items() for level in ("dialogue", "user_turn") if level in d]
+    return [(name, level, d[level]) for name, d in disc.items() for level in LEVEL_NAMES if level in d]
 
 
 def _auc_plot(disc: dict) -> str:
@@ -103,8 +108,8 @@ def _auc_plot(disc: dict) -> str:
         out.append(f"<text x='{x(t):.1f}' y='{h - 5}' font-size='11' text-anchor='middle'>{t:.1f}</text>")
     for i, (name, level, r) in enumerate(rows):
         y = 30 + i * rh
-        color = REF_COLOR if level == "dialogue" else SYN_COLOR
-        out.append(f"<text x='{left - 8}' y='{y + 4}' font-size='12' text-anchor='end'>{escape(name)} ({escape(level)})</text>")
+        color = SYN_COLOR if level == "user_turn" else REF_COLOR
+        out.append(f"<text x='{left - 8}' y='{y + 4}' font-size='12' text-anchor='end'>{escape(name)} ({escape(LEVEL_LABELS.get(level, level))})</text>")
         out.append(f"<line x1='{x(r['ci'][0]):.1f}' x2='{x(r['ci'][1]):.1f}' y1='{y}' y2='{y}' stroke='{color}' stroke-width='3'/>")
         out.append(f"<circle cx='{x(r['auc']):.1f}' cy='{y}' r='5' fill='{color}'><title>{r['auc']:.3f}</title></circle>")
     out.append("</svg>")
@@ -113,7 +118,7 @@ def _auc_plot(disc: dict) -> str:
 
 def _auc_table(disc: dict) -> str:
     rows = "".join(
-        f"<tr><td>{escape(name)}</td><td>{escape(level)}</td><td>{r['auc']:.3f}</td>"
+        f"<tr><td>{escape(name)}</td><td>{escape(LEVEL_LABELS.get(level, level))}</td><td>{r['auc']:.3f}</td>"
         f"<td>{r['ci'][0]:.3f}&ndash;{r['ci'][1]:.3f}</td><td class='muted'>{escape(disc[name].get('description', ''))}</td></tr>"
         for name, level, r in _auc_rows(disc)
     )

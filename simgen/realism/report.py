@@ -245,7 +245,7 @@ def discriminate(units: Units, E: np.ndarray | None, cfg: RealismConfig) -> tupl
 
 
 def _discriminate(units: Units, E: np.ndarray | None, cfg: RealismConfig) -> dict[str, Any]:
-    from simgen.realism.discriminators import REGISTRY
+    from simgen.realism.discriminators import REGISTRY, per_dialogue_mean
     from simgen.realism.stats import auc_with_ci
 
     members, ens_u, ens_d = discriminate(units, E, cfg)
@@ -264,6 +264,9 @@ def _discriminate(units: Units, E: np.ndarray | None, cfg: RealismConfig) -> dic
         "description": "logistic regression stacked on the members' out-of-fold scores (cross-validated on fresh folds)",
         "user_turn": ci(ens_u, y_u, ukeys),
         "dialogue": ci(ens_d, y_d, dkeys),
+        # the user-turn ensemble's scores averaged per dialogue: how far the user lines alone, each
+        # judged on its own, tell dialogues apart (evidence that adds up over lines, not coherence)
+        "dialogue_from_user_turns": ci(per_dialogue_mean(ens_u, ukeys, dkeys), y_d, dkeys),
     }
     giveaways = {
         "phrases": next((m.giveaways for m in members if m.name == "tfidf" and m.level == "user_turn"), []),

@@ -158,3 +158,20 @@ def mauve_score(p_labels: np.ndarray, q_labels: np.ndarray, k: int, *, scale: fl
     ys.append(1.0)
     x, y = np.asarray(xs), np.asarray(ys)
     return float(abs(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2)))
+
+
+def pooled_auc(line_auc: float, n_lines: float) -> float:
+    """The AUC of a dialogue's mean line score when each of its `n_lines` lines is told apart with AUC `line_auc`
+    on its own, the lines independent (equal-variance binormal scores: a line's d' = sqrt(2) * Phi^-1(AUC), the mean
+    of n lines has sqrt(n) times that d'). An upper guide for what lines alone give away at dialogue level: lines of
+    one dialogue are correlated, which gives less, and a dialogue discriminator also reads what lines do together."""
+    from scipy.stats import norm
+
+    return float(norm.cdf(np.sqrt(n_lines) * norm.ppf(line_auc)))
+
+
+def line_auc_needed(dialogue_auc: float, n_lines: float) -> float:
+    """The inverse of `pooled_auc`: the line AUC whose mean over `n_lines` independent lines gives `dialogue_auc`."""
+    from scipy.stats import norm
+
+    return float(norm.cdf(norm.ppf(dialogue_auc) / np.sqrt(n_lines)))

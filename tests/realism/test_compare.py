@@ -30,6 +30,8 @@ def test_report_contract(distinct: dict) -> None:
     for d in r["discriminators"].values():
         for level in ("dialogue", "user_turn"):
             assert d[level]["ci"][0] <= d[level]["auc"] <= d[level]["ci"][1]
+    alone = r["discriminators"]["ensemble"]["dialogue_from_user_turns"]
+    assert alone["ci"][0] <= alone["auc"] <= alone["ci"][1]
     assert set(r["attributes"]) == {"intent", "sentiment", "topic", "length", "dialogue_length", "style"}
     for a in r["attributes"].values():
         for m in ("jsd", "tv"):
@@ -44,6 +46,8 @@ def test_obvious_synthetic_is_caught_and_explained(distinct: dict) -> None:
     r = distinct
     assert r["auc"] > 0.95 and r["auc_ci"][0] > 0.9
     assert "distinguishable" in r["verdict"]
+    # the user lines alone, each judged on its own and averaged per dialogue, already give it away
+    assert r["discriminators"]["ensemble"]["dialogue_from_user_turns"]["auc"] > 0.95
     phrases = [p["phrase"] for p in r["giveaways"]["phrases"] if p["towards"] == "synthetic"]
     assert any(w in phrases for w in ("you", "i", "could", "recommend", "appreciate", "!", "."))
     top_features = {f["feature"] for f in r["giveaways"]["features"][:5]}
@@ -69,6 +73,8 @@ def test_same_source_is_indistinguishable(make_corpus) -> None:  # noqa: ANN001
     assert r["auc_ci"][0] <= 0.5 <= r["auc_ci"][1], r["auc_ci"]
     assert abs(r["auc"] - 0.5) < 0.1
     assert "indistinguishable" in r["verdict"]
+    alone = r["discriminators"]["ensemble"]["dialogue_from_user_turns"]
+    assert alone["ci"][0] <= 0.5 <= alone["ci"][1], alone
     # no labels anywhere: the intent attribute falls back to clusters, and says so
     assert r["attributes"]["intent"]["labellers"][0]["source"].startswith("unlabelled")
     assert r["mauve"]["mauve"] > 0.8

@@ -111,3 +111,21 @@ def test_interval_covers_zero_whenever_permutation_test_does_not_reject() -> Non
             else:
                 rejected += 1
     assert rejected > 10  # the larger shifts are detected
+
+
+def test_pooled_auc_matches_simulated_dialogues() -> None:
+    """Lines with binormal scores of a known AUC, averaged over n per dialogue: the dialogues' AUC is `pooled_auc`."""
+    from scipy.stats import norm
+
+    from simgen.realism.stats import line_auc_needed, pooled_auc
+
+    rng = np.random.default_rng(0)
+    for line_auc, n in ((0.7, 12), (0.6, 6), (0.78, 1)):
+        shift = np.sqrt(2) * norm.ppf(line_auc)
+        real = rng.normal(0, 1, (4000, n)).mean(1)
+        synthetic = rng.normal(shift, 1, (4000, n)).mean(1)
+        simulated = roc_auc_score([0] * 4000 + [1] * 4000, np.r_[real, synthetic])
+        assert pooled_auc(line_auc, n) == pytest.approx(simulated, abs=0.01)
+        assert line_auc_needed(pooled_auc(line_auc, n), n) == pytest.approx(line_auc)
+    assert pooled_auc(0.5, 20) == pytest.approx(0.5) and pooled_auc(0.7, 1) == pytest.approx(0.7)
+    assert line_auc_needed(0.85, 12) < 0.65  # a dialogue target is a much stricter line target
