@@ -77,7 +77,9 @@ def run_until(cmd: list[str], out: Path, trigger: Trigger | None, sig: int = sig
     """Run `cmd`; send `sig` when `trigger` is due. The result's returncode says who won."""
     # stderr goes to a file: a pipe nobody reads while we poll could fill and stall the child
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        # SIGINT as a terminal leaves it: a test runner started in the background inherits it ignored
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         start = time.perf_counter()
         while proc.poll() is None and trigger is not None:
             if trigger.due(out, time.perf_counter() - start):
@@ -223,11 +225,20 @@ def test_complete_run_with_leftover_shards_is_cleaned_on_resume(tiny_model_dir, 
     check_run(out, baseline)
 
 
-def test_interrupt_is_held_until_the_block_ends():
+@pytest.fixture
+def sigint_handler():
+    """Set SIGINT's handler for one test (the runner may have inherited it ignored) and put it back after."""
+    before = signal.getsignal(signal.SIGINT)
+    yield lambda handler: signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGINT, before)
+
+
+def test_interrupt_is_held_until_the_block_ends(sigint_handler):
     """Ctrl-C inside `deferred_interrupt` (where a shard and its manifest entry are written) is
     raised only once the block is done."""
     from simgen.generation.run import deferred_interrupt
 
+    sigint_handler(signal.default_int_handler)  # as Python sets it up under a terminal
     finished = []
     with pytest.raises(KeyboardInterrupt):
         with deferred_interrupt():
@@ -236,3 +247,17 @@ def test_interrupt_is_held_until_the_block_ends():
             finished.append(True)
     assert finished == [True]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_ignored_interrupt_stays_ignored(sigint_handler):
+    """A process started with SIGINT ignored (`nohup`, `&` from a script) is not stopped by one inside the block."""
+    from simgen.generation.run import deferred_interrupt
+
+    sigint_handler(signal.SIG_IGN)
+    finished = []
+    with deferred_interrupt():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        finished.append(True)
+    assert finished == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN

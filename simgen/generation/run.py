@@ -66,9 +66,10 @@ def package_versions() -> dict[str, str]:
 def deferred_interrupt() -> Iterator[None]:
     """Hold Ctrl-C (SIGINT) until the block ends, then raise `KeyboardInterrupt`.
 
-    Only the main thread can take signals; elsewhere the block runs as is.
+    Only the main thread can take signals; elsewhere the block runs as is. A process that ignores
+    SIGINT (started with `nohup`, or with `&` from a script) keeps ignoring it.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield
         return
     caught: list[int] = []
