@@ -38,10 +38,12 @@ intents and length targets):
 - naive:     the same settings with every line one `model.generate` on the re-encoded history
              (sampling as the side's settings, stopped where simgen stops the line), on the first
              `--naive-dialogues` dialogues; model load not timed;
-- llama.cpp: `simgen generate --backend openai` against llama.cpp's server (the embedded model's
-             GGUF, `--batch-size` slots, in this process). It serves the untuned model: for a
-             scenario that ships a tuned simulator its lines are the untuned model's (same
-             architecture and size, so the same cost per token);
+- llama.cpp: `simgen generate --backend openai` against llama.cpp's server (`--batch-size` slots, in
+             this process) on the model simgen's row runs: for a scenario that ships a tuned
+             simulator, that simulator as a GGUF (`simgen.backends.llamacpp.tuned_gguf`: its merged
+             matrices in Q8_0, the rest of the embedded GGUF as it is), sampled as simgen samples a
+             tuned side (temperature 1, no penalty); the copy guard needs the simulator's index, which
+             a server does not have, so it is the one guard this row runs without;
 - bound:     stored tokens/s and (prefilled + fed tokens)/s of the simgen row against the compute bound.
 
 Tokens are those of the stored lines, both sides, counted with one tokenizer for every row, so
@@ -382,11 +384,14 @@ def default_workload(args) -> None:  # noqa: ANN001
             print(f"{name}: the naive loop, the first {k} dialogues", flush=True)
             rows["naive"] = naive_default_row(name, k, args.seed, tokenizer)
         if "llama.cpp" not in args.skip:
-            from simgen.backends.llamacpp import serve_gguf
+            from simgen.backends.llamacpp import serve_gguf, tuned_gguf
 
-            print(f"{name}: llama.cpp server, {args.batch_size} slots, through --backend openai", flush=True)
-            with serve_gguf(parallel=args.batch_size, ctx_per_slot=4096, threads=args.llamacpp_threads) as url:
-                rows["llama.cpp"] = cli_row([*base, "--backend", "openai", "--base-url", url, "--model", "smollm2",
+            # the model simgen's row runs: the scenario's tuned simulator (as a GGUF), sampled as simgen samples a tuned side
+            simulator = load_scenario(name).simulator
+            gguf, sampling = (tuned_gguf(simulator), ["--temperature", "1", "--repetition-penalty", "1"]) if simulator else (None, [])
+            print(f"{name}: llama.cpp server on {gguf or 'the embedded GGUF'}, {args.batch_size} slots, through --backend openai", flush=True)
+            with serve_gguf(gguf, parallel=args.batch_size, ctx_per_slot=4096, threads=args.llamacpp_threads) as url:
+                rows["llama.cpp"] = cli_row([*base, "--backend", "openai", "--base-url", url, "--model", "smollm2", *sampling,
                                              "--concurrency", str(args.batch_size), "--request-timeout", "1200"],
                                             work_dir / f"{name}-llamacpp", tokenizer)
                 del rows["llama.cpp"]["peak_rss_mib"]  # the server is in this process; the client's figure would count its pages

@@ -344,3 +344,53 @@ def test_each_shipped_scenario_ships_a_simulator_tuned_on_its_own_train_split(na
     index = set(CopyIndex.load(folder / COPY_INDEX).exact.tolist())
     test_only = lines["test"] - lines["train"]
     assert len(index) > 1000 and index <= lines["train"] and len(test_only) > 100 and not index & test_only
+
+
+def _first_token_logprobs(url: str, chat: list[dict], k: int = 5) -> dict[str, float]:
+    """The server's top-k log-probabilities for the first token of its answer to `chat`."""
+    import urllib.request
+
+    body = {"model": "m", "messages": chat, "max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": k}
+    request = urllib.request.Request(url + "/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer = json.loads(response.read())
+    return {t["token"]: t["logprob"] for t in answer["choices"][0]["logprobs"]["content"][0]["top_logprobs"]}
+
+
+@pytest.mark.slow
+def test_llamacpp_serves_the_tuned_simulator_that_simgen_serves():
+    """`tuned_gguf` (what the throughput benchmark's llama.cpp row serves for a scenario with a simulator):
+    llama.cpp on it gives the merged model's next-token distribution, not the untuned model's."""
+    pytest.importorskip("xllamacpp")
+    import torch
+
+    from simgen.backends.llamacpp import serve_gguf, tuned_gguf
+    from simgen.models import chat_token_ids, load_causal_lm
+
+    folder = load_scenario("movie-recommendation").simulator
+    chat = [{"role": "system", "content": "You are a person looking for a movie to watch tonight. Write your next message to the recommender."},
+            {"role": "user", "content": "Hi! What kind of movies do you like?"}]
+    model, tokenizer = load_causal_lm(resolve_model(str(folder)), dtype="float32")
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(torch.tensor([chat_token_ids(tokenizer, chat, add_generation_prompt=True)])).logits[0, -1], -1)
+    merged = {tokenizer.decode([int(i)]): float(logprobs[i]) for i in logprobs.topk(5).indices}
+    served = {}
+    for name, path in (("tuned", tuned_gguf(folder)), ("untuned", None)):
+        with serve_gguf(path, parallel=1, ctx_per_slot=1024, threads=2) as url:
+            served[name] = _first_token_logprobs(url, chat)
+    assert served["tuned"].keys() == merged.keys()
+    assert all(abs(served["tuned"][t] - merged[t]) < 0.3 for t in merged)  # Q8_0 rounding of the merged weights
+    assert len(served["untuned"].keys() - merged.keys()) >= 2  # the check can fail: the untuned model ranks other tokens
+    path = tuned_gguf(folder)
+    written = path.stat().st_mtime_ns
+    assert tuned_gguf(folder) == path and path.stat().st_mtime_ns == written  # cached, not rewritten
+
+
+def test_only_simulators_tuned_on_the_embedded_model_become_a_gguf(tuned, tiny_model_dir):
+    from simgen.backends.llamacpp import tuned_gguf
+    from simgen.errors import ConfigError
+
+    with pytest.raises(ModelError, match="tuned on the embedded model"):
+        tuned_gguf(tuned)  # tuned on the tiny test model
+    with pytest.raises(ConfigError, match="not a `simgen tune` folder"):
+        tuned_gguf(tiny_model_dir)
