@@ -42,8 +42,9 @@ intents and length targets):
              this process) on the model simgen's row runs: for a scenario that ships a tuned
              simulator, that simulator as a GGUF (`simgen.backends.llamacpp.tuned_gguf`: its merged
              matrices in Q8_0, the rest of the embedded GGUF as it is), sampled as simgen samples a
-             tuned side (temperature 1, no penalty); the copy guard needs the simulator's index, which
-             a server does not have, so it is the one guard this row runs without;
+             tuned side (temperature 1, no penalty); a server gives neither the logits the length
+             floor (`hold`) weighs nor the simulator's index the copy guard reads, so this row runs
+             without both: its lines may end short of their targets;
 - bound:     stored tokens/s and (prefilled + fed tokens)/s of the simgen row against the compute bound.
 
 Tokens are those of the stored lines, both sides, counted with one tokenizer for every row, so
