@@ -347,14 +347,11 @@ def test_each_shipped_scenario_ships_a_simulator_tuned_on_its_own_train_split(na
 
 
 def _first_token_logprobs(url: str, chat: list[dict], k: int = 5) -> dict[str, float]:
-    """The server's top-k log-probabilities for the first token of its answer to `chat`."""
-    import urllib.request
+    """The server's top-k log-probabilities for the first token of its answer to `chat` (asked as the http judge asks)."""
+    from simgen.consistency.judges import OpenAIJudge
 
-    body = {"model": "m", "messages": chat, "max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": k}
-    request = urllib.request.Request(url + "/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=120) as response:
-        answer = json.loads(response.read())
-    return {t["token"]: t["logprob"] for t in answer["choices"][0]["logprobs"]["content"][0]["top_logprobs"]}
+    top = OpenAIJudge(url, model="m")._top_logprobs(chat)
+    return dict(sorted(top.items(), key=lambda item: -item[1])[:k])
 
 
 @pytest.mark.slow

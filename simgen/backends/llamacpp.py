@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from simgen.errors import ConfigError
+from simgen.errors import ConfigError, ModelError
 
 
 @contextmanager
@@ -60,7 +60,6 @@ def tuned_gguf(folder: str | Path) -> Path:
     import torch
     from safetensors.torch import load_file
 
-    from simgen.errors import ModelError
     from simgen.models import embedded_gguf, embedded_model_dir, resolve_model
 
     if not (Path(folder) / "simgen_tune.json").is_file():
@@ -101,26 +100,29 @@ def tuned_gguf(folder: str | Path) -> Path:
             raise ModelError(f"{name}: the embedded GGUF's tensor is not the base the adapter was merged into; cannot convert {folder}.")
 
     tmp = target.with_name(f".{target.name}.{os.getpid()}")
-    writer = gguf.GGUFWriter(tmp, arch=reader.fields[gguf.Keys.General.ARCHITECTURE].contents(), endianess=reader.endianess)
-    for field in reader.fields.values():  # as gguf's own gguf_new_metadata.py copies them
-        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
-            continue
-        kind = field.types[0]
-        writer.add_key_value(field.name, field.contents(), kind, sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
-    data = {}
-    for t in reader.tensors:
-        if t.name in replaced:
-            q = gguf.quants.quantize(replaced[t.name][0], gguf.GGMLQuantizationType.Q8_0)
-            data[t.name] = (q, gguf.GGMLQuantizationType.Q8_0)
-        else:
-            data[t.name] = (t.data, t.tensor_type)
-        arr, kind = data[t.name]
-        writer.add_tensor_info(t.name, arr.shape, arr.dtype, arr.nbytes, kind)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for t in reader.tensors:
-        writer.write_tensor_data(data[t.name][0], tensor_endianess=reader.endianess)
-    writer.close()
-    os.replace(tmp, target)
+    try:
+        writer = gguf.GGUFWriter(tmp, arch=reader.fields[gguf.Keys.General.ARCHITECTURE].contents(), endianess=reader.endianess)
+        for field in reader.fields.values():  # as gguf's own gguf_new_metadata.py copies them
+            if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+                continue
+            kind = field.types[0]
+            writer.add_key_value(field.name, field.contents(), kind, sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
+        data = {}
+        for t in reader.tensors:
+            if t.name in replaced:
+                q = gguf.quants.quantize(replaced[t.name][0], gguf.GGMLQuantizationType.Q8_0)
+                data[t.name] = (q, gguf.GGMLQuantizationType.Q8_0)
+            else:
+                data[t.name] = (t.data, t.tensor_type)
+            arr, kind = data[t.name]
+            writer.add_tensor_info(t.name, arr.shape, arr.dtype, arr.nbytes, kind)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for t in reader.tensors:
+            writer.write_tensor_data(data[t.name][0], tensor_endianess=reader.endianess)
+        writer.close()
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)  # a write cut short leaves nothing behind
     return target
