@@ -336,15 +336,17 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     try:
         trainer = SFTTrainer(model=lm, args=args, train_dataset=train, eval_dataset=valid, processing_class=tokenizer)
         resume = any(p.name.startswith("checkpoint-") for p in ckpt.iterdir())
+        clock = _training_clock(ckpt)
+        trainer.add_callback(clock)
         before_file = ckpt / "base_validation_loss.json"
         if not before_file.is_file():  # the base model on the same validation examples, for reference
             before_file.write_text(json.dumps(trainer.evaluate()["eval_loss"]))
         before = json.loads(before_file.read_text())
         if resume:
             log(f"resuming from {ckpt}")
-        t0 = time.perf_counter()
+        clock.start()
         result = trainer.train(resume_from_checkpoint=True if resume else None)
-        seconds = time.perf_counter() - t0
+        seconds = clock.elapsed()
         final = trainer.evaluate()["eval_loss"]
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -368,7 +370,8 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
                    "lines": {k: dict(Counter(r["role"] for r in v)) for k, v in data.items()},
                    "split": "80/10/10 by sha256 of the dialogue id (simgen.corpora.split_of); test never read"},
         "settings": settings,
-        "steps": int(result.global_step), "seconds": round(seconds, 1),
+        "steps": int(result.global_step), "seconds": round(clock.before + seconds, 1),
+        "resumed_from_step": clock.resumed_from, "seconds_this_run": round(seconds, 1),
         "train_loss": {"first": losses[0] if losses else None, "last": losses[-1] if losses else None, "mean": result.training_loss},
         "validation_loss": final, "base_validation_loss": before,
         "history": history,
@@ -386,6 +389,40 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
         out.rmdir()
     tmp.rename(out)
     return card
+
+
+def _training_clock(ckpt: Path):
+    """A Trainer callback that keeps training time across interruptions: each checkpoint records the
+    seconds trained up to it (`simgen_seconds.json`), and a resumed run starts from the record of the
+    checkpoint it resumes. So the card's `seconds` is the time of the steps that were kept (work done
+    after the last checkpoint of an interrupted run is lost and not counted; a checkpoint written
+    before this record existed counts as 0)."""
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import get_last_checkpoint
+
+    class TrainingClock(TrainerCallback):
+        FILE = "simgen_seconds.json"
+
+        def __init__(self) -> None:
+            last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+            record = Path(last) / self.FILE if last else None
+            self.resumed_from: int | None = int(Path(last).name.split("-")[-1]) if last else None
+            self.before = float(json.loads(record.read_text())["seconds"]) if record and record.is_file() else 0.0
+            self.t0 = time.perf_counter()
+
+        def start(self) -> None:
+            self.t0 = time.perf_counter()
+
+        def elapsed(self) -> float:
+            return time.perf_counter() - self.t0
+
+        def on_save(self, args, state, control, **kwargs):  # called once checkpoint-N is on disk
+            folder = ckpt / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                (folder / self.FILE).write_text(json.dumps({"step": state.global_step, "seconds": self.before + self.elapsed()}))
+            return control
+
+    return TrainingClock()
 
 
 def write_copy_index(folder: str | Path, train: Corpus, roles: str) -> Path:
@@ -410,5 +447,7 @@ def _readme(card: dict[str, Any]) -> str:
             f"- data: {c['source']}, train split {c['dialogues']['train']} dialogues / {c['examples']['train']} lines, "
             f"validation {c['dialogues']['validation']} / {c['examples']['validation']}; examples sha256 `{c['examples_sha256'][:16]}`; "
             f"the test split was never read\n"
-            f"- train loss {card['train_loss']['first']} -> {card['train_loss']['last']}; validation loss {card['validation_loss']}\n\n"
+            f"- train loss {card['train_loss']['first']} -> {card['train_loss']['last']}; validation loss {card['validation_loss']}\n"
+            f"- {card['seconds']:.0f} s of training"
+            + (f" (resumed from step {card['resumed_from_step']})" if card.get("resumed_from_step") else "") + "\n\n"
             "Use it: `simgen generate --model THIS_FOLDER ...`. Rebuild it: `simgen tune` with the settings in simgen_tune.json.\n")

@@ -35,6 +35,7 @@ def test_the_loss_falls_and_the_card_says_what_was_trained(tuned):
     assert card["train_loss"]["last"] < card["train_loss"]["first"]
     assert card["validation_loss"] < card["base_validation_loss"]
     assert card["steps"] == 4 and card["method"] == "lora" and (tuned / "adapter_model.safetensors").is_file()
+    assert card["resumed_from_step"] is None and card["seconds"] == card["seconds_this_run"] > 0
     assert card["corpus"]["dialogues"] == {"train": 8, "validation": 2} and len(card["corpus"]["examples_sha256"]) == 64
     assert not (tuned / "checkpoints").exists() and "test split was never read" in (tuned / "README.md").read_text()
 
@@ -287,10 +288,15 @@ def test_an_interrupted_tune_resumes_from_its_checkpoint(tiny_model_dir, iard_di
     with pytest.raises(KeyboardInterrupt):
         tune("movie-recommendation", iard_dir, out, model=str(tiny_model_dir), config=cfg, progress=False)
     assert (out / "checkpoints" / "checkpoint-2").is_dir() and not (out / "simgen_tune.json").exists()
+    first = json.loads((out / "checkpoints" / "checkpoint-2" / "simgen_seconds.json").read_text())
+    assert first["step"] == 2 and first["seconds"] > 0
     monkeypatch.undo()
     said: list[str] = []
     card = tune("movie-recommendation", iard_dir, out, model=str(tiny_model_dir), config=cfg, progress=False, log=said.append)
     assert any("resuming" in m for m in said) and card["steps"] == 4 and (out / "simgen_tune.json").is_file()
+    # the card's time is the whole training's: the interrupted run's first two steps plus this run's two
+    assert card["resumed_from_step"] == 2 and card["seconds"] == pytest.approx(first["seconds"] + card["seconds_this_run"], abs=0.1)
+    assert "resumed from step 2" in (out / "README.md").read_text()
 
 
 def test_a_packed_simulator_is_bf16_names_its_base_and_generates_like_the_original(tuned, tiny_model_dir, tmp_path):
