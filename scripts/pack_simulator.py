@@ -34,6 +34,8 @@ def pack(src: Path, dst: Path) -> None:
     tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in sorted(load_file(src / ADAPTER).items())}
     config = json.loads((src / CONFIG).read_text())
     config["base_model_name_or_path"] = card["base_model"]["id"]
+    if isinstance(config.get("target_modules"), list):  # peft writes a set, in no fixed order
+        config["target_modules"] = sorted(config["target_modules"])
     card["packed"] = {"from": str(src), "dtype": "bfloat16", "by": "scripts/pack_simulator.py"}
     tmp = dst.with_name(f".{dst.name}.packing")
     shutil.rmtree(tmp, ignore_errors=True)
