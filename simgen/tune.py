@@ -21,7 +21,8 @@ The result is a folder:
     OUT/
       adapter_model.safetensors, adapter_config.json     (LoRA) or the full model (full)
       simgen_tune.json   the card: base model and its fingerprint, scenario, corpus and the sha256
-                         of the examples, split sizes, settings, steps, train and validation losses
+                         of the examples, split sizes, settings, steps, train and validation losses,
+                         training seconds (across interruptions) and the step it resumed from
       README.md          the same, for people
       trained_lines.npz  hashes of the train lines it learned and their 4-grams (`simgen.copies`), for the copy guard
       checkpoints/       while training (resume from here; removed when done)
