@@ -336,9 +336,9 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     hf_logging.set_verbosity_error()
     try:
         trainer = SFTTrainer(model=lm, args=args, train_dataset=train, eval_dataset=valid, processing_class=tokenizer)
-        resume = any(p.name.startswith("checkpoint-") for p in ckpt.iterdir())
         clock = _training_clock(ckpt)
         trainer.add_callback(clock)
+        resume = clock.resumed_from is not None  # the checkpoint the Trainer's resume_from_checkpoint=True picks
         before_file = ckpt / "base_validation_loss.json"
         if not before_file.is_file():  # the base model on the same validation examples, for reference
             before_file.write_text(json.dumps(trainer.evaluate()["eval_loss"]))
@@ -409,7 +409,7 @@ def _training_clock(ckpt: Path):
             record = Path(last) / self.FILE if last else None
             self.resumed_from: int | None = int(Path(last).name.split("-")[-1]) if last else None
             self.before = float(json.loads(record.read_text())["seconds"]) if record and record.is_file() else 0.0
-            self.t0 = time.perf_counter()
+            self.start()
 
         def start(self) -> None:
             self.t0 = time.perf_counter()
