@@ -34,6 +34,8 @@ Rows, same scenario, seed and dialogues (profiles and intents are drawn from (se
 - nudge:    intent-unscaled, and a line is not cut at its target: past it, the end-of-turn logits
             rise by 1 per word (`--end-nudge 1`), the model ends the line where it would end one,
             and the line is kept as written (people's lines end without . ! ? more often than not).
+- floor:    intent-unscaled, and a user line may not end before half its target (`--length-floor 0.5`);
+            past that the model ends it where it would, or the target cuts it as usual. Off by default.
 
 Columns: user-turn and dialogue-level ensemble AUC [95% CI], words-per-line JSD, user-lines-per-
 dialogue JSD, MAUVE-style score, intent adherence / its ceiling (accuracy), closing endings
@@ -85,6 +87,7 @@ ROWS = {"baseline": {"lengths": False, "trim": False, "penalty": PENALTY}, "leng
 ROWS["reach"] = ROWS["intent-unscaled"] | {"reach": True}  # the levers measured on top of the default
 ROWS["answers"] = ROWS["reach"] | {"assistant_lengths": True}
 ROWS["nudge"] = ROWS["intent-unscaled"] | {"end_nudge": 1.0}
+ROWS["floor"] = ROWS["intent-unscaled"] | {"length_floor": 0.5}
 
 
 def copy_rate(lines: list[str], real: list[str] | CopyIndex, min_words: int = 0) -> float:
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                               redraws=settings.get("redraws", 0), copy_guard=settings.get("copy_guard", False),
                               intent_guard=settings.get("intent_guard", False), assistant_lengths=settings.get("assistant_lengths", False))
         sides = {"trim": settings["trim"], "repetition_penalty": settings["penalty"], "reach_target": settings.get("reach", False),
-                 "end_nudge": settings.get("end_nudge", 0.0)}
+                 "end_nudge": settings.get("end_nudge", 0.0), "length_floor": settings.get("length_floor", 0.0)}
         heat = settings.get("temperature", TEMPERATURE)
         config = replace(base, **{side: replace(getattr(base, side), **sides, temperature=heat[side]) for side in ("user", "assistant")})
         tag = f"-{args.simulator.name}" if settings.get("tuned") else ""

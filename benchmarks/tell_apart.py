@@ -14,7 +14,8 @@ give away, beside `pooled_auc`'s guide for independent lines.
 film years), to see what a giveaway is worth before building the lever that would remove it.
 `--adherence` also scores intent adherence the way `simgen realism` does, with the classifier
 fitted on the train split's labelled user lines (TF-IDF only: no sentence embeddings), so a lever
-that buys realism by ignoring the intent shows here too.
+that buys realism by ignoring the intent shows here too. For `user` and `assistant` it also prints
+words per line against the train split (median, mean, JSD) and the share ending in . ! or ?.
 """
 
 from __future__ import annotations
@@ -92,6 +93,17 @@ def adherence(reference: pl.DataFrame, run: str) -> str:
             f"macro-F1 {syn['macro_f1']:.3f} / {ceiling['macro_f1']:.3f}")
 
 
+def lengths(real: list[str], synthetic: list[str]) -> str:
+    """Words per line on each side (counted as `simgen realism` counts them), their JSD over the
+    realism report's bins, and the share of lines that end in . ! or ?."""
+    from simgen.realism.adherence import WORD_BINS, jsd
+
+    count = [np.array([len(t.split()) for t in side]) for side in (real, synthetic)]
+    ends = [np.mean([t.rstrip().endswith((".", "!", "?")) for t in side]) for side in (real, synthetic)]
+    return (f"words per line: median {np.median(count[1]):.0f} / mean {count[1].mean():.1f} (train split: {np.median(count[0]):.0f} / "
+            f"{count[0].mean():.1f}), JSD {jsd(*count, WORD_BINS):.3f}; ending in . ! ?: {ends[1]:.0%} (train split: {ends[0]:.0%})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run folder")
@@ -114,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     synthetic = texts(run, args.unit)
     if args.adherence:
         print(adherence(reference, args.run))
+    if args.unit in ("user", "assistant"):
+        print(lengths(real, synthetic))
     out = tell_apart(real, synthetic, args.analyzer)
     print(f"{args.unit} {args.analyzer}: cross-validated AUC {out['auc']:.3f} ({len(synthetic)} synthetic, {len(real)} real train-split)")
     print("real side leans on:     ", ", ".join(map(repr, out["real"])))

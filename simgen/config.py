@@ -77,6 +77,9 @@ class SamplingConfig:
                                                                  "before it has that many words (the backend masks its end-of-turn "
                                                                  "tokens; transformers only): the target is reached, not just a cap. "
                                                                  "Off: on chitchat it made lines easier to tell from people (README)"})
+    length_floor: float = field(default=0.0, metadata={"help": "a line with a length target may not end before it has this share of "
+                                                                "the target's words (0-1; the backend masks its end-of-turn tokens until "
+                                                                "then; transformers only). 1 is --reach-target; 0 = off"})
     end_nudge: float = field(default=0.0, metadata={"help": "past a line's length target, the end-of-turn tokens' logits rise by this "
                                                             "much per word over it (transformers only), and a line the model ends is "
                                                             "kept whole, punctuated or not, instead of cut at the sentence end "
@@ -91,8 +94,16 @@ class SamplingConfig:
             raise ConfigError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
         if not (isinstance(self.end_nudge, (int, float)) and not isinstance(self.end_nudge, bool) and 0 <= self.end_nudge < float("inf")):
             raise ConfigError(f"end_nudge must be a finite number >= 0 (0 = off), got {self.end_nudge!r}.")
+        if not (isinstance(self.length_floor, (int, float)) and not isinstance(self.length_floor, bool) and 0 <= self.length_floor <= 1):
+            raise ConfigError(f"length_floor must be a share of the target in [0, 1] (0 = off), got {self.length_floor!r}.")
         if self.repetition_penalty is not None and not (self.repetition_penalty >= 1):
             raise ConfigError(f"repetition_penalty must be >= 1 (1 = off), got {self.repetition_penalty}.")
+
+    @property
+    def floor(self) -> float:
+        """The share of a line's length target it must reach before it may end: 1 with `reach_target`,
+        else `length_floor` (0: it may end at any point)."""
+        return 1.0 if self.reach_target else float(self.length_floor)
 
     @property
     def greedy(self) -> bool:

@@ -48,7 +48,7 @@ def test_the_naive_loop_weighs_line_ends_as_simgen_does(tiny_model_dir):
              for i in range(3)]
     greedy = SamplingConfig(temperature=0, max_new_tokens=12, repetition_penalty=1.0)
     seeds, keys = [1, 2, 3], [0, 1, 2]
-    hold = [functools.partial(_end_weight, target=t, floor=True, nudge=50.0) for t in (1, 2, 3)]
+    hold = [functools.partial(_end_weight, target=t, floor=1.0, nudge=50.0) for t in (1, 2, 3)]
     with backend.session() as session:
         batched = session.generate(chats, greedy, seeds, keys, None, hold)
     naive = bench.NaiveSession(backend).generate(chats, greedy, seeds, keys, None, hold)

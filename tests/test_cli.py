@@ -44,11 +44,12 @@ def test_generate_then_show(runner, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     result = runner.invoke(cli, ["generate", "-n", "3", "--model", str(tiny_model_dir), "--max-turns", "2", "-b", "2",
                                  "--dtype", "float32", "--out", str(out), "--seed", "1", "-q",
-                                 "--user-max-new-tokens", "8", "--assistant-max-new-tokens", "8"])
+                                 "--user-max-new-tokens", "8", "--assistant-max-new-tokens", "8", "--length-floor", "0.5"])
     assert result.exit_code == 0, result.output
     assert "wrote 3 dialogues" in result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["max_turns"] == 2 and manifest["config"]["batch_size"] == 2
+    assert manifest["config"]["user"]["length_floor"] == manifest["config"]["assistant"]["length_floor"] == 0.5
     shown = runner.invoke(cli, ["show", str(out), "-n", "2"])
     assert shown.exit_code == 0 and "=== d0000000" in shown.output and "USER [" in shown.output and "backstory:" in shown.output
 
@@ -60,6 +61,7 @@ def test_generate_then_show(runner, tiny_model_dir, tmp_path):
         (["generate", "-n", "0"], "n must be a positive integer, got 0"),
         (["generate", "--model", "/no/such/model", "-n", "1"], "no such folder"),
         (["generate", "--temperature", "-1"], "temperature must be >= 0"),
+        (["generate", "--length-floor", "2"], "length_floor must be a share of the target in [0, 1]"),
         (["generate", "--assistant", "nocolon"], "expected MODULE:FUNCTION"),
         (["profiles", "sample", "nope"], "unknown scenario 'nope'"),
         (["show", "/no/such/run"], "no such run folder"),

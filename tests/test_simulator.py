@@ -294,6 +294,25 @@ def test_a_user_line_reaches_its_length_target_only_with_reach_target(scenario, 
     assert d.stop_reason == "terminal_intent"
 
 
+@pytest.mark.parametrize(("floor", "expected"), [(0.0, [1, 1, 1, 1]), (0.5, [5, 3, 1, 2]), (1.0, [10, 6, 1, 3])])
+def test_a_length_floor_holds_a_user_line_to_its_share_of_the_target(scenario, floor, expected):
+    """`length_floor` F: a line may not end before it has F x its target's words (rounded up: 5 of
+    10, 3 of 6, 1 of 1, 2 of 3 at F = 0.5), and past that the model ends it where it would (Terse
+    ends at once); F = 1 is `reach_target`."""
+    j = DialogueJob(0, plan(scenario, 0, 0, 6).profile, ("GREET", "ASK", "SHARE", "BYE"), target_words=(10, 6, 1, 3))
+    (d,) = simulate([j], scenario, Terse(lambda c, k: ""), Scripted(lambda c, k: f"assistant line {k}."),
+                    SamplingConfig(length_floor=floor), S, 0, 6)
+    assert [len(t.text.split()) for t in d.turns if t.role == "user"] == expected
+    assert d.stop_reason == "terminal_intent"
+
+
+def test_length_floor_must_be_a_share_of_the_target():
+    for bad in (-0.1, 1.5, float("nan"), True, "0.5"):
+        with pytest.raises(ConfigError, match="length_floor"):
+            SamplingConfig(length_floor=bad)
+    assert SamplingConfig(reach_target=True, length_floor=0.3).floor == 1.0  # --reach-target is the whole target
+
+
 class Nudgeable(Writer):
     """Writes "so i went out. and then we ate ..." a word at a time and ends its line once its `hold`
     test weighs the end at 3 or more (a model whose end-of-turn token wins only when pushed); with no

@@ -9,7 +9,8 @@ A user turn with a length latent (`target_words`; an assistant line too, where t
 `assistant` row) ends at the sentence end nearest its target
 (`simgen.lengths.cut_to_target`); the session is told so it may stop that row as soon as the cut
 is known, and, with `reach_target` (off by default), that the line may not end before the target
-(`hold`: a model that would stop at 5 words of a 20-word target writes on). With `end_nudge` (off by
+(`hold`: a model that would stop at 5 words of a 20-word target writes on; `length_floor` holds it
+to a share of the target only, and lets the model end it anywhere past that). With `end_nudge` (off by
 default) a line is not cut at its target: past it, the session makes the end-of-turn token more
 likely with every word, so the model ends the line where it would end one, and the line is kept
 as written (only a line that hits the token cap is trimmed). Then the stop rules:
@@ -272,25 +273,26 @@ def _cut_known(text: str, target: int) -> bool:
 def _length_tests(targets: Sequence[int | None], sampling: SamplingConfig) -> tuple[Until, Hold]:
     """The session's `until` and `hold` tests for lines with these targets (None where no line has
     one). `until` (the cut at the sentence end nearest the target is known) only without
-    `sampling.end_nudge`, which lets the model end the line instead; `hold` only with
-    `sampling.reach_target` or `sampling.end_nudge`."""
+    `sampling.end_nudge`, which lets the model end the line instead; `hold` only with a floor
+    (`sampling.floor`: `reach_target` or `length_floor`) or `sampling.end_nudge`."""
     if not any(targets):
         return None, None
     nudge = sampling.end_nudge
     until = None if nudge else [None if t is None else functools.partial(_cut_known, target=t) for t in targets]
-    if not (sampling.reach_target or nudge):
+    if not (sampling.floor or nudge):
         return until, None
-    weigh = functools.partial(_end_weight, floor=sampling.reach_target, nudge=nudge)
+    weigh = functools.partial(_end_weight, floor=sampling.floor, nudge=nudge)
     return until, [None if t is None else functools.partial(weigh, target=t) for t in targets]
 
 
-def _end_weight(text: str, target: int, floor: bool, nudge: float) -> bool | float:
+def _end_weight(text: str, target: int, floor: float, nudge: float) -> bool | float:
     """How a line still being written, its words counted as stored (`_as_stored`), may end
-    (`backends.end_bias`): short of `target` words, not at all with `floor` (`reach_target`); from
-    the target's word on, `nudge` more per word on the end-of-turn logits (`end_nudge`)."""
+    (`backends.end_bias`): short of `floor` x `target` words (`sampling.floor`: 1 with `reach_target`,
+    a share with `length_floor`), not at all; then freely up to the target; from the target's word
+    on, `nudge` more per word on the end-of-turn logits (`end_nudge`)."""
     n = words(_as_stored(text))
     if n < target:
-        return floor
+        return n < floor * target
     return nudge * (n - target + 1)
 
 
