@@ -34,6 +34,10 @@ Rows, same scenario, seed and dialogues (profiles and intents are drawn from (se
 - nudge:    intent-unscaled, and a line is not cut at its target: past it, the end-of-turn logits
             rise by 1 per word (`--end-nudge 1`), the model ends the line where it would end one,
             and the line is kept as written (people's lines end without . ! ? more often than not).
+- whole-history: intent-unscaled, with each tuned side prompted with the whole dialogue so far
+            (`--context 0`), the default before the context budget: every other row prompts a tuned
+            side with as much history as its examples held in training (`context`, its card's max
+            length less the side's max new tokens; rows generated before that change had the whole history).
 - floor:    intent-unscaled, and a user line may not end before half its target (`--length-floor 0.5`);
             past that the model ends it where it would, or the target cuts it as usual. Off by default.
 
@@ -88,6 +92,7 @@ ROWS["reach"] = ROWS["intent-unscaled"] | {"reach": True}  # the levers measured
 ROWS["answers"] = ROWS["reach"] | {"assistant_lengths": True}
 ROWS["nudge"] = ROWS["intent-unscaled"] | {"end_nudge": 1.0}
 ROWS["floor"] = ROWS["intent-unscaled"] | {"length_floor": 0.5}
+ROWS["whole-history"] = ROWS["intent-unscaled"] | {"context": 0}  # the default before the tuned sides' context budget
 
 
 def copy_rate(lines: list[str], real: list[str] | CopyIndex, min_words: int = 0) -> float:
@@ -178,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                               redraws=settings.get("redraws", 0), copy_guard=settings.get("copy_guard", False),
                               intent_guard=settings.get("intent_guard", False), assistant_lengths=settings.get("assistant_lengths", False))
         sides = {"trim": settings["trim"], "repetition_penalty": settings["penalty"], "reach_target": settings.get("reach", False),
-                 "end_nudge": settings.get("end_nudge", 0.0), "length_floor": settings.get("length_floor", 0.0)}
+                 "end_nudge": settings.get("end_nudge", 0.0), "length_floor": settings.get("length_floor", 0.0),
+                 "context": settings.get("context")}  # None: resolved per side as `simgen generate` does
         heat = settings.get("temperature", TEMPERATURE)
         config = replace(base, **{side: replace(getattr(base, side), **sides, temperature=heat[side]) for side in ("user", "assistant")})
         tag = f"-{args.simulator.name}" if settings.get("tuned") else ""

@@ -77,6 +77,12 @@ class SamplingConfig:
                                                                  "before it has that many words (the backend masks its end-of-turn "
                                                                  "tokens; transformers only): the target is reached, not just a cap. "
                                                                  "Off: on chitchat it made lines easier to tell from people (README)"})
+    context: int | None = field(default=None, metadata={"help": "tokens a line's prompt may hold at most: the oldest exchanges of "
+                                                               "the history are dropped to fit, as `simgen tune` fits its examples "
+                                                               "(the transformers backend only); 0 = the whole history; unset: a side "
+                                                               "a `simgen tune` simulator writes gets its card's max length less the "
+                                                               "side's max new tokens (the history it learned from), any other the "
+                                                               "whole history"})
     length_floor: float = field(default=0.0, metadata={"help": "a line with a length target may not end before it has this share of "
                                                                 "the target's words (0-1; the backend masks its end-of-turn tokens until "
                                                                 "then; transformers only). 1 is --reach-target; 0 = off"})
@@ -94,6 +100,8 @@ class SamplingConfig:
             raise ConfigError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
         if not (isinstance(self.end_nudge, (int, float)) and not isinstance(self.end_nudge, bool) and 0 <= self.end_nudge < float("inf")):
             raise ConfigError(f"end_nudge must be a finite number >= 0 (0 = off), got {self.end_nudge!r}.")
+        if self.context is not None and not (isinstance(self.context, int) and not isinstance(self.context, bool) and self.context >= 0):
+            raise ConfigError(f"context must be a whole number of tokens >= 0 (0 = the whole history), got {self.context!r}.")
         if not (isinstance(self.length_floor, (int, float)) and not isinstance(self.length_floor, bool) and 0 <= self.length_floor <= 1):
             raise ConfigError(f"length_floor must be a share of the target in [0, 1] (0 = off), got {self.length_floor!r}.")
         if self.repetition_penalty is not None and not (self.repetition_penalty >= 1):

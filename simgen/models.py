@@ -113,6 +113,13 @@ def tuned_sides(folder: str | Path) -> tuple[str, str]:
     return (str(folder) if roles != "assistant" else "embedded", str(folder) if roles != "user" else "embedded")
 
 
+def tuned_max_length(folder: str | Path) -> int | None:
+    """The `--max-length` a `simgen tune` folder's examples were fitted to (None on a card without one)."""
+    settings = json.loads((Path(folder).expanduser() / "simgen_tune.json").read_text(encoding="utf-8")).get("settings", {})
+    value = settings.get("max_length") if isinstance(settings, dict) else None
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def chat_token_ids(tokenizer: Any, chat: list[dict], add_generation_prompt: bool = False) -> list[int]:
     """Token ids of `chat` under the tokenizer's chat template. Newer transformers return a
     BatchEncoding (whose len() is its number of keys), older ones a list: both give the ids."""

@@ -238,30 +238,12 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
 
 
 def _fit(chat: list[dict], completion: list[dict], tokenizer: Any, max_length: int) -> list[dict] | None:
-    """`chat` without its fewest oldest exchanges such that chat + completion fit `max_length` tokens (None: never).
-
-    The length falls as more exchanges go, so the fewest is found by bisection: a few tokenizations
-    per example instead of one per exchange dropped (long real dialogues, such as chitchat's, made
-    that quadratic)."""
+    """`chat` without its fewest oldest exchanges such that chat + completion fit `max_length` tokens
+    (None: never); `generation.chats.fit_exchanges`, the rule a tuned side's `context` follows too."""
+    from simgen.generation.chats import fit_exchanges
     from simgen.models import chat_token_ids
 
-    def dropped(d: int) -> list[dict]:  # the oldest d exchanges (two messages each) gone, so the roles still alternate
-        return [chat[0], *chat[1 + 2 * d:]]
-
-    def fits(d: int) -> bool:
-        return len(chat_token_ids(tokenizer, dropped(d) + completion)) <= max_length
-
-    most = max(0, (len(chat) - 1) // 2)  # drop exchanges while more than the system message and the last message are left
-    if not fits(most):
-        return None
-    lo, hi = 0, most  # fits(hi); the fewest d that fits lies in [lo, hi]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if fits(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return dropped(lo)
+    return fit_exchanges(chat, lambda c: len(chat_token_ids(tokenizer, c + completion)), max_length)
 
 
 def examples_digest(rows: list[dict[str, Any]]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from simgen.config import SamplingConfig
@@ -24,6 +26,9 @@ class Stateless:
 
     def session(self):
         return self.inner.session(reuse_cache=False)
+
+    def encode(self, chat):
+        return self.inner.encode(chat)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +152,26 @@ def test_kv_reuse_and_growing_cache_match_the_reference_path_under_sampling(back
     slow = simulate(jobs, sc, Stateless(backend), Stateless(backend), sampling, sampling, 3, 4)
     assert [[t.text for t in d.turns] for d in fast] == [[t.text for t in d.turns] for d in slow]
     assert sum(len(d.turns) for d in fast) >= 10
+
+
+def test_a_context_budget_draws_the_same_tokens_on_the_cached_and_the_reference_path(backend):
+    """With a `context` budget a chat loses its oldest exchanges between turns, so it is no longer
+    an extension of what the session cached: the stale tokens are masked out and the window is
+    prefilled again. The cached session still draws what the stateless reference draws (sampled,
+    redraws on), and the budget did drop exchanges."""
+    from simgen.scenario import load_scenario
+    from simgen.generation.plan import plan
+    from simgen.generation.simulator import simulate
+
+    sc = load_scenario("chitchat")
+    jobs = [plan(sc, 3, i, 6) for i in range(4)]
+    sampling = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=12, context=200)
+    fast = simulate(jobs, sc, backend, backend, sampling, sampling, 3, 6, redraws=1, early_stop=False)
+    slow = simulate(jobs, sc, Stateless(backend), Stateless(backend), sampling, sampling, 3, 6, redraws=1, early_stop=False)
+    assert [[t.text for t in d.turns] for d in fast] == [[t.text for t in d.turns] for d in slow]
+    whole = simulate(jobs, sc, backend, backend, replace(sampling, context=0), replace(sampling, context=0), 3, 6, redraws=1,
+                     early_stop=False)
+    assert [[t.text for t in d.turns] for d in whole] != [[t.text for t in d.turns] for d in fast]  # the budget changed the prompts
 
 
 def test_growing_cache_appends_in_place_and_adopts_replaced_tensors():

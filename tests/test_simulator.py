@@ -64,6 +64,49 @@ def test_roles_are_flipped_for_the_user_side_and_chats_only_grow(scenario):
     assert j.profile["name"] not in assistant.calls[-1][0][0]["content"]
 
 
+class Counted(Scripted):
+    """A Scripted backend that counts a chat's tokens as its words (what a `context` budget reads)."""
+
+    def encode(self, chat):  # noqa: ANN001, ANN201
+        return [0] * sum(len(m["content"].split()) for m in chat)
+
+
+def test_a_context_budget_drops_the_oldest_exchanges_as_tuning_does(scenario):
+    """With `context` N each side sends its chat without the fewest oldest exchanges that keep it
+    within N tokens (`fit_exchanges`, the rule `simgen tune` fits its examples by): the system
+    message and the last message stay, the roles still alternate, and the lines written are
+    recorded as always. Without it the chats only grow."""
+    from simgen.generation.chats import assistant_chat, fit_exchanges, user_chat
+
+    j = job(scenario, ["GREET", "ASK", "SHARE", "ASK", "SHARE", "BYE"])
+    line = lambda side: lambda c, k: f"{side} line {k}: " + " ".join(f"{side[0]}{k}w{i}" for i in range(10)) + "."  # noqa: E731
+    budget = SamplingConfig(context=120)
+    user, assistant = Counted(line("user")), Counted(line("assistant"))
+    (d,) = simulate([j], scenario, user, assistant, budget, budget, 0, 6)
+    sent = [call[0] for call in user.calls]
+    assert len(d.turns) == 11 and d.stop_reason == "terminal_intent"
+    for k, chat in enumerate(sent):
+        full = user_chat(scenario, j, d.turns, k, 6)
+        assert chat == fit_exchanges(full, lambda c: len(user.encode(c)), 120)
+        assert chat[0] == full[0] and chat[-1] == full[-1] and len(user.encode(chat)) <= 120
+        assert [m["role"] for m in chat[1:]] == ["user", "assistant"] * ((len(chat) - 2) // 2) + ["user"]
+    assert len(sent[-1]) < len(user_chat(scenario, j, d.turns, 5, 6))  # the budget dropped exchanges by the last turn
+    answered = [call[0] for call in assistant.calls]
+    assert all(len(assistant.encode(c)) <= 120 for c in answered)
+    assert len(answered[-1]) < len(assistant_chat(scenario, d.turns[:9], 6))
+    (again,) = simulate([j], scenario, Counted(line("user")), Counted(line("assistant")), S, S, 0, 6)
+    assert [t.text for t in again.turns] == [t.text for t in d.turns]  # the scripted lines do not read the history
+
+
+def test_a_context_budget_needs_a_backend_that_counts_tokens(scenario):
+    j = job(scenario, ["GREET", "BYE"])
+    with pytest.raises(ConfigError, match="context 50: backend 'scripted' cannot count a prompt's tokens"):
+        simulate([j], scenario, Scripted(lambda c, k: "hi."), Scripted(lambda c, k: "hello."), SamplingConfig(context=50), S, 0, 6)
+    for bad in (-1, 1.5, True, "100"):
+        with pytest.raises(ConfigError, match="context must be a whole number"):
+            SamplingConfig(context=bad)
+
+
 def test_user_chat_rebuilds_what_the_simulator_sent(scenario):
     from simgen.generation.chats import user_chat
 

@@ -255,6 +255,13 @@ def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, 
     chosen = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=1, max_turns=1, assistant_model=str(tiny_model_dir),
                              user=SamplingConfig(max_new_tokens=8, repetition_penalty=1.3), dtype="float32", out=tmp_path / "c", progress=False)
     assert penalty(chosen) == {"user": 1.3, "assistant": 1.15}  # a penalty the caller set is kept
+    # a tuned side is prompted with as much history as it learned from: its card's max length (384) less the side's max new tokens
+    context = lambda r: {side: r.manifest["config"][side]["context"] for side in ("user", "assistant")}  # noqa: E731
+    assert context(run) == {"user": 384 - 48, "assistant": 0} and context(plain) == {"user": 0, "assistant": 0}
+    assert context(chosen) == {"user": 384 - 8, "assistant": 0}
+    kept = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=1, max_turns=1, assistant_model=str(tiny_model_dir),
+                           user=SamplingConfig(max_new_tokens=8, context=0), dtype="float32", out=tmp_path / "k", progress=False)
+    assert context(kept) == {"user": 0, "assistant": 0}  # ... unless the caller set one
     # a simulator tuned on both sides writes both; the scenario's max_turns caps a run that does not set one
     both = tmp_path / "both"
     shutil.copytree(tuned, both)
@@ -263,7 +270,7 @@ def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, 
     (folder / "movie-recommendation.yaml").write_text(text.replace("max_turns: 14", "max_turns: 2") + f"simulator: {both}\n")
     run = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=2, dtype="float32", out=tmp_path / "b", progress=False)
     assert run.manifest["config"]["model"] == run.manifest["config"]["assistant_model"] == str(both)
-    assert penalty(run) == {"user": 1.0, "assistant": 1.0}
+    assert penalty(run) == {"user": 1.0, "assistant": 1.0} and context(run) == {"user": 384 - 48, "assistant": 384 - 96}
     assert run.manifest["config"]["max_turns"] == 2 and run.turns.filter(pl.col("role") == "user").height <= 4
     (folder / "movie-recommendation.yaml").write_text(text + "simulator: nowhere\n")
     with pytest.raises(ConfigError, match="simulator: .*nowhere.*simgen tune"):

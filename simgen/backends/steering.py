@@ -147,6 +147,10 @@ class CappedBackend(Backend):
     def session(self) -> Session:
         return _CappedSession(self.inner.session(), self._capped)
 
+    def encode(self, chat):  # noqa: ANN001, ANN201
+        """The inner backend's token ids of `chat` (what a side's `context` budget counts)."""
+        return self.inner.encode(chat)
+
     def describe(self) -> dict[str, Any]:
         return {**self.inner.describe(), "persona_cap": {"layer": self.layer, "threshold": self.threshold, "axis_model": self.axis.model}}
 

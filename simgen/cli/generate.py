@@ -70,11 +70,13 @@ def nest(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Both sides' temperature, top-p, repetition penalty, end nudge, length floor, trimming and length holds, and each side's max new tokens."""
+    """Both sides' temperature, top-p, repetition penalty, end nudge, length floor, context, trimming and length holds, and each side's max new tokens."""
     defaults, help_of = GenerateConfig(), {f.name: f.metadata["help"] for f in fields(SamplingConfig)}
     for side in reversed(SAMPLING):
         command = click.option(f"--{side}-max-new-tokens", type=int, default=getattr(defaults, side).max_new_tokens, show_default=True,
                                help=f"{side.capitalize()} side: {help_of['max_new_tokens']}.")(command)
+    command = click.option("--context", "context", type=int, default=None,
+                           help=f"Both sides: {help_of['context']}.")(command)
     command = click.option("--length-floor", "length_floor", type=float, default=None,
                            help=f"Both sides: {help_of['length_floor']}. Default: 0 (off).")(command)
     command = click.option("--end-nudge", "end_nudge", type=float, default=None,
@@ -103,7 +105,7 @@ def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @ray_options
 def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, quiet: bool, temperature: float | None,
              top_p: float | None, repetition_penalty: float | None, trim: bool | None, reach_target: bool | None, end_nudge: float | None,
-             length_floor: float | None,
+             length_floor: float | None, context: int | None,
              user_max_new_tokens: int,
              assistant_max_new_tokens: int, ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float,
              ray_retries: int, **settings: Any) -> None:
@@ -136,7 +138,7 @@ def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, 
     else:
         shared = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty),
                                     ("trim", trim), ("reach_target", reach_target), ("end_nudge", end_nudge),
-                                    ("length_floor", length_floor)) if v is not None}
+                                    ("length_floor", length_floor), ("context", context)) if v is not None}
         defaults = GenerateConfig()
         config = GenerateConfig(**nest(settings),
                                 user=replace(defaults.user, **shared, max_new_tokens=user_max_new_tokens),

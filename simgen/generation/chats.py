@@ -19,7 +19,7 @@ Q&A and persona axis, `export rl`) rebuilds it from the recorded turns with `use
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from simgen.data import Chat, Dialogue, Turn
 from simgen.generation.plan import DialogueJob
@@ -88,6 +88,31 @@ def user_chat(scenario: Scenario, job: DialogueJob, turns: Sequence[Turn], k: in
 def assistant_chat(scenario: Scenario, turns: Sequence[Turn], max_turns: int) -> Chat:
     """The assistant side's chat over `turns` (natural roles), as the simulator sent it before the next assistant line."""
     return [assistant_system(scenario, max_turns), *({"role": t.role, "content": t.text} for t in turns)]
+
+
+def fit_exchanges(chat: Chat, n_tokens: Callable[[Chat], int], limit: int) -> Chat | None:
+    """`chat` without its fewest oldest exchanges such that `n_tokens` of it is at most `limit`
+    (None: not even with every exchange gone). The system message and the last message stay, and
+    exchanges go two messages at a time, so the roles still alternate.
+
+    `simgen tune` fits its examples so (chat + the line, within `--max-length`), and a side with a
+    `context` budget fits the chat it sends the same way, so a tuned simulator is prompted with the
+    history it learned from. The count falls as exchanges go, so the fewest is found by bisection: a
+    few counts per chat instead of one per exchange dropped (long dialogues made that quadratic)."""
+    def dropped(d: int) -> Chat:
+        return [chat[0], *chat[1 + 2 * d:]]
+
+    most = max(0, (len(chat) - 1) // 2)  # drop exchanges while more than the system message and the last message are left
+    if n_tokens(dropped(most)) > limit:
+        return None
+    lo, hi = 0, most  # dropped(hi) fits; the fewest d that fits lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if n_tokens(dropped(mid)) <= limit:
+            hi = mid
+        else:
+            lo = mid + 1
+    return dropped(lo)
 
 
 def job_of(scenario: Scenario, dialogue: Dialogue) -> DialogueJob:

@@ -35,7 +35,7 @@ from simgen.generation.plan import plan
 from simgen.generation.run import (FORMAT_VERSION, MANIFEST, Run, RunWriter, check_manifest, holds_no_run, load_run,
                                    package_versions, prepare_out_dir, remove_leftovers)
 from simgen.generation.simulator import simulate
-from simgen.models import is_tuned, tuned_sides
+from simgen.models import is_tuned, tuned_max_length, tuned_sides
 from simgen.scenario import Scenario, load_recorded, load_scenario
 
 
@@ -129,8 +129,12 @@ def resolve_sampling(config: GenerateConfig) -> GenerateConfig:
     whole chat, prompt included, pushed it onto rarer words, and simgen's discriminators told its
     lines apart by them; a temperature under 1 favoured its likelier lines over the spread of
     people's (README, "Sim-to-real"). Any other model gets 1.15 and 0.8 (user) / 0.7 (assistant),
-    which keep an untuned small model out of loops and nonsense. A value the caller set is kept;
-    the manifest records the values either way."""
+    which keep an untuned small model out of loops and nonsense. An unset `context` is, for a tuned
+    side, the card's max length less the side's max new tokens: `simgen tune` dropped the oldest
+    exchanges of its examples to fit that length, so the simulator is prompted with as much history
+    as it learned from, not the whole of a long dialogue (README, "Sim-to-real"); any other model
+    gets the whole history (0). A value the caller set is kept; the manifest records the values
+    either way (a run recorded before `context` existed has none, and resumes with the whole history)."""
     sides = {"user": config.model, "assistant": config.assistant_model or config.model}
     changes = {}
     for side, spec in sides.items():
@@ -140,6 +144,9 @@ def resolve_sampling(config: GenerateConfig) -> GenerateConfig:
             sampling = replace(sampling, repetition_penalty=1.0 if tuned else UNTUNED_PENALTY)
         if sampling.temperature is None:
             sampling = replace(sampling, temperature=TUNED_TEMPERATURE if tuned else UNTUNED_TEMPERATURE[side])
+        if sampling.context is None:
+            learned = tuned_max_length(spec) if tuned else None
+            sampling = replace(sampling, context=max(1, learned - sampling.max_new_tokens) if learned else 0)
         if sampling != getattr(config, side):
             changes[side] = sampling
     return replace(config, **changes) if changes else config

@@ -43,7 +43,8 @@ from simgen.config import SamplingConfig
 from simgen.copies import CopyIndex, normal
 from simgen.data import Chat, Dialogue, Generation, Turn, dialogue_id
 from simgen.endings import closes, farewell
-from simgen.generation.chats import assistant_system, user_message, user_system
+from simgen.errors import ConfigError
+from simgen.generation.chats import assistant_system, fit_exchanges, user_message, user_system
 from simgen.generation.plan import DialogueJob
 from simgen.intent_guard import IntentGuard
 from simgen.lengths import cut_to_target, sentence_ends, target_reached, words
@@ -138,7 +139,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
             return misfit(active[i], "user", text, finish, user_sampling.trim, closing=terminal[i], trained=guard.get("user"),
                           intent=active[i].job.intents[active[i].k], intent_guard=intent_guard)
 
-        lines, tokens = _draw(user_session, user_backend, active, [s.user_chat for s in active], user_sampling,
+        lines, tokens = _draw(user_session, user_backend, active, _windowed([s.user_chat for s in active], user_backend, user_sampling), user_sampling,
                               lambda s, n: rng.derive(seed, s.job.index, rng.USER, s.k, n), targets,
                               until, user_misfit, redraws, hold)
         for s, (g, text, finish, again), target, closing in zip(active, lines, targets, terminal):
@@ -164,7 +165,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
 
         answers = [s.job.assistant_target(s.k) for s in answering]
         until, hold = _length_tests(answers, assistant_sampling)
-        lines, tokens = _draw(assistant_session, assistant_backend, answering, [s.assistant_chat for s in answering],
+        lines, tokens = _draw(assistant_session, assistant_backend, answering, _windowed([s.assistant_chat for s in answering], assistant_backend, assistant_sampling),
                               assistant_sampling, lambda s, n: rng.derive(seed, s.job.index, rng.ASSISTANT, s.k, n),
                               answers, until, assistant_misfit, redraws, hold)
         for s, (g, text, finish, again), target in zip(answering, lines, answers):
@@ -179,6 +180,20 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
             s.k += 1
         if on_step:
             on_step(len(answering), tokens)
+
+
+def _windowed(chats: list[Chat], backend: Backend, sampling: SamplingConfig) -> list[Chat]:
+    """The chats a side sends: with a `sampling.context` budget, each without the oldest exchanges
+    that do not fit it (`fit_exchanges`, counted by the backend's tokenizer; a chat whose last
+    message alone is over keeps just that and its system message); else as they are."""
+    if not sampling.context:
+        return chats
+    encode = getattr(backend, "encode", None)
+    if encode is None:
+        raise ConfigError(f"context {sampling.context}: backend {backend.name!r} cannot count a prompt's tokens; "
+                          "a context budget needs the transformers backend (leave --context at 0 with this one).")
+    count = lambda chat: len(encode(chat))  # noqa: E731
+    return [fit_exchanges(chat, count, sampling.context) or [chat[0], chat[-1]] for chat in chats]
 
 
 def _draw(session: Session, backend: Backend, active: list[_State], chats: list[Chat], sampling: SamplingConfig,
