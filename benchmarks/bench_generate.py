@@ -94,6 +94,9 @@ class StatelessBackend(Backend):
     def generate(self, chats, sampling, seeds):  # noqa: ANN001, ANN201
         return self.inner.generate(chats, sampling, seeds)
 
+    def encode(self, chat):  # noqa: ANN001, ANN201
+        return self.inner.encode(chat)
+
 
 def full_length(job: DialogueJob, scenario, max_turns: int) -> DialogueJob:
     """The job with its intent path stretched to `max_turns` user turns, terminal intents left out."""
@@ -302,6 +305,11 @@ class NaiveBackend(Backend):
 
     def session(self) -> Session:
         return NaiveSession(self.inner)
+
+    def encode(self, chat):  # noqa: ANN001, ANN201
+        """The inner model's token ids of `chat`: a tuned side's `context` budget counts them, so the
+        naive loop prompts with the same window simgen does."""
+        return self.inner.encode(chat)
 
 
 def stored_tokens(frames: Sequence[pl.DataFrame], tokenizer) -> int:  # noqa: ANN001

@@ -88,6 +88,10 @@ class TimedBackend(Backend):
     def session(self) -> Session:
         return TimedSession(self.inner.session(), self.side, self.calls)
 
+    def encode(self, chat):  # noqa: ANN001, ANN201
+        """The inner model's token ids of `chat` (what a tuned side's `context` budget counts)."""
+        return self.inner.encode(chat)
+
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
 

@@ -62,6 +62,8 @@ def test_generate_then_show(runner, tiny_model_dir, tmp_path):
         (["generate", "--model", "/no/such/model", "-n", "1"], "no such folder"),
         (["generate", "--temperature", "-1"], "temperature must be >= 0"),
         (["generate", "--length-floor", "2"], "length_floor must be a share of the target in [0, 1]"),
+        (["generate", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--context", "100"],
+         "--context 100 (user side): the openai backend cannot count a prompt's tokens"),
         (["generate", "--assistant", "nocolon"], "expected MODULE:FUNCTION"),
         (["profiles", "sample", "nope"], "unknown scenario 'nope'"),
         (["show", "/no/such/run"], "no such run folder"),

@@ -172,11 +172,15 @@ def test_own_assistant_callable(tiny_model_dir, tmp_path):
         seen.append(messages)
         return f"You said {len(messages[-1]['content'])} characters."
 
-    r = gen(tiny_model_dir, tmp_path / "cb", n=2, assistant=echo_bot)
+    # a context budget prompts the model side with the last exchanges only; your function gets the whole history
+    r = gen(tiny_model_dir, tmp_path / "cb", n=2, assistant=echo_bot, user=SamplingConfig(max_new_tokens=8, context=150),
+            assistant_sampling=SamplingConfig(temperature=0.7, max_new_tokens=10, context=150))
     lines = r.turns.filter(pl.col("role") == "assistant")["text"].to_list()
     assert lines and all(line.startswith("You said") for line in lines)
     assert r.manifest["backend"]["assistant"]["backend"] == "callable"
+    assert r.manifest["config"]["user"]["context"] == 150 and r.manifest["config"]["assistant"]["context"] == 0
     assert seen[0][0]["role"] == "system" and seen[0][1]["role"] == "user"
+    assert max(len(m) for m in seen) == 1 + r.turns.filter(pl.col("role") == "assistant")["turn"].max()  # system + every turn before
 
 
 def test_refuses_to_overwrite_and_bad_values(tiny_model_dir, run, tmp_path):

@@ -8,8 +8,9 @@ dialogue i the same whatever batch it lands in.
 
 Within one batch of dialogues the simulator talks to a backend through a `Session` per side:
 `session.generate(chats, sampling, seeds, keys)`, where `keys` names the dialogue of each chat.
-A side's chat only ever grows, so a stateful session (transformers) keeps each dialogue's KV cache
-across turns and prefills only the new tokens. The default session is stateless: it just calls
+A side's chat mostly grows, so a stateful session (transformers) keeps each dialogue's KV cache
+across turns and prefills only the new tokens (what no longer matches, such as the exchanges a
+`context` budget dropped, is masked out and the rest prefilled again). The default session is stateless: it just calls
 `generate`. `session.redraw(...)` draws some lines of the last call again (new seeds) without
 touching what the session keeps, so the next turn still prefills only its new tokens. A session
 may also take `until`: per chat, a test on the text written so far that says the caller will cut

@@ -97,6 +97,12 @@ def generate(
     cls = backend_class(config.backend)
     if config.persona.cap is not None and not cls.scorer:
         raise ConfigError(f"--persona-cap steers the model's activations; the {cls.name} backend cannot. Use --backend transformers.")
+    for side, budget in (("user", config.user.context), ("assistant", None if assistant else config.assistant.context)):
+        if budget and config.backend != LOCAL:
+            raise ConfigError(f"--context {budget} ({side} side): the {cls.name} backend cannot count a prompt's tokens; "
+                              "leave --context at 0 with it, or use --backend transformers.")
+    if assistant is not None and config.assistant.context:  # your function always gets the whole history
+        config = replace(config, assistant=replace(config.assistant, context=0))
     # a missing model or an unreachable server fails before the folder exists; what was built to know is kept
     prebuilt = {spec: b for spec in {config.model, config.assistant_model or config.model}
                 if (b := cls.precheck(config, spec)) is not None}

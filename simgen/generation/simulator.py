@@ -4,7 +4,10 @@ dialogue's slot takes the next one (continuous batching).
 For every dialogue of the batch the simulator keeps two chats that only ever grow, one per side
 (their shape is in chats.py: the user side's roles are flipped, so a chat model speaks as the user).
 Each step sends the chats of all active dialogues to the backend in ONE call (so a batched backend
-runs one forward pass for all of them), then records the lines and applies the stop rules.
+runs one forward pass for all of them), then records the lines and applies the stop rules. A side
+with a `context` budget sends each chat without the oldest exchanges that do not fit it
+(`chats.fit_exchanges`, as `simgen tune` fitted the simulator's training chats); the chats kept
+here still hold everything.
 A user turn with a length latent (`target_words`; an assistant line too, where the length model has an
 `assistant` row) ends at the sentence end nearest its target
 (`simgen.lengths.cut_to_target`); the session is told so it may stop that row as soon as the cut
