@@ -10,8 +10,8 @@ Within one batch of dialogues the simulator talks to a backend through a `Sessio
 `session.generate(chats, sampling, seeds, keys)`, where `keys` names the dialogue of each chat.
 A side's chat mostly grows, so a stateful session (transformers) keeps each dialogue's KV cache
 across turns and prefills only the new tokens (what no longer matches, such as the exchanges a
-`context` budget dropped, is masked out and the rest prefilled again). The default session is stateless: it just calls
-`generate`. `session.redraw(...)` draws some lines of the last call again (new seeds) without
+`context` budget dropped, is masked out and the rest prefilled again). The default session is
+stateless: it just calls `generate`. `session.redraw(...)` draws some lines of the last call again (new seeds) without
 touching what the session keeps, so the next turn still prefills only its new tokens. A session
 may also take `until`: per chat, a test on the text written so far that says the caller will cut
 the line there anyway (a length target met); a session that honours it stops

@@ -142,7 +142,8 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
             return misfit(active[i], "user", text, finish, user_sampling.trim, closing=terminal[i], trained=guard.get("user"),
                           intent=active[i].job.intents[active[i].k], intent_guard=intent_guard)
 
-        lines, tokens = _draw(user_session, user_backend, active, _windowed([s.user_chat for s in active], user_backend, user_sampling), user_sampling,
+        sent = _windowed([s.user_chat for s in active], user_backend, user_sampling)
+        lines, tokens = _draw(user_session, user_backend, active, sent, user_sampling,
                               lambda s, n: rng.derive(seed, s.job.index, rng.USER, s.k, n), targets,
                               until, user_misfit, redraws, hold)
         for s, (g, text, finish, again), target, closing in zip(active, lines, targets, terminal):
@@ -168,8 +169,9 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
 
         answers = [s.job.assistant_target(s.k) for s in answering]
         until, hold = _length_tests(answers, assistant_sampling)
-        lines, tokens = _draw(assistant_session, assistant_backend, answering, _windowed([s.assistant_chat for s in answering], assistant_backend, assistant_sampling),
-                              assistant_sampling, lambda s, n: rng.derive(seed, s.job.index, rng.ASSISTANT, s.k, n),
+        sent = _windowed([s.assistant_chat for s in answering], assistant_backend, assistant_sampling)
+        lines, tokens = _draw(assistant_session, assistant_backend, answering, sent, assistant_sampling,
+                              lambda s, n: rng.derive(seed, s.job.index, rng.ASSISTANT, s.k, n),
                               answers, until, assistant_misfit, redraws, hold)
         for s, (g, text, finish, again), target in zip(answering, lines, answers):
             s.turns.append(Turn(len(s.turns), "assistant", text, None, g.n_tokens, finish, target, again if redraws else None))
