@@ -14,7 +14,9 @@
 The simulator grows both chats a message at a time with `user_system`, `user_message` and
 `assistant_system`; everything that later needs a chat the simulator sent (the consistency check's
 Q&A and persona axis, `export rl`) rebuilds it from the recorded turns with `user_chat` and
-`assistant_chat`, which use the same pieces, so the two cannot drift apart.
+`assistant_chat`, which use the same pieces, so the two cannot drift apart. A side with a
+`context` budget (a tuned simulator's, by default) was sent `fit_exchanges` of that whole chat, its
+oldest exchanges dropped; the rebuilt chats are the whole ones.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def generate(
     if config.persona.cap is not None and not cls.scorer:
         raise ConfigError(f"--persona-cap steers the model's activations; the {cls.name} backend cannot. Use --backend transformers.")
     for side, budget in (("user", config.user.context), ("assistant", None if assistant else config.assistant.context)):
-        if budget and config.backend != LOCAL:
+        if budget and not hasattr(cls, "encode"):  # what `simulator._windowed` counts a prompt's tokens with
             raise ConfigError(f"--context {budget} ({side} side): the {cls.name} backend cannot count a prompt's tokens; "
                               "leave --context at 0 with it, or use --backend transformers.")
     if assistant is not None and config.assistant.context:  # your function always gets the whole history
