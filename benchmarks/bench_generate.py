@@ -280,7 +280,8 @@ class NaiveSession(Session):
             processors = [_Hold(b.tokenizer, floor, ids.shape[1], b.stop_ids)] if floor is not None else []
             torch.manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
             kw = ({"do_sample": False} if sampling.greedy else
-                  {"do_sample": True, "temperature": sampling.heat, "top_p": sampling.top_p, "top_k": 0})
+                  {"do_sample": True, "temperature": sampling.heat, "top_p": sampling.top_p, "top_k": 0,
+                   **({"min_p": sampling.min_p} if sampling.min_p else {})})
             with torch.inference_mode():
                 full = b.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=sampling.max_new_tokens,
                                         repetition_penalty=sampling.penalty, eos_token_id=sorted(b.stop_ids), pad_token_id=b.pad_id,

@@ -68,6 +68,8 @@ class SamplingConfig:
 
     temperature: float | None = field(default=0.8, metadata={"help": "temperature (0 = greedy)"})
     top_p: float = field(default=0.95, metadata={"help": "nucleus mass, in (0, 1]"})
+    min_p: float = field(default=0.0, metadata={"help": "min-p: draw only tokens at least this share of the likeliest token's "
+                                                       "probability (after temperature; with top-p, both must keep a token), in [0, 1); 0 = off"})
     max_new_tokens: int = field(default=64, metadata={"help": "tokens per line at most"})
     repetition_penalty: float | None = field(default=None, metadata={"help": "HF-style repetition penalty (1 = off); unset: off for a side "
                                                                           "a `simgen tune` simulator writes, 1.15 for any other model"})
@@ -96,6 +98,8 @@ class SamplingConfig:
             raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}.")
         if not (0 < self.top_p <= 1):
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if not (isinstance(self.min_p, (int, float)) and not isinstance(self.min_p, bool) and 0 <= self.min_p < 1):
+            raise ConfigError(f"min_p must be in [0, 1) (0 = off), got {self.min_p!r}.")
         if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens > 0):
             raise ConfigError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
         if not (isinstance(self.end_nudge, (int, float)) and not isinstance(self.end_nudge, bool) and 0 <= self.end_nudge < float("inf")):

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from simgen.config import SamplingConfig
+from simgen.errors import ConfigError
 
 CHATS = [
     [{"role": "system", "content": "You are Ann."}, {"role": "user", "content": "Hi there, what do you like?"}],
@@ -311,6 +312,62 @@ def test_top_p_draws_each_token_of_the_nucleus_at_its_renormalised_probability(f
     assert counts[5:].sum() == 0
     expected = (p[:5] / p[:5].sum() * counts.sum()).numpy()
     assert chisquare(counts[:5].numpy(), expected).pvalue > 0.001
+
+
+@pytest.mark.parametrize("first", [256, 3, 1 << 30], ids=["kept_in_the_top_k", "wider_set_sorted_in_full", "whole_vocabulary"])
+@pytest.mark.parametrize(("top_p", "min_p", "kept"), [(1.0, 0.3, 4), (0.8, 0.45, 3), (0.6, 0.3, 3)],
+                         ids=["min_p_alone", "min_p_shorter", "top_p_shorter"])
+def test_min_p_draws_only_tokens_near_the_likeliest_at_their_renormalised_probability(first, top_p, min_p, kept, monkeypatch):
+    """min-p keeps the tokens at least `min_p` times as likely as the likeliest (0.30 x 0.3 = 0.09:
+    the first 4 here); with top-p as well, the shorter of the two sets. Wherever the set is found
+    (the top tokens, a full sort, the whole vocabulary), the draws follow it renormalised (chi-square)
+    and nothing outside it is drawn."""
+    import torch
+    from scipy.stats import chisquare
+
+    import simgen.backends.transformers as tb
+
+    monkeypatch.setattr(tb, "NUCLEUS_FIRST", first)
+    p = torch.tensor([0.30, 0.20, 0.15, 0.12, 0.08, 0.05] + [0.10 / 994] * 994)
+    cfg = SamplingConfig(temperature=1.0, top_p=top_p, min_p=min_p, max_new_tokens=1)
+    logits = torch.log(p)[None].repeat(8, 1)
+    counts = torch.zeros(1000)
+    for draw in range(250):
+        picks = tb.pick_tokens(logits, cfg, [torch.Generator().manual_seed(draw * 8 + r) for r in range(8)])
+        counts += torch.bincount(picks, minlength=1000)
+    assert counts[kept:].sum() == 0 and (counts[:kept] > 0).all()
+    expected = (p[:kept] / p[:kept].sum() * counts.sum()).numpy()
+    assert chisquare(counts[:kept].numpy(), expected).pvalue > 0.001
+
+
+def test_min_p_zero_draws_what_top_p_alone_draws():
+    """`min_p=0` (the default) is off: the very draws of top-p alone, row by row and seed by seed."""
+    import torch
+
+    from simgen.backends.transformers import pick_tokens
+
+    logits = torch.randn(6, 5000, generator=torch.Generator().manual_seed(0)) * 3
+    a = pick_tokens(logits, SamplingConfig(temperature=1.0, top_p=0.9), [torch.Generator().manual_seed(r) for r in range(6)])
+    b = pick_tokens(logits, SamplingConfig(temperature=1.0, top_p=0.9, min_p=0.0), [torch.Generator().manual_seed(r) for r in range(6)])
+    c = pick_tokens(logits, SamplingConfig(temperature=1.0, top_p=0.9, min_p=0.2), [torch.Generator().manual_seed(r) for r in range(6)])
+    assert a.tolist() == b.tolist()
+    probs = torch.softmax(logits, -1)
+    assert (probs.gather(1, c[:, None])[:, 0] >= 0.2 * probs.max(-1).values).all()
+
+
+def test_min_p_is_checked_and_sent_to_servers():
+    """A min-p outside [0, 1) is refused naming the field; the OpenAI-compatible body carries `min_p`
+    (vLLM, llama.cpp) only when it is on."""
+    from simgen.backends.openai import OpenAIBackend
+
+    for bad in (-0.1, 1.0, True):
+        with pytest.raises(ConfigError, match="min_p"):
+            SamplingConfig(min_p=bad)
+    backend = OpenAIBackend.__new__(OpenAIBackend)
+    backend.model = "m"
+    chat = [{"role": "user", "content": "hi"}]
+    assert "min_p" not in backend.body(chat, SamplingConfig(), 1)
+    assert backend.body(chat, SamplingConfig(min_p=0.05), 1)["min_p"] == 0.05
 
 
 def test_a_held_row_cannot_end_its_line_until_its_hold_test_lets_it(backend, monkeypatch):

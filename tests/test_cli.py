@@ -44,12 +44,13 @@ def test_generate_then_show(runner, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     result = runner.invoke(cli, ["generate", "-n", "3", "--model", str(tiny_model_dir), "--max-turns", "2", "-b", "2",
                                  "--dtype", "float32", "--out", str(out), "--seed", "1", "-q",
-                                 "--user-max-new-tokens", "8", "--assistant-max-new-tokens", "8", "--length-floor", "0.5"])
+                                 "--user-max-new-tokens", "8", "--assistant-max-new-tokens", "8", "--length-floor", "0.5", "--min-p", "0.05"])
     assert result.exit_code == 0, result.output
     assert "wrote 3 dialogues" in result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["max_turns"] == 2 and manifest["config"]["batch_size"] == 2
     assert manifest["config"]["user"]["length_floor"] == manifest["config"]["assistant"]["length_floor"] == 0.5
+    assert manifest["config"]["user"]["min_p"] == manifest["config"]["assistant"]["min_p"] == 0.05
     shown = runner.invoke(cli, ["show", str(out), "-n", "2"])
     assert shown.exit_code == 0 and "=== d0000000" in shown.output and "USER [" in shown.output and "backstory:" in shown.output
 
@@ -62,6 +63,7 @@ def test_generate_then_show(runner, tiny_model_dir, tmp_path):
         (["generate", "--model", "/no/such/model", "-n", "1"], "no such folder"),
         (["generate", "--temperature", "-1"], "temperature must be >= 0"),
         (["generate", "--length-floor", "2"], "length_floor must be a share of the target in [0, 1]"),
+        (["generate", "--min-p", "1"], "min_p must be in [0, 1)"),
         (["generate", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--context", "100"],
          "--context 100 (user side): the openai backend cannot count a prompt's tokens"),
         (["generate", "--assistant", "nocolon"], "expected MODULE:FUNCTION"),

@@ -215,6 +215,8 @@ class OpenAIBackend(Backend):
     def body(self, chat: Chat, sampling: SamplingConfig, seed: int) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in chat], "max_tokens": sampling.max_new_tokens,
                                 "temperature": sampling.heat, "top_p": sampling.top_p, "seed": seed % 2**31, "stream": False}
+        if sampling.min_p:  # not in OpenAI's API: vLLM, llama.cpp and TGI's OpenAI route read `min_p`
+            body["min_p"] = sampling.min_p
         if sampling.penalty != 1:
             # not in OpenAI's API: vLLM and TGI read `repetition_penalty`, llama.cpp `repeat_penalty`
             body["repetition_penalty"] = body["repeat_penalty"] = sampling.penalty

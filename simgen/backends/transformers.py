@@ -4,7 +4,7 @@ Each call takes the chats of every active dialogue in the batch, applies the mod
 left-pads them into one tensor, prefills them together and decodes token by token with a KV cache.
 A row stops at an end-of-turn token or at `max_new_tokens`; the batch stops when all rows have.
 
-Sampling is done here rather than by `model.generate`: temperature and top-p on fp32 logits, then
+Sampling is done here rather than by `model.generate`: temperature, top-p and min-p on fp32 logits, then
 one draw per row from that row's own `torch.Generator`, seeded by the simulator from (run seed,
 dialogue, turn, side). So a dialogue's tokens do not depend on the random state of its neighbours.
 Temperature 0 is greedy. Within a batch of dialogues, a `KVSession` keeps each dialogue's KV cache
@@ -505,16 +505,18 @@ NUCLEUS_FIRST = 256  # top-p looks for the nucleus among each row's most likely 
 
 
 def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -> Any:  # noqa: ANN001
-    """Next token per row: argmax when greedy, else temperature + top-p with each row's generator.
+    """Next token per row: argmax when greedy, else temperature, top-p and min-p with each row's generator.
 
     `seen` (batch, vocab) marks tokens to penalise as in HF's repetition penalty: positive logits
     are divided by the penalty, negative ones multiplied.
 
-    Top-p keeps the smallest set of most likely tokens whose mass reaches `top_p` (at least one) and
-    draws from it, renormalised. The set is found among the row's NUCLEUS_FIRST most likely tokens
-    (`topk`), and the draw is made over those few, not the whole vocabulary: sorting and drawing over
-    49,152 tokens cost ~3 ms per row and step on CPU, 15-20% of a decoding step. A row whose
-    nucleus is wider is sorted in full.
+    Top-p keeps the smallest set of most likely tokens whose mass reaches `top_p` (at least one);
+    min-p keeps the tokens whose probability is at least `min_p` times the likeliest one's (Nguyen et
+    al. 2024, as HF's `MinPLogitsWarper`). Both keep a prefix of the tokens by probability, so the
+    draw is made from the shorter prefix, renormalised. The set is found among the row's
+    NUCLEUS_FIRST most likely tokens (`topk`), and the draw is made over those few, not the whole
+    vocabulary: sorting and drawing over 49,152 tokens cost ~3 ms per row and step on CPU, 15-20% of
+    a decoding step. A row whose kept set may be wider is sorted in full.
     """
     import torch
 
@@ -525,23 +527,29 @@ def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -
     if sampling.greedy:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / sampling.heat, dim=-1)
-    if sampling.top_p >= 1.0 or NUCLEUS_FIRST >= probs.shape[-1]:
-        if sampling.top_p < 1.0:  # the whole vocabulary sorted (benchmarks' "before" row)
+    min_p = sampling.min_p
+
+    def keep(p):  # noqa: ANN001, ANN202  (one row's probabilities, sorted descending)
+        p = p.masked_fill((p.cumsum(-1) - p) >= sampling.top_p, 0.0) if sampling.top_p < 1.0 else p
+        return p.masked_fill(p < min_p * p[0], 0.0) if min_p else p
+
+    if NUCLEUS_FIRST >= probs.shape[-1] or (sampling.top_p >= 1.0 and not min_p):
+        if sampling.top_p < 1.0 or min_p:  # the whole vocabulary sorted (benchmarks' "before" row)
             sorted_p, order = probs.sort(dim=-1, descending=True)
-            sorted_p = sorted_p.masked_fill((sorted_p.cumsum(-1) - sorted_p) >= sampling.top_p, 0.0)
-            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+            probs = torch.zeros_like(probs).scatter_(-1, order, torch.stack([keep(row) for row in sorted_p]))
         probs = probs.cpu()
         picks = [torch.multinomial(probs[row], 1, generator=generators[row]) for row in range(probs.shape[0])]
         return torch.cat(picks).to(logits.device)
     top, ids = probs.topk(min(NUCLEUS_FIRST, probs.shape[-1]), dim=-1)  # descending
-    wide = (top.sum(-1) < sampling.top_p).nonzero().flatten().tolist()
+    # a row's kept set may reach past its top tokens if their mass is under top_p (or top-p is off)
+    # and the last of them still passes min-p
+    short = top.sum(-1) < sampling.top_p if sampling.top_p < 1.0 else torch.ones_like(top[:, 0], dtype=torch.bool)
+    wide = (short & (top[:, -1] >= min_p * top[:, 0])).nonzero().flatten().tolist()
     top, ids = top.cpu(), ids.cpu()
     picks = []
     for row in range(probs.shape[0]):
         p, order = (top[row], ids[row]) if row not in wide else probs[row].cpu().sort(descending=True)
-        # keep the smallest prefix whose mass reaches top_p (always at least the top token)
-        p = p.masked_fill((p.cumsum(-1) - p) >= sampling.top_p, 0.0)
-        picks.append(order[torch.multinomial(p, 1, generator=generators[row])])
+        picks.append(order[torch.multinomial(keep(p), 1, generator=generators[row])])
     return torch.cat(picks).to(logits.device)
 
 

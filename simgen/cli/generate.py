@@ -70,7 +70,7 @@ def nest(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Both sides' temperature, top-p, repetition penalty, end nudge, length floor, context, trimming and length holds, and each side's max new tokens."""
+    """Both sides' temperature, top-p, min-p, repetition penalty, end nudge, length floor, context, trimming and length holds, and each side's max new tokens."""
     defaults, help_of = GenerateConfig(), {f.name: f.metadata["help"] for f in fields(SamplingConfig)}
     for side in reversed(SAMPLING):
         command = click.option(f"--{side}-max-new-tokens", type=int, default=getattr(defaults, side).max_new_tokens, show_default=True,
@@ -81,7 +81,8 @@ def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
                            help=f"Both sides: {help_of['length_floor']}. Default: 0 (off).")(command)
     command = click.option("--end-nudge", "end_nudge", type=float, default=None,
                            help=f"Both sides: {help_of['end_nudge']}. Default: 0 (off).")(command)
-    for name, flags in (("repetition_penalty", ("--repetition-penalty",)), ("top_p", ("--top-p",)), ("temperature", ("--temperature", "-t"))):
+    for name, flags in (("repetition_penalty", ("--repetition-penalty",)), ("min_p", ("--min-p",)), ("top_p", ("--top-p",)),
+                        ("temperature", ("--temperature", "-t"))):
         per_side = ", ".join(f"{side} {getattr(getattr(defaults, side), name)}" for side in SAMPLING)
         if name == "temperature":
             per_side = (f"{TUNED_TEMPERATURE:g} for a side a `simgen tune` simulator writes, else "
@@ -104,7 +105,7 @@ def sampling_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @ray_options
 def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, quiet: bool, temperature: float | None,
-             top_p: float | None, repetition_penalty: float | None, trim: bool | None, reach_target: bool | None, end_nudge: float | None,
+             top_p: float | None, min_p: float | None, repetition_penalty: float | None, trim: bool | None, reach_target: bool | None, end_nudge: float | None,
              length_floor: float | None, context: int | None,
              user_max_new_tokens: int,
              assistant_max_new_tokens: int, ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float,
@@ -136,7 +137,7 @@ def generate(assistant_spec: str | None, out: Path | None, resume: Path | None, 
     if resume is not None:
         run = gen.resume(resume, assistant=assistant, progress=not quiet, ray=ray)
     else:
-        shared = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty),
+        shared = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("min_p", min_p), ("repetition_penalty", repetition_penalty),
                                     ("trim", trim), ("reach_target", reach_target), ("end_nudge", end_nudge),
                                     ("length_floor", length_floor), ("context", context)) if v is not None}
         defaults = GenerateConfig()
