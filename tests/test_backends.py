@@ -265,12 +265,16 @@ def test_rows_that_finish_leave_the_forward_batch_without_changing_a_token(backe
 
 
 @pytest.mark.parametrize("sampling", [SamplingConfig(temperature=0, max_new_tokens=8, repetition_penalty=1.2, trim=False),
-                                      SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=8, trim=False)], ids=["greedy", "sampled"])
+                                      SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=8, trim=False),
+                                      SamplingConfig(temperature=1.0, top_p=0.9, min_p=0.05, max_new_tokens=8, trim=False, context=230)],
+                         ids=["greedy", "sampled", "sampled_in_a_context_budget"])
 def test_a_refilled_batch_writes_each_dialogue_as_if_it_ran_alone(backend, sampling, monkeypatch):
     """Continuous batching: 7 dialogues through 3 slots (a finished dialogue's slot takes the next
     one, whose whole prompt is prefilled in a pass of its own beside the others' new tokens) write
-    the very dialogues each writes alone, redraws included; and the batch really was refilled."""
+    the very dialogues each writes alone, redraws included; and the batch really was refilled.
+    With a context budget too (the default for a tuned side), where a row's cache is cut back to its window."""
     import simgen.backends.transformers as tb
+    import simgen.generation.simulator as sim
     from simgen.scenario import load_scenario
     from simgen.generation.plan import plan
     from simgen.generation.simulator import simulate
@@ -279,6 +283,14 @@ def test_a_refilled_batch_writes_each_dialogue_as_if_it_ran_alone(backend, sampl
     groups = tb.prefill_groups
     # the tiny model's prompts are short: split whenever it feeds fewer pads, so the split pass is exercised
     monkeypatch.setattr(tb, "prefill_groups", lambda lengths: splits.append(out := groups(lengths, pass_cost=0)) or out)
+    dropped, windowed = [], sim._windowed
+
+    def spy(chats, b, s):  # noqa: ANN001, ANN202
+        sent = windowed(chats, b, s)
+        dropped.append(any(len(x) < len(c) for x, c in zip(sent, chats)))
+        return sent
+
+    monkeypatch.setattr(sim, "_windowed", spy)
     sc = load_scenario("movie-recommendation")
     jobs = [plan(sc, 4, i, 8) for i in range(7)]
     finished = []
@@ -289,6 +301,7 @@ def test_a_refilled_batch_writes_each_dialogue_as_if_it_ran_alone(backend, sampl
     assert [d.index for d in finished] != list(range(7))  # dialogues ended out of order: slots were refilled mid-run
     assert any(long and short for short, long in splits)  # a new dialogue's prompt was prefilled apart from the others
     assert any(t.redraws for d in refilled for t in d.turns)
+    assert any(dropped) == bool(sampling.context)  # with a budget, later lines were prompted without their oldest exchanges
 
 
 @pytest.mark.parametrize("first", [256, 3, 1 << 30], ids=["nucleus_in_the_top_k", "wider_nucleus_sorted_in_full", "whole_vocabulary"])
