@@ -93,6 +93,8 @@ ROWS["answers"] = ROWS["reach"] | {"assistant_lengths": True}
 ROWS["nudge"] = ROWS["intent-unscaled"] | {"end_nudge": 1.0}
 ROWS["floor"] = ROWS["intent-unscaled"] | {"length_floor": 0.5}
 ROWS["whole-history"] = ROWS["intent-unscaled"] | {"context": 0}  # the default before the tuned sides' context budget
+ROWS["min-p"] = ROWS["intent-unscaled"] | {"min_p": 0.05}  # lost on chitchat's train split (README)
+ROWS["full-nucleus"] = ROWS["intent-unscaled"] | {"top_p": 1.0}  # the fitted distribution, untruncated; a tie there
 
 
 def copy_rate(lines: list[str], real: list[str] | CopyIndex, min_words: int = 0) -> float:
@@ -185,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         sides = {"trim": settings["trim"], "repetition_penalty": settings["penalty"], "reach_target": settings.get("reach", False),
                  "end_nudge": settings.get("end_nudge", 0.0), "length_floor": settings.get("length_floor", 0.0),
                  "context": settings.get("context")}  # None: resolved per side as `simgen generate` does
+        sides |= {k: settings[k] for k in ("top_p", "min_p") if k in settings}
         heat = settings.get("temperature", TEMPERATURE)
         config = replace(base, **{side: replace(getattr(base, side), **sides, temperature=heat[side]) for side in ("user", "assistant")})
         tag = f"-{args.simulator.name}" if settings.get("tuned") else ""
