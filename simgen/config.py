@@ -201,8 +201,8 @@ class GenerateConfig:
     batch_size: int = field(default=16, metadata={"help": "Dialogues advanced together in one batched forward pass.", "flag": "-b"})
     refill: int = field(default=1, metadata={"help": "Shards (of --batch-size dialogues) run as one stream through the batch: a dialogue that ends "
                                                      "gives its slot to the next one at once (continuous batching). 1 = each shard alone (the "
-                                                     "default: on CPU it measured slower than parking alone with the whole history, 1.09x faster on one "
-                                                     "scenario with the tuned sides' context budget; README). A resumed run reruns a "
+                                                     "default: on CPU it measured slower than parking alone with the whole history, and 1.04-1.09x "
+                                                     "with the tuned sides' context budget, within the noise; README). A resumed run reruns a "
                                                      "stream whose shards are not all written."})
     dtype: str = field(default="auto", metadata={"help": "auto = bf16 where the CPU supports it, else float32.", "choices": ("auto", "bfloat16", "float32")})
     # temperature unset: `generation.pipeline.resolve_sampling` picks it per side from the model that writes it
