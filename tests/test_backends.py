@@ -354,18 +354,31 @@ def test_min_p_draws_only_tokens_near_the_likeliest_at_their_renormalised_probab
 
 
 def test_min_p_zero_draws_what_top_p_alone_draws():
-    """`min_p=0` (the default) is off: the very draws of top-p alone, row by row and seed by seed."""
+    """`min_p=0` (the default) is off: row by row and seed by seed, the draws of top-p alone as
+    simgen drew them before min-p existed (that code, verbatim, is the reference); and with min-p on,
+    no token under min-p x the likeliest one's probability is drawn."""
     import torch
 
-    from simgen.backends.transformers import pick_tokens
+    from simgen.backends.transformers import NUCLEUS_FIRST, pick_tokens
 
-    logits = torch.randn(6, 5000, generator=torch.Generator().manual_seed(0)) * 3
-    a = pick_tokens(logits, SamplingConfig(temperature=1.0, top_p=0.9), [torch.Generator().manual_seed(r) for r in range(6)])
-    b = pick_tokens(logits, SamplingConfig(temperature=1.0, top_p=0.9, min_p=0.0), [torch.Generator().manual_seed(r) for r in range(6)])
-    c = pick_tokens(logits, SamplingConfig(temperature=1.0, top_p=0.9, min_p=0.2), [torch.Generator().manual_seed(r) for r in range(6)])
-    assert a.tolist() == b.tolist()
+    def before(logits, top_p, generators):  # noqa: ANN001, ANN202  (pick_tokens' sampling path before min-p)
+        probs = torch.softmax(logits, dim=-1)
+        top, ids = probs.topk(NUCLEUS_FIRST, dim=-1)
+        wide = (top.sum(-1) < top_p).nonzero().flatten().tolist()
+        picks = []
+        for row in range(probs.shape[0]):
+            p, order = (top[row], ids[row]) if row not in wide else probs[row].sort(descending=True)
+            p = p.masked_fill((p.cumsum(-1) - p) >= top_p, 0.0)
+            picks.append(order[torch.multinomial(p, 1, generator=generators[row])])
+        return torch.cat(picks)
+
+    logits = torch.randn(8, 5000, generator=torch.Generator().manual_seed(0)) * torch.linspace(0.5, 4, 8)[:, None]
+    seeds = lambda: [torch.Generator().manual_seed(r) for r in range(8)]  # noqa: E731
+    for top_p in (0.9, 0.5):
+        assert pick_tokens(logits, SamplingConfig(temperature=1.0, top_p=top_p), seeds()).tolist() == before(logits, top_p, seeds()).tolist()
+    picked = pick_tokens(logits, SamplingConfig(temperature=1.0, top_p=0.9, min_p=0.2), seeds())
     probs = torch.softmax(logits, -1)
-    assert (probs.gather(1, c[:, None])[:, 0] >= 0.2 * probs.max(-1).values).all()
+    assert (probs.gather(1, picked[:, None])[:, 0] >= 0.2 * probs.max(-1).values).all()
 
 
 def test_min_p_is_checked_and_sent_to_servers():
