@@ -529,22 +529,20 @@ def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -
     probs = torch.softmax(logits / sampling.heat, dim=-1)
     min_p = sampling.min_p
 
-    def keep(p):  # noqa: ANN001, ANN202  (one row's probabilities, sorted descending)
+    def keep(p):  # noqa: ANN001, ANN202  (probabilities sorted descending along the last dimension: a row, or rows)
         p = p.masked_fill((p.cumsum(-1) - p) >= sampling.top_p, 0.0) if sampling.top_p < 1.0 else p
-        return p.masked_fill(p < min_p * p[0], 0.0) if min_p else p
+        return p.masked_fill(p < min_p * p[..., :1], 0.0) if min_p else p
 
     if NUCLEUS_FIRST >= probs.shape[-1] or (sampling.top_p >= 1.0 and not min_p):
         if sampling.top_p < 1.0 or min_p:  # the whole vocabulary sorted (benchmarks' "before" row)
             sorted_p, order = probs.sort(dim=-1, descending=True)
-            probs = torch.zeros_like(probs).scatter_(-1, order, torch.stack([keep(row) for row in sorted_p]))
+            probs = torch.zeros_like(probs).scatter_(-1, order, keep(sorted_p))
         probs = probs.cpu()
         picks = [torch.multinomial(probs[row], 1, generator=generators[row]) for row in range(probs.shape[0])]
         return torch.cat(picks).to(logits.device)
     top, ids = probs.topk(min(NUCLEUS_FIRST, probs.shape[-1]), dim=-1)  # descending
-    # a row's kept set may reach past its top tokens if their mass is under top_p (or top-p is off)
-    # and the last of them still passes min-p
-    short = top.sum(-1) < sampling.top_p if sampling.top_p < 1.0 else torch.ones_like(top[:, 0], dtype=torch.bool)
-    wide = (short & (top[:, -1] >= min_p * top[:, 0])).nonzero().flatten().tolist()
+    # a row's kept set may reach past its top tokens if their mass is under top_p and the last of them still passes min-p
+    wide = ((top.sum(-1) < sampling.top_p) & (top[:, -1] >= min_p * top[:, 0])).nonzero().flatten().tolist()
     top, ids = top.cpu(), ids.cpu()
     picks = []
     for row in range(probs.shape[0]):
