@@ -17,10 +17,11 @@ continuous batching (#15) would fill.
     python benchmarks/bench_tail.py --scenario chitchat -n 64 --batch-size 64 --json outputs/tail-chitchat.json
 
 `--ablate` first runs the same dialogues as they ran before #15's changes (top-p sorting the whole
-vocabulary, every row of a call fed until its longest line ends, each shard alone), then adds one
-change at a time: top-p among the most likely tokens, finished rows parked out of a call's batch, a
-batch that refills (`--refill`), all in one process, and prints each row's speed against the first
-and whether it wrote the same turns.
+vocabulary, every row of a call fed until its longest line ends, redraws in passes of their own,
+each shard alone), then adds one change at a time: top-p among the most likely tokens, finished
+rows parked out of a call's batch, lines drawn again inside the call that drew them, a batch that
+refills (`--refill`), all in one process, and prints each row's speed against the first and
+whether it wrote the same turns.
 
     python benchmarks/bench_tail.py --scenario movie-recommendation -n 48 --batch-size 16 --ablate
 """
@@ -51,21 +52,32 @@ BUCKETS = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))  # occupancy (row
 class TimedSession(Session):
     def __init__(self, inner: Session, side: str, calls: list[dict]) -> None:
         self.inner, self.side, self.calls = inner, side, calls
+        self.draws_again = getattr(inner, "draws_again", False)
 
     def _timed(self, kind: str, method: Any, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-               keys: Sequence[Hashable], until: Any, hold: Any = None) -> list[Generation]:
+               keys: Sequence[Hashable], until: Any, hold: Any = None, again: Any = None) -> list[Generation]:
         stats = getattr(getattr(self.inner, "b", None), "stats", None)  # a KVSession's backend counts the rows it feeds
         before, t = stats["decoded_rows"] if stats else None, time.perf_counter()
-        gens = method(chats, sampling, seeds, keys, until, hold)
-        steps = max((g.n_tokens for g in gens), default=0)
+        drawn = [0] * len(chats)  # tokens of a row's earlier draws in this call (lines drawn again in it: `again`)
+        restarts = [0] * len(chats)  # each costs the row a step fed a pad
+
+        def counted(i: int, g: Generation) -> int | None:
+            seed = again(i, g)
+            if seed is not None:
+                drawn[i] += g.n_tokens
+                restarts[i] += 1
+            return seed
+
+        gens = method(chats, sampling, seeds, keys, until, hold, **({"again": counted} if again else {}))
+        steps = max((g.n_tokens + d + r for g, d, r in zip(gens, drawn, restarts)), default=0)
         self.calls.append({"side": self.side, "kind": kind, "rows": len(chats), "seconds": time.perf_counter() - t,
-                           "steps": steps, "tokens": sum(g.n_tokens for g in gens),
+                           "steps": steps, "tokens": sum(g.n_tokens for g in gens) + sum(drawn), "redrawn": sum(restarts),
                            # row-steps fed: the prefill's draw for every row, then each decoding step's rows
                            "fed": len(chats) + stats["decoded_rows"] - before if stats else len(chats) * steps})
         return gens
 
-    def generate(self, chats, sampling, seeds, keys, until=None, hold=None):  # noqa: ANN001, ANN201
-        return self._timed("generate", self.inner.generate, chats, sampling, seeds, keys, until, hold)
+    def generate(self, chats, sampling, seeds, keys, until=None, hold=None, again=None):  # noqa: ANN001, ANN201
+        return self._timed("generate", self.inner.generate, chats, sampling, seeds, keys, until, hold, again)
 
     def redraw(self, chats, sampling, seeds, keys, until=None, hold=None):  # noqa: ANN001, ANN201
         return self._timed("redraw", self.inner.redraw, chats, sampling, seeds, keys, until, hold)
@@ -178,30 +190,34 @@ def shared_prefix(config: GenerateConfig, tokenizer: Any, n: int = 16) -> dict[s
             "assistant_system_tokens": len(system)}
 
 
-ABLATION = ("before", "top-p", "parking", "refill")
+ABLATION = ("before", "top-p", "parking", "in-call", "refill")
 
 
 def ablation(config: GenerateConfig, keep: Sequence[str] = ABLATION) -> list[dict]:
     """Time `config`'s run as before #15's changes (top-p sorting the whole vocabulary, no parking,
-    each shard alone), then adding one change at a time (the rows named in `keep`); print a table."""
+    redraws in passes of their own, each shard alone), then adding one change at a time (the rows
+    named in `keep`); print a table."""
     import simgen.backends.transformers as tb
 
-    shipped = (tb.NUCLEUS_FIRST, tb.COMPACT_AT)
+    shipped = (tb.NUCLEUS_FIRST, tb.COMPACT_AT, tb.KVSession.draws_again)
     everything = 1 << 30  # the whole vocabulary sorted and drawn over, as before
-    plan = {"before": ("before: full-vocabulary top-p, no parking, each shard alone", everything, 0.0, 1),
-            "top-p": ("+ top-p among the 256 most likely tokens", shipped[0], 0.0, 1),
-            "parking": ("+ parking finished rows: shipped", shipped[0], shipped[1], 1),
-            "refill": (f"+ refilling (--refill {config.refill})", shipped[0], shipped[1], config.refill)}
+    plan = {"before": ("before: full-vocabulary top-p, no parking, redraws in passes, each shard alone", everything, 0.0, False, 1),
+            "top-p": ("+ top-p among the 256 most likely tokens", shipped[0], 0.0, False, 1),
+            "parking": ("+ parking finished rows", shipped[0], shipped[1], False, 1),
+            "in-call": ("+ redraws inside the call that drew the line: shipped", shipped[0], shipped[1], True, 1),
+            "refill": (f"+ refilling (--refill {config.refill})", shipped[0], shipped[1], True, config.refill)}
     rows = []
-    for name, first, park, refill in (plan[k] for k in ABLATION if k in keep):
-        tb.NUCLEUS_FIRST, tb.COMPACT_AT = first, park
+    for name, first, park, in_call, refill in (plan[k] for k in ABLATION if k in keep):
+        tb.NUCLEUS_FIRST, tb.COMPACT_AT, tb.KVSession.draws_again = first, park, in_call
         try:
             frames, calls, tokens, wall = profile_run(replace(config, refill=refill))
         finally:
-            tb.NUCLEUS_FIRST, tb.COMPACT_AT = shipped
+            tb.NUCLEUS_FIRST, tb.COMPACT_AT, tb.KVSession.draws_again = shipped
         idle = idle_rows(calls, config.batch_size)
         rows.append({"row": name, "seconds": wall, "tokens": tokens, "tokens_per_s": tokens / wall,
-                     "drawn_share": idle["drawn_share"], "frame": pl.concat(frames)})
+                     "drawn_share": idle["drawn_share"], "redraw_calls": sum(c["kind"] == "redraw" for c in calls),
+                     "redrawn": sum(c["rows"] if c["kind"] == "redraw" else c.get("redrawn", 0) for c in calls),
+                     "frame": pl.concat(frames)})
     print(f"\n{config.scenario}: {config.n} dialogues, batch {config.batch_size}, seed {config.seed}\n")
     print("| row | seconds | stored tokens | tokens/s | speed-up | row-steps that drew a token | same turns as the row above |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -216,9 +216,38 @@ def test_a_redraw_reuses_the_cache_and_leaves_the_session_as_it_was(backend):
         assert torch.equal(layer.keys, keys) and torch.equal(layer.values, values)
 
 
-def test_redraws_draw_the_same_dialogues_on_the_cached_and_the_reference_path(backend):
+@pytest.mark.parametrize("sampling", [SAMPLED, SamplingConfig(temperature=0.9, top_p=0.95, max_new_tokens=10, repetition_penalty=1.3, trim=False)],
+                         ids=["sampled", "penalty"])
+def test_a_line_drawn_again_inside_its_call_is_what_a_fresh_draw_of_its_seed_writes(backend, sampling):
+    """`again` starts a row over inside the call: each of its draws is what a call of that chat alone,
+    with that draw's seed, writes (the penalty's seen tokens reset to the prompt's, the length floor
+    too); the rows beside it write what they write without it; and the session's cache is right for
+    the next turn (it writes what the stateless reference does)."""
+    session = backend.session()
+    seen: list[tuple[int, str]] = []
+    redraw_seeds = iter([100, 101])
+    hold = [lambda text: len(text.split()) < 3, None, None]  # row 0 may not end before its third word
+
+    def again(i, g):
+        seen.append((i, g.text))
+        return next(redraw_seeds, None) if i == 0 else None
+
+    out = session.generate(CHATS, sampling, [1, 2, 3], keys=list("abc"), hold=hold, again=again)
+    alone = lambda chat, seed, h=None: backend.session().generate([chat], sampling, [seed], keys=["x"], hold=[h])[0].text  # noqa: E731
+    assert [t for i, t in seen if i == 0] == [alone(CHATS[0], 1, hold[0]), alone(CHATS[0], 100, hold[0]), alone(CHATS[0], 101, hold[0])]
+    assert [g.text for g in out] == [alone(CHATS[0], 101, hold[0]), alone(CHATS[1], 2), alone(CHATS[2], 3)]
+    assert sorted(i for i, _ in seen) == [0, 0, 0, 1, 2]  # every draw shown once, as it ended
+    nxt = [chat + [{"role": "assistant", "content": g.text}, {"role": "user", "content": "And then?"}] for chat, g in zip(CHATS, out)]
+    assert ([g.text for g in session.generate(nxt, sampling, [4, 5, 6], keys=list("abc"))]
+            == [g.text for g in Stateless(backend).session().generate(nxt, sampling, [4, 5, 6], keys=list("abc"))])
+
+
+def test_redraws_draw_the_same_dialogues_on_the_cached_and_the_reference_path(backend, monkeypatch):
     """With redraws on (and trimming, so the random model's unfinished lines are drawn again), the
-    cached session and the stateless reference write the same dialogues and count the same redraws."""
+    cached session and the stateless reference write the same dialogues and count the same redraws;
+    and so do redraws in passes of their own (`session.redraw`, what a session that cannot draw
+    again inside a call gets) and redraws inside the call that drew the line (the default here)."""
+    from simgen.backends.transformers import KVSession
     from simgen.scenario import load_scenario
     from simgen.generation.plan import plan
     from simgen.generation.simulator import simulate
@@ -228,8 +257,11 @@ def test_redraws_draw_the_same_dialogues_on_the_cached_and_the_reference_path(ba
     sampling = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=8)
     fast = simulate(jobs, sc, backend, backend, sampling, sampling, 3, 4, redraws=2)
     slow = simulate(jobs, sc, Stateless(backend), Stateless(backend), sampling, sampling, 3, 4, redraws=2)
+    monkeypatch.setattr(KVSession, "draws_again", False)
+    passes = simulate(jobs, sc, backend, backend, sampling, sampling, 3, 4, redraws=2)
     rows = [[(t.text, t.redraws) for t in d.turns] for d in fast]
     assert rows == [[(t.text, t.redraws) for t in d.turns] for d in slow]
+    assert rows == [[(t.text, t.redraws) for t in d.turns] for d in passes]
     counts = [t.redraws for d in fast for t in d.turns]
     assert all(c in (0, 1, 2) for c in counts) and any(counts)
     assert [d.stop_reason for d in fast] == [d.stop_reason for d in slow]

@@ -24,8 +24,8 @@ def test_the_tail_profile_times_every_call_and_writes_the_runs_dialogues(tiny_mo
     assert tokens == run.manifest["counts"]["tokens"]
     assert {c["side"] for c in calls} == {"user", "assistant"} and all(1 <= c["rows"] <= 2 for c in calls)
     redraws = run.turns["redraws"].sum()
-    assert redraws > 0  # the tiny model's gibberish is redrawn: the redraw calls are timed too
-    assert sum(c["rows"] for c in calls if c["kind"] == "redraw") == redraws  # one row-call per redraw the run records
+    assert redraws > 0  # the tiny model's gibberish is redrawn, inside the call that drew it (transformers draws again in a call)
+    assert sum(c["redrawn"] for c in calls) == redraws and not any(c["kind"] == "redraw" for c in calls)  # each one counted
     table = bench.occupancy_table(calls, batch_size=2)
     assert abs(sum(r["share"] for r in table) - 1) < 1e-9 and sum(r["calls"] for r in table) == len(calls)
     assert {r["occupancy"] for r in table} <= {"25-50%", "75-100%"}  # 1 or 2 rows of a batch of 2
@@ -36,17 +36,19 @@ def test_the_tail_profile_times_every_call_and_writes_the_runs_dialogues(tiny_mo
     assert sorted(c["rows"] for c in costs) == sorted({c["rows"] for c in calls if c["steps"]})
 
 
-def test_the_ablation_times_four_ways_of_running_the_same_dialogues(tiny_model_dir, capsys):
-    """Before #15, + top-p among the top tokens, + parking, + refilling: the tiny model in fp32 draws the
-    same tokens in any batch company, so the last three write the same turns; parking feeds fewer idle
-    row-steps. (The first draws from the whole sorted vocabulary: other draws, the same distribution.)"""
+def test_the_ablation_times_five_ways_of_running_the_same_dialogues(tiny_model_dir, capsys):
+    """Before #15, + top-p among the top tokens, + parking, + redraws inside the call, + refilling: the
+    tiny model in fp32 draws the same tokens in any batch company, so the last four write the same
+    turns; parking feeds fewer idle row-steps; redrawing in the call makes no redraw pass, and the
+    same redraws. (The first draws from the whole sorted vocabulary: other draws, the same distribution.)"""
     bench = load_bench()
     config = GenerateConfig(scenario="movie-recommendation", n=5, seed=3, model=str(tiny_model_dir), max_turns=4, batch_size=2,
                             refill=4, dtype="float32", user=SamplingConfig(max_new_tokens=8, trim=False),
                             assistant=SamplingConfig(temperature=0.7, top_p=0.5, max_new_tokens=10, trim=False))
     rows = bench.ablation(config)
-    assert [r["frame"].equals(rows[1]["frame"]) for r in rows] == [False, True, True, True]
+    assert [r["frame"].equals(rows[1]["frame"]) for r in rows] == [False, True, True, True, True]
     assert len({r["tokens"] for r in rows[1:]}) == 1 and rows[2]["drawn_share"] > rows[1]["drawn_share"]
+    assert rows[2]["redraw_calls"] > 0 and rows[3]["redraw_calls"] == 0 and rows[3]["redrawn"] == rows[2]["redrawn"] > 0
     assert "| + refilling (--refill 4) |" in capsys.readouterr().out
     assert [r["row"] for r in bench.ablation(config, ["before", "parking"])] == [rows[0]["row"], rows[2]["row"]]
 

@@ -94,6 +94,7 @@ class Backend(ABC):
 
 Until = Sequence[Callable[[str], bool] | None] | None  # per chat: "the line is done once this holds" (`until`)
 Hold = Sequence[Callable[[str], bool | float] | None] | None  # per chat: the end-of-turn bias for the text so far (`end_bias`)
+Again = Callable[[int, Generation], int | None] | None  # (chat index, the line it drew) -> the seed of a new draw, or None: keep it
 
 
 def end_bias(weight: bool | float | None) -> float:
@@ -108,7 +109,15 @@ def end_bias(weight: bool | float | None) -> float:
 
 class Session:
     """One side of one batch of dialogues. `keys[i]` names the dialogue of `chats[i]`; a key's chat
-    only grows between calls, and a later call may carry fewer keys (dialogues that ended)."""
+    only grows between calls, and a later call may carry fewer keys (dialogues that ended).
+
+    A session whose `draws_again` is True also takes `again` in `generate` (a keyword, passed only
+    to such a session): called with (i, the line just drawn) as soon as row i's line ends, it
+    returns the seed of a new draw of that line (the row starts over from its prompt, in the same
+    call, beside the rows still writing) or None to keep it; the call returns each row's last draw.
+    The simulator's redraws go that way where they can, and through `redraw` passes where not."""
+
+    draws_again: ClassVar[bool] = False
 
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
                  keys: Sequence[Hashable], until: Until = None, hold: Hold = None) -> list[Generation]:

@@ -158,10 +158,11 @@ class CappedBackend(Backend):
 class _CappedSession(Session):
     def __init__(self, inner: Session, capped: Callable[[], Any]) -> None:
         self.inner, self.capped = inner, capped
+        self.draws_again = getattr(inner, "draws_again", False)
 
-    def generate(self, chats, sampling, seeds, keys, until=None, hold=None):  # noqa: ANN001, ANN201
+    def generate(self, chats, sampling, seeds, keys, until=None, hold=None, **again):  # noqa: ANN001, ANN003, ANN201
         with self.capped():
-            return self.inner.generate(chats, sampling, seeds, keys, until, hold)
+            return self.inner.generate(chats, sampling, seeds, keys, until, hold, **again)
 
     def redraw(self, chats, sampling, seeds, keys, until=None, hold=None):  # noqa: ANN001, ANN201
         with self.capped():

@@ -30,7 +30,7 @@ from collections.abc import Hashable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from simgen.backends import Backend, Hold, Session, Until, end_bias
+from simgen.backends import Again, Backend, Hold, Session, Until, end_bias
 from simgen.config import GenerateConfig, SamplingConfig
 from simgen.data import Chat, Generation
 from simgen.models import ModelSource, chat_token_ids, load_causal_lm, resolve_model
@@ -130,6 +130,8 @@ class KVSession(Session):
         mask (rows, slots)            1 where the slot holds a valid token of that row
         hist[row] / cols[row]         the row's valid tokens, and the slot of each
     """
+
+    draws_again = True  # a line drawn again starts over in the call that drew it (`_decode`'s `again`)
 
     def __init__(self, backend: TransformersBackend, reuse_cache: bool = True) -> None:
         self.b = backend
@@ -270,21 +272,21 @@ class KVSession(Session):
             layer.values = stack_rows(list(zip(groups, [layer.values] + [kv[n][1] for _, kv in parked])), batch)
 
     def generate(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
-                 keys: Sequence[Hashable], until: Until = None, hold: Hold = None) -> list[Generation]:
+                 keys: Sequence[Hashable], until: Until = None, hold: Hold = None, again: Again = None) -> list[Generation]:
         if not chats:
             return []
         self._select(list(keys))
-        return self._lines(chats, sampling, seeds, until, hold)
+        return self._lines(chats, sampling, seeds, until, hold, again)
 
     def _lines(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int], until: Until,
-               hold: Hold = None) -> list[Generation]:
+               hold: Hold = None, again: Again = None) -> list[Generation]:
         """Decode `chats` on the session's rows as they are (row i is chat i)."""
         prompts = [self.b.encode(chat) for chat in chats]
-        tokens, stopped = self._decode(prompts, sampling, seeds, until, hold)
-        return [
-            Generation(self.b.tokenizer.decode(ids, skip_special_tokens=True), n_tokens=len(ids), finish_reason=stop or "length")
-            for ids, stop in zip(tokens, stopped)
-        ]
+        tokens, stopped = self._decode(prompts, sampling, seeds, until, hold, again)
+        return [self._generation(ids, stop) for ids, stop in zip(tokens, stopped)]
+
+    def _generation(self, ids: list[int], stop: str | None) -> Generation:
+        return Generation(self.b.tokenizer.decode(ids, skip_special_tokens=True), n_tokens=len(ids), finish_reason=stop or "length")
 
     def redraw(self, chats: Sequence[Chat], sampling: SamplingConfig, seeds: Sequence[int],
                keys: Sequence[Hashable], until: Until = None, hold: Hold = None) -> list[Generation]:
@@ -312,11 +314,19 @@ class KVSession(Session):
             self.cache, self.mask, self.hist, self.cols, self.keys = saved
 
     def _decode(self, prompts: list[list[int]], sampling: SamplingConfig, seeds: Sequence[int],
-                until: Until = None, hold: Hold = None) -> tuple[list[list[int]], list[str | None]]:
+                until: Until = None, hold: Hold = None, again: Again = None) -> tuple[list[list[int]], list[str | None]]:
         """New token ids per prompt (stop token excluded) and why each row stopped before the cap:
         "stop" (an end-of-turn token), "until" (its `until` test held), None (it ran to the cap).
         A row's `hold` test weighs its end-of-turn tokens at every step (`end_bias`: -inf while it may
-        not end yet, a positive bias past its target)."""
+        not end yet, a positive bias past its target).
+
+        With `again`, a row whose line ends is shown to it at once; given a new seed, the row starts
+        over from its prompt in this same call: the slots of the line it wrote are masked out, it is
+        fed a pad for one step, and its next token is drawn from the logits its prompt's prefill
+        gave (kept for that), with a generator of the new seed. So a redraw rides along with the
+        rows still writing instead of costing a pass of its own, and draws what a pass from the
+        cached prompt would draw. A row may then run past `max_new_tokens` steps; each draw is
+        still capped at that many tokens."""
         import torch
 
         from torch.profiler import record_function  # labels for `bench_generate.py --profile`; free when not profiling
@@ -360,6 +370,8 @@ class KVSession(Session):
                 mask = self._join(short, mask_s, long, mask_l, side, batch)
                 logits = logits_s.new_empty((batch, logits_s.shape[-1]))
                 logits[short], logits[long] = logits_s, logits_l
+            first = logits.clone() if again else None  # where a row drawn again starts over
+            prompt_len = [len(h) for h in self.hist]
 
             # 3. decode: one forward pass per token. `fwd` lists the rows in the forward batch (and in
             # the cache), in order; once at most COMPACT_AT of them are still running, the finished
@@ -370,7 +382,35 @@ class KVSession(Session):
             stopped: list[str | None] = [None] * batch
             fwd = list(range(batch))
             parked: list[tuple[list[int], list[tuple[Any, Any]]]] = []
-            for _ in range(sampling.max_new_tokens):
+            fresh: set[int] = set()  # rows drawn again: fed a pad this step, their prompt's logits the next
+
+            def ended(row: int, why: str | None) -> None:
+                """Row `row`'s line ended (`why`, as `stopped`): keep it, or start it over with `again`'s seed."""
+                seed = again(row, self._generation(new_tokens[row], why)) if again else None
+                if seed is None:
+                    stopped[row], done[row], bias[row] = why, True, 0.0
+                    return
+                mask[row, self.cols[row][prompt_len[row]:]] = 0
+                del self.hist[row][prompt_len[row]:], self.cols[row][prompt_len[row]:]
+                new_tokens[row] = []
+                generators[row] = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+                bias[row] = end_bias(hold[row]("")) if hold and hold[row] is not None else 0.0
+                if seen is not None:
+                    i = fwd.index(row)
+                    seen[i] = False
+                    seen[i, torch.tensor(prompts[row], device=device)] = True
+                fresh.add(row)
+
+            while True:
+                for row in fwd:  # a draw that ran to the cap (its last token was fed last step)
+                    if not done[row] and row not in fresh and len(new_tokens[row]) >= sampling.max_new_tokens:
+                        ended(row, None)
+                if all(done[row] for row in fwd):
+                    break
+                if fresh:
+                    restart = [fwd.index(row) for row in sorted(fresh)]
+                    logits[torch.tensor(restart, device=device)] = first[torch.tensor(sorted(fresh), device=device)]
+                    fresh.clear()
                 if any(bias[row] for row in fwd):  # short of its target: may not end yet (-inf); past it: nudged to end
                     weighed = [i for i, row in enumerate(fwd) if bias[row]]
                     rows = torch.tensor(weighed, device=device)
@@ -385,7 +425,7 @@ class KVSession(Session):
                     if done[row]:
                         continue
                     if is_stop[i]:
-                        stopped[row], done[row] = "stop", True
+                        ended(row, "stop")
                         continue
                     new_tokens[row].append(picked[i])
                     test = until[row] if until else None
@@ -394,8 +434,9 @@ class KVSession(Session):
                         continue
                     text = b.tokenizer.decode(new_tokens[row], skip_special_tokens=True)
                     if test is not None and test(text):
-                        stopped[row], done[row] = "until", True  # the row is done; its last token is kept
-                    bias[row] = end_bias(floor(text)) if floor is not None and not done[row] else 0.0
+                        ended(row, "until")  # the line is done; its last token is kept
+                    elif floor is not None:
+                        bias[row] = end_bias(floor(text))
                 running = [i for i, row in enumerate(fwd) if not done[row]]
                 if not running:
                     break
@@ -408,10 +449,11 @@ class KVSession(Session):
                     next_ids, picked = next_ids[keep], [picked[i] for i in running]
                     seen = seen[keep] if seen is not None else None
                 # feed each running row its token; finished rows still in the batch feed a pad their mask hides
-                slot, live = mask.shape[1], torch.tensor([not d for d in done], dtype=torch.long)
+                fed_pad = [done[row] or row in fresh for row in range(batch)]
+                slot, live = mask.shape[1], torch.tensor([not p for p in fed_pad], dtype=torch.long)
                 step_positions = torch.zeros((len(fwd), 1), dtype=torch.long)
                 for i, row in enumerate(fwd):
-                    if not done[row]:
+                    if not fed_pad[row]:
                         step_positions[i, 0] = len(self.hist[row])
                         self.hist[row].append(picked[i])
                         self.cols[row].append(slot)
@@ -420,7 +462,7 @@ class KVSession(Session):
                 b.stats["decode_steps"] += 1
                 b.stats["decoded_rows"] += len(fwd)
                 with record_function("simgen.decode_step"):
-                    pads = torch.tensor([done[row] for row in fwd], device=device)
+                    pads = torch.tensor([fed_pad[row] for row in fwd], device=device)
                     logits = b.model(input_ids=next_ids.masked_fill(pads, b.pad_id)[:, None],
                                      attention_mask=mask if len(fwd) == batch else mask[fed],
                                      position_ids=step_positions.to(device), use_cache=True,

@@ -209,33 +209,59 @@ def _draw(session: Session, backend: Backend, active: list[_State], chats: list[
     tokens generated in all (redrawn lines included).
 
     Draw n of a line is seeded by `seed_of(state, n)`; a line `misfit_of` finds fault with is drawn
-    again, up to `redraws` times, through `session.redraw` (the rows that are fine keep their cache
-    untouched), and the first draw that passes is kept. When none does, the least faulty one is
-    (`SEVERITY`; the earliest among equals), so a line that only misses its intent is never traded for
-    an unfinished or repeated one; the stop rules then judge it as usual. (Drawing all of a line's
-    redraws in one call instead was measured no faster: benchmarks/bench_redraws.py, README "Sim-to-real".)
+    again, up to `redraws` times, and the first draw that passes is kept. When none does, the least
+    faulty one is (`SEVERITY`; the earliest among equals), so a line that only misses its intent is
+    never traded for an unfinished or repeated one; the stop rules then judge it as usual.
+
+    A session that `draws_again` (transformers) draws a line again inside the call that drew it, as
+    soon as it ends, beside the rows still writing; any other through `session.redraw` passes of the
+    rows at fault (the rows that are fine keep their cache untouched). Both draw the same lines.
+    (Drawing all of a line's redraws at once instead was measured no faster:
+    benchmarks/bench_redraws.py, README "Sim-to-real".)
     """
     keys = [s.job.index for s in active]
-    gens = session.generate(chats, sampling, [seed_of(s, 0) for s in active], keys, until, hold)
-    _check_count(backend, active, gens)
-    tokens = sum(g.n_tokens for g in gens)
-    lines = [(g, *finished_line(g, sampling, t)) for g, t in zip(gens, targets)]
-    faults = [None if g.error else misfit_of(i, text, finish) for i, (g, text, finish) in enumerate(lines)]
-    made = [0] * len(lines)
-    for n in range(1, redraws + 1):
-        bad = [i for i, f in enumerate(faults) if f is not None]
-        if not bad:
-            break
-        again = session.redraw([chats[i] for i in bad], sampling, [seed_of(active[i], n) for i in bad], [keys[i] for i in bad],
-                               [until[i] for i in bad] if until else None, [hold[i] for i in bad] if hold else None)
-        _check_count(backend, bad, again)
-        tokens += sum(g.n_tokens for g in again)
-        for i, g in zip(bad, again):
-            made[i] = n
-            line = (g, *finished_line(g, sampling, targets[i]))
-            fault = None if g.error else misfit_of(i, line[1], line[2])
-            if g.error or fault is None or SEVERITY.get(fault, HARD) < SEVERITY.get(faults[i], HARD):
-                lines[i], faults[i] = line, fault
+    lines: list = [None] * len(active)
+    faults: list[str | None] = [None] * len(active)
+    made = [0] * len(active)
+    tokens = 0
+
+    def judge(i: int, g: Generation, n: int) -> bool:
+        """Record draw n of line i (kept if it is the first, passes, or is less faulty than the kept
+        one); whether the line is to be drawn again."""
+        nonlocal tokens
+        tokens += g.n_tokens
+        line = (g, *finished_line(g, sampling, targets[i]))
+        fault = None if g.error else misfit_of(i, line[1], line[2])
+        if n == 0 or g.error or fault is None or SEVERITY.get(fault, HARD) < SEVERITY.get(faults[i], HARD):
+            lines[i], faults[i] = line, fault
+        made[i] = n
+        return faults[i] is not None and n < redraws
+
+    first = [seed_of(s, 0) for s in active]
+    if redraws and getattr(session, "draws_again", False):
+        drawn = [0] * len(active)  # draws of each line before this one
+
+        def again(i: int, g: Generation) -> int | None:
+            if not judge(i, g, drawn[i]):
+                return None
+            drawn[i] += 1
+            return seed_of(active[i], drawn[i])
+
+        _check_count(backend, active, session.generate(chats, sampling, first, keys, until, hold, again=again))
+    else:
+        gens = session.generate(chats, sampling, first, keys, until, hold)
+        _check_count(backend, active, gens)
+        for i, g in enumerate(gens):
+            judge(i, g, 0)
+        for n in range(1, redraws + 1):
+            bad = [i for i, f in enumerate(faults) if f is not None]
+            if not bad:
+                break
+            again_ = session.redraw([chats[i] for i in bad], sampling, [seed_of(active[i], n) for i in bad], [keys[i] for i in bad],
+                                    [until[i] for i in bad] if until else None, [hold[i] for i in bad] if hold else None)
+            _check_count(backend, bad, again_)
+            for i, g in zip(bad, again_):
+                judge(i, g, n)
     return [(*line, m) for line, m in zip(lines, made)], tokens
 
 
