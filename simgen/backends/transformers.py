@@ -12,6 +12,9 @@ across turns, so a turn prefills only its new tokens, and its cache layers appen
 buffers that grow geometrically (transformers' DynamicCache copies the whole cache on every token).
 Inside a call, rows whose line has ended leave the forward batch once at most half of it still runs
 (their keys/values wait aside and rejoin at the end), so short lines do not pay for the longest one.
+A line the simulator draws again starts over inside the call that drew it, as soon as it ends (its
+slots masked out, its next token drawn from its prompt's logits with the redraw's seed), beside the
+rows still writing, instead of in a pass of its own after the call.
 A row's `hold` test weighs its end-of-turn tokens: none while its length target is not reached
 (`--reach-target`), more likely with every word past it (`--end-nudge`).
 A session takes new rows beside its cached ones (a dialogue that took a finished one's slot: the

@@ -21,27 +21,33 @@ PART = 2048  # texts per unit of work
 
 
 class EmbedWorker(Worker):
-    """args: all the distinct texts (one object in Ray's store), texts per part, the encoder's batch size."""
+    """args: all the distinct texts (one object in Ray's store), texts per part, the encoder's batch
+    size, and the precision the driver runs (so that every worker's vectors match its cache's tag)."""
 
     def load(self) -> Any:
         from simgen.realism.embed import _model
 
-        return _model()
+        return _model(self.args[3])
 
     def encode(self, k: int) -> np.ndarray:
         from simgen.realism.embed import encode_texts
 
-        texts, part, batch_size = self.args
+        texts, part, batch_size, _ = self.args
         return encode_texts(self.ensure(), texts[k * part:(k + 1) * part], batch_size)
 
 
-def encode(texts: list[str], batch_size: int, rc: RayConfig, part: int = PART) -> np.ndarray:
-    """(len(texts), dim) L2-normalised vectors of `texts`, encoded on the cluster."""
+def encode(texts: list[str], batch_size: int, rc: RayConfig, precision: str | None = None, part: int = PART) -> np.ndarray:
+    """(len(texts), dim) L2-normalised vectors of `texts`, encoded on the cluster in `precision`
+    (default: the precision `embed` runs in on this machine, the driver)."""
+    if precision is None:
+        from simgen.realism.embed import precision as local
+
+        precision = local()
     connected = connect(rc)
     try:
         ray = import_ray()
         n = math.ceil(len(texts) / part)
-        pool = Pool(EmbedWorker, rc, None, n, ray.put(texts), part, batch_size)
+        pool = Pool(EmbedWorker, rc, None, n, ray.put(texts), part, batch_size, precision)
         parts: dict[int, np.ndarray] = {}
         try:
             pool.hello()

@@ -30,6 +30,7 @@ import polars as pl
 from simgen.corpora import LABEL_COLUMNS, Corpus, load_corpus
 from simgen.errors import DataError
 from simgen.realism.config import RealismConfig
+from simgen.realism.embed import model_tag
 from simgen.realism.features import Units, build_units
 
 REPORT_VERSION = 1
@@ -136,6 +137,7 @@ def compare(
             "'Typos' are approximated by informal-spelling markers; no spelling dictionary is available offline.",
         ],
         "config": asdict(cfg),
+        "embedding_model": model_tag(),
     }
     timing["total"] = time.perf_counter() - t0
     report["timing_s"] = {k: round(v, 2) for k, v in timing.items()}

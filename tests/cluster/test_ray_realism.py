@@ -23,12 +23,16 @@ def iard_texts(shared_dir: Path) -> tuple:
 
 def test_embeddings_on_ray_equal_the_one_machine_ones(ray_address, iard_texts):
     from simgen.realism.cluster import encode
-    from simgen.realism.embed import _model
+    from simgen.realism.embed import _model, encode_texts, precision
 
     _, texts = iard_texts
-    here = np.asarray(_model().encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False), np.float32)
+    here = encode_texts(_model(), texts, 64)
     there = encode(texts, 64, RayConfig(address=ray_address, workers=2), part=150)  # 4 parts over 2 workers
-    assert there.shape == here.shape and np.allclose(there, here, atol=1e-5)
+    assert there.shape == here.shape
+    if precision() == "float32":
+        assert np.allclose(there, here, atol=1e-5)
+    else:  # bf16 (a CPU with bf16 arithmetic): other batch neighbours, other roundings
+        assert np.sum(there * here, axis=1).min() > 0.999
 
 
 def test_the_realism_report_on_ray_equals_the_local_one(ray_address, iard_texts, tmp_path, monkeypatch):

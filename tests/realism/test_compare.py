@@ -172,14 +172,25 @@ def test_embeddings_are_cached_per_corpus(make_corpus, simgen_cache: Path) -> No
     assert np.array_equal(again, first[::-1])
 
 
-def test_the_embedding_modes_the_speed_benchmark_compares(make_corpus) -> None:  # noqa: ANN001
-    """float32 is what `embed` runs and caches; bfloat16 stays within cosine 0.99 of it; int8 dynamic
-    quantisation gives unit vectors in the same space but further off (benchmarks/bench_embed.py)."""
+def test_the_embedding_modes_the_speed_benchmark_compares(make_corpus, monkeypatch) -> None:  # noqa: ANN001
+    """`embed` runs and caches the precision "auto" resolves to on this CPU (bfloat16 with bf16
+    arithmetic, else float32), under a tag that names it; bfloat16 stays within cosine 0.99 of
+    float32; int8 dynamic quantisation gives unit vectors in the same space but further off
+    (benchmarks/bench_embed.py)."""
+    import simgen.models
     from simgen.realism import embed
 
     texts = make_corpus("human", 4, seed=23)["text"].to_list()[:24]
     base = embed.encode_texts(embed.load_model("float32"), texts, 8)
-    assert embed.PRECISION == "float32" and np.allclose(base, embed.embed(texts, use_cache=False), atol=1e-6)
+    here = "bfloat16" if simgen.models.native_bf16_cpu() else "float32"
+    assert embed.PRECISION == "auto" and embed.precision() == here and embed.model_tag() == embed.MODEL_TAGS[here]
+    ran = embed.encode_texts(embed.load_model(here), texts, 8)
+    assert np.allclose(ran, embed.embed(texts, use_cache=False), atol=1e-6)
+    for flags, resolved in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(simgen.models, "native_bf16_cpu", lambda flags=flags: flags)
+        assert embed.precision() == resolved
+    monkeypatch.setattr(embed, "PRECISION", "float32")
+    assert embed.precision() == "float32" and embed.model_tag().endswith("-fp32-len128")
     for precision, floor in (("bfloat16", 0.99), ("int8", 0.5)):
         vecs = embed.encode_texts(embed.load_model(precision), texts, 8)
         assert vecs.dtype == np.float32 and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-2)
