@@ -35,7 +35,7 @@ from simgen.generation.plan import plan
 from simgen.generation.run import (FORMAT_VERSION, MANIFEST, Run, RunWriter, check_manifest, holds_no_run, load_run,
                                    package_versions, prepare_out_dir, remove_leftovers)
 from simgen.generation.simulator import simulate
-from simgen.models import is_tuned, tuned_max_length, tuned_sides
+from simgen.models import is_tuned, resolve_model, tuned_max_length, tuned_sides
 from simgen.scenario import Scenario, load_recorded, load_scenario
 
 
@@ -101,6 +101,7 @@ def generate(
         if budget and not hasattr(cls, "encode"):  # what `simulator._windowed` counts a prompt's tokens with
             raise ConfigError(f"--context {budget} ({side} side): the {cls.name} backend cannot count a prompt's tokens; "
                               "leave --context at 0 with it, or use --backend transformers.")
+    config = _resolve_schedule(config, assistant)
     if assistant is not None and config.assistant.context:  # your function always gets the whole history
         config = replace(config, assistant=replace(config.assistant, context=0))
     # a missing model or an unreachable server fails before the folder exists; what was built to know is kept
@@ -112,6 +113,32 @@ def generate(
         manifest = _new_manifest(config, sc, out, assistant)
         atomic_write_json(out / MANIFEST, manifest)
         return _run(out, manifest, config, sc, assistant, progress, prebuilt, ray)
+
+
+def _resolve_schedule(config: GenerateConfig, assistant: Any) -> GenerateConfig:
+    """`config` with its schedule settled: `auto` becomes lines where they can run, else calls; an
+    explicit `lines` that cannot run is a ConfigError (before the run folder exists)."""
+    why = _line_schedule_unfit(config, assistant)
+    if config.schedule == "lines" and why:
+        raise ConfigError(f"--schedule lines: {why}; use --schedule calls.")
+    if config.schedule == "auto":
+        config = replace(config, schedule="calls" if why else "lines")
+    return config
+
+
+def _line_schedule_unfit(config: GenerateConfig, assistant: Any) -> str | None:
+    """Why the settled `config` cannot run `--schedule lines`, or None. (The loaded model is checked
+    again: `simulator.line_schedule_problem`.)"""
+    from simgen.backends.lines import LLAMA_LIKE
+
+    if config.backend != LOCAL:
+        return f"it runs a local transformers model, not --backend {config.backend}"
+    if assistant is not None or config.persona.cap is not None or (config.assistant_model or config.model) != config.model:
+        return "both sides must be written by the same model (no --assistant-model, assistant function or --persona-cap)"
+    kind = json.loads((resolve_model(config.model, config.trust_remote_code).path / "config.json").read_text()).get("model_type")
+    if kind not in LLAMA_LIKE:
+        return f"the model's type {kind!r} is not one it runs ({', '.join(LLAMA_LIKE)})"
+    return None
 
 
 def settle(config: GenerateConfig, sc: Scenario) -> GenerateConfig:
@@ -375,7 +402,7 @@ def simulate_stream(shards: list[int], cfg: GenerateConfig, sc: Scenario, user_b
             clock[0] = now_
 
     simulate(jobs, sc, user_backend, assistant_backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, on_step,
-             redraws=cfg.redraws, slots=cfg.batch_size, on_done=done, **redraw_guards(cfg, sc, user_backend, assistant_backend))
+             redraws=cfg.redraws, slots=cfg.batch_size, on_done=done, schedule=cfg.schedule, **redraw_guards(cfg, sc, user_backend, assistant_backend))
 
 
 def _generate_shards(writer: RunWriter, cfg: GenerateConfig, sc: Scenario, assistant: Any, progress: bool,

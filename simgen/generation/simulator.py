@@ -82,6 +82,7 @@ def simulate(
     intent_guard: IntentGuard | None = None,
     slots: int | None = None,
     on_done: Callable[[Dialogue], None] | None = None,
+    schedule: str = "calls",
 ) -> list[Dialogue]:
     """Run `jobs` to completion, `slots` of them at a time (default: all as one batch); the
     dialogues in job order. `on_step(lines, tokens)` reports progress, `on_done(dialogue)` each
@@ -99,6 +100,11 @@ def simulate(
     the index of the real lines its model was trained on: with redraws, a line that near-copies
     one of them (`simgen.copies`) is drawn again too, and so, with `intent_guard`, is a user line
     that does not read like its turn's intent (`simgen.intent_guard`).
+
+    `schedule`: "calls" (one decoding call per side and turn, `_loop`), "lines" (each line as
+    soon as the one before it ends, both sides in one batch, `_loop_lines`: one transformers
+    model for both sides; `line_schedule_problem` says when it cannot) or "auto" (lines where
+    they can run).
     """
     states = [_State(job, [user_system(scenario, job, max_turns)], [assistant_system(scenario, max_turns)]) for job in jobs]
     finished: dict[int, Dialogue] = {}
@@ -108,10 +114,27 @@ def simulate(
         if on_done:
             on_done(d)
 
+    if schedule == "auto":
+        schedule = "calls" if line_schedule_problem(user_backend, assistant_backend) else "lines"
+    if schedule == "lines":
+        if why := line_schedule_problem(user_backend, assistant_backend):
+            raise ConfigError(f"--schedule lines: {why}; use --schedule calls.")
+        _loop_lines(states, scenario, user_backend, user_sampling, assistant_sampling, seed, max_turns, on_step, early_stop, redraws,
+                    copy_guard, intent_guard, slots or len(states), done)
+        return [finished[id(s)] for s in states]
     with user_backend.session() as user_session, assistant_backend.session() as assistant_session:
         _loop(states, scenario, user_session, assistant_session, user_backend, assistant_backend, user_sampling,
               assistant_sampling, seed, max_turns, on_step, early_stop, redraws, copy_guard, intent_guard, slots or len(states), done)
     return [finished[id(s)] for s in states]
+
+
+def line_schedule_problem(user_backend: Backend, assistant_backend: Backend) -> str | None:
+    """Why `--schedule lines` cannot run with these sides, or None."""
+    from simgen.backends.lines import supports
+
+    if user_backend is not assistant_backend:
+        return "both sides must be written by the same model (no --assistant-model, --assistant or --persona-cap)"
+    return supports(user_backend)
 
 
 def _loop(states: list[_State], scenario: Scenario, user_session: Session, assistant_session: Session,
@@ -132,29 +155,16 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         if not active:
             break
         # user step: (active dialogue) -> user chat ending in its turn's instruction
-        for s in active:
-            s.user_chat.append(user_message(scenario, s.job, s.k, max_turns, s.pending_assistant_line))
-        targets = [s.job.target(s.k) for s in active]
+        opened = [_open_user(s, scenario, max_turns) for s in active]
+        targets = [target for target, _ in opened]
         until, hold = _length_tests(targets, user_sampling)
-        terminal = [scenario.intents.get(s.job.intents[s.k]).terminal for s in active]
-
-        def user_misfit(i: int, text: str, finish: str | None) -> str | None:
-            return misfit(active[i], "user", text, finish, user_sampling.trim, closing=terminal[i], trained=guard.get("user"),
-                          intent=active[i].job.intents[active[i].k], intent_guard=intent_guard)
-
+        misfits = [_user_misfit(s, closing, user_sampling, guard, intent_guard) for s, (_, closing) in zip(active, opened)]
         sent = _windowed([s.user_chat for s in active], user_backend, user_sampling)
         lines, tokens = _draw(user_session, user_backend, active, sent, user_sampling,
                               lambda s, n: rng.derive(seed, s.job.index, rng.USER, s.k, n), targets,
-                              until, user_misfit, redraws, hold)
-        for s, (g, text, finish, again), target, closing in zip(active, lines, targets, terminal):
-            s.turns.append(Turn(len(s.turns), "user", text, s.job.intents[s.k], g.n_tokens, finish, target, again if redraws else None))
-            s.user_chat.append({"role": "assistant", "content": text})
-            s.assistant_chat.append({"role": "user", "content": text})
-            s.stop_reason = _stop_reason(s, g, text, early_stop, user_sampling.trim)
-            if s.stop_reason is None and closing:
-                s.closed = True
-                if not s.job.reply:  # else the assistant answers the closing line first
-                    s.stop_reason = "terminal_intent"
+                              until, lambda i, text, finish: misfits[i](text, finish), redraws, hold)
+        for s, line, (target, closing) in zip(active, lines, opened):
+            _record_user(s, line, target, closing, redraws, early_stop, user_sampling.trim)
         if on_step:
             on_step(len(active), tokens)
 
@@ -162,29 +172,124 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         answering = [s for s in active if s.stop_reason is None]
         if not answering:
             continue
-
-        def assistant_misfit(i: int, text: str, finish: str | None) -> str | None:
-            return misfit(answering[i], "assistant", text, finish, assistant_sampling.trim, closing=answering[i].closed,
-                          trained=guard.get("assistant"))
-
+        misfits = [_assistant_misfit(s, assistant_sampling, guard) for s in answering]
         answers = [s.job.assistant_target(s.k) for s in answering]
         until, hold = _length_tests(answers, assistant_sampling)
         sent = _windowed([s.assistant_chat for s in answering], assistant_backend, assistant_sampling)
         lines, tokens = _draw(assistant_session, assistant_backend, answering, sent, assistant_sampling,
                               lambda s, n: rng.derive(seed, s.job.index, rng.ASSISTANT, s.k, n),
-                              answers, until, assistant_misfit, redraws, hold)
-        for s, (g, text, finish, again), target in zip(answering, lines, answers):
-            s.turns.append(Turn(len(s.turns), "assistant", text, None, g.n_tokens, finish, target, again if redraws else None))
-            s.assistant_chat.append({"role": "assistant", "content": text})
-            s.pending_assistant_line = text
-            s.stop_reason = _stop_reason(s, g, text, early_stop, assistant_sampling.trim)
-            if s.stop_reason is None and s.closed:
-                s.stop_reason = "terminal_intent"
-            elif s.stop_reason is None and s.k == max_turns - 1:  # a path that ended without a terminal intent within max_turns
-                s.stop_reason = "max_turns"
-            s.k += 1
+                              answers, until, lambda i, text, finish: misfits[i](text, finish), redraws, hold)
+        for s, line, target in zip(answering, lines, answers):
+            _record_assistant(s, line, target, redraws, early_stop, assistant_sampling.trim, max_turns)
         if on_step:
             on_step(len(answering), tokens)
+
+
+def _loop_lines(states: list[_State], scenario: Scenario, backend: Backend, user_sampling: SamplingConfig,
+                assistant_sampling: SamplingConfig, seed: int, max_turns: int,
+                on_step: Callable[[int, int], None] | None, early_stop: bool, redraws: int,
+                guard: Mapping[str, CopyIndex | None] | None, intent_guard: IntentGuard | None, slots: int,
+                done: Callable[[_State], None]) -> None:
+    """`_loop`'s dialogues, scheduled by line (`--schedule lines`, simgen/backends/lines.py): one
+    model writes both sides on `slots` rows; as a line ends it is judged (redraws), recorded and
+    the stop rules applied at once, and the dialogue's next line, or the next dialogue's first,
+    is queued for the next free row. Each line draws from the seeds `_loop` gives it, so the
+    dialogues are the same whichever schedule wrote them (in float32; tests/test_lines.py)."""
+    from simgen.backends.lines import LineEngine, LineRequest
+
+    guard = guard or {}
+    engine = LineEngine(backend, slots)
+    queue: deque[_State] = deque(states)
+    ready: deque[LineRequest] = deque()
+    flying = [0]  # dialogues started and not yet done
+
+    def request(s: _State, side: str) -> LineRequest:
+        if side == "user":
+            target, closing = _open_user(s, scenario, max_turns)
+            sampling, chat, tag, wrong = user_sampling, s.user_chat, rng.USER, _user_misfit(s, closing, user_sampling, guard, intent_guard)
+        else:
+            target, closing = s.job.assistant_target(s.k), s.closed
+            sampling, chat, tag, wrong = assistant_sampling, s.assistant_chat, rng.ASSISTANT, _assistant_misfit(s, assistant_sampling, guard)
+        until, hold = _length_tests([target], sampling)
+        index, k = s.job.index, s.k
+        seed_of = lambda n: rng.derive(seed, index, tag, k, n)  # noqa: E731
+        prompt = backend.encode(_windowed([chat], backend, sampling)[0])
+        return LineRequest((index, side), prompt, seed_of(0), sampling, until[0] if until else None, hold[0] if hold else None,
+                           tag=(s, side, _Pick(sampling, target, wrong, redraws), target, closing, seed_of))
+
+    def next_line() -> LineRequest | None:
+        if not ready and queue and flying[0] < slots:
+            flying[0] += 1
+            ready.append(request(queue.popleft(), "user"))
+        return ready.popleft() if ready else None
+
+    def ended(req: LineRequest, g: Generation) -> int | None:
+        s, side, pick, target, closing, seed_of = req.tag
+        if pick.judge(g):
+            return seed_of(pick.drawn)
+        if side == "user":
+            _record_user(s, pick.result(), target, closing, redraws, early_stop, user_sampling.trim)
+        else:
+            _record_assistant(s, pick.result(), target, redraws, early_stop, assistant_sampling.trim, max_turns)
+        if on_step:
+            on_step(1, pick.tokens)
+        if s.stop_reason is None:
+            ready.append(request(s, "assistant" if side == "user" else "user"))
+        else:
+            engine.forget((s.job.index, "user"))
+            engine.forget((s.job.index, "assistant"))
+            flying[0] -= 1
+            done(s)
+        return None
+
+    engine.run(next_line, ended)
+
+
+def _open_user(s: _State, scenario: Scenario, max_turns: int) -> tuple[int | None, bool]:
+    """Add dialogue `s`'s user-turn instruction to its user chat: (the line's length target, whether it closes the dialogue)."""
+    s.user_chat.append(user_message(scenario, s.job, s.k, max_turns, s.pending_assistant_line))
+    return s.job.target(s.k), scenario.intents.get(s.job.intents[s.k]).terminal
+
+
+def _user_misfit(s: _State, closing: bool, sampling: SamplingConfig, guard: Mapping[str, CopyIndex | None],
+                 intent_guard: IntentGuard | None) -> Callable[[str, str | None], str | None]:
+    intent = s.job.intents[s.k]
+    return lambda text, finish: misfit(s, "user", text, finish, sampling.trim, closing=closing, trained=guard.get("user"),
+                                       intent=intent, intent_guard=intent_guard)
+
+
+def _assistant_misfit(s: _State, sampling: SamplingConfig, guard: Mapping[str, CopyIndex | None]) -> Callable[[str, str | None], str | None]:
+    closing = s.closed
+    return lambda text, finish: misfit(s, "assistant", text, finish, sampling.trim, closing=closing, trained=guard.get("assistant"))
+
+
+def _record_user(s: _State, line: tuple[Generation, str, str | None, int], target: int | None, closing: bool, redraws: int,
+                 early_stop: bool, trim: bool) -> None:
+    """Store dialogue `s`'s user line and apply the stop rules (a closing line with no answer to come ends it)."""
+    g, text, finish, again = line
+    s.turns.append(Turn(len(s.turns), "user", text, s.job.intents[s.k], g.n_tokens, finish, target, again if redraws else None))
+    s.user_chat.append({"role": "assistant", "content": text})
+    s.assistant_chat.append({"role": "user", "content": text})
+    s.stop_reason = _stop_reason(s, g, text, early_stop, trim)
+    if s.stop_reason is None and closing:
+        s.closed = True
+        if not s.job.reply:  # else the assistant answers the closing line first
+            s.stop_reason = "terminal_intent"
+
+
+def _record_assistant(s: _State, line: tuple[Generation, str, str | None, int], target: int | None, redraws: int,
+                      early_stop: bool, trim: bool, max_turns: int) -> None:
+    """Store dialogue `s`'s assistant line, apply the stop rules and move it to its next user turn."""
+    g, text, finish, again = line
+    s.turns.append(Turn(len(s.turns), "assistant", text, None, g.n_tokens, finish, target, again if redraws else None))
+    s.assistant_chat.append({"role": "assistant", "content": text})
+    s.pending_assistant_line = text
+    s.stop_reason = _stop_reason(s, g, text, early_stop, trim)
+    if s.stop_reason is None and s.closed:
+        s.stop_reason = "terminal_intent"
+    elif s.stop_reason is None and s.k == max_turns - 1:  # a path that ended without a terminal intent within max_turns
+        s.stop_reason = "max_turns"
+    s.k += 1
 
 
 def _windowed(chats: list[Chat], backend: Backend, sampling: SamplingConfig) -> list[Chat]:
@@ -220,49 +325,56 @@ def _draw(session: Session, backend: Backend, active: list[_State], chats: list[
     benchmarks/bench_redraws.py, README "Sim-to-real".)
     """
     keys = [s.job.index for s in active]
-    lines: list = [None] * len(active)
-    faults: list[str | None] = [None] * len(active)
-    made = [0] * len(active)
-    tokens = 0
-
-    def judge(i: int, g: Generation, n: int) -> bool:
-        """Record draw n of line i (kept if it is the first, passes, or is less faulty than the kept
-        one); whether the line is to be drawn again."""
-        nonlocal tokens
-        tokens += g.n_tokens
-        line = (g, *finished_line(g, sampling, targets[i]))
-        fault = None if g.error else misfit_of(i, line[1], line[2])
-        if n == 0 or g.error or fault is None or SEVERITY.get(fault, HARD) < SEVERITY.get(faults[i], HARD):
-            lines[i], faults[i] = line, fault
-        made[i] = n
-        return faults[i] is not None and n < redraws
-
+    picks = [_Pick(sampling, targets[i], functools.partial(misfit_of, i), redraws) for i in range(len(active))]
     first = [seed_of(s, 0) for s in active]
     if redraws and getattr(session, "draws_again", False):
-        drawn = [0] * len(active)  # draws of each line before this one
-
         def again(i: int, g: Generation) -> int | None:
-            if not judge(i, g, drawn[i]):
-                return None
-            drawn[i] += 1
-            return seed_of(active[i], drawn[i])
+            return seed_of(active[i], picks[i].drawn) if picks[i].judge(g) else None
 
         _check_count(backend, active, session.generate(chats, sampling, first, keys, until, hold, again=again))
     else:
         gens = session.generate(chats, sampling, first, keys, until, hold)
         _check_count(backend, active, gens)
-        for i, g in enumerate(gens):
-            judge(i, g, 0)
+        for p, g in zip(picks, gens):
+            p.judge(g)
         for n in range(1, redraws + 1):
-            bad = [i for i, f in enumerate(faults) if f is not None]
+            bad = [i for i, p in enumerate(picks) if p.fault is not None]
             if not bad:
                 break
             again_ = session.redraw([chats[i] for i in bad], sampling, [seed_of(active[i], n) for i in bad], [keys[i] for i in bad],
                                     [until[i] for i in bad] if until else None, [hold[i] for i in bad] if hold else None)
             _check_count(backend, bad, again_)
             for i, g in zip(bad, again_):
-                judge(i, g, n)
-    return [(*line, m) for line, m in zip(lines, made)], tokens
+                picks[i].judge(g)
+    return [p.result() for p in picks], sum(p.tokens for p in picks)
+
+
+class _Pick:
+    """The draws of one line: the first draw, one that passes `misfit` (text, finish reason), or else
+    the least faulty (`SEVERITY`; the earliest among equals)."""
+
+    def __init__(self, sampling: SamplingConfig, target: int | None, misfit: Callable[[str, str | None], str | None],
+                 redraws: int) -> None:
+        self.sampling, self.target, self.misfit, self.redraws = sampling, target, misfit, redraws
+        self.line: tuple[Generation, str, str | None] | None = None
+        self.fault: str | None = None
+        self.drawn = 0  # draws judged so far
+        self.tokens = 0  # tokens generated, redrawn lines included
+
+    def judge(self, g: Generation) -> bool:
+        """Record the next draw (kept if it is the first, passes, or is less faulty than the kept
+        one); whether the line is to be drawn again."""
+        self.tokens += g.n_tokens
+        line = (g, *finished_line(g, self.sampling, self.target))
+        fault = None if g.error else self.misfit(line[1], line[2])
+        if self.line is None or g.error or fault is None or SEVERITY.get(fault, HARD) < SEVERITY.get(self.fault, HARD):
+            self.line, self.fault = line, fault
+        self.drawn += 1
+        return self.fault is not None and self.drawn <= self.redraws
+
+    def result(self) -> tuple[Generation, str, str | None, int]:
+        """(generation, stored text, finish reason, redraws made)."""
+        return (*self.line, self.drawn - 1)
 
 
 HARD = 3  # `_fault`'s reasons: empty, unfinished, repeated_line, echo, looping

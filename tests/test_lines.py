@@ -1,0 +1,144 @@
+"""`--schedule lines` (simgen/backends/lines.py): lines scheduled one by one on a batch of rows
+whose caches are independent, both sides in one batch. Tiny random Llama, float32."""
+
+from __future__ import annotations
+
+import pytest
+
+from simgen.config import SamplingConfig
+from simgen.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    from simgen.backends.transformers import TransformersBackend
+
+    return TransformersBackend(str(tiny_model_dir), dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def movie():
+    from simgen.scenario import load_scenario
+
+    return load_scenario("movie-recommendation")
+
+
+SAMPLINGS = {
+    "greedy_penalty": SamplingConfig(temperature=0, max_new_tokens=8, repetition_penalty=1.2, trim=False),
+    "sampled": SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=8, trim=False),
+    "sampled_budget_floor": SamplingConfig(temperature=1.0, top_p=0.9, min_p=0.05, max_new_tokens=8, trim=False, context=230,
+                                           length_floor=0.5),
+}
+
+
+@pytest.mark.parametrize("name", list(SAMPLINGS))
+def test_lines_write_the_dialogues_the_default_schedule_writes(backend, movie, name, monkeypatch):
+    """7 dialogues through 3 rows, redraws on: each line as the one before it ends, both sides in one
+    batch, gives the very dialogues (byte-identical turns) that one call per side and turn gives;
+    and it really interleaved: some step fed the two sides together, a row started a line while
+    others decoded (prefill beside decoding), and dialogues ended out of order."""
+    import simgen.backends.lines as lines
+    from simgen.generation.plan import plan
+    from simgen.generation.simulator import simulate
+
+    sampling = SAMPLINGS[name]
+    mixed, beside = [], []
+    forward = lines.LineEngine._forward
+
+    def spy(self, feeds):  # noqa: ANN001, ANN202  (did rows decoding and rows starting a line share this pass?)
+        beside.append(any(len(t) == 1 for _, t in feeds) and any(len(t) > 1 for _, t in feeds))
+        return forward(self, feeds)
+
+    take = lines.LineEngine._take
+
+    def take_spy(self, row, req):  # noqa: ANN001, ANN202  (the side of each line a row took)
+        mixed.append(req.key[1])
+        return take(self, row, req)
+
+    monkeypatch.setattr(lines.LineEngine, "_forward", spy)
+    monkeypatch.setattr(lines.LineEngine, "_take", take_spy)
+    jobs = [plan(movie, 4, i, 8) for i in range(7)]
+    finished = []
+    by_line = simulate(jobs, movie, backend, backend, sampling, sampling, 4, 8, redraws=2, slots=3, schedule="lines",
+                       on_done=finished.append)
+    by_call = simulate(jobs, movie, backend, backend, sampling, sampling, 4, 8, redraws=2, slots=3)
+    assert by_line == by_call
+    assert any(t.redraws for d in by_line for t in d.turns)
+    assert any(beside)  # a line's prompt was prefilled in the pass that decoded other rows
+    assert {"user", "assistant"} <= set(mixed)
+    assert sorted(d.index for d in finished) == list(range(7)) and [d.index for d in finished] != list(range(7))
+
+
+def test_a_line_redrawn_starts_over_from_its_cached_prompt(backend, movie):
+    """Every draw of a line is what a fresh engine writes for that prompt and seed alone: a redraw
+    cut back to the prompt leaves nothing of the rejected draw in the cache."""
+    from simgen.backends.lines import LineEngine, LineRequest
+
+    sampling = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=6, trim=False, repetition_penalty=1.3)
+    chats = [[{"role": "system", "content": f"You are person {i}."}, {"role": "user", "content": "Hi there, what do you like?" * (i + 1)}]
+             for i in range(3)]
+    prompts = [backend.encode(c) for c in chats]
+    seeds = {0: [11, 12, 13], 1: [21], 2: [31, 32]}  # row i's draws
+
+    def alone(prompt, seed):  # noqa: ANN001, ANN202
+        out = []
+        e = LineEngine(backend, 1)
+        queue = [LineRequest("k", prompt, seed, sampling)]
+        e.run(lambda: queue.pop() if queue else None, lambda req, g: out.append(g.text))
+        return out[0]
+
+    drawn: dict[int, list[str]] = {i: [] for i in range(3)}
+    queue = [LineRequest(i, p, seeds[i][0], sampling, tag=i) for i, p in enumerate(prompts)]
+
+    def ended(req, g):  # noqa: ANN001, ANN202
+        drawn[req.tag].append(g.text)
+        n = len(drawn[req.tag])
+        return seeds[req.tag][n] if n < len(seeds[req.tag]) else None
+
+    LineEngine(backend, 3).run(lambda: queue.pop(0) if queue else None, ended)
+    assert drawn == {i: [alone(prompts[i], s) for s in seeds[i]] for i in range(3)}
+
+
+def test_the_line_schedule_needs_one_plain_model_for_both_sides(backend, movie, tiny_model_dir):
+    from simgen.backends.transformers import TransformersBackend
+    from simgen.generation.plan import plan
+    from simgen.generation.simulator import simulate
+
+    other = TransformersBackend(str(tiny_model_dir), dtype="float32")
+    s = SamplingConfig(max_new_tokens=4)
+    with pytest.raises(ConfigError, match="same model.*--schedule calls"):
+        simulate([plan(movie, 0, 0, 4)], movie, backend, other, s, s, 0, 4, schedule="lines")
+
+
+def _gen(tiny_model_dir, out, **kw):  # noqa: ANN001, ANN003, ANN202
+    import simgen
+
+    args = dict(scenario="movie-recommendation", n=5, seed=3, model=str(tiny_model_dir), out=out, max_turns=3, batch_size=2, refill=3,
+                dtype="float32", progress=False, user=SamplingConfig(max_new_tokens=8),
+                assistant_sampling=SamplingConfig(temperature=0.7, max_new_tokens=10))
+    return simgen.generate(**{**args, **kw})
+
+
+def test_auto_runs_lines_and_both_schedules_write_the_same_run(tiny_model_dir, tmp_path):
+    """`auto` (the default) settles on lines for one local Llama-style model writing both sides and
+    the manifest records it; a run scheduled by calls writes the same bytes (float32)."""
+    import json
+
+    auto = _gen(tiny_model_dir, tmp_path / "auto")
+    calls = _gen(tiny_model_dir, tmp_path / "calls", schedule="calls")
+    assert json.loads((tmp_path / "auto" / "manifest.json").read_text())["config"]["schedule"] == "lines"
+    assert json.loads((tmp_path / "calls" / "manifest.json").read_text())["config"]["schedule"] == "calls"
+    assert (tmp_path / "auto" / "turns.parquet").read_bytes() == (tmp_path / "calls" / "turns.parquet").read_bytes()
+    assert auto.dialogues().height == calls.dialogues().height == 5
+
+
+def test_lines_that_cannot_run_are_refused_before_the_folder_and_auto_falls_back(tiny_model_dir, tmp_path):
+    import json
+
+    with pytest.raises(ConfigError, match="--schedule lines: both sides must be written by the same model"):
+        _gen(tiny_model_dir, tmp_path / "x", schedule="lines", assistant=lambda messages: "Sure, try Heat.")
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ConfigError, match="schedule must be auto, calls or lines"):
+        _gen(tiny_model_dir, tmp_path / "y", schedule="sometimes")
+    _gen(tiny_model_dir, tmp_path / "fn", n=2, assistant=lambda messages: "Sure, try Heat.")
+    assert json.loads((tmp_path / "fn" / "manifest.json").read_text())["config"]["schedule"] == "calls"
