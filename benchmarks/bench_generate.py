@@ -49,7 +49,8 @@ intents and length targets):
 
 Tokens are those of the stored lines, both sides, counted with one tokenizer for every row, so
 tokens drawn and thrown away (redraws, text past a line's end) count against the row that drew
-them. `--ablations bf16` adds simgen with `--dtype bfloat16`, `--refill K` simgen with `--refill K`.
+them. `--ablations bf16` adds simgen with `--dtype bfloat16`, `--ablations calls` simgen with
+`--schedule calls` (the schedule before line scheduling), `--refill K` simgen with `--refill K`.
 
     python benchmarks/bench_generate.py --workload default                # both scenarios, n 256, batch 64
     python benchmarks/bench_generate.py --workload default --scenario chitchat -n 64 --naive-dialogues 4 --ablations bf16
@@ -383,6 +384,9 @@ def default_workload(args) -> None:  # noqa: ANN001
         rows: dict = {}
         print(f"{name}: simgen generate {' '.join(base)}", flush=True)
         rows["simgen"] = cli_row(base, work_dir / f"{name}-simgen", tokenizer)
+        if "calls" in args.ablations:  # the schedule before lines: one decoding call per side and turn
+            print(f"{name}: simgen, --schedule calls", flush=True)
+            rows["simgen --schedule calls"] = cli_row([*base, "--schedule", "calls"], work_dir / f"{name}-calls", tokenizer)
         if "bf16" in args.ablations:  # what `--dtype auto` chose before it checked for bf16 arithmetic
             print(f"{name}: simgen, --dtype bfloat16", flush=True)
             rows["simgen --dtype bfloat16"] = cli_row([*base, "--dtype", "bfloat16"], work_dir / f"{name}-bf16", tokenizer)
@@ -453,7 +457,7 @@ def main() -> None:
     ap.add_argument("--skip", action="append", default=[], choices=["naive", "llama.cpp", "bound"], help="leave a row out")
     ap.add_argument("--ablations", type=lambda v: v.split(","), default=[],
                     help="comma-separated: no-reuse (re-encode every turn), dynamic-cache (transformers' DynamicCache); "
-                         "default workload: bf16 (simgen with --dtype bfloat16)")
+                         "default workload: bf16 (simgen with --dtype bfloat16), calls (simgen with --schedule calls)")
     ap.add_argument("--profile", type=Path, default=None, help="profile decode steps at 128-1536 cached tokens; write the op tables here")
     ap.add_argument("--rss", default=None, help="comma-separated concurrent-dialogue counts for peak RSS, e.g. 64,256")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)

@@ -1,5 +1,8 @@
 """The simulator loop: a batch of dialogues advances together, one side at a time; a finished
-dialogue's slot takes the next one (continuous batching).
+dialogue's slot takes the next one (continuous batching). Or, with `schedule="lines"` (what
+`simgen generate` runs where it can: one local Llama-style model writing both sides), each
+dialogue's next line starts as soon as its last one ends, both sides in one batch
+(`_loop_lines`, simgen/backends/lines.py); every rule below is the same, and so are the lines.
 
 For every dialogue of the batch the simulator keeps two chats that only ever grow, one per side
 (their shape is in chats.py: the user side's roles are flipped, so a chat model speaks as the user).
