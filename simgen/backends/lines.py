@@ -127,9 +127,9 @@ class LineEngine:
         self.cap = cap
 
     def forget(self, key: Hashable) -> None:
-        """The dialogue of `key` has ended: drop its cache (now, or as its line ends)."""
-        self.stash.pop(key, None)
-        self.dropped.add(key)
+        """The dialogue of `key` has ended: drop its cache (now, or, if a row is writing its line, as that line ends)."""
+        if self.stash.pop(key, None) is None:
+            self.dropped.add(key)
 
     def _put_aside(self, row: int, key: Hashable) -> None:
         if key in self.dropped:

@@ -201,7 +201,7 @@ def _loop_lines(states: list[_State], scenario: Scenario, backend: Backend, user
     from simgen.backends.lines import LineEngine, LineRequest
 
     guard = guard or {}
-    engine = LineEngine(backend, slots)
+    engine = LineEngine(backend, min(slots, len(states)))
     queue: deque[_State] = deque(states)
     ready: deque[LineRequest] = deque()
     flying = [0]  # dialogues started and not yet done
