@@ -132,6 +132,7 @@ class LineEngine:
             self.dropped.add(key)
 
     def _put_aside(self, row: int, key: Hashable) -> None:
+        """Keep a copy of `row`'s valid slots as `key`'s cache (unless its dialogue has ended); the row is free after."""
         if key in self.dropped:
             self.dropped.discard(key)
             return
