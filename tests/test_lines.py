@@ -142,3 +142,14 @@ def test_lines_that_cannot_run_are_refused_before_the_folder_and_auto_falls_back
         _gen(tiny_model_dir, tmp_path / "y", schedule="sometimes")
     _gen(tiny_model_dir, tmp_path / "fn", n=2, assistant=lambda messages: "Sure, try Heat.")
     assert json.loads((tmp_path / "fn" / "manifest.json").read_text())["config"]["schedule"] == "calls"
+
+
+def test_which_models_the_line_schedule_runs():
+    """One judgement of a model's config.json, read by `auto` before the model loads and by the engine after."""
+    from simgen.backends.lines import model_problem
+
+    assert model_problem({"model_type": "llama"}) is None
+    assert model_problem({"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": False}) is None
+    assert model_problem({"model_type": "mistral", "sliding_window": None}) is None
+    assert "sliding attention window" in model_problem({"model_type": "mistral", "sliding_window": 4096})
+    assert "'gemma' is not one it runs" in model_problem({"model_type": "gemma"})

@@ -30,11 +30,12 @@ not otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from simgen.backends import end_bias
+from simgen.backends.transformers import seeded_generator
 from simgen.config import SamplingConfig
 from simgen.data import Generation
 
@@ -72,13 +73,21 @@ def supports(backend: Any) -> str | None:
 
     if type(backend) is not TransformersBackend:
         return f"backend {getattr(backend, 'name', type(backend).__name__)!r} is not the plain transformers backend"
-    config = backend.model.config
-    if config.model_type not in LLAMA_LIKE:
-        return f"model type {config.model_type!r} is not one of {', '.join(LLAMA_LIKE)}"
-    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True) and config.model_type == "mistral":
-        return "the model uses a sliding attention window"
+    if why := model_problem(backend.model.config.to_dict()):
+        return why
     if str(backend.device) != "cpu" and not str(backend.device).startswith("cuda"):
         return f"device {backend.device} is not cpu or cuda"
+    return None
+
+
+def model_problem(config: Mapping[str, Any]) -> str | None:
+    """Why a model with this `config.json` cannot run the line schedule, or None: what `auto`
+    reads before the model loads (`pipeline`), and `supports` on the loaded one."""
+    kind = config.get("model_type")
+    if kind not in LLAMA_LIKE:
+        return f"the model's type {kind!r} is not one it runs ({', '.join(LLAMA_LIKE)})"
+    if kind == "mistral" and config.get("sliding_window") and config.get("use_sliding_window", True):
+        return "the model uses a sliding attention window"
     return None
 
 
@@ -159,6 +168,7 @@ class LineEngine:
         row's last token, (len(feeds), vocab)."""
         import torch
         import torch.nn.functional as F
+        from transformers.models.llama.modeling_llama import rotate_half  # the same in every LLAMA_LIKE model
 
         b, device = self.b, self.device
         model = b.model.model
@@ -203,8 +213,8 @@ class LineEngine:
             q = attn.q_proj(h).view(t, self.heads, self.head_dim)
             k = attn.k_proj(h).view(t, self.kv_heads, self.head_dim)
             v = attn.v_proj(h).view(t, self.kv_heads, self.head_dim)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
             keys, values = self.k[n], self.v[n]
             keys[rows_t, :, pos_t] = k
             values[rows_t, :, pos_t] = v
@@ -247,7 +257,7 @@ class LineEngine:
             while True:
                 for row in range(self.slots):
                     if state[row] is None and (req := next_line()) is not None:
-                        state[row] = _Row(req, generator=_generator(req.seed), bias=_first_bias(req))
+                        state[row] = _Row(req, generator=seeded_generator(req.seed), bias=_first_bias(req))
                         feed[row] = self._take(row, req)
                         if req.sampling.penalty != 1.0:
                             seen[row] = _seen(req.prompt, b.model.config.vocab_size, self.device)
@@ -269,7 +279,7 @@ class LineEngine:
                 for row, token in zip(drawn_rows, picks):
                     line = state[row]
                     if token in b.stop_ids:
-                        self._ended(row, "stop", state, feed, pending, seen, ended)
+                        self._ended(row, "stop", state, pending, seen, ended)
                         continue
                     line.new.append(token)
                     if row in seen:
@@ -278,12 +288,12 @@ class LineEngine:
                     if req.until is not None or req.hold is not None:
                         text = b.tokenizer.decode(line.new, skip_special_tokens=True)
                         if req.until is not None and req.until(text):
-                            self._ended(row, "until", state, feed, pending, seen, ended)
+                            self._ended(row, "until", state, pending, seen, ended)
                             continue
                         if req.hold is not None:
                             line.bias = end_bias(req.hold(text))
                     if len(line.new) >= req.sampling.max_new_tokens:
-                        self._ended(row, None, state, feed, pending, seen, ended)
+                        self._ended(row, None, state, pending, seen, ended)
                         continue
                     feed[row] = [token]
 
@@ -313,7 +323,7 @@ class LineEngine:
                 out[i] = token
         return [out[i] for i in range(len(rows))]
 
-    def _ended(self, row: int, why: str | None, state: list[_Row | None], feed: dict, pending: dict, seen: dict,
+    def _ended(self, row: int, why: str | None, state: list[_Row | None], pending: dict, seen: dict,
                ended: Callable[[LineRequest, Generation], int | None]) -> None:
         """Row `row`'s line ended (`why`: "stop", "until", None = the token cap): keep it, or start over."""
         line = state[row]
@@ -323,7 +333,7 @@ class LineEngine:
         if seed is not None:  # drawn again: cut back to the prompt, first token from the prompt's logits
             self.lens[row] = line.prompt_len
             del self.hist[row][line.prompt_len:]
-            line.new, line.generator, line.bias = [], _generator(seed), _first_bias(line.req)
+            line.new, line.generator, line.bias = [], seeded_generator(seed), _first_bias(line.req)
             if row in seen:
                 seen[row] = _seen(line.req.prompt, self.b.model.config.vocab_size, self.device)
             pending[row] = line.first
@@ -331,19 +341,6 @@ class LineEngine:
         self._put_aside(row, line.req.key)
         state[row] = None
         seen.pop(row, None)
-
-
-def _rotate_half(x: Any) -> Any:
-    import torch
-
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def _generator(seed: int) -> Any:
-    import torch
-
-    return torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 def _first_bias(req: LineRequest) -> float:

@@ -350,7 +350,7 @@ class KVSession(Session):
             self._compact()
             batch = len(prompts)
             b.stats["prefill_tokens"] += sum(len(x) for x in suffixes)
-            generators = [torch.Generator().manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF) for s in seeds]
+            generators = [seeded_generator(s) for s in seeds]
             stop = torch.tensor(sorted(b.stop_ids), device=device)
             seen = None  # (rows, vocab) bool: tokens already in each row's chat, for the penalty
             if sampling.penalty != 1.0:
@@ -396,7 +396,7 @@ class KVSession(Session):
                 mask[row, self.cols[row][prompt_len[row]:]] = 0
                 del self.hist[row][prompt_len[row]:], self.cols[row][prompt_len[row]:]
                 new_tokens[row] = []
-                generators[row] = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+                generators[row] = seeded_generator(seed)
                 bias[row] = end_bias(hold[row]("")) if hold and hold[row] is not None else 0.0
                 if seen is not None:
                     i = fwd.index(row)
@@ -474,6 +474,13 @@ class KVSession(Session):
                 self._unpark(parked, fwd, batch)
             self.mask = mask
         return new_tokens, stopped
+
+
+def seeded_generator(seed: int) -> Any:
+    """A line's own CPU `torch.Generator`, seeded by the simulator's seed for it (63 bits)."""
+    import torch
+
+    return torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 def stack_rows(parts: Sequence[tuple[Any, Any]], batch: int) -> Any:

@@ -129,16 +129,13 @@ def _resolve_schedule(config: GenerateConfig, assistant: Any) -> GenerateConfig:
 def _line_schedule_unfit(config: GenerateConfig, assistant: Any) -> str | None:
     """Why the settled `config` cannot run `--schedule lines`, or None. (The loaded model is checked
     again: `simulator.line_schedule_problem`.)"""
-    from simgen.backends.lines import LLAMA_LIKE
+    from simgen.backends.lines import model_problem
 
     if config.backend != LOCAL:
         return f"it runs a local transformers model, not --backend {config.backend}"
     if assistant is not None or config.persona.cap is not None or (config.assistant_model or config.model) != config.model:
         return "both sides must be written by the same model (no --assistant-model, assistant function or --persona-cap)"
-    kind = json.loads((resolve_model(config.model, config.trust_remote_code).path / "config.json").read_text()).get("model_type")
-    if kind not in LLAMA_LIKE:
-        return f"the model's type {kind!r} is not one it runs ({', '.join(LLAMA_LIKE)})"
-    return None
+    return model_problem(json.loads((resolve_model(config.model, config.trust_remote_code).path / "config.json").read_text()))
 
 
 def settle(config: GenerateConfig, sc: Scenario) -> GenerateConfig:

@@ -117,11 +117,10 @@ def simulate(
         if on_done:
             on_done(d)
 
-    if schedule == "auto":
-        schedule = "calls" if line_schedule_problem(user_backend, assistant_backend) else "lines"
-    if schedule == "lines":
-        if why := line_schedule_problem(user_backend, assistant_backend):
-            raise ConfigError(f"--schedule lines: {why}; use --schedule calls.")
+    why = line_schedule_problem(user_backend, assistant_backend) if schedule != "calls" else None
+    if schedule == "lines" and why:
+        raise ConfigError(f"--schedule lines: {why}; use --schedule calls.")
+    if schedule != "calls" and not why:  # lines, or auto where they can run
         _loop_lines(states, scenario, user_backend, user_sampling, assistant_sampling, seed, max_turns, on_step, early_stop, redraws,
                     copy_guard, intent_guard, slots or len(states), done)
         return [finished[id(s)] for s in states]
