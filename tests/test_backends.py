@@ -336,17 +336,23 @@ def test_a_refilled_batch_writes_each_dialogue_as_if_it_ran_alone(backend, sampl
     assert any(dropped) == bool(sampling.context)  # with a budget, later lines were prompted without their oldest exchanges
 
 
-@pytest.mark.parametrize("first", [256, 3, 1 << 30], ids=["nucleus_in_the_top_k", "wider_nucleus_sorted_in_full", "whole_vocabulary"])
-def test_top_p_draws_each_token_of_the_nucleus_at_its_renormalised_probability(first, monkeypatch):
-    """The nucleus is looked for among the most likely tokens first; whether it is found there or the
-    row is sorted in full, the draws follow the renormalised nucleus (a chi-square test), and no token
-    outside it is ever drawn."""
+# (NUCLEUS_FIRST, NUCLEUS_WIDE): where the kept set of test p (5 tokens for top-p 0.8) is found
+TIERS = {"kept_in_the_top_k": (256, 4096), "found_among_the_wider_top": (3, 8), "wider_still_sorted_in_full": (3, 4),
+         "whole_vocabulary": (1 << 30, 4096)}
+
+
+@pytest.mark.parametrize("tiers", TIERS.values(), ids=TIERS.keys())
+def test_top_p_draws_each_token_of_the_nucleus_at_its_renormalised_probability(tiers, monkeypatch):
+    """The nucleus is looked for among the most likely tokens first, then among more of them; whether
+    it is found there or the row is sorted in full, the draws follow the renormalised nucleus (a
+    chi-square test), and no token outside it is ever drawn."""
     import torch
     from scipy.stats import chisquare
 
     import simgen.backends.transformers as tb
 
-    monkeypatch.setattr(tb, "NUCLEUS_FIRST", first)
+    monkeypatch.setattr(tb, "NUCLEUS_FIRST", tiers[0])
+    monkeypatch.setattr(tb, "NUCLEUS_WIDE", tiers[1])
     p = torch.tensor([0.30, 0.20, 0.15, 0.12, 0.08, 0.05] + [0.10 / 994] * 994)
     cfg = SamplingConfig(temperature=1.0, top_p=0.8, max_new_tokens=1)  # nucleus: the first 5 tokens (0.85)
     logits = torch.log(p)[None].repeat(8, 1)
@@ -359,10 +365,10 @@ def test_top_p_draws_each_token_of_the_nucleus_at_its_renormalised_probability(f
     assert chisquare(counts[:5].numpy(), expected).pvalue > 0.001
 
 
-@pytest.mark.parametrize("first", [256, 3, 1 << 30], ids=["kept_in_the_top_k", "wider_set_sorted_in_full", "whole_vocabulary"])
+@pytest.mark.parametrize("tiers", TIERS.values(), ids=TIERS.keys())
 @pytest.mark.parametrize(("top_p", "min_p", "kept"), [(1.0, 0.3, 4), (0.8, 0.45, 3), (0.6, 0.3, 3)],
                          ids=["min_p_alone", "min_p_shorter", "top_p_shorter"])
-def test_min_p_draws_only_tokens_near_the_likeliest_at_their_renormalised_probability(first, top_p, min_p, kept, monkeypatch):
+def test_min_p_draws_only_tokens_near_the_likeliest_at_their_renormalised_probability(tiers, top_p, min_p, kept, monkeypatch):
     """min-p keeps the tokens at least `min_p` times as likely as the likeliest (0.30 x 0.3 = 0.09:
     the first 4 here); with top-p as well, the shorter of the two sets. Wherever the set is found
     (the top tokens, a full sort, the whole vocabulary), the draws follow it renormalised (chi-square)
@@ -372,7 +378,8 @@ def test_min_p_draws_only_tokens_near_the_likeliest_at_their_renormalised_probab
 
     import simgen.backends.transformers as tb
 
-    monkeypatch.setattr(tb, "NUCLEUS_FIRST", first)
+    monkeypatch.setattr(tb, "NUCLEUS_FIRST", tiers[0])
+    monkeypatch.setattr(tb, "NUCLEUS_WIDE", tiers[1])
     p = torch.tensor([0.30, 0.20, 0.15, 0.12, 0.08, 0.05] + [0.10 / 994] * 994)
     cfg = SamplingConfig(temperature=1.0, top_p=top_p, min_p=min_p, max_new_tokens=1)
     logits = torch.log(p)[None].repeat(8, 1)
@@ -385,13 +392,16 @@ def test_min_p_draws_only_tokens_near_the_likeliest_at_their_renormalised_probab
     assert chisquare(counts[:kept].numpy(), expected).pvalue > 0.001
 
 
-def test_min_p_zero_draws_what_top_p_alone_draws():
+def test_min_p_zero_draws_what_top_p_alone_draws(monkeypatch):
     """`min_p=0` (the default) is off: row by row and seed by seed, the draws of top-p alone as
-    simgen drew them before min-p existed (that code, verbatim, is the reference); and with min-p on,
-    no token under min-p x the likeliest one's probability is drawn."""
+    simgen drew them before min-p existed (that code, verbatim, is the reference; it had no second
+    tier, NUCLEUS_WIDE); and with min-p on, no token under min-p x the likeliest one's probability is drawn."""
     import torch
 
+    import simgen.backends.transformers as tb
     from simgen.backends.transformers import NUCLEUS_FIRST, pick_tokens
+
+    monkeypatch.setattr(tb, "NUCLEUS_WIDE", 1 << 30)
 
     def before(logits, top_p, generators):  # noqa: ANN001, ANN202  (pick_tokens' sampling path before min-p)
         probs = torch.softmax(logits, dim=-1)
