@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     shipped, times = (tb.NUCLEUS_FIRST, tb.NUCLEUS_WIDE), {}
     rows = (("whole vocabulary", 1 << 30, 1 << 30), (f"top {shipped[0]}, a wider nucleus sorted in full", shipped[0], 1 << 30),
             (f"top {shipped[0]}, then top {shipped[1]}, as shipped", *shipped))
-    for name, tb.NUCLEUS_FIRST, tb.NUCLEUS_WIDE in rows:
+    for name, first, wide in rows:
+        tb.NUCLEUS_FIRST, tb.NUCLEUS_WIDE = first, wide
         try:
             generators = [torch.Generator().manual_seed(i) for i in range(args.rows)]
             tb.pick_tokens(logits, sampling, generators)  # warm-up
