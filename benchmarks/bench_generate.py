@@ -50,7 +50,9 @@ intents and length targets):
 Tokens are those of the stored lines, both sides, counted with one tokenizer for every row, so
 tokens drawn and thrown away (redraws, text past a line's end) count against the row that drew
 them. `--ablations bf16` adds simgen with `--dtype bfloat16`, `--ablations calls` simgen with
-`--schedule calls` (the schedule before line scheduling), `--refill K` simgen with `--refill K`.
+`--schedule calls` (the schedule before line scheduling), `--ablations index` simgen with
+`--order index` (a refilling stream's dialogues started in index order, not longest first),
+`--refill K` simgen with `--refill K` (1: each shard alone, the default before 2026-12-04).
 
     python benchmarks/bench_generate.py --workload default                # both scenarios, n 256, batch 64
     python benchmarks/bench_generate.py --workload default --scenario chitchat -n 64 --naive-dialogues 4 --ablations bf16
@@ -390,6 +392,9 @@ def default_workload(args) -> None:  # noqa: ANN001
         if "bf16" in args.ablations:  # what `--dtype auto` chose before it checked for bf16 arithmetic
             print(f"{name}: simgen, --dtype bfloat16", flush=True)
             rows["simgen --dtype bfloat16"] = cli_row([*base, "--dtype", "bfloat16"], work_dir / f"{name}-bf16", tokenizer)
+        if "index" in args.ablations:  # the order streams started their dialogues in before longest-first
+            print(f"{name}: simgen, --order index", flush=True)
+            rows["simgen --order index"] = cli_row([*base, "--order", "index"], work_dir / f"{name}-index", tokenizer)
         for refill in args.refill:
             print(f"{name}: simgen, --refill {refill}", flush=True)
             rows[f"simgen --refill {refill}"] = cli_row([*base, "--refill", str(refill)], work_dir / f"{name}-refill{refill}", tokenizer)
@@ -457,7 +462,8 @@ def main() -> None:
     ap.add_argument("--skip", action="append", default=[], choices=["naive", "llama.cpp", "bound"], help="leave a row out")
     ap.add_argument("--ablations", type=lambda v: v.split(","), default=[],
                     help="comma-separated: no-reuse (re-encode every turn), dynamic-cache (transformers' DynamicCache); "
-                         "default workload: bf16 (simgen with --dtype bfloat16), calls (simgen with --schedule calls)")
+                         "default workload: bf16 (simgen with --dtype bfloat16), calls (simgen with --schedule calls), "
+                         "index (simgen with --order index)")
     ap.add_argument("--profile", type=Path, default=None, help="profile decode steps at 128-1536 cached tokens; write the op tables here")
     ap.add_argument("--rss", default=None, help="comma-separated concurrent-dialogue counts for peak RSS, e.g. 64,256")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)

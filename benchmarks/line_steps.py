@@ -6,6 +6,11 @@ timed with the rows it decodes and the prompt tokens it prefills.
 Prints the passes grouped by decoding rows, and the run cut into tenths by pass: rows, prefilled
 tokens and milliseconds per pass. On a CPU a pass of few rows costs nearly what a full one does
 (the weights are read once per pass), so the tenths show how much of a run is its tail.
+
+Then what the prefilled tokens were, by the cache each line started from: a side's first prompt
+(no cache yet), a line whose prompt extends its side's cache (only the new messages prefilled), and
+a line whose prompt no longer starts with all of it (a tuned side's window dropped its oldest
+exchange, so everything after the system prompt is prefilled again).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ def main() -> None:
     ap.add_argument("--scenario", default="movie-recommendation")
     ap.add_argument("-n", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--refill", type=int, default=1)
+    ap.add_argument("--refill", type=int, default=None, help="default: simgen generate's (4 shards a stream)")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("outputs/line-steps"))
     args = ap.parse_args()
@@ -39,13 +44,23 @@ def main() -> None:
         passes.append((sum(len(t) == 1 for _, t in feeds), sum(len(t) for _, t in feeds if len(t) > 1), time.perf_counter() - start))
         return out
 
+    takes = []  # (cached tokens, of them still a prefix of the prompt, prompt tokens) per line started
+    take = lines.LineEngine._take
+
+    def counted(self, row, req):  # noqa: ANN001, ANN202
+        hist = self.stash[req.key][0] if req.key in self.stash else []
+        rest = take(self, row, req)
+        takes.append((len(hist), len(req.prompt) - len(rest), len(req.prompt)))
+        return rest
+
     lines.LineEngine._forward = timed
+    lines.LineEngine._take = counted
     start = time.perf_counter()
     simgen.generate(scenario=args.scenario, n=args.n, batch_size=args.batch_size, refill=args.refill, seed=args.seed,
                     schedule="lines", out=args.out / args.scenario, progress=False)
     total = time.perf_counter() - start
     a = np.array(passes)
-    print(f"{args.scenario}: {args.n} dialogues, {args.batch_size} rows, refill {args.refill}: {total:.1f} s, "
+    print(f"{args.scenario}: {args.n} dialogues, {args.batch_size} rows, refill {args.refill or 'default'}: {total:.1f} s, "
           f"{len(a)} passes ({a[:, 2].sum():.1f} s), {a[:, 0].mean():.1f} decoding rows a pass, {a[:, 1].sum():.0f} tokens prefilled")
     edges = sorted({0, 2, 8, args.batch_size // 4, args.batch_size // 2, args.batch_size + 1})
     for lo, hi in zip(edges, edges[1:]):
@@ -55,6 +70,14 @@ def main() -> None:
                   f"{a[m, 1].sum():6.0f} tokens prefilled")
     for i, part in enumerate(np.array_split(a, 10)):
         print(f"  tenth {i}: {part[:, 0].mean():5.1f} rows, {part[:, 1].mean():4.0f} prefilled, {1000 * part[:, 2].mean():4.0f} ms a pass")
+    t = np.array(takes)
+    kinds = {"first prompts (no cache)": t[:, 0] == 0,
+             "prompts that extend the cache": (t[:, 0] > 0) & (t[:, 1] >= np.minimum(t[:, 0], t[:, 2] - 1)),
+             "prompts whose window slid": (t[:, 0] > 0) & (t[:, 1] < np.minimum(t[:, 0], t[:, 2] - 1))}
+    print(f"  {len(t)} lines started, {(t[:, 2] - t[:, 1]).sum()} prompt tokens prefilled:")
+    for kind, m in kinds.items():
+        print(f"    {kind:30} {m.sum():5d} lines, {(t[m, 2] - t[m, 1]).sum():7d} tokens prefilled, "
+              f"{(t[m, 2] - t[m, 1]).mean() if m.any() else 0:5.1f} a line")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ def check_keys(where: str, mapping: Any, allowed: set[str] | frozenset[str], req
 UNTUNED_PENALTY = 1.15  # the repetition penalty of a side no `simgen tune` simulator writes, when none is set
 UNTUNED_TEMPERATURE = {"user": 0.8, "assistant": 0.7}  # each side's temperature when none is set and no tuned simulator writes it
 TUNED_TEMPERATURE = 1.0  # ... and a side a `simgen tune` simulator writes: the distribution it was fitted to
+REFILL = 4  # shards a stream runs through one batch when --refill is unset and the run is local (with --ray: 1)
 
 
 @dataclass(frozen=True)
@@ -199,11 +200,15 @@ class GenerateConfig:
                                                                "scenarios without one are unaffected).",
                                                        "flag": "--intent-guard/--no-intent-guard"})
     batch_size: int = field(default=16, metadata={"help": "Dialogues advanced together in one batched forward pass.", "flag": "-b"})
-    refill: int = field(default=1, metadata={"help": "Shards (of --batch-size dialogues) run as one stream through the batch: a dialogue that ends "
-                                                     "gives its slot to the next one at once (continuous batching). 1 = each shard alone (the "
-                                                     "default: on CPU it measured slower than parking alone with the whole history, and 1.04-1.09x "
-                                                     "with the tuned sides' context budget, within the noise; README). A resumed run reruns a "
-                                                     "stream whose shards are not all written."})
+    refill: int | None = field(default=None, metadata={"help": "Shards (of --batch-size dialogues) run as one stream through the batch: a dialogue that ends "
+                                                            "gives its slot to the next one at once (continuous batching), longest planned "
+                                                            "dialogues first (--order). Default 4 (1.13x at -n 256 -b 64 on movie-recommendation; README), 1 with --ray "
+                                                            "(a worker runs one stream). A resumed run reruns a stream whose shards are "
+                                                            "not all written, so a kill costs at most one stream's work."})
+    order: str = field(default="longest", metadata={"help": "The order a stream's dialogues take the batch's free slots: longest = the most planned "
+                                                           "user turns (then words) first, so the stream's last rows are short ones; index = "
+                                                           "dialogue index. Either way dialogue i is planned from (seed, i).",
+                                                   "choices": ("longest", "index")})
     schedule: str = field(default="auto", metadata={"help": "lines: a dialogue's next line starts as soon as its last one ends, both sides in one batch "
                                                          "(one local Llama-style model writing both sides; 1.38-1.59x on the default workload, README). "
                                                          "calls: each turn, one decoding call for every dialogue's user line, then one for the "
@@ -219,10 +224,11 @@ class GenerateConfig:
     persona: PersonaCapConfig = field(default_factory=PersonaCapConfig)
 
     def __post_init__(self) -> None:
-        for name in ("n", "batch_size", "refill"):
+        for name in ("n", "batch_size"):
             _positive_int(name, getattr(self, name))
-        if self.max_turns is not None:
-            _positive_int("max_turns", self.max_turns)
+        for name in ("max_turns", "refill"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
         if isinstance(self.redraws, bool) or not isinstance(self.redraws, int) or self.redraws < 0:
             raise ConfigError(f"redraws must be a non-negative integer (0 = off), got {self.redraws!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -231,6 +237,8 @@ class GenerateConfig:
 
         if self.backend not in REGISTRY:
             raise ConfigError(unknown_name("backend", self.backend, REGISTRY))
+        if self.order not in ("longest", "index"):
+            raise ConfigError(f"order must be longest or index, got {self.order!r}.")
         if self.schedule not in ("auto", "calls", "lines"):
             raise ConfigError(f"schedule must be auto, calls or lines, got {self.schedule!r}.")
         if self.dtype not in ("auto", "bfloat16", "float32"):
@@ -250,6 +258,7 @@ class GenerateConfig:
         raw.setdefault("copy_guard", False)  # ... and one from before the copy guard kept copies
         raw.setdefault("intent_guard", False)  # ... and one from before the intent guard kept lines off their intent
         raw.setdefault("refill", 1)  # ... and one from before continuous batching ran each shard alone
+        raw.setdefault("order", "index")  # ... and one from before streams ran their longest dialogues first
         raw.setdefault("schedule", "calls")  # ... and one from before the line schedule
         for side in ("user", "assistant"):
             if isinstance(raw.get(side), dict):

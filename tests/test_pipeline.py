@@ -259,15 +259,47 @@ def test_a_refilled_run_writes_what_each_dialogue_writes_alone(tiny_model_dir, t
     assert turns.n_unique() > 1  # the dialogues ended at different turns: slots were refilled
 
 
-def test_an_old_run_without_refill_resumes_one_shard_at_a_time():
-    from simgen.config import GenerateConfig
-    from simgen.generation.pipeline import streams
+def test_an_old_run_without_refill_resumes_one_shard_at_a_time_in_index_order():
+    from simgen.config import REFILL, GenerateConfig
+    from simgen.generation.pipeline import settle, streams
+    from simgen.scenario import load_scenario
 
     raw = GenerateConfig(n=5, batch_size=2).to_dict()
-    del raw["refill"]
+    del raw["refill"], raw["order"]
     old = GenerateConfig.from_dict(raw)
-    assert old.refill == 1 and streams(old) == [[0], [1], [2]] == streams(GenerateConfig(n=5, batch_size=2))
+    assert old.refill == 1 and old.order == "index" and streams(old) == [[0], [1], [2]]
+    assert GenerateConfig().refill is None and GenerateConfig().order == "longest"  # settled when the run starts
+    assert settle(GenerateConfig(n=5, batch_size=2), load_scenario("movie-recommendation")).refill == REFILL == 4
     assert streams(GenerateConfig(n=5, batch_size=2, refill=4)) == [[0, 1, 2]] and streams(GenerateConfig(n=9, batch_size=1, refill=4)) == [
         [0, 1, 2, 3], [4, 5, 6, 7], [8]]
     with pytest.raises(ConfigError, match="refill"):
         GenerateConfig(refill=0)
+    with pytest.raises(ConfigError, match="order must be longest or index"):
+        GenerateConfig(order="shortest")
+
+
+def test_a_refilling_stream_starts_its_longest_planned_dialogues_first(tiny_model_dir, tmp_path, monkeypatch):
+    """--order longest hands the batch's slots to the dialogues with the most planned user turns
+    (then words) first, and writes the same bytes as --order index (fp32: a dialogue's tokens do not
+    depend on its batch company); the manifest records the order. A stream that fits its batch, and
+    --order index, start in index order."""
+    from simgen.generation import pipeline
+    from simgen.generation.plan import longest_first, plan
+    from simgen.scenario import load_scenario
+
+    started: list[list[int]] = []
+    real = pipeline.simulate
+    monkeypatch.setattr(pipeline, "simulate", lambda jobs, *a, **k: (started.append([j.index for j in jobs]), real(jobs, *a, **k))[1])
+    kw = dict(n=7, max_turns=6, refill=4, temperature=0.0)
+    longest = gen(tiny_model_dir, tmp_path / "longest", **kw)
+    index = gen(tiny_model_dir, tmp_path / "index", order="index", **kw)
+    sc = load_scenario("movie-recommendation")
+    jobs = [plan(sc, 3, i, 6) for i in range(7)]
+    assert started[0] == [j.index for j in longest_first(jobs)] != list(range(7)) and started[1] == list(range(7))
+    turns = [len(jobs[i].intents) for i in started[0]]
+    assert turns == sorted(turns, reverse=True) and len(set(turns)) > 1
+    assert json.loads((longest.path / "manifest.json").read_text())["config"]["order"] == "longest"
+    assert (longest.path / "turns.parquet").read_bytes() == (index.path / "turns.parquet").read_bytes()
+    started.clear()
+    gen(tiny_model_dir, tmp_path / "fits", n=2, max_turns=6)  # one shard that fits the batch: nothing to order
+    assert started == [[0, 1]]

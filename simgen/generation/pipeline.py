@@ -26,12 +26,12 @@ from typing import Any
 from simgen.backends import LOCAL, Backend, backend_class, build_backend
 from simgen.backends.steering import CappedBackend
 from simgen.cluster import RayConfig
-from simgen.config import TUNED_TEMPERATURE, UNTUNED_PENALTY, UNTUNED_TEMPERATURE, GenerateConfig, SamplingConfig
+from simgen.config import REFILL, TUNED_TEMPERATURE, UNTUNED_PENALTY, UNTUNED_TEMPERATURE, GenerateConfig, SamplingConfig
 from simgen.copies import COPY_INDEX, CopyIndex
 from simgen.data import dialogues_to_frame
 from simgen.errors import ConfigError, RunError, unknown_name
 from simgen.files import atomic_write_json, now
-from simgen.generation.plan import plan
+from simgen.generation.plan import longest_first, plan
 from simgen.generation.run import (FORMAT_VERSION, MANIFEST, Run, RunWriter, check_manifest, holds_no_run, load_run,
                                    package_versions, prepare_out_dir, remove_leftovers)
 from simgen.generation.simulator import simulate
@@ -93,6 +93,8 @@ def generate(
         config = replace(config, user=replace(config.user, temperature=temperature),
                          assistant=replace(config.assistant, temperature=temperature))
     sc = load_scenario(config.scenario)  # fails on a bad scenario before any folder or model is touched
+    if config.refill is None and ray is not None:  # a Ray worker runs one stream: one shard each spreads the run
+        config = replace(config, refill=1)
     config = settle(config, sc)
     cls = backend_class(config.backend)
     if config.persona.cap is not None and not cls.scorer:
@@ -141,9 +143,12 @@ def _line_schedule_unfit(config: GenerateConfig, assistant: Any) -> str | None:
 def settle(config: GenerateConfig, sc: Scenario) -> GenerateConfig:
     """`config` with what it leaves to the scenario and the models filled in, as the manifest records
     it: the scenario's `max_turns`, its shipped tuned simulator (when no model is named and the
-    backend is local) and each side's repetition penalty and temperature (`resolve_sampling`)."""
+    backend is local), `refill` (REFILL shards a stream) and each side's repetition penalty and
+    temperature (`resolve_sampling`)."""
     if config.max_turns is None:
         config = replace(config, max_turns=sc.max_turns)
+    if config.refill is None:
+        config = replace(config, refill=REFILL)
     if config.model is None and sc.simulator is not None and config.backend == LOCAL:
         # the scenario ships a tuned simulator: it writes the side(s) it learned (its card's `roles`); the plain model the rest
         user_model, assistant_model = tuned_sides(sc.simulator)
@@ -372,7 +377,7 @@ def simulate_stream(shards: list[int], cfg: GenerateConfig, sc: Scenario, user_b
                     on_dialogue: Callable[[int], None] | None = None) -> None:
     """Simulate the dialogues of `shards` (consecutive; shard s holds dialogues s*batch_size ...) as
     one stream through `cfg.batch_size` slots: a dialogue that ends gives its slot to the next one
-    (continuous batching). As the last dialogue of a shard ends, `on_shard(shard, turns frame, first,
+    (continuous batching), the longest planned first (`cfg.order`). As the last dialogue of a shard ends, `on_shard(shard, turns frame, first,
     last, tokens, seconds)` gets it (seconds: since the stream began or the shard before was done);
     `on_dialogue(index)` as each dialogue ends.
 
@@ -381,6 +386,8 @@ def simulate_stream(shards: list[int], cfg: GenerateConfig, sc: Scenario, user_b
     and writes the same bytes."""
     bounds = {s: (s * cfg.batch_size, min((s + 1) * cfg.batch_size, cfg.n) - 1) for s in shards}
     jobs = [plan(sc, cfg.seed, i, cfg.max_turns, cfg.lengths, cfg.assistant_lengths) for s in shards for i in range(bounds[s][0], bounds[s][1] + 1)]
+    if cfg.order == "longest" and len(jobs) > cfg.batch_size:  # a stream that refills: its short dialogues start last
+        jobs = longest_first(jobs)
     ended: dict[int, dict[int, Any]] = {s: {} for s in shards}
     clock = [time.perf_counter()]
 

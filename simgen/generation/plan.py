@@ -36,6 +36,15 @@ class DialogueJob:
         return self.assistant_words[turn] if turn < len(self.assistant_words) else None
 
 
+def longest_first(jobs: list[DialogueJob]) -> list[DialogueJob]:
+    """`jobs` in the order a refilling stream starts them (`--order longest`): the most planned user
+    turns first, then the most planned words, then by index. A stream's rows finish together only
+    if its last dialogues to start are short ones; started in index order, a long dialogue that
+    starts last runs on alone at a few rows a pass (README, "Generation speed"). Planned lengths are
+    a function of (seed, index), so the order, and the batch company each dialogue meets, is too."""
+    return sorted(jobs, key=lambda j: (-len(j.intents), -sum(w or 0 for w in j.target_words), j.index))
+
+
 def plan(scenario: Scenario, seed: int, index: int, max_turns: int, lengths: bool = True, assistant_lengths: bool = False) -> DialogueJob:
     """Sample dialogue `index`'s profile, intent path and line lengths; depends only on (seed, index)."""
     profile = scenario.profile.sample(rng.generator(seed, index, rng.PROFILE))

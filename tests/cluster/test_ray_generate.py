@@ -60,8 +60,8 @@ def test_a_worker_killed_mid_stream_costs_only_that_stream(ray_address, local_ru
 
 def test_a_stream_that_fails_for_good_is_reported_and_the_rest_resume_on_one_machine(ray_address, local_run, tiny_model_dir,
                                                                                     tmp_path, monkeypatch):
-    """With --refill 1 each stream is one shard (the unit numbers are shard numbers); the rest, resumed
-    on one machine, matches the local run made with --refill 2 (the tiny model in fp32 draws the same
+    """With --refill unset, a Ray run settles it at 1, so each stream is one shard (the unit numbers
+    are shard numbers) and the workers share the run shard by shard; the rest, resumed on one machine, matches the local run made with --refill 2 (the tiny model in fp32 draws the same
     tokens in any batch company)."""
     import simgen
 
@@ -71,8 +71,9 @@ def test_a_stream_that_fails_for_good_is_reported_and_the_rest_resume_on_one_mac
     with pytest.raises(RunError, match=r"1 stream\(s\) failed on the cluster after 0 retries each \(\[2\]; stream 2: .*\); "
                                         r"1 stream\(s\) not started, no worker being left \(\[3\]\).*--resume"):
         simgen.generate(model=str(tiny_model_dir), out=out, progress=False,
-                        ray=RayConfig(address=ray_address, workers=1, retries=0), **{**GEN, "refill": 1})
+                        ray=RayConfig(address=ray_address, workers=1, retries=0), **{k: v for k, v in GEN.items() if k != "refill"})
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["refill"] == 1
     done = sorted(s["shard"] for s in manifest["progress"]["shards"])
     assert manifest["status"] == "interrupted" and 2 not in done and done  # shards before the failure are kept
     from simgen.generation.run import shard_name
