@@ -8,7 +8,8 @@ tokens and milliseconds per pass. On a CPU a pass of few rows costs nearly what 
 (the weights are read once per pass), so the tenths show how much of a run is its tail.
 
 Then what the prefilled tokens were, by the cache each line started from: a side's first prompt
-(no cache yet), a line whose prompt extends its side's cache (only the new messages prefilled), and
+(no cache of its own yet; the prefix another chat's cache shares with it is copied, not
+prefilled: `--no-share` turns that off), a line whose prompt extends its side's cache (only the new messages prefilled), and
 a line whose prompt no longer starts with all of it (a tuned side's window dropped its oldest
 exchange, so everything after the system prompt is prefilled again).
 """
@@ -33,7 +34,9 @@ def main() -> None:
     ap.add_argument("--refill", type=int, default=None, help="default: simgen generate's (4 shards a stream)")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("outputs/line-steps"))
+    ap.add_argument("--no-share", action="store_true", help="prefill first prompts whole (lines.SHARE_PREFIXES off)")
     args = ap.parse_args()
+    lines.SHARE_PREFIXES = not args.no_share
 
     passes = []  # (decoding rows, prefilled tokens, seconds)
     forward = lines.LineEngine._forward
@@ -78,6 +81,9 @@ def main() -> None:
     for kind, m in kinds.items():
         print(f"    {kind:30} {m.sum():5d} lines, {(t[m, 2] - t[m, 1]).sum():7d} tokens prefilled, "
               f"{(t[m, 2] - t[m, 1]).mean() if m.any() else 0:5.1f} a line")
+    first = kinds["first prompts (no cache)"]
+    print(f"  first prompts: {t[first, 1].sum()} tokens copied from another chat's cache (prefix sharing, "
+          f"lines.SHARE_PREFIXES={lines.SHARE_PREFIXES}), {t[first, 2].sum()} in all")
 
 
 if __name__ == "__main__":

@@ -59,14 +59,61 @@ def test_lines_write_the_dialogues_the_default_schedule_writes(backend, movie, n
     monkeypatch.setattr(lines.LineEngine, "_take", take_spy)
     jobs = [plan(movie, 4, i, 8) for i in range(7)]
     finished = []
+    backend.stats.pop("shared_tokens", None)
     by_line = simulate(jobs, movie, backend, backend, sampling, sampling, 4, 8, redraws=2, slots=3, schedule="lines",
                        on_done=finished.append)
+    shared = backend.stats.get("shared_tokens", 0)
     by_call = simulate(jobs, movie, backend, backend, sampling, sampling, 4, 8, redraws=2, slots=3)
     assert by_line == by_call
+    assert shared > 0  # first lines started from another dialogue's cached prefix (the assistant's system prompt)
     assert any(t.redraws for d in by_line for t in d.turns)
     assert any(beside)  # a line's prompt was prefilled in the pass that decoded other rows
     assert {"user", "assistant"} <= set(mixed)
     assert sorted(d.index for d in finished) == list(range(7)) and [d.index for d in finished] != list(range(7))
+
+
+def test_a_first_line_starts_from_the_longest_prefix_another_cache_holds(backend, movie, monkeypatch):
+    """Prefix sharing: a chat with no cache yet copies the longest prefix of its prompt that a row or
+    a stashed cache holds, instead of prefilling it. The dialogues are the same as without sharing,
+    and exactly the copied tokens are no longer prefilled; the keys and values copied are the ones
+    a prefill computes."""
+    import torch
+
+    import simgen.backends.lines as lines
+    from simgen.generation.plan import plan
+    from simgen.generation.simulator import simulate
+
+    sampling = SAMPLINGS["sampled"]
+    jobs = [plan(movie, 5, i, 4) for i in range(5)]
+    runs = {}
+    for share in (False, True):
+        monkeypatch.setattr(lines, "SHARE_PREFIXES", share)
+        backend.stats.update(prefill_tokens=0, shared_tokens=0)
+        runs[share] = (simulate(jobs, movie, backend, backend, sampling, sampling, 5, 4, slots=2, schedule="lines"),
+                       backend.stats["prefill_tokens"], backend.stats["shared_tokens"])
+    (alone, prefilled_alone, none), (shared, prefilled, copied) = runs[False], runs[True]
+    assert shared == alone and none == 0
+    assert copied > 0 and prefilled == prefilled_alone - copied
+
+    # the copy is the prefill: a second chat's first line on an engine that holds the first one
+    chats = [[{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": text}]
+             for text in ("Hi there, any films?", "What should I watch tonight?")]
+    prompts = [backend.encode(c) for c in chats]
+    common = lines._common(prompts[0], prompts[1], len(prompts[1]) - 1)
+    assert common > 1
+    quiet = SamplingConfig(temperature=0, max_new_tokens=1, trim=False)
+    engine = lines.LineEngine(backend, 2)
+    queue = [lines.LineRequest("a", prompts[0], 1, quiet)]
+    engine.run(lambda: queue.pop() if queue else None, lambda req, g: None)
+    fresh = lines.LineEngine(backend, 1)
+    with torch.inference_mode():  # the engine's caches are inference tensors
+        rest = engine._take(1, lines.LineRequest("b", prompts[1], 2, quiet))
+        monkeypatch.setattr(lines, "SHARE_PREFIXES", False)
+        fresh._forward([(0, fresh._take(0, lines.LineRequest("b", prompts[1], 2, quiet)))])
+    assert len(rest) == len(prompts[1]) - common
+    for layer in range(len(engine.k)):
+        torch.testing.assert_close(engine.k[layer][1, :, :common], fresh.k[layer][0, :, :common], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(engine.v[layer][1, :, :common], fresh.v[layer][0, :, :common], rtol=1e-5, atol=1e-6)
 
 
 def test_a_line_redrawn_starts_over_from_its_cached_prompt(backend, movie):

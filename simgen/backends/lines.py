@@ -40,6 +40,7 @@ from simgen.config import SamplingConfig
 from simgen.data import Generation
 
 LLAMA_LIKE = ("llama", "qwen2", "mistral")
+SHARE_PREFIXES = True  # a chat's first line starts from another cache's longest shared prefix (`LineEngine._take`)
 
 
 @dataclass
@@ -149,18 +150,46 @@ class LineEngine:
         self.stash[key] = (self.hist[row][:n], [(k[row, :, :n].clone(), v[row, :, :n].clone()) for k, v in zip(self.k, self.v)])
 
     def _take(self, row: int, req: LineRequest) -> list[int]:
-        """Put `req.key`'s cache into `row`; the prompt tokens still to prefill (at least one)."""
+        """Put `req.key`'s cache into `row`; the prompt tokens still to prefill (at least one).
+
+        A chat with no cache yet (a side's first line) starts from the longest prefix of its prompt
+        that another cache holds (`SHARE_PREFIXES`): every dialogue's assistant side opens with the
+        same system prompt, so it is prefilled once per run, not once per dialogue. A cached key
+        or value depends only on the tokens up to it, so the copy is what a prefill would compute."""
         hist, kv = self.stash.pop(req.key, ([], []))
-        limit = min(len(hist), len(req.prompt) - 1)
-        n = 0
-        while n < limit and hist[n] == req.prompt[n]:
-            n += 1
+        limit = len(req.prompt) - 1
+        n = _common(hist, req.prompt, limit)
+        donor, shared = (self._donor(req.prompt, limit) if not hist and SHARE_PREFIXES else (None, 0))
         self._reserve(len(req.prompt) + req.sampling.max_new_tokens + 1)
-        for (k, v), (sk, sv) in zip(zip(self.k, self.v), kv):
-            k[row, :, :n] = sk[:, :n]
-            v[row, :, :n] = sv[:, :n]
+        if shared > n:  # another cache's prefix: a row's slots or a stashed copy (a row may be its own donor)
+            n = shared
+            for layer, (k, v) in enumerate(zip(self.k, self.v)):
+                if isinstance(donor, int):
+                    if donor != row:
+                        k[row, :, :n] = k[donor, :, :n]
+                        v[row, :, :n] = v[donor, :, :n]
+                else:
+                    k[row, :, :n] = donor[layer][0][:, :n]
+                    v[row, :, :n] = donor[layer][1][:, :n]
+            self.b.stats["shared_tokens"] = self.b.stats.get("shared_tokens", 0) + n
+        else:
+            for (k, v), (sk, sv) in zip(zip(self.k, self.v), kv):
+                k[row, :, :n] = sk[:, :n]
+                v[row, :, :n] = sv[:, :n]
         self.lens[row], self.hist[row] = n, list(req.prompt[:n])
         return req.prompt[n:]
+
+    def _donor(self, prompt: list[int], limit: int) -> tuple[Any, int]:
+        """The cache holding the longest prefix of `prompt` (at most `limit` tokens): (a row, or a
+        stashed copy's layers, and the prefix's length); (None, 0) if none shares a token."""
+        best: tuple[Any, int] = (None, 0)
+        candidates = [(r, self.hist[r], self.lens[r]) for r in range(self.slots)]
+        candidates += [(layers, tokens, len(tokens)) for tokens, layers in self.stash.values()]
+        for donor, tokens, valid in candidates:
+            n = _common(tokens, prompt, min(valid, limit))
+            if n > best[1]:
+                best = (donor, n)
+        return best
 
     # ------------------------------------------------------------------ one packed forward pass
     def _forward(self, feeds: list[tuple[int, list[int]]]) -> Any:
@@ -341,6 +370,14 @@ class LineEngine:
         self._put_aside(row, line.req.key)
         state[row] = None
         seen.pop(row, None)
+
+
+def _common(a: list[int], b: list[int], limit: int) -> int:
+    """How many leading tokens `a` and `b` share, at most `limit`."""
+    n, limit = 0, min(limit, len(a), len(b))
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def _first_bias(req: LineRequest) -> float:
