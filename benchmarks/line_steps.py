@@ -9,9 +9,11 @@ tokens and milliseconds per pass. On a CPU a pass of few rows costs nearly what 
 
 Then what the prefilled tokens were, by the cache each line started from: a side's first prompt
 (no cache of its own yet; the prefix another chat's cache shares with it is copied, not
-prefilled: `--no-share` turns that off), a line whose prompt extends its side's cache (only the new messages prefilled), and
-a line whose prompt no longer starts with all of it (a tuned side's window dropped its oldest
-exchange, so everything after the system prompt is prefilled again).
+prefilled: `--no-share` turns that off), a line whose prompt extends its side's cache (only the new
+messages prefilled), one whose prompt drops a few cached tokens (its side's last line was cut at a
+sentence end, or its text tokenizes otherwise than it was drawn), and one whose prompt drops more
+(a tuned side's window dropped its oldest exchange, so everything after the system prompt is
+prefilled again).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import numpy as np
 
 import simgen
 import simgen.backends.lines as lines
+
+
+FEW = 16  # a prompt that drops at most this many cached tokens re-reads the end of its last line (cut at a sentence end, or re-tokenized)
 
 
 def main() -> None:
@@ -74,12 +79,14 @@ def main() -> None:
     for i, part in enumerate(np.array_split(a, 10)):
         print(f"  tenth {i}: {part[:, 0].mean():5.1f} rows, {part[:, 1].mean():4.0f} prefilled, {1000 * part[:, 2].mean():4.0f} ms a pass")
     t = np.array(takes)
+    dropped = t[:, 0] - t[:, 1]  # cached tokens the prompt no longer starts with
     kinds = {"first prompts (no cache)": t[:, 0] == 0,
              "prompts that extend the cache": (t[:, 0] > 0) & (t[:, 1] >= np.minimum(t[:, 0], t[:, 2] - 1)),
-             "prompts whose window slid": (t[:, 0] > 0) & (t[:, 1] < np.minimum(t[:, 0], t[:, 2] - 1))}
+             f"dropping 1-{FEW} cached tokens": (t[:, 0] > 0) & (t[:, 1] < np.minimum(t[:, 0], t[:, 2] - 1)) & (dropped <= FEW),
+             "dropping more (window slid)": (t[:, 0] > 0) & (t[:, 1] < np.minimum(t[:, 0], t[:, 2] - 1)) & (dropped > FEW)}
     print(f"  {len(t)} lines started, {(t[:, 2] - t[:, 1]).sum()} prompt tokens prefilled:")
     for kind, m in kinds.items():
-        print(f"    {kind:30} {m.sum():5d} lines, {(t[m, 2] - t[m, 1]).sum():7d} tokens prefilled, "
+        print(f"    {kind:32} {m.sum():5d} lines, {(t[m, 2] - t[m, 1]).sum():7d} tokens prefilled, "
               f"{(t[m, 2] - t[m, 1]).mean() if m.any() else 0:5.1f} a line")
     first = kinds["first prompts (no cache)"]
     print(f"  first prompts: {t[first, 1].sum()} tokens copied from another chat's cache (prefix sharing, "
