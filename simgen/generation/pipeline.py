@@ -377,9 +377,9 @@ def simulate_stream(shards: list[int], cfg: GenerateConfig, sc: Scenario, user_b
                     on_dialogue: Callable[[int], None] | None = None) -> None:
     """Simulate the dialogues of `shards` (consecutive; shard s holds dialogues s*batch_size ...) as
     one stream through `cfg.batch_size` slots: a dialogue that ends gives its slot to the next one
-    (continuous batching), the longest planned first (`cfg.order`). As the last dialogue of a shard ends, `on_shard(shard, turns frame, first,
-    last, tokens, seconds)` gets it (seconds: since the stream began or the shard before was done);
-    `on_dialogue(index)` as each dialogue ends.
+    (continuous batching), the longest planned first (`cfg.order`). As the last dialogue of a shard
+    ends, `on_shard(shard, turns frame, first, last, tokens, seconds)` gets it (seconds: since the
+    stream began or the shard before was done); `on_dialogue(index)` as each dialogue ends.
 
     The one place dialogues are made, on this machine or on a Ray worker (`cluster.py`). A stream
     always starts at its first shard, so a rerun (resume) gives its shards the same batch company
