@@ -297,7 +297,8 @@ def test_a_key_refused_mid_run_stops_the_run_and_resume_finishes_it(fault_server
     """A 401 will repeat for every request, so it stops the run at once (finished shards stay) and
     `resume` with a working server completes it, identical to a run that never failed."""
     user = SamplingConfig(temperature=0.8, max_new_tokens=8, trim=False)
-    common = dict(n=4, seed=0, model=str(tiny_model_dir), max_turns=2, batch_size=2, progress=False, user=user)
+    # --refill 1: shard by shard, so the first shard is whole before the 401 (a stream would interleave the two)
+    common = dict(n=4, seed=0, model=str(tiny_model_dir), max_turns=2, batch_size=2, refill=1, progress=False, user=user)
     reference = generate(**common, out=tmp_path / "ref", assistant=_backend(fault_server()))
     # the first shard's assistant requests: each stored line, and each draw of it the redraws rejected
     first_shard = (reference.turns.filter(pl.col("dialogue_id").is_in(["d0000000", "d0000001"]) & (pl.col("role") == "assistant"))
