@@ -91,9 +91,9 @@ def test_a_first_line_starts_from_the_longest_prefix_another_cache_holds(backend
         backend.stats.update(prefill_tokens=0, shared_tokens=0)
         runs[share] = (simulate(jobs, movie, backend, backend, sampling, sampling, 5, 4, slots=2, schedule="lines"),
                        backend.stats["prefill_tokens"], backend.stats["shared_tokens"])
-    (alone, prefilled_alone, none), (shared, prefilled, copied) = runs[False], runs[True]
-    assert shared == alone and none == 0
-    assert copied > 0 and prefilled == prefilled_alone - copied
+    (unshared, prefilled_unshared, none), (shared, prefilled, copied) = runs[False], runs[True]
+    assert shared == unshared and none == 0
+    assert copied > 0 and prefilled == prefilled_unshared - copied
 
     # the copy is the prefill: a second chat's first line on an engine that holds the first one
     chats = [[{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": text}]

@@ -61,7 +61,8 @@ def test_a_worker_killed_mid_stream_costs_only_that_stream(ray_address, local_ru
 def test_a_stream_that_fails_for_good_is_reported_and_the_rest_resume_on_one_machine(ray_address, local_run, tiny_model_dir,
                                                                                     tmp_path, monkeypatch):
     """With --refill unset, a Ray run settles it at 1, so each stream is one shard (the unit numbers
-    are shard numbers) and the workers share the run shard by shard; the rest, resumed on one machine, matches the local run made with --refill 2 (the tiny model in fp32 draws the same
+    are shard numbers) and the workers share the run shard by shard; the rest, resumed on one
+    machine, matches the local run made with --refill 2 (the tiny model in fp32 draws the same
     tokens in any batch company)."""
     import simgen
 
