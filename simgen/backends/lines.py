@@ -161,21 +161,13 @@ class LineEngine:
         n = _common(hist, req.prompt, limit)
         donor, shared = (self._donor(req.prompt, limit) if not hist and SHARE_PREFIXES else (None, 0))
         self._reserve(len(req.prompt) + req.sampling.max_new_tokens + 1)
-        if shared > n:  # another cache's prefix: a row's slots or a stashed copy (a row may be its own donor)
+        if shared > n:  # another cache's prefix: a stashed copy's layers, or a row's slots (a row may be its own donor)
             n = shared
-            for layer, (k, v) in enumerate(zip(self.k, self.v)):
-                if isinstance(donor, int):
-                    if donor != row:
-                        k[row, :, :n] = k[donor, :, :n]
-                        v[row, :, :n] = v[donor, :, :n]
-                else:
-                    k[row, :, :n] = donor[layer][0][:, :n]
-                    v[row, :, :n] = donor[layer][1][:, :n]
+            kv = donor if not isinstance(donor, int) else [] if donor == row else [(k[donor], v[donor]) for k, v in zip(self.k, self.v)]
             self.b.stats["shared_tokens"] = self.b.stats.get("shared_tokens", 0) + n
-        else:
-            for (k, v), (sk, sv) in zip(zip(self.k, self.v), kv):
-                k[row, :, :n] = sk[:, :n]
-                v[row, :, :n] = sv[:, :n]
+        for (k, v), (sk, sv) in zip(zip(self.k, self.v), kv):
+            k[row, :, :n] = sk[:, :n]
+            v[row, :, :n] = sv[:, :n]
         self.lens[row], self.hist[row] = n, list(req.prompt[:n])
         return req.prompt[n:]
 
