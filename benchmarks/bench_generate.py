@@ -52,7 +52,9 @@ tokens drawn and thrown away (redraws, text past a line's end) count against the
 them. `--ablations bf16` adds simgen with `--dtype bfloat16`, `--ablations calls` simgen with
 `--schedule calls` (the schedule before line scheduling), `--ablations index` simgen with
 `--order index` (a refilling stream's dialogues started in index order, not longest first),
-`--refill K` simgen with `--refill K` (1: each shard alone, the default before 2026-12-04).
+`--ablations sdpa` simgen with `SIMGEN_KERNELS=0` (the decoding rows' attention through torch's SDPA,
+not simgen's compiled kernel: `simgen.backends.kernels`), `--refill K` simgen with `--refill K` (1:
+each shard alone, the default before 2026-12-04).
 
     python benchmarks/bench_generate.py --workload default                # both scenarios, n 256, batch 64
     python benchmarks/bench_generate.py --workload default --scenario chitchat -n 64 --naive-dialogues 4 --ablations bf16
@@ -395,6 +397,9 @@ def default_workload(args) -> None:  # noqa: ANN001
         if "index" in args.ablations:  # the order streams started their dialogues in before longest-first
             print(f"{name}: simgen, --order index", flush=True)
             rows["simgen --order index"] = cli_row([*base, "--order", "index"], work_dir / f"{name}-index", tokenizer)
+        if "sdpa" in args.ablations:  # decoding rows through torch's SDPA, as before simgen's decode attention kernel
+            print(f"{name}: simgen, SIMGEN_KERNELS=0", flush=True)
+            rows["simgen, SDPA (SIMGEN_KERNELS=0)"] = cli_row(base, work_dir / f"{name}-sdpa", tokenizer, env={**os.environ, "SIMGEN_KERNELS": "0"})
         for refill in args.refill:
             print(f"{name}: simgen, --refill {refill}", flush=True)
             rows[f"simgen --refill {refill}"] = cli_row([*base, "--refill", str(refill)], work_dir / f"{name}-refill{refill}", tokenizer)
@@ -463,7 +468,7 @@ def main() -> None:
     ap.add_argument("--ablations", type=lambda v: v.split(","), default=[],
                     help="comma-separated: no-reuse (re-encode every turn), dynamic-cache (transformers' DynamicCache); "
                          "default workload: bf16 (simgen with --dtype bfloat16), calls (simgen with --schedule calls), "
-                         "index (simgen with --order index)")
+                         "index (simgen with --order index), sdpa (simgen with SIMGEN_KERNELS=0: SDPA for the decoding rows)")
     ap.add_argument("--profile", type=Path, default=None, help="profile decode steps at 128-1536 cached tokens; write the op tables here")
     ap.add_argument("--rss", default=None, help="comma-separated concurrent-dialogue counts for peak RSS, e.g. 64,256")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)

@@ -16,7 +16,8 @@ start a line, be cut back to its prompt (a redraw) or take another dialogue's ca
 touching the others. A step is one packed forward pass over every token fed that step (one per
 decoding row, a whole suffix per row starting a line), through the model's own modules: the
 weight matmuls run over exactly those tokens, with no padding; attention runs per prefilling row
-and batched for the decoding ones. Each dialogue has two caches (its user-side chat and its
+(SDPA) and batched for the decoding ones: on a CPU through simgen's compiled kernel, each row over
+its own length (`simgen.backends.kernels`; SDPA where it does not build, and on a GPU). Each dialogue has two caches (its user-side chat and its
 assistant-side chat, keyed `(index, side)`); the one not being written waits aside as a copy of its
 valid slots (`stash`) and is copied back into a free row when that side's next line starts, where
 only the tokens past the longest cached prefix are prefilled.
@@ -41,6 +42,7 @@ from simgen.data import Generation
 
 LLAMA_LIKE = ("llama", "qwen2", "mistral")
 SHARE_PREFIXES = True  # a chat's first line starts from another cache's longest shared prefix (`LineEngine._take`)
+FUSED_DECODE = True  # on a CPU, decoding rows attend through simgen's compiled kernel where it builds (`simgen.backends.kernels`), else SDPA
 
 
 @dataclass
@@ -114,6 +116,11 @@ class LineEngine:
         self.stash: dict[Hashable, tuple[list[int], list[tuple[Any, Any]]]] = {}
         self.dropped: set[Hashable] = set()
         self.stop = torch.tensor(sorted(backend.stop_ids), device=self.device)
+        self.kernel = None  # the decode attention kernel, where it applies and builds
+        if FUSED_DECODE and str(self.device) == "cpu" and self.dtype in (torch.bfloat16, torch.float32):
+            from simgen.backends.kernels import decode_attention
+
+            self.kernel = decode_attention()
 
     # ------------------------------------------------------------------ the cache
     def _reserve(self, need: int) -> None:
@@ -191,6 +198,8 @@ class LineEngine:
         import torch.nn.functional as F
         from transformers.models.llama.modeling_llama import rotate_half  # the same in every LLAMA_LIKE model
 
+        from simgen.backends.kernels import attend
+
         b, device = self.b, self.device
         model = b.model.model
         ids, rows, pos, last, decode, prefill = [], [], [], [], [], []
@@ -215,10 +224,15 @@ class LineEngine:
         cos, sin = model.rotary_emb(x, pos_t[None])
         cos, sin = cos[0, :, None, :], sin[0, :, None, :]  # (t, 1, head_dim)
         if decode:
-            # attention over the decoding rows only, as wide as the longest of them: all rows as a view
-            # when most decode, else a gathered copy of theirs (a step of few rows stays cheap)
             dec = [r for r, _ in decode]
             dec_at = torch.tensor([i for _, i in decode], device=device)
+        if decode and self.kernel is not None:
+            # the kernel: each decoding row over its own valid slots, read in place
+            dec_rows, dec_lens = torch.tensor(dec), torch.tensor([self.lens[r] for r in dec])
+            scores = torch.empty(len(dec) * self.heads * self.cap, dtype=torch.float32)  # the kernel's scratch, shared by the layers
+        elif decode:
+            # SDPA over the decoding rows only, as wide as the longest of them: all rows as a view
+            # when most decode, else a gathered copy of theirs (a step of few rows stays cheap)
             dec_width = max(self.lens[r] for r in dec)
             whole = 2 * len(dec) > self.slots
             dec_rows = torch.arange(self.slots, device=device) if whole else torch.tensor(dec, device=device)
@@ -242,7 +256,10 @@ class LineEngine:
             out = q.new_empty((t, self.heads, self.head_dim))
             # grouped-query attention without repeating keys/values: a key/value head's query heads
             # are attended as that many query positions (transformers' `pack_gqa`)
-            if decode:
+            if decode and self.kernel is not None:
+                od = attend(q[dec_at].view(-1, self.kv_heads, group, self.head_dim), keys, values, dec_rows, dec_lens, attn.scaling, scores)
+                out[dec_at] = od.view(-1, self.heads, self.head_dim)
+            elif decode:
                 qd = q.new_zeros((len(dec_rows), self.kv_heads, group, self.head_dim))
                 qd[at] = q[dec_at].view(-1, self.kv_heads, group, self.head_dim)
                 ks, vs = (keys[:, :, :dec_width], values[:, :, :dec_width]) if whole else \

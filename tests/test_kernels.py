@@ -1,0 +1,104 @@
+"""The decode attention kernel (simgen/backends/kernels.py, decode_attention.c), built with the
+machine's C compiler, against torch's SDPA over each row's own valid slots; and the fallback to SDPA
+where it cannot be built."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import simgen.backends.kernels as kernels
+
+
+def _case(dtype, slots=7, heads=3, groups=3, dim=64, cap=96, seed=0):  # noqa: ANN001, ANN202
+    gen = torch.Generator().manual_seed(seed)
+    keys = torch.randn(slots, heads, cap, dim, generator=gen).to(dtype)
+    values = torch.randn(slots, heads, cap, dim, generator=gen).to(dtype)
+    rows = torch.tensor([5, 0, 3, 6, 2])  # not in order, not all of them
+    lens = torch.tensor([1, 96, 40, 73, 9])  # one slot, the whole capacity, and between
+    q = torch.randn(len(rows), heads, groups, dim, generator=gen).to(dtype)
+    return q, keys, values, rows, lens
+
+
+def _reference(q, keys, values, rows, lens, scale):  # noqa: ANN001, ANN202  (SDPA per row over its own slots, float64)
+    out = []
+    for i, (row, n) in enumerate(zip(rows.tolist(), lens.tolist())):
+        out.append(F.scaled_dot_product_attention(q[i:i + 1].double(), keys[row:row + 1, :, :n].double(),
+                                                  values[row:row + 1, :, :n].double(), scale=scale)[0])
+    return torch.stack(out)
+
+
+@pytest.fixture(scope="module")
+def built():
+    if kernels.decode_attention() is None:
+        pytest.fail("the kernel did not build on this machine (gcc with OpenMP is expected here, as in CI)")
+    return True
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("groups,dim", [(3, 64), (2, 16)], ids=["smollm2-shape", "other-shape"])
+def test_each_row_gets_sdpa_over_its_own_slots(built, dtype, tol, groups, dim):
+    """Rows in any order, lengths from one slot to the whole capacity: the kernel's output is SDPA's
+    over each row's valid slots (float64 reference), within float32 or bfloat16 rounding, on the
+    shape it is specialised for (3 query heads of 64 per key/value head) and on any other."""
+    q, keys, values, rows, lens = _case(dtype, groups=groups, dim=dim)
+    scale = 0.125
+    out = kernels.attend(q, keys, values, rows, lens, scale)
+    assert out.dtype == dtype and out.shape == q.shape
+    torch.testing.assert_close(out.double(), _reference(q, keys, values, rows, lens, scale), rtol=tol, atol=tol)
+    # a row of one slot attends to that slot alone: its values, exactly (up to the dtype)
+    torch.testing.assert_close(out[0].float(), values[5, :, :1].float().expand(-1, q.shape[2], -1), rtol=tol, atol=tol)
+
+
+def test_a_rows_output_does_not_depend_on_the_others_or_the_threads(built):
+    """Row i's output is the same bytes alone, beside other rows, and on one thread: a line's tokens
+    stay a function of its prompt and seed, whatever company its row keeps."""
+    q, keys, values, rows, lens = _case(torch.bfloat16, seed=1)
+    together = kernels.attend(q, keys, values, rows, lens, 0.125)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = kernels.attend(q, keys, values, rows, lens, 0.125)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(together, single)
+    for i in range(len(rows)):
+        alone = kernels.attend(q[i:i + 1].contiguous(), keys, values, rows[i:i + 1], lens[i:i + 1], 0.125)
+        assert torch.equal(alone[0], together[i])
+
+
+def test_without_a_compiler_it_says_why_once_and_gives_none(monkeypatch, tmp_path):
+    """No compiler: a warning naming what is missing and what to install, once; None (the line
+    schedule keeps SDPA). SIMGEN_KERNELS=0: None, silently."""
+    monkeypatch.setattr(kernels, "_loaded", {})
+    monkeypatch.setenv("SIMGEN_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "no-such-cc-simgen")
+    with pytest.warns(RuntimeWarning, match="no C compiler 'no-such-cc-simgen'.*Install a C compiler"):
+        assert kernels.decode_attention() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert kernels.decode_attention() is None  # remembered: no second warning
+    assert not any(tmp_path.rglob("*.so"))
+    monkeypatch.setattr(kernels, "_loaded", {})
+    monkeypatch.setenv("SIMGEN_KERNELS", "0")
+    monkeypatch.delenv("CC")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert kernels.decode_attention() is None
+
+
+def test_a_build_is_cached_by_source_and_a_changed_source_builds_again(monkeypatch, tmp_path):
+    """The library is built once into the cache and reused; another source text gets its own."""
+    monkeypatch.setattr(kernels, "_loaded", {})
+    monkeypatch.setenv("SIMGEN_CACHE", str(tmp_path))
+    first = kernels._build(tmp_path / "kernels")
+    stamp = first.stat().st_mtime_ns
+    assert kernels._build(tmp_path / "kernels") == first and first.stat().st_mtime_ns == stamp
+    changed = tmp_path / "decode_attention.c"
+    changed.write_text(kernels.SOURCE.read_text() + "\n/* changed */\n")
+    monkeypatch.setattr(kernels, "SOURCE", changed)
+    second = kernels._build(tmp_path / "kernels")
+    assert second != first and second.exists()
