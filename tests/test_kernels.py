@@ -70,6 +70,18 @@ def test_a_rows_output_does_not_depend_on_the_others_or_the_threads(built):
         assert torch.equal(alone[0], together[i])
 
 
+def test_a_layout_it_does_not_read_is_refused(built):
+    """The kernel reads raw pointers, so a strided view, a dtype mismatch or int32 indices are a
+    ValueError before any memory is read."""
+    q, keys, values, rows, lens = _case(torch.float32)
+    with pytest.raises(ValueError, match="contiguous CPU tensors"):
+        kernels.attend(q, keys[:, :, :50], values[:, :, :50], rows, lens, 0.125)  # a view of the cache
+    with pytest.raises(ValueError, match="of q's dtype"):
+        kernels.attend(q.to(torch.bfloat16), keys, values, rows, lens, 0.125)
+    with pytest.raises(ValueError, match="int64"):
+        kernels.attend(q, keys, values, rows.int(), lens, 0.125)
+
+
 def test_without_a_compiler_it_says_why_once_and_gives_none(monkeypatch, tmp_path):
     """No compiler: a warning naming what is missing and what to install, once; None (the line
     schedule keeps SDPA). SIMGEN_KERNELS=0: None, silently."""

@@ -4,8 +4,8 @@
     attend(q, keys, values, rows, lens, scale)   what SDPA gives each decoding row, over its own length
 
 On a CPU, torch's SDPA runs the line schedule's decoding rows (`LineEngine._forward`: one new token
-per row, three query heads per key/value head in SmolLM2) at about a seventh of the machine's memory
-bandwidth: it takes one padded width per call and runs a small matrix product per (row, head).
+per row, three query heads per key/value head in SmolLM2) at a fifth to a tenth of the machine's
+memory bandwidth: it takes one padded width per call and runs a small matrix product per (row, head).
 `decode_attention.c` reads each row's keys and values once, over its own length, in float32
 arithmetic (`benchmarks/line_pass.py` measures both).
 
@@ -103,6 +103,13 @@ def attend(q: Any, keys: Any, values: Any, rows: Any, lens: Any, scale: float, w
     lib = decode_attention()
     n, heads, groups, dim = q.shape
     cap = keys.shape[2]
+    # the kernel reads raw pointers: a wrong layout would read the wrong memory, so check what it assumes
+    if not (all(t.device.type == "cpu" and t.is_contiguous() for t in (q, keys, values, rows, lens))
+            and keys.dtype == values.dtype == q.dtype and rows.dtype == lens.dtype == torch.int64
+            and keys.shape == values.shape and keys.shape[1] == heads and keys.shape[3] == dim and rows.shape == lens.shape == (n,)):
+        raise ValueError(f"attend: q {tuple(q.shape)} {q.dtype}, keys {tuple(keys.shape)} {keys.dtype}, rows {tuple(rows.shape)} {rows.dtype}: "
+                         "expected contiguous CPU tensors, q (n, heads, groups, dim), keys/values (slots, heads, cap, dim) of q's dtype, "
+                         "rows/lens (n,) int64")
     fn = {torch.bfloat16: lib.decode_attention_bf16, torch.float32: lib.decode_attention_f32}[q.dtype]
     out = torch.empty_like(q)
     if work is None or work.numel() < n * heads * groups * cap:
