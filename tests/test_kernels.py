@@ -70,6 +70,17 @@ def test_a_rows_output_does_not_depend_on_the_others_or_the_threads(built):
         assert torch.equal(alone[0], together[i])
 
 
+def test_loading_it_leaves_the_processs_floating_point_alone(built):
+    """The kernel is compiled with -ffast-math; a library *linked* so would flush subnormal floats to
+    zero in the whole process at load (GCC's crtfastmath.o). Linked without it, subnormals survive
+    in Python and in torch after the kernel is loaded and has run."""
+    q, keys, values, rows, lens = _case(torch.float32)
+    kernels.attend(q, keys, values, rows, lens, 0.125)
+    tiny = 2.2250738585072014e-308  # the smallest normal double
+    assert tiny / 2 > 0.0
+    assert torch.tensor([1e-39], dtype=torch.float32).mul(0.5).item() > 0.0  # a float32 subnormal
+
+
 def test_a_layout_it_does_not_read_is_refused(built):
     """The kernel reads raw pointers, so a strided view, a dtype mismatch or int32 indices are a
     ValueError before any memory is read."""

@@ -30,7 +30,11 @@ from pathlib import Path
 from typing import Any
 
 SOURCE = Path(__file__).with_name("decode_attention.c")
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+# Compiled with -ffast-math (so the softmax's expf vectorizes) but linked without it: GCC links
+# crtfastmath.o into a library linked with -ffast-math, and loading that library would flush
+# subnormal floats to zero in the whole process (every thread's MXCSR), not only in the kernel.
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-std=c11"]
+LINK = ["-shared", "-fopenmp"]
 
 _loaded: dict[str, Any] = {}  # "lib": the library, or None once it failed
 
@@ -52,17 +56,21 @@ def _build(target_dir: Path) -> Path:
     if shutil.which(cc) is None:
         raise RuntimeError(f"no C compiler {cc!r} on PATH (set CC to one)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, " ".join(FLAGS), _cpu_flags()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, " ".join(FLAGS + LINK), _cpu_flags()]).encode()).hexdigest()[:16]
     lib = target_dir / f"decode_attention-{key}.so"
     if lib.exists():
         return lib
     target_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target_dir / f".{lib.name}.{os.getpid()}.tmp"
-    done = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", str(tmp), "-lm"], capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
+    obj, tmp = (target_dir / f".{lib.stem}.{os.getpid()}.{suffix}" for suffix in ("o", "tmp"))
+    try:
+        for step in ([cc, *FLAGS, "-c", str(SOURCE), "-o", str(obj)], [cc, *LINK, str(obj), "-o", str(tmp), "-lm"]):
+            done = subprocess.run(step, capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                raise RuntimeError(f"{cc} failed on {SOURCE.name}: {done.stderr.strip()[-500:]}")
+        os.replace(tmp, lib)  # atomic: a concurrent build (a Ray worker) writes the same bytes
+    finally:
+        obj.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"{cc} failed on {SOURCE.name}: {done.stderr.strip()[-500:]}")
-    os.replace(tmp, lib)  # atomic: a concurrent build (a Ray worker) writes the same bytes
     return lib
 
 
