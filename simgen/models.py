@@ -306,19 +306,26 @@ def pick_dtype(requested: str = "auto"):  # noqa: ANN201 - torch.dtype, torch im
 NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 (AVX512-BF16, AMX) and Arm (FEAT_BF16) names in /proc/cpuinfo
 
 
-def native_bf16_cpu(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU has bf16 arithmetic, from the flags of /proc/cpuinfo (`cpuinfo`: its text).
-    Where there is no /proc/cpuinfo (macOS, Windows) the answer is no: fp32 is the safe default."""
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags, from the "flags" (x86) or "Features" (Arm) lines of /proc/cpuinfo
+    (`cpuinfo`: its text); empty where there is no /proc/cpuinfo (macOS, Windows)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
         except OSError:
-            return False
+            return set()
+    flags: set[str] = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features") and NATIVE_BF16_FLAGS & set(value.split()):
-            return True
-    return False
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return flags
+
+
+def native_bf16_cpu(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has bf16 arithmetic, from the flags of /proc/cpuinfo (`cpuinfo`: its text).
+    Where there is no /proc/cpuinfo (macOS, Windows) the answer is no: fp32 is the safe default."""
+    return bool(NATIVE_BF16_FLAGS & cpu_flags(cpuinfo))
 
 
 def load_causal_lm(source: ModelSource, dtype: str = "auto", trust_remote_code: bool = False) -> tuple[Any, Any]:

@@ -39,24 +39,15 @@ LINK = ["-shared", "-fopenmp"]
 _loaded: dict[str, Any] = {}  # "lib": the library, or None once it failed
 
 
-def _cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return line.split(":", 1)[1].strip()
-    return ""
-
-
 def _build(target_dir: Path) -> Path:
     """Compile `SOURCE` into `target_dir` (once per source, compiler and CPU); the library's path."""
     cc = os.environ.get("CC") or "cc"
     if shutil.which(cc) is None:
         raise RuntimeError(f"no C compiler {cc!r} on PATH (set CC to one)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, " ".join(FLAGS + LINK), _cpu_flags()]).encode()).hexdigest()[:16]
+    from simgen.models import cpu_flags
+
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, " ".join(FLAGS + LINK), " ".join(sorted(cpu_flags()))]).encode()).hexdigest()[:16]
     lib = target_dir / f"decode_attention-{key}.so"
     if lib.exists():
         return lib

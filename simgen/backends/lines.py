@@ -17,8 +17,8 @@ touching the others. A step is one packed forward pass over every token fed that
 decoding row, a whole suffix per row starting a line), through the model's own modules: the
 weight matmuls run over exactly those tokens, with no padding; attention runs per prefilling row
 (SDPA) and batched for the decoding ones: on a CPU through simgen's compiled kernel, each row over
-its own length (`simgen.backends.kernels`; SDPA where it does not build, and on a GPU). Each dialogue has two caches (its user-side chat and its
-assistant-side chat, keyed `(index, side)`); the one not being written waits aside as a copy of its
+its own length (`simgen.backends.kernels`; SDPA where it does not build, and on a GPU). Each
+dialogue has two caches (its user-side chat and its assistant-side chat, keyed `(index, side)`); the one not being written waits aside as a copy of its
 valid slots (`stash`) and is copied back into a free row when that side's next line starts, where
 only the tokens past the longest cached prefix are prefilled.
 
