@@ -52,6 +52,8 @@ tokens drawn and thrown away (redraws, text past a line's end) count against the
 them. `--ablations bf16` adds simgen with `--dtype bfloat16`, `--ablations calls` simgen with
 `--schedule calls` (the schedule before line scheduling), `--ablations index` simgen with
 `--order index` (a refilling stream's dialogues started in index order, not longest first),
+`--ablations unfused` simgen with `SIMGEN_FUSE=0` (each layer's projections one by one and its
+element-wise work in torch ops, as before `lines.fuse_projections` and the glue kernels),
 `--ablations sdpa` simgen with `SIMGEN_KERNELS=0` (the decoding rows' attention through torch's SDPA,
 not simgen's compiled kernel: `simgen.backends.kernels`), `--refill K` simgen with `--refill K` (1:
 each shard alone, the default before 2026-12-04).
@@ -400,6 +402,9 @@ def default_workload(args) -> None:  # noqa: ANN001
         if "sdpa" in args.ablations:  # decoding rows through torch's SDPA, as before simgen's decode attention kernel
             print(f"{name}: simgen, SIMGEN_KERNELS=0", flush=True)
             rows["simgen, SDPA (SIMGEN_KERNELS=0)"] = cli_row(base, work_dir / f"{name}-sdpa", tokenizer, env={**os.environ, "SIMGEN_KERNELS": "0"})
+        if "unfused" in args.ablations:  # the modules one by one around the attention kernel, as before fused projections and the glue kernels
+            print(f"{name}: simgen, SIMGEN_FUSE=0", flush=True)
+            rows["simgen, unfused (SIMGEN_FUSE=0)"] = cli_row(base, work_dir / f"{name}-unfused", tokenizer, env={**os.environ, "SIMGEN_FUSE": "0"})
         for refill in args.refill:
             print(f"{name}: simgen, --refill {refill}", flush=True)
             rows[f"simgen --refill {refill}"] = cli_row([*base, "--refill", str(refill)], work_dir / f"{name}-refill{refill}", tokenizer)
@@ -468,7 +473,8 @@ def main() -> None:
     ap.add_argument("--ablations", type=lambda v: v.split(","), default=[],
                     help="comma-separated: no-reuse (re-encode every turn), dynamic-cache (transformers' DynamicCache); "
                          "default workload: bf16 (simgen with --dtype bfloat16), calls (simgen with --schedule calls), "
-                         "index (simgen with --order index), sdpa (simgen with SIMGEN_KERNELS=0: SDPA for the decoding rows)")
+                         "index (simgen with --order index), sdpa (simgen with SIMGEN_KERNELS=0: SDPA for the decoding rows), "
+                         "unfused (simgen with SIMGEN_FUSE=0: each projection and element-wise op through torch, as before the glue kernels)")
     ap.add_argument("--profile", type=Path, default=None, help="profile decode steps at 128-1536 cached tokens; write the op tables here")
     ap.add_argument("--rss", default=None, help="comma-separated concurrent-dialogue counts for peak RSS, e.g. 64,256")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)

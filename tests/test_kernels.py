@@ -125,3 +125,95 @@ def test_a_build_is_cached_by_source_and_a_changed_source_builds_again(monkeypat
     monkeypatch.setattr(kernels, "SOURCE", changed)
     second = kernels._build(tmp_path / "kernels")
     assert second != first and second.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The glue kernels: a layer's residual add and norm, rotary embedding and cache write, and the
+# MLP's activation, against the transformers modules and torch ops they replace.
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_add_rms_norm_is_the_residual_add_and_llamas_norm(built, dtype):
+    """x += delta rounds as torch's add does (exactly the same bytes), and the norm is transformers'
+    LlamaRMSNorm within one rounding of the dtype (a float32 sum ordered differently); with no
+    delta, x is left alone."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    gen = torch.Generator().manual_seed(2)
+    norm = LlamaRMSNorm(96, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(1 + torch.randn(96, generator=gen) / 4)
+    norm = norm.to(dtype)
+    x = (3 * torch.randn(5, 96, generator=gen)).to(dtype)
+    delta = torch.randn(5, 96, generator=gen).to(dtype)
+    expected_x = x + delta
+    tol = {torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    out = kernels.add_rms_norm(x, delta, norm.weight.detach(), norm.variance_epsilon)
+    assert torch.equal(x, expected_x)
+    torch.testing.assert_close(out, norm(expected_x), rtol=tol, atol=tol)
+    before = x.clone()
+    torch.testing.assert_close(kernels.add_rms_norm(x, None, norm.weight.detach(), 1e-5), norm(before), rtol=tol, atol=tol)
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_store_rotates_and_writes_as_transformers_does(built, dtype):
+    """A fused q/k/v output is split, queries and keys rotated as apply_rotary_pos_emb rotates them
+    (each product and the sum rounded as torch rounds them: the same bytes), and each key and value
+    written to its row and slot of the cache; no other slot changes."""
+    from transformers.models.llama.modeling_llama import rotate_half
+
+    gen = torch.Generator().manual_seed(3)
+    t, heads, kv_heads, dim, slots, cap = 6, 6, 2, 16, 4, 10
+    qkv = torch.randn(t, (heads + 2 * kv_heads) * dim, generator=gen).to(dtype)
+    angles = torch.rand(t, dim // 2, generator=gen) * 6
+    cos, sin = torch.cat([angles.cos()] * 2, -1).to(dtype), torch.cat([angles.sin()] * 2, -1).to(dtype)
+    rows, pos = torch.tensor([3, 3, 3, 0, 2, 1]), torch.tensor([4, 5, 6, 0, 9, 2])  # a prefill of three tokens, and single tokens
+    keys, values = torch.randn(slots, kv_heads, cap, dim, generator=gen).to(dtype), torch.randn(slots, kv_heads, cap, dim, generator=gen).to(dtype)
+    want_k, want_v = keys.clone(), values.clone()
+
+    q = kernels.rope_store(qkv, cos, sin, keys, values, rows, pos, heads)
+
+    q_ref, k_ref, v_ref = qkv.split([heads * dim, kv_heads * dim, kv_heads * dim], -1)
+    q_ref, k_ref, v_ref = (x.reshape(t, -1, dim) for x in (q_ref, k_ref, v_ref))
+    c, s = cos[:, None, :], sin[:, None, :]
+    want_k[rows, :, pos] = k_ref * c + rotate_half(k_ref) * s
+    want_v[rows, :, pos] = v_ref
+    assert torch.equal(q, q_ref * c + rotate_half(q_ref) * s)
+    assert torch.equal(keys, want_k) and torch.equal(values, want_v)
+
+
+def test_rope_store_refuses_a_slot_outside_the_cache_and_writes_nothing(built):
+    """A row or slot past the cache is a ValueError before any byte is written (the kernel writes
+    through raw pointers)."""
+    t, heads, kv_heads, dim = 2, 3, 1, 8
+    qkv = torch.randn(t, (heads + 2 * kv_heads) * dim)
+    cos, sin = torch.ones(t, dim), torch.zeros(t, dim)
+    keys, values = torch.zeros(2, kv_heads, 4, dim), torch.zeros(2, kv_heads, 4, dim)
+    for rows, pos in ((torch.tensor([0, 2]), torch.tensor([0, 1])), (torch.tensor([0, 1]), torch.tensor([0, 4])),
+                      (torch.tensor([0, 1]), torch.tensor([-1, 0]))):
+        with pytest.raises(ValueError, match="outside the cache"):
+            kernels.rope_store(qkv, cos, sin, keys, values, rows, pos, heads)
+        assert not keys.any() and not values.any()
+    with pytest.raises(ValueError, match="rope_store"):  # int32 positions: the kernel reads int64
+        kernels.rope_store(qkv, cos, sin, keys, values, torch.tensor([0, 1]), torch.tensor([0, 1], dtype=torch.int32), heads)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 1e-2)])
+def test_silu_mul_is_the_mlps_activation(built, dtype, tol):
+    """silu(gate) * up over a fused gate/up output, as LlamaMLP computes it (within one rounding:
+    the kernel's exp is not torch's)."""
+    gen = torch.Generator().manual_seed(4)
+    gate_up = (4 * torch.randn(5, 2 * 48, generator=gen)).to(dtype)
+    gate, up = gate_up.chunk(2, dim=-1)
+    torch.testing.assert_close(kernels.silu_mul(gate_up), F.silu(gate) * up, rtol=tol, atol=tol)
+
+
+def test_the_glue_kernels_refuse_a_layout_they_do_not_read(built):
+    """Strided views and mixed dtypes are a ValueError naming the tensors, before any pointer is passed."""
+    x = torch.randn(4, 16)
+    with pytest.raises(ValueError, match="add_rms_norm.*strided"):
+        kernels.add_rms_norm(x.t(), None, torch.ones(4), 1e-5)
+    with pytest.raises(ValueError, match="add_rms_norm.*bfloat16"):
+        kernels.add_rms_norm(x, None, torch.ones(16, dtype=torch.bfloat16), 1e-5)
+    with pytest.raises(ValueError, match="silu_mul.*strided"):
+        kernels.silu_mul(torch.randn(16, 4).t())

@@ -200,3 +200,50 @@ def test_which_models_the_line_schedule_runs():
     assert model_problem({"model_type": "mistral", "sliding_window": None}) is None
     assert "sliding attention window" in model_problem({"model_type": "mistral", "sliding_window": 4096})
     assert "'gemma' is not one it runs" in model_problem({"model_type": "gemma"})
+
+
+def test_fused_projections_and_the_glue_kernels_write_what_the_modules_write(backend, movie, monkeypatch):
+    """Each layer's q/k/v and gate/up projections run as one matmul each, and the element-wise work
+    around them (residual adds, norms, rotary, cache writes, the MLP's activation) in simgen's
+    kernels: the same dialogues as the modules one by one (float32, sampled, redraws on). The fused
+    matrices hold the modules' weights, which are now views into them (no extra memory), and
+    fusing again finds them."""
+    import torch
+
+    import simgen.backends.lines as lines
+    from simgen.generation.plan import plan
+    from simgen.generation.simulator import simulate
+
+    layer = backend.model.model.layers[0]
+    before = {name: m.weight.detach().clone() for name, m in (("q", layer.self_attn.q_proj), ("v", layer.self_attn.v_proj),
+                                                                      ("up", layer.mlp.up_proj))}
+    engine = lines.LineEngine(backend, 2)
+    assert engine.glue and all(f is not None for f in engine.fused)
+    fused = engine.fused[0]
+    assert lines.fuse_projections(layer) is fused
+    assert torch.equal(layer.self_attn.q_proj.weight, before["q"]) and torch.equal(layer.self_attn.v_proj.weight, before["v"])
+    assert torch.equal(layer.mlp.up_proj.weight, before["up"])
+    assert layer.self_attn.v_proj.weight.untyped_storage().data_ptr() == fused.qkv.untyped_storage().data_ptr()
+    assert layer.mlp.up_proj.weight.untyped_storage().data_ptr() == fused.gate_up.untyped_storage().data_ptr()
+
+    sampling = SAMPLINGS["sampled"]
+    jobs = [plan(movie, 6, i, 6) for i in range(4)]
+    runs = {}
+    for on in (True, False):
+        monkeypatch.setattr(lines, "FUSED_GEMMS", on)
+        runs[on] = simulate(jobs, movie, backend, backend, sampling, sampling, 6, 6, redraws=2, slots=3, schedule="lines")
+    assert runs[True] == runs[False]
+
+
+def test_a_projection_that_is_not_a_plain_linear_is_not_fused():
+    """An unmerged adapter (here a module wrapping the Linear) keeps the modules' own calls."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import simgen.backends.lines as lines
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
+                         num_key_value_heads=2)
+    layer = LlamaForCausalLM(config).model.layers[0]
+    layer.self_attn.k_proj = torch.nn.Sequential(layer.self_attn.k_proj)
+    assert lines.fuse_projections(layer) is None

@@ -77,10 +77,12 @@ def decode_attention() -> Any:
             import torch  # noqa: F401  (its OpenMP runtime first, so the library joins it)
 
             lib = ctypes.CDLL(str(_build(cache_root() / "kernels")))
-            for name in ("decode_attention_bf16", "decode_attention_f32"):
-                fn = getattr(lib, name)
-                fn.restype = None
-                fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 5 + [ctypes.c_float, ctypes.c_void_p]
+            p, i, f = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+            for name, args in (("decode_attention", [p] * 6 + [i] * 5 + [f, p]), ("add_rms_norm", [p] * 4 + [i] * 2 + [f]),
+                               ("rope_store", [p] * 8 + [i] * 6), ("silu_mul", [p] * 2 + [i] * 2)):
+                for dtype in ("bf16", "f32"):
+                    fn = getattr(lib, f"{name}_{dtype}")
+                    fn.restype, fn.argtypes = (ctypes.c_int if name == "rope_store" else None), args
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
             warnings.warn(f"simgen: the decode attention kernel is not available ({e}); the line schedule uses torch's SDPA, "
                           "which is slower on a CPU. Install a C compiler with OpenMP (gcc) to build it.", RuntimeWarning, stacklevel=2)
@@ -115,4 +117,63 @@ def attend(q: Any, keys: Any, values: Any, rows: Any, lens: Any, scale: float, w
         work = torch.empty(n * heads * groups * cap, dtype=torch.float32)
     fn(q.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(), rows.data_ptr(), lens.data_ptr(),
        n, heads, groups, dim, cap, float(scale), work.data_ptr())
+    return out
+
+
+def _fn(name: str, *tensors: Any) -> Any:
+    """The kernel's `name` for the tensors' dtype, once they are contiguous CPU tensors of one
+    float dtype (bfloat16 or float32); a ValueError naming them otherwise (it reads raw pointers)."""
+    import torch
+
+    dtypes = {t.dtype for t in tensors}
+    if not (all(t.device.type == "cpu" and t.is_contiguous() for t in tensors) and dtypes <= {torch.bfloat16} | {torch.float32}
+            and len(dtypes) == 1):
+        raise ValueError(f"{name}: expected contiguous CPU tensors of one dtype (bfloat16 or float32), got "
+                         + ", ".join(f"{tuple(t.shape)} {t.dtype}{'' if t.is_contiguous() else ' (strided)'}" for t in tensors))
+    lib = decode_attention()
+    return getattr(lib, f"{name}_{'bf16' if tensors[0].dtype == torch.bfloat16 else 'f32'}")
+
+
+def add_rms_norm(x: Any, delta: Any, weight: Any, eps: float) -> Any:
+    """`x += delta` in place (unless delta is None), then the RMSNorm of x with `weight` (a new
+    tensor), as transformers' LlamaRMSNorm computes it. x, delta: (..., hidden)."""
+    import torch
+
+    hidden = weight.shape[0]
+    tensors = (x, weight) if delta is None else (x, delta, weight)
+    fn = _fn("add_rms_norm", *tensors)
+    if x.shape[-1] != hidden or (delta is not None and delta.shape != x.shape):
+        raise ValueError(f"add_rms_norm: x {tuple(x.shape)}, delta {None if delta is None else tuple(delta.shape)}, weight ({hidden},)")
+    out = torch.empty_like(x)
+    fn(x.data_ptr(), None if delta is None else delta.data_ptr(), weight.data_ptr(), out.data_ptr(), x.numel() // hidden, hidden, float(eps))
+    return out
+
+
+def rope_store(qkv: Any, cos: Any, sin: Any, keys: Any, values: Any, rows: Any, pos: Any, heads: int) -> Any:
+    """Split a fused q/k/v projection's output `qkv` (t, (heads + 2 kv_heads) dim), rotate queries
+    and keys by `cos`, `sin` (t, dim) as transformers' apply_rotary_pos_emb does, write each key and
+    value into the cache (slots, kv_heads, cap, dim) at row `rows[i]`, slot `pos[i]` (int64); the
+    rotated queries, (t, heads, dim)."""
+    import torch
+
+    fn = _fn("rope_store", qkv, cos, sin, keys, values)
+    t, (slots, kv_heads, cap, dim) = qkv.shape[0], keys.shape
+    if not (qkv.shape == (t, (heads + 2 * kv_heads) * dim) and cos.shape == sin.shape == (t, dim) and values.shape == keys.shape
+            and rows.dtype == pos.dtype == torch.int64 and rows.shape == pos.shape == (t,) and rows.is_contiguous() and pos.is_contiguous()):
+        raise ValueError(f"rope_store: qkv {tuple(qkv.shape)}, cos {tuple(cos.shape)}, cache {tuple(keys.shape)}, rows/pos "
+                         f"{tuple(rows.shape)} {rows.dtype}: expected qkv (t, (heads + 2 kv_heads) dim), cos/sin (t, dim), "
+                         "rows/pos (t,) int64")
+    q = qkv.new_empty((t, heads, dim))
+    if fn(qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), q.data_ptr(), keys.data_ptr(), values.data_ptr(), rows.data_ptr(), pos.data_ptr(),
+          t, heads, kv_heads, dim, slots, cap):
+        raise ValueError(f"rope_store: a row or slot outside the cache {tuple(keys.shape)} (rows {rows.tolist()}, pos {pos.tolist()})")
+    return q
+
+
+def silu_mul(gate_up: Any) -> Any:
+    """silu(gate) * up for `gate_up` (..., 2 inter) holding gate then up (a fused projection's output)."""
+    fn = _fn("silu_mul", gate_up)
+    inter = gate_up.shape[-1] // 2
+    out = gate_up.new_empty((*gate_up.shape[:-1], inter))
+    fn(gate_up.data_ptr(), out.data_ptr(), gate_up.numel() // (2 * inter), inter)
     return out

@@ -31,6 +31,8 @@ not otherwise.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +44,7 @@ from simgen.data import Generation
 
 LLAMA_LIKE = ("llama", "qwen2", "mistral")
 SHARE_PREFIXES = True  # a chat's first line starts from another cache's longest shared prefix (`LineEngine._take`)
+FUSED_GEMMS = True  # each layer's q/k/v projections run as one matmul, and gate/up as one (`fuse_projections`); SIMGEN_FUSE=0 turns it off
 FUSED_DECODE = True  # on a CPU, decoding rows attend through simgen's compiled kernel where it builds (`simgen.backends.kernels`), else SDPA
 
 
@@ -116,11 +119,21 @@ class LineEngine:
         self.stash: dict[Hashable, tuple[list[int], list[tuple[Any, Any]]]] = {}
         self.dropped: set[Hashable] = set()
         self.stop = torch.tensor(sorted(backend.stop_ids), device=self.device)
+        fuse = FUSED_GEMMS and os.environ.get("SIMGEN_FUSE", "1") != "0"
+        fresh = fuse and any(getattr(layer, "_simgen_fused", None) is None for layer in self.layers)
+        self.fused = [fuse_projections(layer) if fuse else None for layer in self.layers]
+        if fresh:
+            _release_freed_memory()  # the modules' old weight storages, freed into malloc's heap
         self.kernel = None  # the decode attention kernel, where it applies and builds
         if FUSED_DECODE and str(self.device) == "cpu" and self.dtype in (torch.bfloat16, torch.float32):
             from simgen.backends.kernels import decode_attention
 
             self.kernel = decode_attention()
+        # the rest of a layer's element-wise work in the same library: where it builds, the
+        # projections are fused, and the model's norms and activation are the ones it computes
+        self.glue = (self.kernel is not None and all(f is not None for f in self.fused) and getattr(cfg, "hidden_act", None) == "silu"
+                     and all(hasattr(norm, "variance_epsilon") and getattr(norm, "bias", None) is None
+                             for layer in self.layers for norm in (layer.input_layernorm, layer.post_attention_layernorm)))
 
     # ------------------------------------------------------------------ the cache
     def _reserve(self, need: int) -> None:
@@ -198,7 +211,7 @@ class LineEngine:
         import torch.nn.functional as F
         from transformers.models.llama.modeling_llama import rotate_half  # the same in every LLAMA_LIKE model
 
-        from simgen.backends.kernels import attend
+        from simgen.backends.kernels import add_rms_norm, attend, rope_store, silu_mul
 
         b, device = self.b, self.device
         model = b.model.model
@@ -220,9 +233,9 @@ class LineEngine:
         ids_t = torch.tensor(ids, device=device)
         rows_t = torch.tensor(rows, device=device)
         pos_t = torch.tensor(pos, device=device)
-        x = model.embed_tokens(ids_t)[None]  # (1, t, hidden)
-        cos, sin = model.rotary_emb(x, pos_t[None])
-        cos, sin = cos[0, :, None, :], sin[0, :, None, :]  # (t, 1, head_dim)
+        x = model.embed_tokens(ids_t)  # (t, hidden)
+        cos2, sin2 = (c[0] for c in model.rotary_emb(x[None], pos_t[None]))  # (t, head_dim)
+        cos, sin = cos2[:, None, :], sin2[:, None, :]  # (t, 1, head_dim)
         if decode:
             dec = [r for r, _ in decode]
             dec_at = torch.tensor([i for _, i in decode], device=device)
@@ -242,17 +255,26 @@ class LineEngine:
         group = self.heads // self.kv_heads
         masks = [(torch.arange(s + (c - a), device=device)[None, :] <= (s + torch.arange(c - a, device=device))[:, None]).repeat(group, 1)
                  for _, a, c, s in prefill]
+        pending = None  # with the glue kernels: a layer's MLP output, added to x by the next layer's norm
         for n, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(t, self.heads, self.head_dim)
-            k = attn.k_proj(h).view(t, self.kv_heads, self.head_dim)
-            v = attn.v_proj(h).view(t, self.kv_heads, self.head_dim)
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
+            attn, fused = layer.self_attn, self.fused[n]
             keys, values = self.k[n], self.v[n]
-            keys[rows_t, :, pos_t] = k
-            values[rows_t, :, pos_t] = v
+            if self.glue:  # the residual add, the norm, rotary and the cache write in simgen's kernels
+                h = add_rms_norm(x, pending, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
+                q = rope_store(F.linear(h, fused.qkv, fused.qkv_bias), cos2, sin2, keys, values, rows_t, pos_t, self.heads)
+            else:
+                h = layer.input_layernorm(x)
+                if fused is not None:
+                    q, k, v = F.linear(h, fused.qkv, fused.qkv_bias).split(fused.qkv_sizes, dim=-1)
+                else:
+                    q, k, v = attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
+                q = q.view(t, self.heads, self.head_dim)
+                k = k.view(t, self.kv_heads, self.head_dim)
+                v = v.view(t, self.kv_heads, self.head_dim)
+                q = q * cos + rotate_half(q) * sin
+                k = k * cos + rotate_half(k) * sin
+                keys[rows_t, :, pos_t] = k
+                values[rows_t, :, pos_t] = v
             out = q.new_empty((t, self.heads, self.head_dim))
             # grouped-query attention without repeating keys/values: a key/value head's query heads
             # are attended as that many query positions (transformers' `pack_gqa`)
@@ -271,9 +293,21 @@ class LineEngine:
                 op = F.scaled_dot_product_attention(qp, keys[row:row + 1, :, :s + c - a], values[row:row + 1, :, :s + c - a],
                                                     attn_mask=mask, scale=attn.scaling)
                 out[a:c] = op.view(self.kv_heads, group, c - a, self.head_dim).permute(2, 0, 1, 3).reshape(c - a, self.heads, self.head_dim)
-            x = x + attn.o_proj(out.reshape(1, t, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        hidden = model.norm(x[0, torch.tensor(last, device=device)])
+            o = attn.o_proj(out.view(t, -1))
+            if self.glue:
+                h = add_rms_norm(x, o, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon)
+                pending = layer.mlp.down_proj(silu_mul(F.linear(h, fused.gate_up, fused.gate_up_bias)))
+                continue
+            x = x + o
+            h = layer.post_attention_layernorm(x)
+            if fused is not None:
+                gate, up = F.linear(h, fused.gate_up, fused.gate_up_bias).chunk(2, dim=-1)
+                x = x + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
+            else:
+                x = x + layer.mlp(h)
+        if pending is not None:
+            x = x + pending
+        hidden = model.norm(x[torch.tensor(last, device=device)])
         b.stats["decode_steps"] += 1
         b.stats["decoded_rows"] += len(decode)
         b.stats["prefill_tokens"] += sum(c - a for _, a, c, _ in prefill)
@@ -379,6 +413,69 @@ class LineEngine:
         self._put_aside(row, line.req.key)
         state[row] = None
         seen.pop(row, None)
+
+
+@dataclass
+class FusedProjections:
+    """A layer's q/k/v weights as one matrix (`qkv`, split by `qkv_sizes`) and its MLP's gate/up
+    weights as another; the modules' own weights are views into them, so memory is unchanged."""
+
+    qkv: Any
+    qkv_bias: Any
+    qkv_sizes: tuple[int, int, int]
+    gate_up: Any
+    gate_up_bias: Any
+
+
+def fuse_projections(layer: Any) -> FusedProjections | None:
+    """Fuse `layer`'s q/k/v and gate/up projections (once: a layer already fused is found again), or
+    None where they are not plain `nn.Linear`s of one dtype and device (an unmerged LoRA adapter)."""
+    import torch
+
+    attn, mlp = layer.self_attn, layer.mlp
+    found = getattr(layer, "_simgen_fused", None)
+    if found is not None:
+        return found
+    groups = [(attn.q_proj, attn.k_proj, attn.v_proj), (mlp.gate_proj, mlp.up_proj)]
+    for group in groups:
+        weights = [m.weight for m in group if type(m) is torch.nn.Linear]
+        if len(weights) < len(group) or len({(w.dtype, w.device, w.shape[1]) for w in weights}) != 1:
+            return None
+        if len({m.bias is None for m in group}) != 1:
+            return None
+    fused = []
+    for group in groups:
+        with torch.no_grad():
+            weight = torch.cat([m.weight for m in group])
+            bias = None if group[0].bias is None else torch.cat([m.bias for m in group])
+            at = 0
+            for m in group:  # the modules read views of the fused matrix: the old storage is freed
+                size = m.weight.shape[0]
+                m.weight.data = weight[at:at + size]
+                if bias is not None:
+                    m.bias.data = bias[at:at + size]
+                at += size
+        fused.append((weight, bias))
+    (qkv, qkv_bias), (gate_up, gate_up_bias) = fused
+    sizes = tuple(m.weight.shape[0] for m in groups[0])
+    layer._simgen_fused = FusedProjections(qkv, qkv_bias, sizes, gate_up, gate_up_bias)
+    return layer._simgen_fused
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed into glibc's heap back to the system (`malloc_trim`): the weights that
+    `fuse_projections` replaced were freed there and would otherwise stay in the process's RSS
+    (125 MB for SmolLM2-135M in bf16). A no-op without glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass
 
 
 def _common(a: list[int], b: list[int], limit: int) -> int:
