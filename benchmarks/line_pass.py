@@ -2,6 +2,8 @@
 
     python benchmarks/line_pass.py                  # 60 decoding rows, as a busy movie-recommendation run
     python benchmarks/line_pass.py --prefill 108    # + 108 prompt tokens prefilled beside them (the run's mean)
+    python benchmarks/line_pass.py --unfused        # the projections and element-wise ops one by one in torch, as before
+    python benchmarks/line_pass.py --versus-unfused 8   # both, alternately in one process (the machine's drift cancels)
 
 Builds a `LineEngine` of `--slots` rows on the embedded model (bf16 where the CPU has it, as `simgen
 generate`), fills each row's cache with random tokens, and times passes that feed one token to
@@ -86,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passes", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sdpa", action="store_true", help="decoding rows through torch's SDPA, not simgen's kernel (lines.FUSED_DECODE off)")
+    ap.add_argument("--versus-unfused", type=int, default=0, metavar="ROUNDS",
+                    help="then time ROUNDS rounds of 5 passes each way, alternately, in this process: fused and glue kernels against torch ops")
+    ap.add_argument("--unfused", action="store_true",
+                    help="each projection and element-wise op through torch, not fused projections and simgen's glue kernels (lines.FUSED_GEMMS off)")
     args = ap.parse_args(argv)
     if not 0 < args.rows < args.slots:
         ap.error(f"--rows must be in 1..{args.slots - 1} (one row is left for --prefill), got {args.rows}")
@@ -95,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     from simgen.backends import local_model
 
     lines.FUSED_DECODE = not args.sdpa
+    lines.FUSED_GEMMS = not args.unfused
     backend = local_model()
     for key in ("decode_steps", "decoded_rows", "prefill_tokens"):
         backend.stats.setdefault(key, 0)
@@ -127,6 +134,18 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.passes):
                 one()
             seconds = (time.perf_counter() - start) / args.passes
+        if args.versus_unfused:  # the same passes, alternately with and without fused projections and glue kernels
+            modes = {"fused, glue kernels": (engine.fused, engine.glue), "unfused, torch ops": ([None] * len(engine.fused), False)}
+            versus: dict[str, list[float]] = {name: [] for name in modes}
+            for _ in range(args.versus_unfused):
+                for name, (fused, glue) in modes.items():
+                    engine.fused, engine.glue = fused, glue
+                    one()
+                    start = time.perf_counter()
+                    for _ in range(5):
+                        one()
+                    versus[name].append((time.perf_counter() - start) / 5)
+            engine.fused, engine.glue = modes["fused, glue kernels"]
     linear_s, attention_s, decode_s = (t / args.passes for t in (linear.seconds, sdpa.seconds + kernel.seconds, sdpa.picked + kernel.seconds))
     calls = (sdpa.calls + kernel.calls) // args.passes
 
@@ -153,7 +172,15 @@ def main(argv: list[str] | None = None) -> int:
           f"the decoding rows' ({1000 * decode_s:.1f} ms) read {read / 2**20:.0f} MiB of keys and values a pass at "
           f"{read / decode_s / 1e9:.1f} GB/s (memory: {mem / 1e9:.1f} GB/s, so {read / mem * 1000:.1f} ms at full bandwidth)")
     rest = seconds - linear_s - attention_s
-    print(f"  the rest (norms, rotary, cache writes, embedding, gathers): {1000 * rest:.1f} ms ({rest / seconds:.0%})")
+    glue = "simgen's glue kernels" if engine.glue else "torch ops"
+    print(f"  the rest (norms, rotary, cache writes, activation, embedding, gathers; {glue}): {1000 * rest:.1f} ms ({rest / seconds:.0%})")
+    if args.versus_unfused:
+        import statistics
+
+        medians = {name: statistics.median(v) for name, v in versus.items()}
+        print(f"  alternately, {args.versus_unfused} rounds of 5 passes each, median pass: "
+              + ", ".join(f"{name} {1000 * m:.1f} ms" for name, m in medians.items())
+              + f": {medians['unfused, torch ops'] / medians['fused, glue kernels']:.2f}x")
     return 0
 
 

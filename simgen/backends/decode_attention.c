@@ -1,4 +1,5 @@
-/* Attention for the line schedule's decoding rows (simgen/backends/kernels.py loads this).
+/* Attention for the line schedule's decoding rows, and the element-wise work around a layer's
+ * matmuls (at the end of this file); simgen/backends/kernels.py loads this.
  *
  * Each decoding row has one new token, whose `groups` query heads per key/value head attend over
  * that row's own cached keys and values: `lens[i]` slots of cache row `rows[i]`. SDPA on a CPU

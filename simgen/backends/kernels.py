@@ -1,13 +1,20 @@
-"""A native kernel for the line schedule's decoding rows, compiled on first use.
+"""Native kernels for the line schedule's packed pass, compiled on first use.
 
-    decode_attention()                      the loaded kernel, or None where it cannot be built
+    decode_attention()                      the loaded library, or None where it cannot be built
     attend(q, keys, values, rows, lens, scale)   what SDPA gives each decoding row, over its own length
+    add_rms_norm(x, delta, weight, eps)     x += delta, then LlamaRMSNorm(x)
+    rope_store(qkv, cos, sin, keys, values, rows, pos, heads)   rotary on a fused q/k/v output, keys and values into the cache
+    silu_mul(gate_up)                       silu(gate) * up on a fused gate/up output
 
 On a CPU, torch's SDPA runs the line schedule's decoding rows (`LineEngine._forward`: one new token
 per row, three query heads per key/value head in SmolLM2) at a fifth to a tenth of the machine's
 memory bandwidth: it takes one padded width per call and runs a small matrix product per (row, head).
 `decode_attention.c` reads each row's keys and values once, over its own length, in float32
-arithmetic (`benchmarks/line_pass.py` measures both).
+arithmetic (`benchmarks/line_pass.py` measures both). The same library does the rest of a layer's
+element-wise work, which in torch is a dozen small ops per layer, each with its own dispatch and
+pass over memory (`LineEngine._forward` uses them with fused projections; `line_pass.py --unfused`
+is the torch way). Each rounds where the torch ops it replaces round, so rotary embedding gives
+torch's very bytes, and a norm or activation differs from torch's by at most one rounding.
 
 It is C, built with the machine's C compiler (`$CC`, else `cc`) and OpenMP into simgen's cache
 (`kernels/`, keyed by the source, the compiler's version and the CPU's flags, since it is built for
