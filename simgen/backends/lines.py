@@ -32,7 +32,6 @@ not otherwise.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
