@@ -1,6 +1,7 @@
-"""The decode attention kernel (simgen/backends/kernels.py, decode_attention.c), built with the
-machine's C compiler, against torch's SDPA over each row's own valid slots; and the fallback to SDPA
-where it cannot be built."""
+"""simgen's compiled kernels (simgen/backends/kernels.py, decode_attention.c), built with the
+machine's C compiler: the decode attention kernel against torch's SDPA over each row's own valid
+slots, the glue kernels against the transformers modules and torch ops they replace, and the
+fallback to torch where the library cannot be built."""
 
 from __future__ import annotations
 
@@ -217,3 +218,7 @@ def test_the_glue_kernels_refuse_a_layout_they_do_not_read(built):
         kernels.add_rms_norm(x, None, torch.ones(16, dtype=torch.bfloat16), 1e-5)
     with pytest.raises(ValueError, match="silu_mul.*strided"):
         kernels.silu_mul(torch.randn(16, 4).t())
+    with pytest.raises(ValueError, match="silu_mul.*even"):
+        kernels.silu_mul(torch.randn(4, 15))
+    with pytest.raises(ValueError, match="add_rms_norm"):
+        kernels.add_rms_norm(x, None, torch.ones(4, 4), 1e-5)

@@ -91,8 +91,8 @@ def decode_attention() -> Any:
                     fn = getattr(lib, f"{name}_{dtype}")
                     fn.restype, fn.argtypes = (ctypes.c_int if name == "rope_store" else None), args
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-            warnings.warn(f"simgen: the decode attention kernel is not available ({e}); the line schedule uses torch's SDPA, "
-                          "which is slower on a CPU. Install a C compiler with OpenMP (gcc) to build it.", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"simgen: its compiled kernels are not available ({e}); the line schedule uses torch's SDPA and ops, "
+                          "which are slower on a CPU. Install a C compiler with OpenMP (gcc) to build it.", RuntimeWarning, stacklevel=2)
             lib = None
     _loaded["lib"] = lib
     return lib
@@ -133,7 +133,7 @@ def _fn(name: str, *tensors: Any) -> Any:
     import torch
 
     dtypes = {t.dtype for t in tensors}
-    if not (all(t.device.type == "cpu" and t.is_contiguous() for t in tensors) and dtypes <= {torch.bfloat16} | {torch.float32}
+    if not (all(t.device.type == "cpu" and t.is_contiguous() for t in tensors) and dtypes <= {torch.bfloat16, torch.float32}
             and len(dtypes) == 1):
         raise ValueError(f"{name}: expected contiguous CPU tensors of one dtype (bfloat16 or float32), got "
                          + ", ".join(f"{tuple(t.shape)} {t.dtype}{'' if t.is_contiguous() else ' (strided)'}" for t in tensors))
@@ -149,7 +149,7 @@ def add_rms_norm(x: Any, delta: Any, weight: Any, eps: float) -> Any:
     hidden = weight.shape[0]
     tensors = (x, weight) if delta is None else (x, delta, weight)
     fn = _fn("add_rms_norm", *tensors)
-    if x.shape[-1] != hidden or (delta is not None and delta.shape != x.shape):
+    if weight.dim() != 1 or x.shape[-1] != hidden or (delta is not None and delta.shape != x.shape):
         raise ValueError(f"add_rms_norm: x {tuple(x.shape)}, delta {None if delta is None else tuple(delta.shape)}, weight ({hidden},)")
     out = torch.empty_like(x)
     fn(x.data_ptr(), None if delta is None else delta.data_ptr(), weight.data_ptr(), out.data_ptr(), x.numel() // hidden, hidden, float(eps))
@@ -166,7 +166,8 @@ def rope_store(qkv: Any, cos: Any, sin: Any, keys: Any, values: Any, rows: Any, 
     fn = _fn("rope_store", qkv, cos, sin, keys, values)
     t, (slots, kv_heads, cap, dim) = qkv.shape[0], keys.shape
     if not (qkv.shape == (t, (heads + 2 * kv_heads) * dim) and cos.shape == sin.shape == (t, dim) and values.shape == keys.shape
-            and rows.dtype == pos.dtype == torch.int64 and rows.shape == pos.shape == (t,) and rows.is_contiguous() and pos.is_contiguous()):
+            and rows.dtype == pos.dtype == torch.int64 and rows.shape == pos.shape == (t,)
+            and all(x.device.type == "cpu" and x.is_contiguous() for x in (rows, pos))):
         raise ValueError(f"rope_store: qkv {tuple(qkv.shape)}, cos {tuple(cos.shape)}, cache {tuple(keys.shape)}, rows/pos "
                          f"{tuple(rows.shape)} {rows.dtype}: expected qkv (t, (heads + 2 kv_heads) dim), cos/sin (t, dim), "
                          "rows/pos (t,) int64")
@@ -180,6 +181,8 @@ def rope_store(qkv: Any, cos: Any, sin: Any, keys: Any, values: Any, rows: Any, 
 def silu_mul(gate_up: Any) -> Any:
     """silu(gate) * up for `gate_up` (..., 2 inter) holding gate then up (a fused projection's output)."""
     fn = _fn("silu_mul", gate_up)
+    if gate_up.shape[-1] % 2:
+        raise ValueError(f"silu_mul: gate_up {tuple(gate_up.shape)}: its last dimension holds gate then up, so it must be even")
     inter = gate_up.shape[-1] // 2
     out = gate_up.new_empty((*gate_up.shape[:-1], inter))
     fn(gate_up.data_ptr(), out.data_ptr(), gate_up.numel() // (2 * inter), inter)
