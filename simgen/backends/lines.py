@@ -14,13 +14,16 @@ What makes that cheap is a cache whose rows are independent: each row's keys/val
 of its own buffer row (`lens[row]` valid slots), written at the row's own positions, so a row can
 start a line, be cut back to its prompt (a redraw) or take another dialogue's cache without
 touching the others. A step is one packed forward pass over every token fed that step (one per
-decoding row, a whole suffix per row starting a line), through the model's own modules: the
-weight matmuls run over exactly those tokens, with no padding; attention runs per prefilling row
-(SDPA) and batched for the decoding ones: on a CPU through simgen's compiled kernel, each row over
-its own length (`simgen.backends.kernels`; SDPA where it does not build, and on a GPU). Each
-dialogue has two caches (its user-side chat and its assistant-side chat, keyed `(index, side)`); the one not being written waits aside as a copy of its
-valid slots (`stash`) and is copied back into a free row when that side's next line starts, where
-only the tokens past the longest cached prefix are prefilled.
+decoding row, a whole suffix per row starting a line), with the model's own weights: the weight
+matmuls run over exactly those tokens, with no padding, each layer's q/k/v and gate/up projections
+fused into one matmul each (`fuse_projections`); attention runs per prefilling row (SDPA) and
+batched for the decoding ones: on a CPU through simgen's compiled kernel, each row over its own
+length, with the layer's element-wise work (norms, rotary, cache writes, activation) in the same
+library (`simgen.backends.kernels`; torch where it does not build, and on a GPU). Each dialogue
+has two caches (its user-side chat and its assistant-side chat, keyed `(index, side)`); the one
+not being written waits aside as a copy of its valid slots (`stash`) and is copied back into a
+free row when that side's next line starts, where only the tokens past the longest cached prefix
+are prefilled.
 
 A line's tokens are a function of its prompt and seed (its own `torch.Generator`), whatever row
 or step it ran in, so dialogue i is still a function of (seed, i); in float32 the lines are the
