@@ -55,7 +55,8 @@ them. `--ablations bf16` adds simgen with `--dtype bfloat16`, `--ablations calls
 `--ablations unfused` simgen with `SIMGEN_FUSE=0` (each layer's projections one by one and its
 element-wise work in torch ops, as before `lines.fuse_projections` and the glue kernels),
 `--ablations sdpa` simgen with `SIMGEN_KERNELS=0` (the decoding rows' attention through torch's SDPA,
-not simgen's compiled kernel: `simgen.backends.kernels`), `--refill K` simgen with `--refill K` (1:
+not simgen's compiled kernel: `simgen.backends.kernels`), `--ablations torch-pick` simgen with
+`SIMGEN_PICK_KERNEL=0` (each next token drawn by torch's ops, not the compiled sampler), `--refill K` simgen with `--refill K` (1:
 each shard alone, the default before 2026-12-04).
 
     python benchmarks/bench_generate.py --workload default                # both scenarios, n 256, batch 64
@@ -402,6 +403,10 @@ def default_workload(args) -> None:  # noqa: ANN001
         if "sdpa" in args.ablations:  # decoding rows through torch's SDPA, as before simgen's decode attention kernel
             print(f"{name}: simgen, SIMGEN_KERNELS=0", flush=True)
             rows["simgen, SDPA (SIMGEN_KERNELS=0)"] = cli_row(base, work_dir / f"{name}-sdpa", tokenizer, env={**os.environ, "SIMGEN_KERNELS": "0"})
+        if "torch-pick" in args.ablations:  # next tokens drawn by torch's top-k tiers, as before the compiled sampler
+            print(f"{name}: simgen, SIMGEN_PICK_KERNEL=0", flush=True)
+            rows["simgen, torch's sampler (SIMGEN_PICK_KERNEL=0)"] = cli_row(base, work_dir / f"{name}-torch-pick", tokenizer,
+                                                                            env={**os.environ, "SIMGEN_PICK_KERNEL": "0"})
         if "unfused" in args.ablations:  # the modules one by one around the attention kernel, as before fused projections and the glue kernels
             print(f"{name}: simgen, SIMGEN_FUSE=0", flush=True)
             rows["simgen, unfused (SIMGEN_FUSE=0)"] = cli_row(base, work_dir / f"{name}-unfused", tokenizer, env={**os.environ, "SIMGEN_FUSE": "0"})
@@ -474,7 +479,8 @@ def main() -> None:
                     help="comma-separated: no-reuse (re-encode every turn), dynamic-cache (transformers' DynamicCache); "
                          "default workload: bf16 (simgen with --dtype bfloat16), calls (simgen with --schedule calls), "
                          "index (simgen with --order index), sdpa (simgen with SIMGEN_KERNELS=0: SDPA for the decoding rows), "
-                         "unfused (simgen with SIMGEN_FUSE=0: each projection and element-wise op through torch, as before the glue kernels)")
+                         "unfused (simgen with SIMGEN_FUSE=0: each projection and element-wise op through torch, as before the glue kernels), "
+                         "torch-pick (simgen with SIMGEN_PICK_KERNEL=0: next tokens drawn by torch's ops, not the compiled sampler)")
     ap.add_argument("--profile", type=Path, default=None, help="profile decode steps at 128-1536 cached tokens; write the op tables here")
     ap.add_argument("--rss", default=None, help="comma-separated concurrent-dialogue counts for peak RSS, e.g. 64,256")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)

@@ -190,29 +190,30 @@ def shared_prefix(config: GenerateConfig, tokenizer: Any, n: int = 16) -> dict[s
             "assistant_system_tokens": len(system)}
 
 
-ABLATION = ("before", "top-p", "parking", "in-call", "refill")
+ABLATION = ("before", "top-p", "parking", "in-call", "refill", "pick-kernel")
 
 
 def ablation(config: GenerateConfig, keep: Sequence[str] = ABLATION) -> list[dict]:
     """Time `config`'s run as before #15's changes (top-p sorting the whole vocabulary, no parking,
-    redraws in passes of their own, each shard alone), then adding one change at a time (the rows
-    named in `keep`); print a table."""
+    redraws in passes of their own, each shard alone, torch's sampler), then adding one change at a
+    time (the rows named in `keep`); print a table."""
     import simgen.backends.transformers as tb
 
-    shipped = (tb.NUCLEUS_FIRST, tb.COMPACT_AT, tb.KVSession.draws_again)
-    everything = 1 << 30  # the whole vocabulary sorted and drawn over, as before
-    plan = {"before": ("before: full-vocabulary top-p, no parking, redraws in passes, each shard alone", everything, 0.0, False, 1),
-            "top-p": ("+ top-p among the 256 most likely tokens", shipped[0], 0.0, False, 1),
-            "parking": ("+ parking finished rows", shipped[0], shipped[1], False, 1),
-            "in-call": ("+ redraws inside the call that drew the line: shipped", shipped[0], shipped[1], True, 1),
-            "refill": (f"+ refilling (--refill {config.refill})", shipped[0], shipped[1], True, config.refill)}
+    shipped = (tb.NUCLEUS_FIRST, tb.COMPACT_AT, tb.KVSession.draws_again, tb.PICK_KERNEL)
+    everything = 1 << 30  # the whole vocabulary sorted, as before
+    plan = {"before": ("before: full-vocabulary top-p, no parking, redraws in passes, each shard alone", everything, 0.0, False, 1, False),
+            "top-p": ("+ top-p among the 256 most likely tokens", shipped[0], 0.0, False, 1, False),
+            "parking": ("+ parking finished rows", shipped[0], shipped[1], False, 1, False),
+            "in-call": ("+ redraws inside the call that drew the line", shipped[0], shipped[1], True, 1, False),
+            "refill": (f"+ refilling (--refill {config.refill})", shipped[0], shipped[1], True, config.refill, False),
+            "pick-kernel": ("+ the compiled sampler: shipped", shipped[0], shipped[1], True, config.refill, shipped[3])}
     rows = []
-    for name, first, park, in_call, refill in (plan[k] for k in ABLATION if k in keep):
-        tb.NUCLEUS_FIRST, tb.COMPACT_AT, tb.KVSession.draws_again = first, park, in_call
+    for name, first, park, in_call, refill, kernel in (plan[k] for k in ABLATION if k in keep):
+        tb.NUCLEUS_FIRST, tb.COMPACT_AT, tb.KVSession.draws_again, tb.PICK_KERNEL = first, park, in_call, kernel
         try:
             frames, calls, tokens, wall = profile_run(replace(config, refill=refill))
         finally:
-            tb.NUCLEUS_FIRST, tb.COMPACT_AT, tb.KVSession.draws_again = shipped
+            tb.NUCLEUS_FIRST, tb.COMPACT_AT, tb.KVSession.draws_again, tb.PICK_KERNEL = shipped
         idle = idle_rows(calls, config.batch_size)
         rows.append({"row": name, "seconds": wall, "tokens": tokens, "tokens_per_s": tokens / wall,
                      "drawn_share": idle["drawn_share"], "redraw_calls": sum(c["kind"] == "redraw" for c in calls),

@@ -336,9 +336,21 @@ def test_a_refilled_batch_writes_each_dialogue_as_if_it_ran_alone(backend, sampl
     assert any(dropped) == bool(sampling.context)  # with a budget, later lines were prompted without their oldest exchanges
 
 
-# (NUCLEUS_FIRST, NUCLEUS_WIDE): where the kept set of test p (5 tokens for top-p 0.8) is found
-TIERS = {"kept_in_the_top_k": (256, 4096), "found_among_the_wider_top": (3, 8), "wider_still_sorted_in_full": (3, 4),
-         "whole_vocabulary": (1 << 30, 4096)}
+# (NUCLEUS_FIRST, NUCLEUS_WIDE, the compiled kernel): where the kept set of test p (5 tokens for top-p 0.8) is
+# found: torch's path in each of its tiers, or the kernel (`kernels.pick`)
+TIERS = {"kept_in_the_top_k": (256, 4096, False), "found_among_the_wider_top": (3, 8, False),
+         "wider_still_sorted_in_full": (3, 4, False), "whole_vocabulary": (1 << 30, 4096, False), "compiled_kernel": (256, 4096, True)}
+
+
+def _tiers(monkeypatch, tiers) -> None:  # noqa: ANN001
+    import simgen.backends.transformers as tb
+    from simgen.backends import kernels
+
+    if tiers[2] and kernels.decode_attention() is None:
+        pytest.skip("no C compiler here: the kernel cannot be built")
+    monkeypatch.setattr(tb, "NUCLEUS_FIRST", tiers[0])
+    monkeypatch.setattr(tb, "NUCLEUS_WIDE", tiers[1])
+    monkeypatch.setattr(tb, "PICK_KERNEL", tiers[2])
 
 
 @pytest.mark.parametrize("tiers", TIERS.values(), ids=TIERS.keys())
@@ -351,8 +363,7 @@ def test_top_p_draws_each_token_of_the_nucleus_at_its_renormalised_probability(t
 
     import simgen.backends.transformers as tb
 
-    monkeypatch.setattr(tb, "NUCLEUS_FIRST", tiers[0])
-    monkeypatch.setattr(tb, "NUCLEUS_WIDE", tiers[1])
+    _tiers(monkeypatch, tiers)
     p = torch.tensor([0.30, 0.20, 0.15, 0.12, 0.08, 0.05] + [0.10 / 994] * 994)
     cfg = SamplingConfig(temperature=1.0, top_p=0.8, max_new_tokens=1)  # nucleus: the first 5 tokens (0.85)
     logits = torch.log(p)[None].repeat(8, 1)
@@ -378,8 +389,7 @@ def test_min_p_draws_only_tokens_near_the_likeliest_at_their_renormalised_probab
 
     import simgen.backends.transformers as tb
 
-    monkeypatch.setattr(tb, "NUCLEUS_FIRST", tiers[0])
-    monkeypatch.setattr(tb, "NUCLEUS_WIDE", tiers[1])
+    _tiers(monkeypatch, tiers)
     p = torch.tensor([0.30, 0.20, 0.15, 0.12, 0.08, 0.05] + [0.10 / 994] * 994)
     cfg = SamplingConfig(temperature=1.0, top_p=top_p, min_p=min_p, max_new_tokens=1)
     logits = torch.log(p)[None].repeat(8, 1)
@@ -392,35 +402,78 @@ def test_min_p_draws_only_tokens_near_the_likeliest_at_their_renormalised_probab
     assert chisquare(counts[:kept].numpy(), expected).pvalue > 0.001
 
 
-def test_min_p_zero_draws_what_top_p_alone_draws(monkeypatch):
-    """`min_p=0` (the default) is off: row by row and seed by seed, the draws of top-p alone as
-    simgen drew them before min-p existed (that code, verbatim, is the reference; it had no second
-    tier, NUCLEUS_WIDE); and with min-p on, no token under min-p x the likeliest one's probability is drawn."""
+def _reference_draws(logits, top_p, min_p, penalty, seen, heat, generators):  # noqa: ANN001, ANN202
+    """pick_tokens' draws written out plainly: the whole row sorted (ties by id), top-p and min-p
+    cut, one uniform from the row's generator, the kept set's cumulative mass in id order."""
     import torch
 
-    import simgen.backends.transformers as tb
-    from simgen.backends.transformers import NUCLEUS_FIRST, pick_tokens
+    picks = []
+    for row in range(logits.shape[0]):
+        x = logits[row].float()
+        if seen is not None:
+            x = torch.where(seen[row], torch.where(x > 0, x / penalty, x * penalty), x)
+        p = torch.softmax(x / heat, -1).double()
+        u = torch.rand(1, generator=generators[row], dtype=torch.float64)
+        p_sorted, order = p.sort(descending=True, stable=True)  # stable: tied tokens in id order
+        keep = ((p_sorted.cumsum(0) - p_sorted) < top_p) & (p_sorted >= min_p * p_sorted[0])
+        kept = order[keep].sort().values
+        mass = p[kept].cumsum(0)
+        picks.append(int(kept[min(int(torch.searchsorted(mass, u * mass[-1], right=True)), kept.numel() - 1)]))
+    return picks
 
-    monkeypatch.setattr(tb, "NUCLEUS_WIDE", 1 << 30)
 
-    def before(logits, top_p, generators):  # noqa: ANN001, ANN202  (pick_tokens' sampling path before min-p)
-        probs = torch.softmax(logits, dim=-1)
-        top, ids = probs.topk(NUCLEUS_FIRST, dim=-1)
-        wide = (top.sum(-1) < top_p).nonzero().flatten().tolist()
-        picks = []
-        for row in range(probs.shape[0]):
-            p, order = (top[row], ids[row]) if row not in wide else probs[row].sort(descending=True)
-            p = p.masked_fill((p.cumsum(-1) - p) >= top_p, 0.0)
-            picks.append(order[torch.multinomial(p, 1, generator=generators[row])])
-        return torch.cat(picks)
+@pytest.mark.parametrize("tiers", TIERS.values(), ids=TIERS.keys())
+def test_draws_are_the_plain_reference_draw_for_draw(tiers, monkeypatch):
+    """Row by row and seed by seed, pick_tokens draws what the plainly written sampler above draws,
+    in each of torch's tiers and in the kernel: top-p alone (min_p=0 is off), with min-p, with the
+    repetition penalty, top-p 1, float32 and bfloat16 logits (bfloat16's many ties: id order); a
+    banned (-inf) token never. Float rounding could move a draw at a token's boundary (a few in
+    10,000 rows): none does on these rows."""
+    import torch
 
+    from simgen.backends.transformers import pick_tokens
+
+    _tiers(monkeypatch, tiers)
     logits = torch.randn(8, 5000, generator=torch.Generator().manual_seed(0)) * torch.linspace(0.5, 4, 8)[:, None]
-    seeds = lambda: [torch.Generator().manual_seed(r) for r in range(8)]  # noqa: E731
-    for top_p in (0.9, 0.5):
-        assert pick_tokens(logits, SamplingConfig(temperature=1.0, top_p=top_p), seeds()).tolist() == before(logits, top_p, seeds()).tolist()
-    picked = pick_tokens(logits, SamplingConfig(temperature=1.0, top_p=0.9, min_p=0.2), seeds())
+    logits[:, :3] = float("-inf")
+    seen = torch.rand(8, 5000, generator=torch.Generator().manual_seed(1)) < 0.1
+    for dtype in (torch.float32, torch.bfloat16):
+        x = logits.to(dtype)
+        for top_p, min_p, penalty, heat in ((0.9, 0.0, 1.0, 1.0), (0.5, 0.0, 1.0, 0.8), (0.9, 0.2, 1.0, 1.0), (0.95, 0.0, 1.3, 0.7),
+                                            (1.0, 0.0, 1.0, 1.0), (1.0, 0.1, 1.15, 1.0)):
+            cfg = SamplingConfig(temperature=heat, top_p=top_p, min_p=min_p, repetition_penalty=penalty)
+            mark = seen if penalty != 1.0 else None
+            for draw in range(4):
+                picked = pick_tokens(x, cfg, [torch.Generator().manual_seed(draw * 8 + r) for r in range(8)], mark).tolist()
+                gens = [torch.Generator().manual_seed(draw * 8 + r) for r in range(8)]
+                assert picked == _reference_draws(x, top_p, min_p, penalty, mark, heat, gens), (dtype, top_p, min_p, penalty)
+                assert min(picked) >= 3
+    picked = pick_tokens(logits, SamplingConfig(temperature=1.0, top_p=0.9, min_p=0.2), [torch.Generator().manual_seed(r) for r in range(8)])
     probs = torch.softmax(logits, -1)
     assert (probs.gather(1, picked[:, None])[:, 0] >= 0.2 * probs.max(-1).values).all()
+
+
+def test_the_kernel_refuses_what_it_cannot_read():
+    """kernels.pick reads raw pointers: a wrong layout or dtype is refused before the call, and a
+    row with no finite logit is a ValueError rather than a token."""
+    import torch
+
+    from simgen.backends import kernels
+
+    if kernels.decode_attention() is None:
+        pytest.skip("no C compiler here: the kernel cannot be built")
+    logits, u = torch.randn(4, 100), torch.rand(4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="float64"):
+        kernels.pick(logits, None, 1.0, 1.0, 0.9, 0.0, u.float())
+    with pytest.raises(ValueError, match="bool tensor"):
+        kernels.pick(logits, torch.zeros(4, 100), 1.15, 1.0, 0.9, 0.0, u)
+    with pytest.raises(ValueError, match="strided"):
+        kernels.pick(logits.t().contiguous().t(), None, 1.0, 1.0, 0.9, 0.0, u)
+    with pytest.raises(ValueError, match="rows"):
+        kernels.pick(logits, None, 1.0, 1.0, 0.9, 0.0, u[:3])
+    logits[2] = float("-inf")
+    with pytest.raises(ValueError, match="no finite logit"):
+        kernels.pick(logits, None, 1.0, 1.0, 0.9, 0.0, u)
 
 
 def test_min_p_is_checked_and_sent_to_servers():

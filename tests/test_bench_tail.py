@@ -36,20 +36,21 @@ def test_the_tail_profile_times_every_call_and_writes_the_runs_dialogues(tiny_mo
     assert sorted(c["rows"] for c in costs) == sorted({c["rows"] for c in calls if c["steps"]})
 
 
-def test_the_ablation_times_five_ways_of_running_the_same_dialogues(tiny_model_dir, capsys):
-    """Before #15, + top-p among the top tokens, + parking, + redraws inside the call, + refilling: the
-    tiny model in fp32 draws the same tokens in any batch company, so the last four write the same
-    turns; parking feeds fewer idle row-steps; redrawing in the call makes no redraw pass, and the
-    same redraws. (The first draws from the whole sorted vocabulary: other draws, the same distribution.)"""
+def test_the_ablation_times_six_ways_of_running_the_same_dialogues(tiny_model_dir, capsys):
+    """Before #15, + top-p among the top tokens, + parking, + redraws inside the call, + refilling, +
+    the compiled sampler: the tiny model in fp32 draws the same tokens in any batch company, and
+    each sampler (the whole vocabulary sorted, the top tokens, the kernel) keeps the same tokens and
+    draws the same one from them, so all six write the same turns; parking feeds fewer idle
+    row-steps; redrawing in the call makes no redraw pass, and the same redraws."""
     bench = load_bench()
     config = GenerateConfig(scenario="movie-recommendation", n=5, seed=3, model=str(tiny_model_dir), max_turns=4, batch_size=2,
                             refill=4, dtype="float32", user=SamplingConfig(max_new_tokens=8, trim=False),
                             assistant=SamplingConfig(temperature=0.7, top_p=0.5, max_new_tokens=10, trim=False))
     rows = bench.ablation(config)
-    assert [r["frame"].equals(rows[1]["frame"]) for r in rows] == [False, True, True, True, True]
-    assert len({r["tokens"] for r in rows[1:]}) == 1 and rows[2]["drawn_share"] > rows[1]["drawn_share"]
+    assert len(rows) == 6 and all(r["frame"].equals(rows[0]["frame"]) for r in rows)
+    assert len({r["tokens"] for r in rows}) == 1 and rows[2]["drawn_share"] > rows[1]["drawn_share"]
     assert rows[2]["redraw_calls"] > 0 and rows[3]["redraw_calls"] == 0 and rows[3]["redrawn"] == rows[2]["redrawn"] > 0
-    assert "| + refilling (--refill 4) |" in capsys.readouterr().out
+    assert "| + refilling (--refill 4) |" in capsys.readouterr().out and rows[5]["row"].endswith("shipped")
     assert [r["row"] for r in bench.ablation(config, ["before", "parking"])] == [rows[0]["row"], rows[2]["row"]]
 
 

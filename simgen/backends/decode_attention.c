@@ -180,3 +180,137 @@ ROPE_STORE(rope_store_bf16, uint16_t, from_bf16, to_bf16)
 ROPE_STORE(rope_store_f32, float, LOAD_F32, STORE_F32)
 SILU_MUL(silu_mul_bf16, uint16_t, from_bf16, to_bf16)
 SILU_MUL(silu_mul_f32, float, LOAD_F32, STORE_F32)
+
+/* ---------------------------------------------------------------------------------------------
+ * Drawing the next token: temperature, HF's repetition penalty, top-p and min-p, one call for all
+ * rows (`transformers.pick_tokens`). torch finds a nucleus by sorting (or top-k) over the whole
+ * vocabulary. Here no token is sorted but those at the nucleus's edge: every kept token is heavier
+ * than (1 - top_p) / vocab of the row's mass (the mass from a kept token down exceeds 1 - top_p,
+ * over at most vocab tokens), so only those are gathered; a histogram of them (64 bins per
+ * octave) finds the bin where the mass from the top reaches top_p, and only that bin is sorted.
+ *
+ * logits: (rows, vocab), the model's dtype; seen: (rows, vocab) bytes, 1 = penalise, or NULL;
+ * u: (rows,) uniforms in [0, 1), one per row from the row's own generator; out: (rows,) token
+ * ids. Returns 0, or -1 if a row has no finite logit (or scratch could not be allocated).
+ *
+ * The kept set is torch's: sorted by probability (ties by token id), a token is kept while the
+ * mass before it is under top_p, and if it is at least min_p times the likeliest token's
+ * probability. The draw is the token where the kept set's cumulative mass, summed in double in
+ * token id order, passes u times its total. A row's draw depends on its logits and u only.
+ * ------------------------------------------------------------------------------------------- */
+#include <stdlib.h>
+
+#define PICK_SHIFT 17 /* 64 bins per octave: the float's exponent and 6 mantissa bits */
+#define PICK_TOP (0x3f800000u >> PICK_SHIFT) /* the bin of 1.0, the likeliest token's weight */
+#define PICK_BINS 1600                        /* 25 octaves; anything lighter shares the lowest bin */
+#define NOT_FINITE (-FLT_MAX)                  /* a logit that was -inf (a banned token) or NaN: never drawn */
+
+typedef struct {
+    float e;
+    int32_t id;
+} pick_t;
+
+static int heavier_first(const void *a, const void *b) {
+    const pick_t *x = a, *y = b;
+    if (x->e != y->e) return x->e > y->e ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static inline int64_t pick_bin(float e) { /* 0 = the likeliest octave's top bin, up to PICK_BINS - 1 */
+    uint32_t b;
+    memcpy(&b, &e, sizeof b);
+    int64_t k = (int64_t)PICK_TOP - (int64_t)(b >> PICK_SHIFT);
+    return k < PICK_BINS - 1 ? k : PICK_BINS - 1;
+}
+
+/* One row: x its scaled logits (overwritten with exp(x - max)), c scratch for vocab pick_t. */
+static int64_t pick_row(float *x, pick_t *c, int64_t vocab, double top_p, double min_p, double u) {
+    float top = NOT_FINITE;
+    for (int64_t v = 0; v < vocab; v++) top = x[v] > top ? x[v] : top;
+    if (!(top > NOT_FINITE)) return -1;
+    double z = 0.0;
+    for (int64_t v = 0; v < vocab; v++) {
+        float e = x[v] > NOT_FINITE ? expf(x[v] - top) : 0.0f;
+        x[v] = e;
+        z += e;
+    }
+    /* the candidates, in id order: heavier than the top-p bound and at least min_p */
+    double bound = top_p < 1.0 ? (1.0 - top_p) * z / (double)vocab : 0.0;
+    int64_t n = 0;
+    for (int64_t v = 0; v < vocab; v++) {
+        float e = x[v];
+        if (e > 0.0f && (double)e > bound && (double)e >= min_p) c[n].e = e, c[n++].id = (int32_t)v;
+    }
+    /* the edge of the nucleus: the lightest kept weight, and among ties the last kept id */
+    float cut_e = 0.0f;
+    int32_t cut_id = INT32_MAX;
+    if (top_p < 1.0) {
+        double mass[PICK_BINS] = {0.0}, need = top_p * z, above = 0.0;
+        for (int64_t j = 0; j < n; j++) mass[pick_bin(c[j].e)] += c[j].e;
+        int64_t k = 0;
+        while (k < PICK_BINS - 1 && above + mass[k] < need) above += mass[k++];
+        pick_t *edge = c + n; /* the bin's tokens, sorted (c has room: n <= vocab, and c holds 2 x vocab) */
+        int64_t m = 0;
+        for (int64_t j = 0; j < n; j++)
+            if (pick_bin(c[j].e) == k) edge[m++] = c[j];
+        qsort(edge, (size_t)m, sizeof *edge, heavier_first);
+        for (int64_t j = 0; j < m && above < need; j++) above += edge[j].e, cut_e = edge[j].e, cut_id = edge[j].id;
+        if (m == 0) cut_e = FLT_MAX; /* nothing in reach (rounding): keep the heaviest bins only */
+        else if (above < need) cut_e = edge[m - 1].e, cut_id = edge[m - 1].id;
+        /* keep: a heavier bin, or the edge bin down to (cut_e, cut_id) */
+        int64_t kept = 0;
+        for (int64_t j = 0; j < n; j++) {
+            int64_t b = pick_bin(c[j].e);
+            if (b < k || (b == k && (c[j].e > cut_e || (c[j].e == cut_e && c[j].id <= cut_id)))) c[kept++] = c[j];
+        }
+        n = kept;
+    }
+    if (n == 0) return -1;
+    double total = 0.0, acc = 0.0;
+    for (int64_t j = 0; j < n; j++) total += c[j].e;
+    double r = u * total;
+    for (int64_t j = 0; j < n; j++) {
+        acc += c[j].e;
+        if (r < acc) return c[j].id;
+    }
+    return c[n - 1].id;
+}
+
+/* Each logit as torch's path scales it, in float32 (the quotients in double, rounded once to
+ * float: -ffast-math would otherwise multiply by a reciprocal): the penalty where seen (a positive
+ * logit divided by it, a negative one multiplied), then divided by the temperature. */
+#define PICK_TOKENS(NAME, T, LOAD)                                                                      \
+    int NAME(const T *logits, const uint8_t *seen, float penalty, float heat, double top_p, double min_p, \
+             const double *u, int64_t *out, int64_t rows, int64_t vocab) {                              \
+        int failed = 0;                                                                                \
+        _Pragma("omp parallel reduction(|| : failed)")                                                 \
+        {                                                                                              \
+            float *x = malloc((size_t)vocab * sizeof *x);                                              \
+            pick_t *c = malloc(2 * (size_t)vocab * sizeof *c);                                         \
+            _Pragma("omp for schedule(dynamic)")                                                       \
+            for (int64_t i = 0; i < rows; i++) {                                                       \
+                const T *l = logits + i * vocab;                                                       \
+                const uint8_t *s = seen ? seen + i * vocab : NULL;                                     \
+                if (!x || !c) {                                                                        \
+                    out[i] = -1, failed = 1;                                                           \
+                    continue;                                                                          \
+                }                                                                                      \
+                for (int64_t v = 0; v < vocab; v++) {                                                  \
+                    float a = LOAD(l[v]);                                                              \
+                    uint32_t bits;                                                                     \
+                    memcpy(&bits, &a, sizeof bits);                                                    \
+                    if (s && s[v]) a = a > 0.0f ? (float)((double)a / penalty) : a * penalty;          \
+                    float b = (float)((double)a / heat);                                               \
+                    x[v] = (bits & 0x7f800000u) == 0x7f800000u ? NOT_FINITE : b; /* inf, NaN: by bits */ \
+                }                                                                                      \
+                out[i] = pick_row(x, c, vocab, top_p, min_p, u[i]);                                    \
+                failed = failed || out[i] < 0;                                                         \
+            }                                                                                          \
+            free(x);                                                                                   \
+            free(c);                                                                                   \
+        }                                                                                              \
+        return failed ? -1 : 0;                                                                        \
+    }
+
+PICK_TOKENS(pick_tokens_bf16, uint16_t, from_bf16)
+PICK_TOKENS(pick_tokens_f32, float, LOAD_F32)

@@ -5,6 +5,7 @@
     add_rms_norm(x, delta, weight, eps)     x += delta, then LlamaRMSNorm(x)
     rope_store(qkv, cos, sin, keys, values, rows, pos, heads)   rotary on a fused q/k/v output, keys and values into the cache
     silu_mul(gate_up)                       silu(gate) * up on a fused gate/up output
+    pick(logits, seen, penalty, heat, top_p, min_p, u)   each row's next token (`transformers.pick_tokens`)
 
 On a CPU, torch's SDPA runs the line schedule's decoding rows (`LineEngine._forward`: one new token
 per row, three query heads per key/value head in SmolLM2) at a fifth to a tenth of the machine's
@@ -84,12 +85,13 @@ def decode_attention() -> Any:
             import torch  # noqa: F401  (its OpenMP runtime first, so the library joins it)
 
             lib = ctypes.CDLL(str(_build(cache_root() / "kernels")))
-            p, i, f = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+            p, i, f, d = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_double
             for name, args in (("decode_attention", [p] * 6 + [i] * 5 + [f, p]), ("add_rms_norm", [p] * 4 + [i] * 2 + [f]),
-                               ("rope_store", [p] * 8 + [i] * 6), ("silu_mul", [p] * 2 + [i] * 2)):
+                               ("rope_store", [p] * 8 + [i] * 6), ("silu_mul", [p] * 2 + [i] * 2),
+                               ("pick_tokens", [p, p, f, f, d, d, p, p, i, i])):
                 for dtype in ("bf16", "f32"):
                     fn = getattr(lib, f"{name}_{dtype}")
-                    fn.restype, fn.argtypes = (ctypes.c_int if name == "rope_store" else None), args
+                    fn.restype, fn.argtypes = (ctypes.c_int if name in ("rope_store", "pick_tokens") else None), args
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
             warnings.warn(f"simgen: its compiled kernels are not available ({e}); the line schedule uses torch's SDPA and ops, "
                           "which are slower on a CPU. Install a C compiler with OpenMP (gcc) to build it.", RuntimeWarning, stacklevel=2)
@@ -186,4 +188,26 @@ def silu_mul(gate_up: Any) -> Any:
     inter = gate_up.shape[-1] // 2
     out = gate_up.new_empty((*gate_up.shape[:-1], inter))
     fn(gate_up.data_ptr(), out.data_ptr(), gate_up.numel() // (2 * inter), inter)
+    return out
+
+
+def pick(logits: Any, seen: Any, penalty: float, heat: float, top_p: float, min_p: float, u: Any) -> Any:
+    """Each row's next token: `logits` (rows, vocab) scaled as `transformers.pick_tokens` scales
+    them (the repetition penalty where `seen`, a (rows, vocab) bool tensor or None; then 1 / heat),
+    cut to top-p and min-p, and drawn at `u` (rows,) float64 uniforms in [0, 1) by the inverse of
+    the kept tokens' cumulative mass (sorted by probability, ties by id). (rows,) int64."""
+    import torch
+
+    fn = _fn("pick_tokens", logits)
+    rows, vocab = logits.shape if logits.dim() == 2 else (0, 0)
+    if not (logits.dim() == 2 and u.dtype == torch.float64 and u.shape == (rows,) and u.is_contiguous() and u.device.type == "cpu"
+            and (seen is None or (seen.dtype == torch.bool and seen.shape == logits.shape and seen.is_contiguous()
+                                  and seen.device.type == "cpu"))):
+        raise ValueError(f"pick: logits {tuple(logits.shape)}, seen {None if seen is None else (tuple(seen.shape), seen.dtype)}, "
+                         f"u {tuple(u.shape)} {u.dtype}: expected logits (rows, vocab), seen None or a bool tensor of its shape, "
+                         "u (rows,) float64, all contiguous on the CPU")
+    out = torch.empty(rows, dtype=torch.int64)
+    if fn(logits.data_ptr(), None if seen is None else seen.data_ptr(), float(penalty), float(heat), float(top_p), float(min_p),
+          u.data_ptr(), out.data_ptr(), rows, vocab):
+        raise ValueError("pick: a row has no finite logit, so no token can be drawn")
     return out

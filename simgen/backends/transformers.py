@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import os
 from collections.abc import Hashable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -552,9 +553,10 @@ def growing_cache_class() -> type:
     return GrowingCache
 
 
-NUCLEUS_FIRST = 256  # top-p looks for the nucleus among each row's most likely tokens first; a full sort only when it is wider
+NUCLEUS_FIRST = 256  # torch's path looks for the nucleus among each row's most likely tokens first; a full sort only when it is wider
 # (at or above the vocabulary size: the whole vocabulary is sorted and drawn over, as before #15)
 NUCLEUS_WIDE = 4096  # ... then, for the rows whose nucleus is wider, among that many (the tuned sides at temperature 1.0: ~30% of draws)
+PICK_KERNEL = True  # draws run in the compiled kernel (`kernels.pick`) on a CPU where it builds; SIMGEN_PICK_KERNEL=0: torch's ops
 
 
 def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -> Any:  # noqa: ANN001
@@ -565,53 +567,79 @@ def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -
 
     Top-p keeps the smallest set of most likely tokens whose mass reaches `top_p` (at least one);
     min-p keeps the tokens whose probability is at least `min_p` times the likeliest one's (Nguyen et
-    al. 2024, as HF's `MinPLogitsWarper`). Both keep a prefix of the tokens by probability, so the
-    draw is made from the shorter prefix, renormalised. The set is found among the row's
-    NUCLEUS_FIRST most likely tokens (`topk`), and the draw is made over those few, not the whole
-    vocabulary: sorting and drawing over 49,152 tokens cost ~5 ms per row and step on CPU, 15-20% of
-    a decoding step. The rows whose kept set may be wider look again among their NUCLEUS_WIDE most
-    likely (~0.5 ms), and only a row wider still is sorted in full.
+    al. 2024, as HF's `MinPLogitsWarper`). Both keep a prefix of the tokens by probability (ties in
+    token id order), so the draw is made from the shorter prefix, renormalised: one uniform from
+    the row's generator, and the token where the kept tokens' cumulative mass, summed in token id
+    order, passes it.
+
+    On a CPU the compiled kernel draws every row in one call (`kernels.pick`): it gathers the tokens
+    heavy enough to be kept, finds the nucleus's edge with a histogram of them, and sorts only the
+    tokens at the edge. torch's path (no compiler, a GPU, SIMGEN_PICK_KERNEL=0) finds the set among
+    the row's NUCLEUS_FIRST most likely tokens (`topk`), then its NUCLEUS_WIDE, and sorts the row in
+    full only when the set is wider still. The two draw the same tokens up to float rounding (at a
+    kept set's edge, or a draw at a token's boundary: a few in 10,000 rows).
     """
     import torch
 
-    logits = logits.float()
-    if seen is not None:
-        penalised = torch.where(logits > 0, logits / sampling.penalty, logits * sampling.penalty)
-        logits = torch.where(seen, penalised, logits)
     if sampling.greedy:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / sampling.heat, dim=-1)
+        return _penalised(logits.float(), sampling, seen).argmax(dim=-1)
+    u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators])
+    if logits.device.type == "cpu" and PICK_KERNEL and os.environ.get("SIMGEN_PICK_KERNEL", "1") != "0":
+        from simgen.backends import kernels
+
+        if kernels.decode_attention() is not None:
+            x = logits if logits.dtype in (torch.bfloat16, torch.float32) else logits.float()
+            return kernels.pick(x.contiguous(), None if seen is None else seen.contiguous(), sampling.penalty, sampling.heat,
+                                sampling.top_p, sampling.min_p, u)
+    probs = torch.softmax(_penalised(logits.float(), sampling, seen) / sampling.heat, dim=-1)
     min_p = sampling.min_p
 
     def keep(p):  # noqa: ANN001, ANN202  (probabilities sorted descending along the last dimension: a row, or rows)
         p = p.masked_fill((p.cumsum(-1) - p) >= sampling.top_p, 0.0) if sampling.top_p < 1.0 else p
         return p.masked_fill(p < min_p * p[..., :1], 0.0) if min_p else p
 
-    if NUCLEUS_FIRST >= probs.shape[-1] or (sampling.top_p >= 1.0 and not min_p):
-        if sampling.top_p < 1.0 or min_p:  # the whole vocabulary sorted (benchmarks' "before" row)
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            probs = torch.zeros_like(probs).scatter_(-1, order, keep(sorted_p))
-        probs = probs.cpu()
-        picks = [torch.multinomial(probs[row], 1, generator=generators[row]) for row in range(probs.shape[0])]
-        return torch.cat(picks).to(logits.device)
+    def draw(p, at):  # noqa: ANN001, ANN202  (where the cumulative mass of weights p passes at x their total)
+        mass = p.double().cumsum(-1)
+        return min(int(torch.searchsorted(mass, at * mass[-1], right=True)), int((p > 0).nonzero().max()))
 
-    def wider(top):  # noqa: ANN001, ANN202  (rows whose kept set may reach past these top tokens: mass under top_p, the last still passing min-p)
-        return ((top.sum(-1) < sampling.top_p) & (top[:, -1] >= min_p * top[:, 0])).nonzero().flatten().tolist()
+    def draw_kept(p, order, at):  # noqa: ANN001, ANN202  (p sorted descending, 0 past the kept set: the draw in token id order)
+        ids, by = order[p > 0].sort()
+        return int(ids[draw(p[p > 0][by], at)])
 
-    top, ids = probs.topk(min(NUCLEUS_FIRST, probs.shape[-1]), dim=-1)  # descending
-    wide = wider(top)
-    found = dict(enumerate(zip(top.cpu(), ids.cpu())))  # row -> (probabilities, token ids), descending
-    if wide and NUCLEUS_FIRST < NUCLEUS_WIDE < probs.shape[-1]:
-        top, ids = probs[wide].topk(NUCLEUS_WIDE, dim=-1)
-        found.update(zip(wide, zip(top.cpu(), ids.cpu())))
-        wide = [wide[j] for j in wider(top)]
-    for row in wide:
-        found[row] = probs[row].cpu().sort(descending=True)
-    picks = []
-    for row in range(probs.shape[0]):
-        p, order = found[row]
-        picks.append(order[torch.multinomial(keep(p), 1, generator=generators[row])])
-    return torch.cat(picks).to(logits.device)
+    probs = probs.cpu()
+    if sampling.top_p >= 1.0 and not min_p:  # nothing cut: the vocabulary in id order
+        return torch.tensor([draw(probs[row], u[row]) for row in range(probs.shape[0])]).to(logits.device)
+    if NUCLEUS_FIRST >= probs.shape[-1]:  # the whole vocabulary sorted (benchmarks' "before" row)
+        found = dict(enumerate(zip(*probs.sort(dim=-1, descending=True, stable=True))))
+    else:
+        def wider(top):  # noqa: ANN001, ANN202  (rows whose kept set may reach past these top tokens: mass under top_p, the last still passing min-p)
+            return ((top.sum(-1) < sampling.top_p) & (top[:, -1] >= min_p * top[:, 0])).nonzero().flatten().tolist()
+
+        def by_id(top, ids):  # noqa: ANN001, ANN202  (topk's order, with tied probabilities in id order as the kernel puts them)
+            ids, at = ids.sort(dim=-1)
+            top, at = top.gather(-1, at).sort(dim=-1, descending=True, stable=True)
+            return top, ids.gather(-1, at)
+
+        top, ids = by_id(*probs.topk(NUCLEUS_FIRST, dim=-1))  # descending
+        wide = wider(top)
+        found = dict(enumerate(zip(top, ids)))  # row -> (probabilities, token ids), descending
+        if wide and NUCLEUS_FIRST < NUCLEUS_WIDE < probs.shape[-1]:
+            top, ids = by_id(*probs[wide].topk(NUCLEUS_WIDE, dim=-1))
+            found.update(zip(wide, zip(top, ids)))
+            wide = [wide[j] for j in wider(top)]
+        for row in wide:
+            found[row] = probs[row].sort(descending=True, stable=True)
+    picks = [draw_kept(keep(p), order, u[row]) for row, (p, order) in sorted(found.items())]
+    return torch.tensor(picks).to(logits.device)
+
+
+def _penalised(logits, sampling: SamplingConfig, seen) -> Any:  # noqa: ANN001
+    """HF's repetition penalty on float logits where `seen` (None: none)."""
+    import torch
+
+    if seen is None:
+        return logits
+    return torch.where(seen, torch.where(logits > 0, logits / sampling.penalty, logits * sampling.penalty), logits)
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:

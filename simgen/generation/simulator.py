@@ -215,7 +215,7 @@ def _loop_lines(states: list[_State], scenario: Scenario, backend: Backend, user
         until, hold = _length_tests([target], sampling)
         index, k = s.job.index, s.k
         seed_of = lambda n: rng.derive(seed, index, tag, k, n)  # noqa: E731
-        prompt = backend.encode(_windowed([chat], backend, sampling)[0])
+        prompt = _prompt_ids(chat, backend, sampling)
         return LineRequest((index, side), prompt, seed_of(0), sampling, until[0] if until else None, hold[0] if hold else None,
                            tag=(s, side, _Pick(sampling, target, wrong, redraws), target, closing, seed_of))
 
@@ -294,18 +294,33 @@ def _record_assistant(s: _State, line: tuple[Generation, str, str | None, int], 
     s.k += 1
 
 
-def _windowed(chats: list[Chat], backend: Backend, sampling: SamplingConfig) -> list[Chat]:
+def _windowed(chats: list[Chat], backend: Backend, sampling: SamplingConfig, count: Callable[[Chat], int] | None = None) -> list[Chat]:
     """The chats a side sends: with a `sampling.context` budget, each without the oldest exchanges
-    that do not fit it (`fit_exchanges`, counted by the backend's tokenizer; a chat whose last
-    message alone is over keeps just that and its system message); else as they are."""
+    that do not fit it (`fit_exchanges`, counted by the backend's tokenizer, or `count`; a chat
+    whose last message alone is over keeps just that and its system message); else as they are."""
     if not sampling.context:
         return chats
     encode = getattr(backend, "encode", None)
     if encode is None:
         raise ConfigError(f"context {sampling.context}: backend {backend.name!r} cannot count a prompt's tokens; "
                           "a context budget needs the transformers backend (leave --context at 0 with this one).")
-    count = lambda chat: len(encode(chat))  # noqa: E731
+    count = count or (lambda chat: len(encode(chat)))
     return [fit_exchanges(chat, count, sampling.context) or [chat[0], chat[-1]] for chat in chats]
+
+
+def _prompt_ids(chat: Chat, backend: Backend, sampling: SamplingConfig) -> list[int]:
+    """The token ids of the chat a side sends (`_windowed`): the window's ids as counted while it was
+    fitted, rather than encoding it once more."""
+    if not sampling.context:
+        return backend.encode(chat)
+    counted: dict[int, list[int]] = {}  # the windows differ in length: len(window) -> its ids
+
+    def count(window: Chat) -> int:
+        counted[len(window)] = backend.encode(window)
+        return len(counted[len(window)])
+
+    window = _windowed([chat], backend, sampling, count)[0]
+    return counted.get(len(window)) or backend.encode(window)
 
 
 def _draw(session: Session, backend: Backend, active: list[_State], chats: list[Chat], sampling: SamplingConfig,
