@@ -2,17 +2,33 @@
 real next-token logits, in one process: the compiled kernel as shipped (`kernels.pick`), against
 torch's path (top NUCLEUS_FIRST, then NUCLEUS_WIDE: what runs without a compiler) and against
 top-p over the whole sorted vocabulary; with the share of rows on which the kernel and torch's
-path draw the same token.
+path draw the same token. `--before REF` adds `pick_tokens` as it was at git revision REF.
 
     python benchmarks/bench_pick.py --rows 16 --top-p 0.95
-    python benchmarks/bench_pick.py --rows 60 --top-p 0.95 --temperature 1.0 --penalty 1.15   # the default lines' sampling
+    python benchmarks/bench_pick.py --rows 60 --top-p 0.95 --temperature 1.0 --penalty 1.15 --before adbdd4a~1   # the tuned sides
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+
+def pick_tokens_at(ref: str):  # noqa: ANN201
+    """`pick_tokens` from simgen/backends/transformers.py at git revision `ref`, loaded as a module of its own."""
+    source = subprocess.run(["git", "show", f"{ref}:simgen/backends/transformers.py"], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1]).stdout
+    path = Path(tempfile.mkdtemp()) / "transformers_before.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("transformers_before", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.pick_tokens
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--penalty", type=float, default=1.0, help="repetition penalty on the prompt's tokens (1 = off)")
     parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--before", default=None, help="a git revision: add a row with pick_tokens as it was there")
     args = parser.parse_args(argv)
 
     import torch
@@ -44,17 +61,19 @@ def main(argv: list[str] | None = None) -> int:
             seen[row, x] = True
     sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.penalty, max_new_tokens=1)
     shipped, times, drawn = (tb.NUCLEUS_FIRST, tb.NUCLEUS_WIDE), {}, {}
-    rows = (("torch: the whole vocabulary sorted", False, 1 << 30, 1 << 30),
-            (f"torch: top {shipped[0]}, then top {shipped[1]} (no compiler)", False, *shipped),
-            ("compiled kernel, as shipped", True, *shipped))
-    for name, kernel, first, wide in rows:
+    rows = [("torch: the whole vocabulary sorted", tb.pick_tokens, False, 1 << 30, 1 << 30),
+            (f"torch: top {shipped[0]}, then top {shipped[1]} (no compiler)", tb.pick_tokens, False, *shipped),
+            ("compiled kernel, as shipped", tb.pick_tokens, True, *shipped)]
+    if args.before:
+        rows.append((f"pick_tokens at {args.before}", pick_tokens_at(args.before), True, *shipped))
+    for name, pick, kernel, first, wide in rows:
         tb.NUCLEUS_FIRST, tb.NUCLEUS_WIDE, tb.PICK_KERNEL = first, wide, kernel
         try:
             generators = lambda: [torch.Generator().manual_seed(i) for i in range(args.rows)]  # noqa: E731
-            drawn[name] = tb.pick_tokens(logits, sampling, generators(), seen)  # warm-up
+            drawn[name] = pick(logits, sampling, generators(), seen)  # warm-up
             t = time.perf_counter()
             for _ in range(args.repeat):
-                tb.pick_tokens(logits, sampling, generators(), seen)
+                pick(logits, sampling, generators(), seen)
             times[name] = (time.perf_counter() - t) / args.repeat
         finally:
             tb.NUCLEUS_FIRST, tb.NUCLEUS_WIDE, tb.PICK_KERNEL = (*shipped, True)
@@ -64,10 +83,12 @@ def main(argv: list[str] | None = None) -> int:
           f"(median {nucleus.median()}), {(nucleus > shipped[0]).sum()} rows wider than {shipped[0]}")
     for name, seconds in times.items():
         print(f"  {name}: {1000 * seconds:.1f} ms per draw")
-    whole, torch_path, kernel = times.values()
+    whole, torch_path, kernel = list(times.values())[:3]
     same = (drawn["compiled kernel, as shipped"] == list(drawn.values())[1]).float().mean()
     print(f"the kernel: {torch_path / kernel:.1f}x faster than torch's path, {whole / kernel:.1f}x than the whole vocabulary; "
           f"the same token as torch's path on {100 * same:.0f}% of rows")
+    if args.before:
+        print(f"the kernel: {times[f'pick_tokens at {args.before}'] / kernel:.1f}x faster than pick_tokens at {args.before}")
     return 0
 
 

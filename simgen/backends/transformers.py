@@ -598,39 +598,49 @@ def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -
         p = p.masked_fill((p.cumsum(-1) - p) >= sampling.top_p, 0.0) if sampling.top_p < 1.0 else p
         return p.masked_fill(p < min_p * p[..., :1], 0.0) if min_p else p
 
-    def draw(p, at):  # noqa: ANN001, ANN202  (where the cumulative mass of weights p passes at x their total)
-        mass = p.double().cumsum(-1)
-        return min(int(torch.searchsorted(mass, at * mass[-1], right=True)), int((p > 0).nonzero().max()))
+    def draw(top, ids, at):  # noqa: ANN001, ANN202
+        """Rows of probabilities `top` (r, k), descending with ties in id order, and their token ids:
+        each row's draw at its uniform `at` (r,), over its kept set in token id order."""
+        kept = keep(top)
+        key, by = torch.where(kept > 0, ids, probs.shape[-1]).sort(dim=-1)  # kept ids ascending, the rest after them
+        mass = kept.gather(-1, by).double().cumsum(-1)
+        j = torch.searchsorted(mass, (at * mass[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+        return key.gather(-1, torch.minimum(j, (kept > 0).sum(-1) - 1).unsqueeze(-1)).squeeze(-1)
 
-    def draw_kept(p, order, at):  # noqa: ANN001, ANN202  (p sorted descending, 0 past the kept set: the draw in token id order)
-        ids, by = order[p > 0].sort()
-        return int(ids[draw(p[p > 0][by], at)])
-
-    probs = probs.cpu()
+    u = u.to(probs.device)
     if sampling.top_p >= 1.0 and not min_p:  # nothing cut: the vocabulary in id order
-        return torch.tensor([draw(probs[row], u[row]) for row in range(probs.shape[0])]).to(logits.device)
+        mass = probs.double().cumsum(-1)
+        j = torch.searchsorted(mass, (u * mass[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+        last = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(-1)  # the last token with any mass
+        return torch.minimum(j, last)
     if NUCLEUS_FIRST >= probs.shape[-1]:  # the whole vocabulary sorted (benchmarks' "before" row)
-        found = dict(enumerate(zip(*probs.sort(dim=-1, descending=True, stable=True))))
-    else:
-        def wider(top):  # noqa: ANN001, ANN202  (rows whose kept set may reach past these top tokens: mass under top_p, the last still passing min-p)
-            return ((top.sum(-1) < sampling.top_p) & (top[:, -1] >= min_p * top[:, 0])).nonzero().flatten().tolist()
+        return draw(*probs.sort(dim=-1, descending=True, stable=True), u)
 
-        def by_id(top, ids):  # noqa: ANN001, ANN202  (topk's order, with tied probabilities in id order as the kernel puts them)
-            ids, at = ids.sort(dim=-1)
-            top, at = top.gather(-1, at).sort(dim=-1, descending=True, stable=True)
-            return top, ids.gather(-1, at)
+    def wider(top):  # noqa: ANN001, ANN202  (rows whose kept set may reach past these top tokens: mass under top_p, the last still passing min-p)
+        return ((top.sum(-1) < sampling.top_p) & (top[:, -1] >= min_p * top[:, 0])).nonzero().flatten().tolist()
 
-        top, ids = by_id(*probs.topk(NUCLEUS_FIRST, dim=-1))  # descending
-        wide = wider(top)
-        found = dict(enumerate(zip(top, ids)))  # row -> (probabilities, token ids), descending
-        if wide and NUCLEUS_FIRST < NUCLEUS_WIDE < probs.shape[-1]:
-            top, ids = by_id(*probs[wide].topk(NUCLEUS_WIDE, dim=-1))
-            found.update(zip(wide, zip(top, ids)))
-            wide = [wide[j] for j in wider(top)]
-        for row in wide:
-            found[row] = probs[row].sort(descending=True, stable=True)
-    picks = [draw_kept(keep(p), order, u[row]) for row, (p, order) in sorted(found.items())]
-    return torch.tensor(picks).to(logits.device)
+    def by_id(top, ids):  # noqa: ANN001, ANN202  (topk's order, with tied probabilities in id order as the kernel puts them)
+        ids, at = ids.sort(dim=-1)
+        top, at = top.gather(-1, at).sort(dim=-1, descending=True, stable=True)
+        return top, ids.gather(-1, at)
+
+    picks = torch.empty(probs.shape[0], dtype=torch.int64, device=probs.device)
+    rows = list(range(probs.shape[0]))
+    for width in (NUCLEUS_FIRST, NUCLEUS_WIDE):  # the rows whose kept set lies among their `width` likeliest tokens, drawn together
+        if not rows or width >= probs.shape[-1] or (width == NUCLEUS_WIDE and NUCLEUS_WIDE <= NUCLEUS_FIRST):
+            continue
+        top, ids = probs[rows].topk(width, dim=-1)
+        wide = set(wider(top))
+        here = [j for j in range(len(rows)) if j not in wide]
+        if here:
+            top, ids = top[here], ids[here]
+            n = int((keep(top) > 0).sum(-1).max())  # the widest kept set, then through the tokens tied at its edge
+            n = int((top >= top[:, n - 1:n]).sum(-1).max())
+            picks[[rows[j] for j in here]] = draw(*by_id(top[:, :n], ids[:, :n]), u[[rows[j] for j in here]])
+        rows = [rows[j] for j in sorted(wide)]
+    for row in rows:  # wider still: sorted in full
+        picks[row] = draw(*probs[row:row + 1].sort(dim=-1, descending=True, stable=True), u[row:row + 1])[0]
+    return picks
 
 
 def _penalised(logits, sampling: SamplingConfig, seen) -> Any:  # noqa: ANN001
