@@ -194,8 +194,9 @@ def silu_mul(gate_up: Any) -> Any:
 def pick(logits: Any, seen: Any, penalty: float, heat: float, top_p: float, min_p: float, u: Any) -> Any:
     """Each row's next token: `logits` (rows, vocab) scaled as `transformers.pick_tokens` scales
     them (the repetition penalty where `seen`, a (rows, vocab) bool tensor or None; then 1 / heat),
-    cut to top-p and min-p, and drawn at `u` (rows,) float64 uniforms in [0, 1) by the inverse of
-    the kept tokens' cumulative mass (sorted by probability, ties by id). (rows,) int64."""
+    cut to top-p and min-p (the kept set found in order of probability, ties by id), and drawn at
+    `u` (rows,) float64 uniforms in [0, 1): the token where the kept set's cumulative mass, summed
+    in token id order, passes u times its total. (rows,) int64."""
     import torch
 
     fn = _fn("pick_tokens", logits)

@@ -576,8 +576,8 @@ def pick_tokens(logits, sampling: SamplingConfig, generators: list, seen=None) -
     heavy enough to be kept, finds the nucleus's edge with a histogram of them, and sorts only the
     tokens at the edge. torch's path (no compiler, a GPU, SIMGEN_PICK_KERNEL=0) finds the set among
     the row's NUCLEUS_FIRST most likely tokens (`topk`), then its NUCLEUS_WIDE, and sorts the row in
-    full only when the set is wider still. The two draw the same tokens up to float rounding (at a
-    kept set's edge, or a draw at a token's boundary: a few in 10,000 rows).
+    full only when the set is wider still. The two draw the same tokens up to float rounding, which
+    rarely moves a kept set's edge or a draw at a token's boundary.
     """
     import torch
 
