@@ -196,3 +196,27 @@ def test_a_run_records_the_guard_and_one_from_before_it_resumes_without(tiny_mod
     u_on, u_off = (r.turns.filter(r.turns["role"] == "user") for r in (on, off))
     assert u_on["redraws"].sum() > u_off["redraws"].sum()  # the tiny model's noise seldom reads like its intent
     assert GenerateConfig.from_dict({"n": 2}).intent_guard is False and GenerateConfig().intent_guard is True
+
+
+def test_tfidf_picks_the_kept_columns_as_scipys_column_indexing_does(iard_dir):
+    """`_tfidf` finds the kept columns among each row's nonzeros (`searchsorted`) instead of scipy's
+    `counts[:, columns]`: the same matrix, byte for byte (values, column order, row pointers), on
+    real lines one at a time and in a batch, and on a row with no kept column at all."""
+    from sklearn.preprocessing import normalize
+
+    from simgen.intent_guard import _counts, _tfidf
+
+    texts = _lines(iard_dir, "train")[1]["text"].to_list()
+    shipped = IntentGuard.load(SHIPPED)
+
+    def by_scipy(counts):  # noqa: ANN001, ANN202  (the code before)
+        x = counts[:, shipped.columns].astype(np.float64)
+        x.data = 1.0 + np.log(x.data)
+        return normalize(x.multiply(shipped.idf).tocsr())
+
+    batches = [list(texts[:300])] + [[t] for t in texts[300:340]] + [["zzqx"], ["", "a plain line"]]
+    for batch in batches:
+        counts = _counts(batch)
+        ours, theirs = _tfidf(counts, shipped.columns, shipped.idf), by_scipy(counts)
+        assert ours.shape == theirs.shape and np.array_equal(ours.indptr, theirs.indptr)
+        assert np.array_equal(ours.indices, theirs.indices) and np.array_equal(ours.data, theirs.data)
