@@ -201,7 +201,7 @@ def test_a_run_records_the_guard_and_one_from_before_it_resumes_without(tiny_mod
 def test_tfidf_picks_the_kept_columns_as_scipys_column_indexing_does(iard_dir):
     """`_tfidf` finds the kept columns among each row's nonzeros (`searchsorted`) instead of scipy's
     `counts[:, columns]`: the same matrix, byte for byte (values, column order, row pointers), on
-    real lines one at a time and in a batch, and on a row with no kept column at all."""
+    real lines one at a time and in a batch, and on an empty line and a made-up word."""
     from sklearn.preprocessing import normalize
 
     from simgen.intent_guard import _counts, _tfidf
