@@ -14,7 +14,9 @@ give away, beside `pooled_auc`'s guide for independent lines.
 film years), to see what a giveaway is worth before building the lever that would remove it.
 `--adherence` also scores intent adherence the way `simgen realism` does, with the classifier
 fitted on the train split's labelled user lines (TF-IDF only: no sentence embeddings), so a lever
-that buys realism by ignoring the intent shows here too. For `user` and `assistant` it also prints
+that buys realism by ignoring the intent shows here too. `--split validation` reads the validation split
+instead (no simulator is fitted on it; `simgen tune` only scores its loss there): the fairer check
+between simulators trained for different lengths, since the longer one has seen the train lines more often. For `user` and `assistant` it also prints
 words per line against the train split (median, mean, JSD) and the share ending in . ! or ?.
 """
 
@@ -78,7 +80,7 @@ def from_lines(real: pl.DataFrame, synthetic: pl.DataFrame, seed: int = 0) -> di
             "independent": pooled_auc(line_auc, n)}
 
 
-def adherence(reference: pl.DataFrame, run: str) -> str:
+def adherence(reference: pl.DataFrame, run: str, split: str = "train") -> str:
     """Intent adherence of the run's user lines / the classifier's cross-validated ceiling on `reference`."""
     from simgen.realism.adherence import intent_adherence
     from simgen.realism.features import build_units
@@ -89,31 +91,34 @@ def adherence(reference: pl.DataFrame, run: str) -> str:
     if out is None:
         return "adherence: the run and the corpus share no scorable intent"
     syn, ceiling = out["synthetic"], out["ceiling"]
-    return (f"adherence (train-split classifier, TF-IDF): accuracy {syn['accuracy']:.3f} / ceiling {ceiling['accuracy']:.3f}, "
+    return (f"adherence ({split}-split classifier, TF-IDF): accuracy {syn['accuracy']:.3f} / ceiling {ceiling['accuracy']:.3f}, "
             f"macro-F1 {syn['macro_f1']:.3f} / {ceiling['macro_f1']:.3f}")
 
 
-def lengths(real: list[str], synthetic: list[str]) -> str:
+def lengths(real: list[str], synthetic: list[str], split: str = "train") -> str:
     """Words per line on each side (counted as `simgen realism` counts them), their JSD over the
     realism report's bins, and the share of lines that end in . ! or ?."""
     from simgen.realism.adherence import WORD_BINS, jsd
 
     count = [np.array([len(t.split()) for t in side]) for side in (real, synthetic)]
     ends = [np.mean([t.rstrip().endswith((".", "!", "?")) for t in side]) for side in (real, synthetic)]
-    return (f"words per line: median {np.median(count[1]):.0f} / mean {count[1].mean():.1f} (train split: {np.median(count[0]):.0f} / "
-            f"{count[0].mean():.1f}), JSD {jsd(*count, WORD_BINS):.3f}; ending in . ! ?: {ends[1]:.0%} (train split: {ends[0]:.0%})")
+    return (f"words per line: median {np.median(count[1]):.0f} / mean {count[1].mean():.1f} ({split} split: {np.median(count[0]):.0f} / "
+            f"{count[0].mean():.1f}), JSD {jsd(*count, WORD_BINS):.3f}; ending in . ! ?: {ends[1]:.0%} ({split} split: {ends[0]:.0%})")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run folder")
     parser.add_argument("--reference", default="../shared/data/iard", help="the real corpus (its train split is read)")
+    parser.add_argument("--split", choices=("train", "validation"), default="train",
+                        help="the real side: train, or validation (no simulator fitted on it: fairer where the runs compared come "
+                             "from simulators trained for different lengths on the train split)")
     parser.add_argument("--unit", choices=("user", "assistant", "dialogue", "lines"), default="user")
     parser.add_argument("--analyzer", choices=("word", "char_wb"), default="word")
     parser.add_argument("--mask", help="a regular expression deleted from every line of both sides before fitting")
     parser.add_argument("--adherence", action="store_true", help="also intent adherence / its ceiling, fitted on the train split")
     args = parser.parse_args(argv)
-    reference = load_corpus(args.reference, split="train").turns
+    reference = load_corpus(args.reference, split=args.split).turns
     run = pl.read_parquet(f"{args.run}/turns.parquet")
     if args.mask:
         reference, run = (t.with_columns(pl.col("text").str.replace_all(args.mask, "")) for t in (reference, run))
@@ -125,11 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     real = texts(reference, args.unit)
     synthetic = texts(run, args.unit)
     if args.adherence:
-        print(adherence(reference, args.run))
+        print(adherence(reference, args.run, args.split))
     if args.unit in ("user", "assistant"):
-        print(lengths(real, synthetic))
+        print(lengths(real, synthetic, args.split))
     out = tell_apart(real, synthetic, args.analyzer)
-    print(f"{args.unit} {args.analyzer}: cross-validated AUC {out['auc']:.3f} ({len(synthetic)} synthetic, {len(real)} real train-split)")
+    print(f"{args.unit} {args.analyzer}: cross-validated AUC {out['auc']:.3f} ({len(synthetic)} synthetic, {len(real)} real {args.split}-split)")
     print("real side leans on:     ", ", ".join(map(repr, out["real"])))
     print("synthetic side leans on:", ", ".join(map(repr, out["synthetic"])))
     return 0

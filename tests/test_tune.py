@@ -220,6 +220,51 @@ def test_bad_corpora_are_data_errors_that_name_the_file(tmp_path):
         read_splits(tiny)
 
 
+def test_the_training_loss_and_its_gradients_are_trls_own(iard_dir, tiny_model_dir, tmp_path):
+    """simgen tune's trainer projects only the completion's positions through the LM head (TRL's fused head
+    scores every position off CUDA); the loss and every gradient must be those of TRL's compute_loss."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from simgen.tune import _completion_trainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = examples(load_scenario("movie-recommendation"), read_splits(iard_dir, max_dialogues=4)["train"], tok, 384, 0, 6, "both")
+    data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows[:6]])
+    args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=6, completion_only_loss=True, max_length=None, report_to=[],
+                     use_cpu=True, bf16=False)  # TRL defaults to bf16 autocast; float32 compares exactly
+    losses, grads = [], []
+    for cls in (SFTTrainer, _completion_trainer(SFTTrainer)):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        trainer = cls(model=model, args=args, train_dataset=data, processing_class=tok)
+        batch = next(iter(trainer.get_train_dataloader()))
+        completion = int((batch["labels"][:, 1:] != -100).sum())
+        assert 0 < completion < batch["labels"].numel() // 2  # the prompt is most of the batch and is masked out
+        trainer.model.train()
+        loss = trainer.compute_loss(trainer.model, batch, num_items_in_batch=torch.tensor(completion))
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None})
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name, g in grads[0].items():
+        assert torch.allclose(grads[1][name], g, rtol=1e-4, atol=1e-6), name
+
+
+def test_auto_precision_is_mixed_only_where_bf16_arithmetic_is_native(monkeypatch):
+    import simgen.models
+    from simgen.tune import training_precision
+
+    for native, expected in ((True, "mixed"), (False, "float32")):
+        monkeypatch.setattr(simgen.models, "native_bf16_cpu", lambda native=native: native)
+        monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+        assert training_precision("auto") == expected
+    assert training_precision("bfloat16") == "bfloat16" and training_precision("float32") == "float32"
+
+
 def test_bad_settings_are_config_errors():
     from simgen.errors import ConfigError
 
@@ -227,6 +272,8 @@ def test_bad_settings_are_config_errors():
         TuneConfig(method="qlora")
     with pytest.raises(ConfigError, match="batch_size"):
         TuneConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="dtype"):
+        TuneConfig(dtype="float16")
 
 
 def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, tiny_model_dir, tmp_path):
