@@ -339,7 +339,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
             eval_strategy="steps" if cfg.eval_every else "no", eval_steps=cfg.eval_every or None,
             seed=cfg.seed, data_seed=cfg.seed, report_to=[], use_cpu=not torch.cuda.is_available(), disable_tqdm=not progress,
             completion_only_loss=True, max_length=None, packing=False, dataloader_num_workers=0, bf16=precision != "float32",
-            gradient_checkpointing=False,  # TRL's default recomputes each layer in the backward pass: 1.3x the step, for memory a small model does not need
+            gradient_checkpointing=False,  # TRL's default runs each layer again in the backward pass, for memory a small model does not need
         )
     columns = ["prompt", "completion"]
     train = Dataset.from_list([{k: r[k] for k in columns} for r in data["train"]])
