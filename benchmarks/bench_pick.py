@@ -19,16 +19,23 @@ import time
 from pathlib import Path
 
 
-def pick_tokens_at(ref: str):  # noqa: ANN201
-    """`pick_tokens` from simgen/backends/transformers.py at git revision `ref`, loaded as a module of its own."""
-    source = subprocess.run(["git", "show", f"{ref}:simgen/backends/transformers.py"], capture_output=True, text=True, check=True,
+def module_at(ref: str, path: str, name: str):  # noqa: ANN201
+    """The file `path` of this repository at git revision `ref`, loaded as a module of its own called
+    `name` (the rest of simgen as it is now): the "before" rows of bench_pick.py and bench_tune.py."""
+    source = subprocess.run(["git", "show", f"{ref}:{path}"], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[1]).stdout
-    path = Path(tempfile.mkdtemp()) / "transformers_before.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("transformers_before", path)
+    file = Path(tempfile.mkdtemp()) / f"{name}.py"
+    file.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
-    return module.pick_tokens
+    return module
+
+
+def pick_tokens_at(ref: str):  # noqa: ANN201
+    """`pick_tokens` from simgen/backends/transformers.py at git revision `ref`."""
+    return module_at(ref, "simgen/backends/transformers.py", "transformers_before").pick_tokens
 
 
 def main(argv: list[str] | None = None) -> int:

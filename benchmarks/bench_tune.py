@@ -12,27 +12,14 @@ that the rows learn alike.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from bench_pick import module_at
+
 RECIPE = dict(roles="both", batch_size=8, learning_rate=1e-3, lora_r=8, lora_alpha=16, max_length=256, eval_examples=48,
               profile_match=32)
-
-
-def tune_module_at(ref: str):  # noqa: ANN201
-    """simgen/tune.py at git revision `ref`, loaded as a module of its own (the rest of simgen as it is now)."""
-    source = subprocess.run(["git", "show", f"{ref}:simgen/tune.py"], capture_output=True, text=True, check=True,
-                            cwd=Path(__file__).resolve().parents[1]).stdout
-    path = Path(tempfile.mkdtemp()) / "tune_before.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("tune_before", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_tune-"))
     steps = dict(max_steps=args.steps, save_every=args.steps)
-    rows = [(f"simgen/tune.py at {args.before} (float32)", tune_module_at(args.before), {})] if args.before else []
+    rows = [(f"simgen/tune.py at {args.before} (float32)", module_at(args.before, "simgen/tune.py", "tune_before"), {})] if args.before else []
     rows += [("float32", shipped, {"dtype": "float32"}), (f"auto ({shipped.training_precision('auto')} here)", shipped, {"dtype": "auto"})]
     results = []
     for i, (name, module, extra) in enumerate(rows):
