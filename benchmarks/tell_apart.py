@@ -17,7 +17,7 @@ fitted on the train split's labelled user lines (TF-IDF only: no sentence embedd
 that buys realism by ignoring the intent shows here too. `--split validation` reads the validation split
 instead (no simulator is fitted on it; `simgen tune` only scores its loss there): the fairer check
 between simulators trained for different lengths, since the longer one has seen the train lines more often. For `user` and `assistant` it also prints
-words per line against the train split (median, mean, JSD) and the share ending in . ! or ?.
+words per line against that split (median, mean, JSD) and the share ending in . ! or ?.
 """
 
 from __future__ import annotations
@@ -109,14 +109,14 @@ def lengths(real: list[str], synthetic: list[str], split: str = "train") -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run folder")
-    parser.add_argument("--reference", default="../shared/data/iard", help="the real corpus (its train split is read)")
+    parser.add_argument("--reference", default="../shared/data/iard", help="the real corpus (its --split is read)")
     parser.add_argument("--split", choices=("train", "validation"), default="train",
                         help="the real side: train, or validation (no simulator fitted on it: fairer where the runs compared come "
                              "from simulators trained for different lengths on the train split)")
     parser.add_argument("--unit", choices=("user", "assistant", "dialogue", "lines"), default="user")
     parser.add_argument("--analyzer", choices=("word", "char_wb"), default="word")
     parser.add_argument("--mask", help="a regular expression deleted from every line of both sides before fitting")
-    parser.add_argument("--adherence", action="store_true", help="also intent adherence / its ceiling, fitted on the train split")
+    parser.add_argument("--adherence", action="store_true", help="also intent adherence / its ceiling, fitted on the --split")
     args = parser.parse_args(argv)
     reference = load_corpus(args.reference, split=args.split).turns
     run = pl.read_parquet(f"{args.run}/turns.parquet")
