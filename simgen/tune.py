@@ -9,7 +9,8 @@ the intent (its labels mapped through the intent model's `aliases`) and the leng
 sampled from the profile space, seeded by the dialogue id, so the persona block has the shape the
 simulator will see; with `profile_match` > 1, the best of that many samples by what the dialogue's
 user lines say (`matched_profile`: "I love horror" picks a persona who likes horror), so the persona
-agrees with the lines it conditions. The loss is on the user line only (TRL's prompt-completion format).
+agrees with the lines it conditions; `persona_weight` > 1 repeats the train lines that state their matched
+persona. The loss is on the user line only (TRL's prompt-completion format).
 
 Training is TRL's `SFTTrainer` with a LoRA adapter (peft) by default, or full fine-tuning
 (`method="full"`). The train split feeds training, the validation split the validation loss; the
@@ -89,6 +90,9 @@ class TuneConfig:
     max_dialogues: int = field(default=0, metadata={"help": "use at most this many train dialogues (seeded sample); 0 = all"})
     profile_match: int = field(default=32, metadata={"help": "profiles sampled per real dialogue; the one whose attribute values its user "
                                                              "lines mention most is used (1: the first sample, unmatched)"})
+    persona_weight: int = field(default=1, metadata={"help": "a train user line that states a value of its matched persona (`mentions`) is "
+                                                             "repeated this many times in the train split (1: every line once); more "
+                                                             "generated lines then state the persona"})
     eval_examples: int = field(default=200, metadata={"help": "validation examples scored (a seeded sample); 0 = all"})
     eval_every: int = field(default=0, metadata={"help": "validation loss every this many steps; 0 = at the end only"})
     save_every: int = field(default=50, metadata={"help": "checkpoint every this many steps (what an interrupted run resumes from)"})
@@ -107,7 +111,7 @@ class TuneConfig:
             raise ConfigError(f"roles must be one of {', '.join(ROLES)}, got {self.roles!r}.")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
-        for name in ("batch_size", "lora_r", "lora_alpha", "max_length", "save_every", "profile_match"):
+        for name in ("batch_size", "lora_r", "lora_alpha", "max_length", "save_every", "profile_match", "persona_weight"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
         if not self.epochs > 0 or self.learning_rate <= 0:
@@ -206,28 +210,39 @@ def matched_profile(scenario: Any, seed: int, key: int, user_text: str, k: int) 
     return draws[scores.index(max(scores))]
 
 
+def dialogue_key(dialogue_id: str) -> int:
+    """The seed key of a real dialogue's sampled persona (`matched_profile`): its id's hash, so a dialogue keeps its persona
+    whatever else is in the corpus."""
+    return int.from_bytes(hashlib.sha256(dialogue_id.encode()).digest()[:4], "big")
+
+
+def persona_weighted(rows: list[dict[str, Any]], weight: int) -> list[dict[str, Any]]:
+    """`rows` with each row that `states_persona` repeated `weight` times, the copies next to it (the trainer shuffles)."""
+    return [r for r in rows for _ in range(weight if r["states_persona"] else 1)]
+
+
 def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, seed: int, max_turns: int,
              roles: str = "user", profile_match: int = 1) -> list[dict[str, Any]]:
     """(real line) -> {"prompt": the chat simgen would send before it, "completion": [the line], "role": its side}.
 
     User lines get the user side's chat (persona, intent and length from the corpus, profile sampled:
     with `profile_match` > 1, the best of that many samples by `mentions` of the dialogue's user lines);
-    with `roles` "assistant" or "both", assistant lines get the assistant side's chat.
+    with `roles` "assistant" or "both", assistant lines get the assistant side's chat. `states_persona`:
+    a user line that mentions a value of its dialogue's persona (what `TuneConfig.persona_weight` repeats).
     """
     from simgen.data import Turn, frame_to_dialogues
     from simgen.generation.chats import assistant_chat, user_chat
     from simgen.generation.plan import DialogueJob
     from simgen.lengths import words
 
-    intents = scenario.intents
+    intents, complements = scenario.intents, complement_variables(scenario)
     out = []
     for n, d in enumerate(frame_to_dialogues(corpus.turns)):
         turns = [Turn(t.turn, t.role, t.text, intents.label_of(t.intent) if t.role == "user" else None) for t in d.turns if t.text.strip()]
         users = [t for t in turns if t.role == "user"]
         if not users:
             continue
-        key = int.from_bytes(hashlib.sha256(d.dialogue_id.encode()).digest()[:4], "big")
-        profile = matched_profile(scenario, seed, key, " ".join(t.text for t in users), profile_match)
+        profile = matched_profile(scenario, seed, dialogue_key(d.dialogue_id), " ".join(t.text for t in users), profile_match)
         job = DialogueJob(n, profile, tuple(t.intent for t in users), tuple(words(t.text) for t in users))
         horizon = max(max_turns, len(users))
         k = 0
@@ -243,7 +258,8 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
             chat = _fit(chat, completion, tokenizer, max_length)
             if chat is not None:
                 out.append({"prompt": chat, "completion": completion, "dialogue_id": d.dialogue_id, "role": line.role,
-                            "user_turn": k - 1 if line.role == "user" else None})
+                            "user_turn": k - 1 if line.role == "user" else None,
+                            "states_persona": line.role == "user" and mentions(profile, line.text, complements) > 0})
     return out
 
 
@@ -312,6 +328,8 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     if not data["train"]:
         raise DataError(f"{corpus}: no train example fits --max-length {cfg.max_length} tokens; raise it.")
     digest = examples_digest(data["train"] + data["validation"])
+    stating = sum(r["states_persona"] for r in data["train"])
+    repeated = persona_weighted(data["train"], cfg.persona_weight)
     settings = asdict(cfg)
     state = {"scenario": scenario.fingerprint, "base": source.fingerprint, "examples": digest, "settings": settings, "precision": precision}
     ckpt = out / "checkpoints"
@@ -328,7 +346,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
 
         lm = get_peft_model(lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules="all-linear",
                                            task_type="CAUSAL_LM"))
-    steps_per_epoch = math.ceil(len(data["train"]) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(repeated) / cfg.batch_size)
     max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     with warnings.catch_warnings():  # transformers >= 5.2x renames gradient_checkpointing; TRL still sets the old name's default
         warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
@@ -342,7 +360,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
             gradient_checkpointing=False,  # TRL's default runs each layer again in the backward pass, for memory a small model does not need
         )
     columns = ["prompt", "completion"]
-    train = Dataset.from_list([{k: r[k] for k in columns} for r in data["train"]])
+    train = Dataset.from_list([{k: r[k] for k in columns} for r in repeated])
     valid = Dataset.from_list([{k: r[k] for k in columns} for r in data["validation"]])
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
@@ -381,6 +399,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
         "corpus": {"source": splits["train"].source, "examples_sha256": digest,
                    "dialogues": {k: c.n_dialogues for k, c in splits.items()}, "examples": {k: len(v) for k, v in data.items()},
                    "lines": {k: dict(Counter(r["role"] for r in v)) for k, v in data.items()},
+                   "train_lines_stating_persona": stating, "train_examples_per_epoch": len(repeated),
                    "split": "80/10/10 by sha256 of the dialogue id (simgen.corpora.split_of); test never read"},
         "settings": settings, "precision": precision,
         "steps": int(result.global_step), "seconds": round(clock.before + seconds, 1),

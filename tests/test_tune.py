@@ -15,7 +15,8 @@ from simgen.corpora import split_of
 from simgen.errors import DataError, ModelError
 from simgen.models import resolve_model
 from simgen.scenario import load_scenario
-from simgen.tune import TuneConfig, complement_variables, examples, matched_profile, mentions, read_splits
+from simgen.tune import (TuneConfig, complement_variables, dialogue_key, examples, matched_profile, mentions, persona_weighted,
+                         read_splits)
 
 FAST = ["--max-steps", "4", "--batch-size", "4", "--max-dialogues", "8", "--learning-rate", "0.005", "--save-every", "2",
         "--max-length", "384", "-q"]
@@ -37,6 +38,8 @@ def test_the_loss_falls_and_the_card_says_what_was_trained(tuned):
     assert card["steps"] == 4 and card["method"] == "lora" and (tuned / "adapter_model.safetensors").is_file()
     assert card["resumed_from_step"] is None and card["seconds"] == card["seconds_this_run"] > 0
     assert card["corpus"]["dialogues"] == {"train": 8, "validation": 2} and len(card["corpus"]["examples_sha256"]) == 64
+    assert card["corpus"]["train_examples_per_epoch"] == card["corpus"]["examples"]["train"]  # --persona-weight 1 repeats nothing
+    assert 0 < card["corpus"]["train_lines_stating_persona"] < card["corpus"]["examples"]["train"]
     assert not (tuned / "checkpoints").exists() and "test split was never read" in (tuned / "README.md").read_text()
 
 
@@ -161,6 +164,26 @@ def test_matched_examples_give_personas_that_the_dialogues_user_lines_mention(ia
     assert agreeing(16) > agreeing(1) + 0.3
 
 
+def test_persona_weight_repeats_the_user_lines_that_state_their_persona(iard_dir, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    scenario = load_scenario("movie-recommendation")
+    splits = read_splits(iard_dir, max_dialogues=40)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = examples(scenario, splits["train"], tok, 4096, 0, 14, roles="both", profile_match=32)
+    complements = complement_variables(scenario)
+    texts = splits["train"].turns.group_by("dialogue_id").agg(pl.col("text").filter(pl.col("role") == "user").str.join(" "))
+    persona = {d: matched_profile(scenario, 0, dialogue_key(d), text, 32) for d, text in texts.iter_rows()}
+    for r in rows:  # the flag is the line's own mentions of its dialogue's persona, and only user lines carry it
+        assert r["states_persona"] == (r["role"] == "user" and mentions(persona[r["dialogue_id"]], r["completion"][0]["content"], complements) > 0)
+    stating = [r for r in rows if r["states_persona"]]
+    assert 0.05 < len(stating) / sum(r["role"] == "user" for r in rows) < 0.6  # real seekers often say what they like
+    assert persona_weighted(rows, 1) == rows
+    tripled = persona_weighted(rows, 3)
+    assert len(tripled) == len(rows) + 2 * len(stating)
+    assert all(sum(x is r for x in tripled) == (3 if r["states_persona"] else 1) for r in rows)
+
+
 def test_examples_fit_the_token_budget_by_dropping_whole_old_exchanges(iard_dir, tiny_model_dir):
     from transformers import AutoTokenizer
 
@@ -274,6 +297,8 @@ def test_bad_settings_are_config_errors():
         TuneConfig(batch_size=0)
     with pytest.raises(ConfigError, match="dtype"):
         TuneConfig(dtype="float16")
+    with pytest.raises(ConfigError, match="persona_weight"):
+        TuneConfig(persona_weight=0)
 
 
 def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, tiny_model_dir, tmp_path):
