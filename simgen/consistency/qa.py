@@ -14,6 +14,7 @@ simulator model (transformers backend): the mean log-prob per token of each opti
 next line, softmaxed over the options. It is deterministic and needs no text parsing. Grading is
 against the profile, never against what the persona said earlier. Backends that cannot score text
 (HTTP, callables) are left out here: the caller reports Q&A as not computed.
+`qa_by_attribute` counts the same answers per profile variable (benchmarks/qa_by_attribute.py).
 """
 
 from __future__ import annotations
@@ -142,12 +143,34 @@ def qa_scores(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogue], max
     `every`-th non-empty user line is a checkpoint; each dialogue gets the same questions at all its
     checkpoints (seeded by `seed` and the dialogue id).
     """
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    for key, _, right in _graded(backend, scenario, dialogues, max_turns, every, max_questions, n_options, seed, pass_tokens, skip):
+        asked, correct = out.get(key, (0, 0))
+        out[key] = (asked + 1, correct + right)
+    return out
+
+
+def qa_by_attribute(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogue], max_turns: int, every: int = 1,
+                    max_questions: int = 8, n_options: int = 4, seed: int = 0, pass_tokens: int | None = None,
+                    skip: Sequence[str] = ()) -> dict[str, tuple[int, int]]:
+    """The same questions and answers as `qa_scores`, counted per profile variable: attribute -> (asked, correct).
+    Which facts a simulator keeps: those its lines state (genres) or those only its persona block holds (a name)."""
+    out: dict[str, tuple[int, int]] = {}
+    for _, attribute, right in _graded(backend, scenario, dialogues, max_turns, every, max_questions, n_options, seed, pass_tokens, skip):
+        asked, correct = out.get(attribute, (0, 0))
+        out[attribute] = (asked + 1, correct + right)
+    return out
+
+
+def _graded(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogue], max_turns: int, every: int, max_questions: int,
+            n_options: int, seed: int, pass_tokens: int | None, skip: Sequence[str]) -> list[tuple[tuple[str, int], str, int]]:
+    """Every question asked, as ((dialogue_id, user_turn), attribute, 1 if answered right else 0)."""
     import zlib
 
     from simgen.generation.chats import job_of, user_chat
 
     items: list[tuple[Chat, Sequence[str]]] = []
-    keys: list[tuple[tuple[str, int], int]] = []  # per item: (checkpoint, correct option)
+    keys: list[tuple[tuple[str, int], ProfileQuestion]] = []  # per item: (checkpoint, question)
     for d in dialogues:
         questions = profile_questions(scenario.profile, d.profile.values, [seed, zlib.crc32(d.dialogue_id.encode())], n_options, skip)[:max_questions]
         if not questions:
@@ -160,9 +183,6 @@ def qa_scores(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogue], max
             chat = user_chat(scenario, job, turns, k + 1, max_turns)[:-1]  # cut after line k: drop the next instruction
             for q in questions:
                 items.append(([*chat, {"role": "user", "content": q.question}], q.options))
-                keys.append(((d.dialogue_id, k), q.answer))
-    out: dict[tuple[str, int], tuple[int, int]] = {}
-    for (key, answer), probs in zip(keys, option_probabilities(backend, items, pass_tokens)):
-        asked, correct = out.get(key, (0, 0))
-        out[key] = (asked + 1, correct + int(int(np.argmax(probs)) == answer))
-    return out
+                keys.append(((d.dialogue_id, k), q))
+    return [(key, q.attribute, int(int(np.argmax(probs)) == q.answer))
+            for (key, q), probs in zip(keys, option_probabilities(backend, items, pass_tokens))]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from tests.consistency.conftest import dialogue_frame
 
 from simgen.consistency.metrics import dialogues_from_turns
-from simgen.consistency.qa import option_probabilities, profile_questions, qa_scores
+from simgen.consistency.qa import option_probabilities, profile_questions, qa_by_attribute, qa_scores
 from simgen.rng import generator
 
 
@@ -63,3 +65,16 @@ def test_qa_scores_asks_at_each_checkpoint(tiny_backend, movie_scenario, profile
     assert qa_scores(tiny_backend, movie_scenario, dialogues, max_turns=6, max_questions=3) == out
     assert sorted(qa_scores(tiny_backend, movie_scenario, dialogues, max_turns=6, every=2, max_questions=1)) == [("d0", 1)]
     assert np.isfinite(sum(v[1] for v in out.values()))
+
+
+def test_qa_by_attribute_counts_the_same_answers_per_profile_variable(tiny_backend, movie_scenario, profile):
+    lines = [("user", "hi, looking for a movie"), ("assistant", "Sure, what genre?"), ("user", "something fun"),
+             ("assistant", "Comedy?"), ("user", "maybe")]
+    dialogues = dialogues_from_turns(dialogue_frame({"d0": (profile, lines)}))
+    checkpoints = qa_scores(tiny_backend, movie_scenario, dialogues, max_turns=6, max_questions=4)
+    attributes = qa_by_attribute(tiny_backend, movie_scenario, dialogues, max_turns=6, max_questions=4)
+    asked = [q.attribute for q in profile_questions(movie_scenario.profile, profile, seed=[0, zlib.crc32(b"d0")])[:4]]
+    assert sorted(attributes) == sorted(asked) and all(n == 3 for n, _ in attributes.values())  # each asked at all 3 checkpoints
+    assert sum(c for _, c in attributes.values()) == sum(c for _, c in checkpoints.values())  # the same answers, grouped otherwise
+    only = qa_by_attribute(tiny_backend, movie_scenario, dialogues, max_turns=6, max_questions=4, skip=[v.name for v in movie_scenario.profile.variables if v.name != asked[0]])
+    assert list(only) == [asked[0]] and only[asked[0]][0] == 3
