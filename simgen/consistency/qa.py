@@ -20,7 +20,7 @@ against the profile, never against what the persona said earlier. Backends that 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,11 +143,8 @@ def qa_scores(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogue], max
     `every`-th non-empty user line is a checkpoint; each dialogue gets the same questions at all its
     checkpoints (seeded by `seed` and the dialogue id).
     """
-    out: dict[tuple[str, int], tuple[int, int]] = {}
-    for key, _, right in _graded(backend, scenario, dialogues, max_turns, every, max_questions, n_options, seed, pass_tokens, skip):
-        asked, correct = out.get(key, (0, 0))
-        out[key] = (asked + 1, correct + right)
-    return out
+    graded = _graded(backend, scenario, dialogues, max_turns, every, max_questions, n_options, seed, pass_tokens, skip)
+    return _tally((checkpoint, right) for checkpoint, _, right in graded)
 
 
 def qa_by_attribute(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogue], max_turns: int, every: int = 1,
@@ -155,10 +152,16 @@ def qa_by_attribute(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogue
                     skip: Sequence[str] = ()) -> dict[str, tuple[int, int]]:
     """The same questions and answers as `qa_scores`, counted per profile variable: attribute -> (asked, correct).
     Which facts a simulator keeps: those its lines state (genres) or those only its persona block holds (a name)."""
-    out: dict[str, tuple[int, int]] = {}
-    for _, attribute, right in _graded(backend, scenario, dialogues, max_turns, every, max_questions, n_options, seed, pass_tokens, skip):
-        asked, correct = out.get(attribute, (0, 0))
-        out[attribute] = (asked + 1, correct + right)
+    graded = _graded(backend, scenario, dialogues, max_turns, every, max_questions, n_options, seed, pass_tokens, skip)
+    return _tally((attribute, right) for _, attribute, right in graded)
+
+
+def _tally(answers: Iterable[tuple[Any, int]]) -> dict[Any, tuple[int, int]]:
+    """(group, 1 if right else 0) pairs -> group -> (asked, correct), groups in first-seen order."""
+    out: dict[Any, tuple[int, int]] = {}
+    for group, right in answers:
+        asked, correct = out.get(group, (0, 0))
+        out[group] = (asked + 1, correct + right)
     return out
 
 
