@@ -199,6 +199,11 @@ class GenerateConfig:
                                                                "by the scenario's intent guard (a classifier fitted on real labelled lines; "
                                                                "scenarios without one are unaffected).",
                                                        "flag": "--intent-guard/--no-intent-guard"})
+    realism_guard: bool = field(default=True, metadata={"help": "With redraws: also draw again a line that reads more like the simulator's than "
+                                                                "three real lines in four do, by the scenario's realism guard of that side (a "
+                                                                "classifier fitted on the real corpus's train split against the simulator's "
+                                                                "own lines; scenarios without one are unaffected).",
+                                                        "flag": "--realism-guard/--no-realism-guard"})
     batch_size: int = field(default=16, metadata={"help": "Dialogues advanced together in one batched forward pass.", "flag": "-b"})
     refill: int | None = field(default=None, metadata={"help": "Shards (of --batch-size dialogues) run as one stream through the batch: a dialogue that ends "
                                                             "gives its slot to the next one at once (continuous batching), longest planned "
@@ -257,6 +262,7 @@ class GenerateConfig:
         raw.setdefault("redraws", 0)  # ... and one from before redraws kept every first draw
         raw.setdefault("copy_guard", False)  # ... and one from before the copy guard kept copies
         raw.setdefault("intent_guard", False)  # ... and one from before the intent guard kept lines off their intent
+        raw.setdefault("realism_guard", False)  # ... and one from before the realism guard kept the simulator's tells
         raw.setdefault("refill", 1)  # ... and one from before continuous batching ran each shard alone
         raw.setdefault("order", "index")  # ... and one from before streams ran their longest dialogues first
         raw.setdefault("schedule", "calls")  # ... and one from before the line schedule

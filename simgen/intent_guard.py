@@ -39,18 +39,18 @@ C = 4.0  # as realism's adherence classifier
 FORMAT = 1
 
 
-def _hashers() -> tuple[Any, Any]:
+def _hashers(lowercase: bool = True) -> tuple[Any, Any]:
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    common = {"n_features": BUCKETS, "alternate_sign": False, "norm": None, "lowercase": True}
+    common = {"n_features": BUCKETS, "alternate_sign": False, "norm": None, "lowercase": lowercase}
     return (HashingVectorizer(analyzer="word", ngram_range=(1, 2), **common),
             HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), **common))
 
 
-def _counts(texts: Sequence[str]) -> Any:
+def _counts(texts: Sequence[str], lowercase: bool = True) -> Any:
     from scipy.sparse import hstack
 
-    word, char = _hashers()
+    word, char = _hashers(lowercase)
     return hstack([word.transform(texts), char.transform(texts)]).tocsr()
 
 
@@ -87,10 +87,14 @@ class IntentGuard:
     # --- fitting --------------------------------------------------------------------------------
     @classmethod
     def fit(cls, texts: Sequence[str], labels: Sequence[str], groups: Sequence[str], *, seed: int = 0,
-            folds: int = 5, quantile: float = QUANTILE, source: str = "") -> IntentGuard:
+            folds: int = 5, quantile: float = QUANTILE, source: str = "", lowercase: bool = True,
+            kind: str = "intent") -> IntentGuard:
         """Fit on real user lines, their intents and their dialogue ids (`groups`: the folds that set
         the thresholds keep a dialogue's lines together). Intents with fewer than `MIN_LINES` lines
-        are left out (never checked)."""
+        are left out (never checked). `lowercase=False` keeps case in the features, and `kind` names
+        what the classes are (`load` checks it): the realism guard (simgen/realism_guard.py) fits
+        this classifier on people's lines against the simulator's. The file records either only
+        where it is not the default, so the shipped intent guard stays as it was written."""
         labels_arr = np.asarray(labels, dtype=object)
         names, counts = np.unique(labels_arr, return_counts=True)
         classes = sorted(str(n) for n, c in zip(names, counts) if c >= MIN_LINES)
@@ -100,7 +104,7 @@ class IntentGuard:
         keep = np.isin(labels_arr, classes)
         texts = [t for t, k in zip(texts, keep) if k]
         y, g = labels_arr[keep].astype(str), np.asarray(groups, dtype=object)[keep]
-        counts_x = _counts(texts)
+        counts_x = _counts(texts, lowercase)
         df = np.asarray((counts_x > 0).sum(axis=0)).ravel()
         columns = np.flatnonzero(df >= 2)  # a bucket seen in one line only is noise (and a fingerprint of that line)
         n = len(texts)
@@ -124,6 +128,10 @@ class IntentGuard:
                 "folds": int(fold.max() + 1), "seed": seed,
                 "lines_per_intent": {c: int((y == c).sum()) for c in classes},
                 "out_of_fold_accuracy": round(float(np.mean(guess == y)), 4)}
+        if not lowercase:
+            meta["lowercase"] = False
+        if kind != "intent":
+            meta["kind"] = kind
         coef, intercept = model.coef_, model.intercept_
         if len(classes) == 2:  # sklearn keeps one row for two classes: p = sigmoid(z) is the softmax of (0, z)
             coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
@@ -138,7 +146,7 @@ class IntentGuard:
     # --- use ------------------------------------------------------------------------------------
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), len(classes)) p(intent | line)."""
-        z = _tfidf(_counts(list(texts)), self.columns, self.idf) @ self.coef.T.astype(np.float64) + self.intercept
+        z = _tfidf(_counts(list(texts), self.meta.get("lowercase", True)), self.columns, self.idf) @ self.coef.T.astype(np.float64) + self.intercept
         z = np.asarray(z)
         z -= z.max(axis=1, keepdims=True)
         p = np.exp(z)
@@ -165,19 +173,26 @@ class IntentGuard:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> IntentGuard:
+    def load(cls, path: str | Path, kind: str = "intent") -> IntentGuard:
+        """The guard in `path`, refused (DataError) unless it is a guard of this `kind`."""
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 if meta.get("format") != FORMAT:
                     raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT}")
+                if meta.get("kind", "intent") != kind:
+                    raise ValueError(f"kind {meta.get('kind', 'intent')!r}, expected {kind!r}")
                 guard = cls([str(c) for c in z["classes"]], z["columns"], z["idf"].astype(np.float64), z["coef"], z["intercept"],
                             z["thresholds"], meta)
         except (OSError, KeyError, ValueError) as e:
-            raise DataError(f"{path}: not an intent guard file ({e}). Rewrite it: python scripts/fit_intent_guard.py") from e
+            raise DataError(f"{path}: not {_a(kind)} guard file ({e}). Rewrite it: python scripts/fit_{kind}_guard.py") from e
         if guard.coef.shape != (len(guard.classes), len(guard.columns)) or guard.idf.shape != guard.columns.shape:
-            raise DataError(f"{path}: an intent guard file with inconsistent shapes. Rewrite it: python scripts/fit_intent_guard.py")
+            raise DataError(f"{path}: {_a(kind)} guard file with inconsistent shapes. Rewrite it: python scripts/fit_{kind}_guard.py")
         return guard
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 def labelled_user_lines(turns: pl.DataFrame, label_of: Any, closing: str | None = None,

@@ -11,6 +11,7 @@ A scenario is one YAML file:
     lengths: movie-recommendation.lengths.yaml                      # optional, or inline; see lengths.py
     simulator: movie-recommendation.simulator                       # optional: a `simgen tune` folder, the default model of the side(s) it learned
     intent_guard: movie-recommendation.intent-guard.npz             # optional: redraw user lines that miss their intent; see intent_guard.py
+    realism_guard: {user: ....user.npz, assistant: ....assistant.npz} # optional, per side: redraw lines that read like the simulator's; see realism_guard.py
 
 `load_scenario` takes the name of a shipped scenario (`profiles/<name>.yaml`) or the path of a
 user's own file. Template paths resolve against the scenario file's folder first, then the shipped
@@ -18,7 +19,7 @@ user's own file. Template paths resolve against the scenario file's folder first
 here, before any model loads.
 
 Every file that shapes a prompt or which lines are kept (the scenario YAML, the intent model's own
-file, the length model, the intent guard, both templates) is hashed into `Scenario.files`, and
+file, the length model, the intent and realism guards, both templates) is hashed into `Scenario.files`, and
 `Scenario.fingerprint` covers them all. A run records both;
 `load_recorded` reloads a run's scenario for whatever rebuilds its chats (resume, the consistency
 check's Q&A and persona axis, `export rl`) and refuses one whose files changed, naming them.
@@ -28,19 +29,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from simgen.config import check_keys, load_yaml
 from simgen.errors import ConfigError, DataError, RunError, ScenarioChanged, SimgenError, unknown_name
 from simgen.intent_guard import IntentGuard
+from simgen.realism_guard import SIDES as REALISM_SIDES
+from simgen.realism_guard import RealismGuard
 from simgen.intents import IntentModel, load_intent_model
 from simgen.lengths import LengthModel, load_lengths
 from simgen.profiles import ProfileSpace, parse_profile_space
 from simgen.templates import ASSISTANT_CONTEXT, USER_CONTEXT, PromptTemplate, load_template
 
-_KEYS = {"scenario", "description", "reference", "templates", "profile", "intent_model", "lengths", "simulator", "intent_guard", "max_turns"}
+_KEYS = {"scenario", "description", "reference", "templates", "profile", "intent_model", "lengths", "simulator", "intent_guard", "realism_guard", "max_turns"}
 DEFAULT_MAX_TURNS = 6  # user turns per dialogue at most, where neither the scenario nor --max-turns says
 _SIDE_FILES = (".intents.yaml", ".lengths.yaml")  # files a scenario names, not scenarios themselves
 
@@ -59,6 +62,7 @@ def list_scenarios() -> dict[str, Path]:
 # what each entry of `Scenario.files` is, as an error message names it
 FILE_LABELS = {"scenario": "the scenario file", "intent_model": "the intent model file", "lengths": "the length model file",
                "intent_guard": "the intent guard file",
+               "realism_guard_user": "the user side's realism guard file", "realism_guard_assistant": "the assistant side's realism guard file",
                "user_template": "the user template", "assistant_template": "the assistant template"}
 
 
@@ -76,6 +80,7 @@ class Scenario:
     lengths: LengthModel | None = None  # the length latent of user turns; None: lines end where the model stops
     simulator: Path | None = None  # a `simgen tune` folder: the model of the side(s) it learned when --model is not given
     intent_guard: IntentGuard | None = None  # redraws a user line that does not read like its intent (with --intent-guard)
+    realism_guards: Mapping[str, RealismGuard] = field(default_factory=dict)  # side -> its guard: redraws lines that read like the simulator's (with --realism-guard)
     max_turns: int = DEFAULT_MAX_TURNS  # user turns per dialogue at most, when --max-turns is not given
 
     @property
@@ -97,6 +102,7 @@ class Scenario:
             "lengths": self.lengths.source if self.lengths else None,
             "simulator": str(self.simulator) if self.simulator else None,
             "intent_guard": self.files.get("intent_guard", {}).get("path"),
+            "realism_guard": {side: self.files[f"realism_guard_{side}"]["path"] for side in self.realism_guards},
             "reference": self.reference,
             "templates": {
                 t.side: {"id": t.id, "path": str(t.path), "sha256": t.sha256}
@@ -197,6 +203,8 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         guard_path = path.parent / str(raw["intent_guard"])
         intent_guard = _intent_guard(guard_path, source, intents.names)
         files["intent_guard"] = _file(guard_path)
+    realism_guards = _realism_guards(raw.get("realism_guard"), path.parent, source)
+    files |= {f"realism_guard_{side}": _file(path.parent / str(raw["realism_guard"][side])) for side in realism_guards}
     name = raw.get("scenario") or path.stem
     reference = raw.get("reference")
     max_turns = raw.get("max_turns", DEFAULT_MAX_TURNS)
@@ -215,6 +223,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         lengths=lengths,
         simulator=simulator,
         intent_guard=intent_guard,
+        realism_guards=realism_guards,
         max_turns=max_turns,
     )
 
@@ -232,6 +241,28 @@ def _intent_guard(path: Path, source: str, names: tuple[str, ...]) -> IntentGuar
         raise ConfigError(f"{source}: intent_guard: {str(path)!r} knows intents the intent model does not have ({', '.join(unknown)}); "
                           "refit it for this scenario: python scripts/fit_intent_guard.py --scenario ... --corpus ...")
     return guard
+
+
+def _realism_guards(raw: Any, folder: Path, source: str) -> dict[str, RealismGuard]:
+    """The scenario's `realism_guard:` mapping (side -> file, relative to the scenario's folder), loaded."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not raw or set(raw) - set(REALISM_SIDES):
+        raise ConfigError(f"{source}: realism_guard: expected a mapping of side (user, assistant) to a guard file written by "
+                          f"scripts/fit_realism_guard.py, got {raw!r}.")
+    guards = {}
+    for side in REALISM_SIDES:
+        if side not in raw:
+            continue
+        path = folder / str(raw[side])
+        if not path.is_file():
+            raise ConfigError(f"{source}: realism_guard: {side}: {str(path)!r} does not exist; fix the path (relative to the scenario "
+                              "file's folder), write it with scripts/fit_realism_guard.py, or remove the key.")
+        try:
+            guards[side] = RealismGuard.load(path)
+        except DataError as e:
+            raise ConfigError(f"{source}: realism_guard: {side}: {e}") from e
+    return guards
 
 
 def _file(path: Path) -> dict[str, str]:

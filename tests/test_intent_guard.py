@@ -90,12 +90,27 @@ def test_save_load_round_trip_and_bad_files(tmp_path):
         labelled_user_lines(pl.DataFrame({"dialogue_id": ["a"], "turn": [0], "role": ["user"], "text": ["hi"]}), str)
 
 
+def without_block(text: str, key: str) -> str:
+    """YAML `text` without the top-level `key:` and the indented lines under it."""
+    out, inside = [], False
+    for line in text.splitlines():
+        if line.startswith(f"{key}:"):
+            inside = True
+            continue
+        if inside and line.startswith((" ", "\t")):
+            continue
+        inside = False
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def _scenario_copy(tmp_path: Path, guard: str | None) -> Path:
     src = REPO / "profiles"
     for f in ("movie-recommendation.yaml", "movie-recommendation.intents.yaml", "movie-recommendation.lengths.yaml"):
         shutil.copy(src / f, tmp_path / f)
     text = (tmp_path / "movie-recommendation.yaml").read_text()
-    text = "\n".join(line for line in text.splitlines() if not line.startswith(("intent_guard:", "simulator:")))
+    text = "\n".join(line for line in without_block(text, "realism_guard").splitlines()  # the guard under test only
+                     if not line.startswith(("intent_guard:", "simulator:")))
     if guard is not None:
         text += f"\nintent_guard: {guard}\n"
     (tmp_path / "movie-recommendation.yaml").write_text(text)

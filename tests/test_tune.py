@@ -311,7 +311,8 @@ def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, 
 
     folder = tmp_path / "sc"
     folder.mkdir()
-    for name in ("movie-recommendation.intents.yaml", "movie-recommendation.lengths.yaml", "movie-recommendation.intent-guard.npz"):
+    for name in ("movie-recommendation.intents.yaml", "movie-recommendation.lengths.yaml", "movie-recommendation.intent-guard.npz",
+                 "movie-recommendation.realism-guard.user.npz", "movie-recommendation.realism-guard.assistant.npz"):
         shutil.copyfile(builtin_dir("profiles") / name, folder / name)
     shipped = (builtin_dir("profiles") / "movie-recommendation.yaml").read_text().splitlines()
     text = "\n".join(line for line in shipped if not line.startswith("simulator:")) + "\n"  # this test names its own

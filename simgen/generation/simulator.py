@@ -53,6 +53,7 @@ from simgen.errors import ConfigError
 from simgen.generation.chats import assistant_system, fit_exchanges, user_message, user_system
 from simgen.generation.plan import DialogueJob
 from simgen.intent_guard import IntentGuard
+from simgen.realism_guard import RealismGuard
 from simgen.lengths import cut_to_target, sentence_ends, target_reached, words
 from simgen.scenario import Scenario
 
@@ -83,6 +84,7 @@ def simulate(
     redraws: int = 0,
     copy_guard: Mapping[str, CopyIndex | None] | None = None,
     intent_guard: IntentGuard | None = None,
+    realism_guard: Mapping[str, RealismGuard] | None = None,
     slots: int | None = None,
     on_done: Callable[[Dialogue], None] | None = None,
     schedule: str = "calls",
@@ -102,7 +104,8 @@ def simulate(
     is kept); each turn then records its count. `copy_guard` maps a side ("user", "assistant") to
     the index of the real lines its model was trained on: with redraws, a line that near-copies
     one of them (`simgen.copies`) is drawn again too, and so, with `intent_guard`, is a user line
-    that does not read like its turn's intent (`simgen.intent_guard`).
+    that does not read like its turn's intent (`simgen.intent_guard`), and with `realism_guard`
+    (side -> guard), a line of that side that reads like the simulator's (`simgen.realism_guard`).
 
     `schedule`: "calls" (one decoding call per side and turn, `_loop`), "lines" (each line as
     soon as the one before it ends, both sides in one batch, `_loop_lines`: one transformers
@@ -122,11 +125,12 @@ def simulate(
         raise ConfigError(f"--schedule lines: {why}; use --schedule calls.")
     if schedule != "calls" and not why:  # lines, or auto where they can run
         _loop_lines(states, scenario, user_backend, user_sampling, assistant_sampling, seed, max_turns, on_step, early_stop, redraws,
-                    copy_guard, intent_guard, slots or len(states), done)
+                    copy_guard, intent_guard, realism_guard or {}, slots or len(states), done)
         return [finished[id(s)] for s in states]
     with user_backend.session() as user_session, assistant_backend.session() as assistant_session:
         _loop(states, scenario, user_session, assistant_session, user_backend, assistant_backend, user_sampling,
-              assistant_sampling, seed, max_turns, on_step, early_stop, redraws, copy_guard, intent_guard, slots or len(states), done)
+              assistant_sampling, seed, max_turns, on_step, early_stop, redraws, copy_guard, intent_guard, realism_guard or {},
+              slots or len(states), done)
     return [finished[id(s)] for s in states]
 
 
@@ -143,7 +147,8 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
           user_backend: Backend, assistant_backend: Backend, user_sampling: SamplingConfig,
           assistant_sampling: SamplingConfig, seed: int, max_turns: int,
           on_step: Callable[[int, int], None] | None, early_stop: bool, redraws: int,
-          guard: Mapping[str, CopyIndex | None] | None, intent_guard: IntentGuard | None, slots: int,
+          guard: Mapping[str, CopyIndex | None] | None, intent_guard: IntentGuard | None,
+          realism: Mapping[str, RealismGuard], slots: int,
           done: Callable[[_State], None]) -> None:
     guard = guard or {}
     queue, active = deque(states), []
@@ -160,7 +165,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         opened = [_open_user(s, scenario, max_turns) for s in active]
         targets = [target for target, _ in opened]
         until, hold = _length_tests(targets, user_sampling)
-        misfits = [_user_misfit(s, closing, user_sampling, guard, intent_guard) for s, (_, closing) in zip(active, opened)]
+        misfits = [_user_misfit(s, closing, user_sampling, guard, intent_guard, realism) for s, (_, closing) in zip(active, opened)]
         sent = _windowed([s.user_chat for s in active], user_backend, user_sampling)
         lines, tokens = _draw(user_session, user_backend, active, sent, user_sampling,
                               lambda s, n: rng.derive(seed, s.job.index, rng.USER, s.k, n), targets,
@@ -174,7 +179,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         answering = [s for s in active if s.stop_reason is None]
         if not answering:
             continue
-        misfits = [_assistant_misfit(s, assistant_sampling, guard) for s in answering]
+        misfits = [_assistant_misfit(s, assistant_sampling, guard, realism) for s in answering]
         answers = [s.job.assistant_target(s.k) for s in answering]
         until, hold = _length_tests(answers, assistant_sampling)
         sent = _windowed([s.assistant_chat for s in answering], assistant_backend, assistant_sampling)
@@ -190,7 +195,8 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
 def _loop_lines(states: list[_State], scenario: Scenario, backend: Backend, user_sampling: SamplingConfig,
                 assistant_sampling: SamplingConfig, seed: int, max_turns: int,
                 on_step: Callable[[int, int], None] | None, early_stop: bool, redraws: int,
-                guard: Mapping[str, CopyIndex | None] | None, intent_guard: IntentGuard | None, slots: int,
+                guard: Mapping[str, CopyIndex | None] | None, intent_guard: IntentGuard | None,
+                realism: Mapping[str, RealismGuard], slots: int,
                 done: Callable[[_State], None]) -> None:
     """`_loop`'s dialogues, scheduled by line (`--schedule lines`, simgen/backends/lines.py): one
     model writes both sides on `slots` rows; as a line ends it is judged (redraws), recorded and
@@ -208,10 +214,12 @@ def _loop_lines(states: list[_State], scenario: Scenario, backend: Backend, user
     def request(s: _State, side: str) -> LineRequest:
         if side == "user":
             target, closing = _open_user(s, scenario, max_turns)
-            sampling, chat, tag, wrong = user_sampling, s.user_chat, rng.USER, _user_misfit(s, closing, user_sampling, guard, intent_guard)
+            wrong = _user_misfit(s, closing, user_sampling, guard, intent_guard, realism)
+            sampling, chat, tag = user_sampling, s.user_chat, rng.USER
         else:
             target, closing = s.job.assistant_target(s.k), s.closed
-            sampling, chat, tag, wrong = assistant_sampling, s.assistant_chat, rng.ASSISTANT, _assistant_misfit(s, assistant_sampling, guard)
+            wrong = _assistant_misfit(s, assistant_sampling, guard, realism)
+            sampling, chat, tag = assistant_sampling, s.assistant_chat, rng.ASSISTANT
         until, hold = _length_tests([target], sampling)
         index, k = s.job.index, s.k
         seed_of = lambda n: rng.derive(seed, index, tag, k, n)  # noqa: E731
@@ -254,15 +262,17 @@ def _open_user(s: _State, scenario: Scenario, max_turns: int) -> tuple[int | Non
 
 
 def _user_misfit(s: _State, closing: bool, sampling: SamplingConfig, guard: Mapping[str, CopyIndex | None],
-                 intent_guard: IntentGuard | None) -> Callable[[str, str | None], str | None]:
+                 intent_guard: IntentGuard | None, realism: Mapping[str, RealismGuard]) -> Callable[[str, str | None], str | None]:
     intent = s.job.intents[s.k]
     return lambda text, finish: misfit(s, "user", text, finish, sampling.trim, closing=closing, trained=guard.get("user"),
-                                       intent=intent, intent_guard=intent_guard)
+                                       intent=intent, intent_guard=intent_guard, realism=realism.get("user"))
 
 
-def _assistant_misfit(s: _State, sampling: SamplingConfig, guard: Mapping[str, CopyIndex | None]) -> Callable[[str, str | None], str | None]:
+def _assistant_misfit(s: _State, sampling: SamplingConfig, guard: Mapping[str, CopyIndex | None],
+                      realism: Mapping[str, RealismGuard]) -> Callable[[str, str | None], str | None]:
     closing = s.closed
-    return lambda text, finish: misfit(s, "assistant", text, finish, sampling.trim, closing=closing, trained=guard.get("assistant"))
+    return lambda text, finish: misfit(s, "assistant", text, finish, sampling.trim, closing=closing, trained=guard.get("assistant"),
+                                       realism=realism.get("assistant"))
 
 
 def _record_user(s: _State, line: tuple[Generation, str, str | None, int], target: int | None, closing: bool, redraws: int,
@@ -395,17 +405,19 @@ class _Pick:
 
 
 HARD = 3  # `_fault`'s reasons: empty, unfinished, repeated_line, echo, looping
-SEVERITY = {"off_intent": 1, "copy": 2, "farewell": 2, "no_closing": 2}  # how much a kept misfit gives away; lower is kept
+SEVERITY = {"off_intent": 1, "unreal": 1, "copy": 2, "farewell": 2, "no_closing": 2}  # how much a kept misfit gives away; lower is kept
 
 
 def misfit(state: _State, role: str, text: str, finish: str | None, trim: bool, closing: bool = False,
-           trained: CopyIndex | None = None, intent: str | None = None, intent_guard: IntentGuard | None = None) -> str | None:
+           trained: CopyIndex | None = None, intent: str | None = None, intent_guard: IntentGuard | None = None,
+           realism: RealismGuard | None = None) -> str | None:
     """Why the line `text` of `role` would give the dialogue away, or None: empty, unfinished (cut
     mid-sentence where trimming is on), degenerate (`degenerate`), a near-copy of a line the model
     was trained on (`trained`, `simgen.copies`), a goodbye before the user's closing turn
     (`simgen.endings.farewell`), for a closing line (`closing`: the user's closing turn, or the
     assistant's answer to it) a line that does not close (`simgen.endings.closes`), or another line
-    that does not read like its `intent` (`intent_guard.misses`). The redraws draw such a line again."""
+    that does not read like its `intent` (`intent_guard.misses`) or like a person's (`realism`, the
+    side's `RealismGuard`: "unreal"). The redraws draw such a line again."""
     if why := _fault(state.turns, role, text, finish, trim):
         return why
     if trained is not None and trained.copies(text):
@@ -416,6 +428,8 @@ def misfit(state: _State, role: str, text: str, finish: str | None, trim: bool, 
         return "farewell"
     if intent_guard is not None and intent_guard.misses(text, intent):
         return "off_intent"
+    if realism is not None and realism.misses(text):
+        return "unreal"
     return None
 
 

@@ -1,0 +1,101 @@
+"""Fit a scenario's realism guards (simgen/realism_guard.py): per side, people's lines from the
+train split of a real corpus against the lines of a run of the scenario's own simulator.
+
+The run is the simulator's side of the classifier, so it must be what the guard will judge: a
+`simgen generate` run of this scenario with its default simulator, redraws and other guards as
+they will run, the realism guard off (`--no-realism-guard`; a guarded run's lines are already
+filtered, and the script refuses one), and a seed the sim-to-real benchmark does not use (it scores
+seed 0). The corpus's validation and test splits stay unseen. Writes
+`profiles/<scenario>.realism-guard.<side>.npz` (hashed feature buckets, idf, weights, the
+threshold, and which corpus, run and simulator they came from; never text). Name the files in the
+scenario (`realism_guard: {user: ..., assistant: ...}`) to use them.
+
+    simgen generate --scenario movie-recommendation -n 200 --seed 1 --no-realism-guard --out outputs/guard/movie-fit
+    python scripts/fit_realism_guard.py --scenario movie-recommendation --corpus ../shared/data/iard --run outputs/guard/movie-fit
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+import polars as pl  # noqa: E402
+import yaml  # noqa: E402
+
+from simgen.corpora import load_corpus  # noqa: E402
+from simgen.errors import DataError  # noqa: E402
+from simgen.realism_guard import QUANTILE, SIDES, RealismGuard  # noqa: E402
+from simgen.scenario import resolve_scenario_path  # noqa: E402
+
+
+def run_lines(run: Path, scenario: str) -> tuple[pl.DataFrame, dict]:
+    """The run's turns and its manifest; a DataError naming the run when it cannot be the simulator's side."""
+    manifest_path = run / "manifest.json"
+    if not manifest_path.is_file():
+        raise DataError(f"{run}: not a run folder (no manifest.json); write one with simgen generate --no-realism-guard.")
+    manifest = json.loads(manifest_path.read_text())
+    recorded = manifest.get("scenario", {})
+    if recorded.get("name") != scenario:
+        raise DataError(f"{run}: a run of scenario {recorded.get('name')!r}, not {scenario!r}; generate one of {scenario!r}.")
+    if manifest.get("config", {}).get("realism_guard") and recorded.get("realism_guard"):
+        raise DataError(f"{run}: written with the realism guard on, so its lines are already filtered; generate the run again "
+                        "with --no-realism-guard.")
+    if manifest.get("status") != "complete":
+        raise DataError(f"{run}: the run is not complete (status {manifest.get('status')!r}); resume it first (simgen generate --resume).")
+    return pl.read_parquet(run / "turns.parquet"), manifest
+
+
+def simulator_of(manifest: dict, side: str) -> dict[str, str | None]:
+    """The model that wrote the run's `side`: its name, and the sha256 of its `simgen tune` card
+    where it is a tuned folder (what tests/test_realism_guard.py checks against the shipped simulator)."""
+    model = manifest.get("backend", {}).get(side, {}).get("model", {}).get("id")
+    card = Path(model) / "simgen_tune.json" if model else None
+    return {"simulator": Path(model).name if model else None,
+            "simulator_card_sha256": hashlib.sha256(card.read_bytes()).hexdigest() if card and card.is_file() else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", required=True, help="shipped scenario name or scenario YAML")
+    parser.add_argument("--corpus", required=True, help="the real corpus (path or registered name); its train split is read")
+    parser.add_argument("--run", required=True, type=Path, help="a run of the scenario's simulator, written with --no-realism-guard")
+    parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated sides to fit (default: user,assistant)")
+    parser.add_argument("--out-dir", type=Path, help="default: the scenario file's folder")
+    parser.add_argument("--quantile", type=float, default=QUANTILE, help=f"share of real lines that would miss (default {QUANTILE})")
+    args = parser.parse_args(argv)
+    path = resolve_scenario_path(args.scenario)
+    name = yaml.safe_load(path.read_text()).get("scenario") or path.stem  # not load_scenario: it wants the files this writes
+    sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    if not sides or set(sides) - set(SIDES):
+        parser.error(f"--sides: expected some of {', '.join(SIDES)}, got {args.sides!r}")
+    try:
+        turns, manifest = run_lines(args.run, name)
+        corpus = load_corpus(args.corpus, split="train")
+        for side in sides:
+            real = corpus.turns.filter((pl.col("role") == side) & (pl.col("text").str.strip_chars() != ""))
+            synthetic = turns.filter((pl.col("role") == side) & (pl.col("text").str.strip_chars() != ""))
+            if real.height < 10 or synthetic.height < 10:
+                raise DataError(f"{args.corpus if real.height < 10 else args.run}: {min(real.height, synthetic.height)} {side} lines; "
+                                "the realism guard needs at least 10 on each side.")
+            about = {"side": side, "run": str(args.run), "run_seed": manifest.get("seed"),
+                     "run_dialogues": manifest.get("counts", {}).get("dialogues"), **simulator_of(manifest, side)}
+            source = (f"{corpus.name} train split: {corpus.n_dialogues} dialogues, {real.height} {side} lines; against {synthetic.height} "
+                      f"lines of {args.run}")
+            guard = RealismGuard.fit(real["text"].to_list(), real["dialogue_id"].cast(pl.String).to_list(), synthetic["text"].to_list(),
+                                     synthetic["dialogue_id"].cast(pl.String).to_list(), quantile=args.quantile, source=source, about=about)
+            out = guard.save((args.out_dir or path.parent) / f"{path.stem}.realism-guard.{side}.npz")
+            print(f"wrote {out} ({out.stat().st_size / 1e3:.0f} kB): {source}; out-of-fold accuracy "
+                  f"{guard.meta['out_of_fold_accuracy']}; a line passes at p(human) >= {guard.threshold:.3f}", file=sys.stderr)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
