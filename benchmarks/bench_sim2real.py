@@ -40,6 +40,10 @@ Rows, same scenario, seed and dialogues (profiles and intents are drawn from (se
             length less the side's max new tokens; rows generated before that change had the whole history).
 - floor:    intent-unscaled, and a user line may not end before half its target (`--length-floor 0.5`);
             past that the model ends it where it would, or the target cuts it as usual. Off by default.
+- opening:  intent-unscaled, and the assistant opens a dialogue as often as the real corpus's do (the
+            length model's `first_word`; `--opening`). Every row above opens on the user's line.
+- realism-guard: opening, and a line that reads more like the simulator's than three real lines in
+            four is drawn again too (the scenario's realism guards; `--realism-guard`).
 
 Columns: user-turn and dialogue-level ensemble AUC [95% CI], words-per-line JSD, user-lines-per-
 dialogue JSD, MAUVE-style score, intent adherence / its ceiling (accuracy), closing endings
@@ -95,6 +99,8 @@ ROWS["floor"] = ROWS["intent-unscaled"] | {"length_floor": 0.5}
 ROWS["whole-history"] = ROWS["intent-unscaled"] | {"context": 0}  # the default before the tuned sides' context budget
 ROWS["min-p"] = ROWS["intent-unscaled"] | {"min_p": 0.05}  # lost on chitchat's train split (README)
 ROWS["full-nucleus"] = ROWS["intent-unscaled"] | {"top_p": 1.0}  # the fitted distribution, untruncated; a tie there
+ROWS["opening"] = ROWS["intent-unscaled"] | {"opening": True}  # the assistant opens as often as in the real corpus
+ROWS["realism-guard"] = ROWS["opening"] | {"realism_guard": True}  # and lines that read like the simulator's are drawn again
 
 
 def copy_rate(lines: list[str], real: list[str] | CopyIndex, min_words: int = 0) -> float:
@@ -183,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         base = GenerateConfig(scenario=args.scenario, n=args.n, seed=args.seed, batch_size=args.batch_size,
                               lengths=settings["lengths"], model=user_model, assistant_model=assistant_model,
                               redraws=settings.get("redraws", 0), copy_guard=settings.get("copy_guard", False),
-                              intent_guard=settings.get("intent_guard", False), assistant_lengths=settings.get("assistant_lengths", False))
+                              intent_guard=settings.get("intent_guard", False), assistant_lengths=settings.get("assistant_lengths", False),
+                              opening=settings.get("opening", False), realism_guard=settings.get("realism_guard", False))
         sides = {"trim": settings["trim"], "repetition_penalty": settings["penalty"], "reach_target": settings.get("reach", False),
                  "end_nudge": settings.get("end_nudge", 0.0), "length_floor": settings.get("length_floor", 0.0),
                  "context": settings.get("context")}  # None: resolved per side as `simgen generate` does

@@ -187,6 +187,11 @@ class GenerateConfig:
     lengths: bool = field(default=True, metadata={"help": "Give each user turn a target length drawn from the scenario's length model (when it has one; real lines' lengths) and end the line at the sentence end nearest it.", "flag": "--lengths/--no-lengths"})
     assistant_lengths: bool = field(default=False, metadata={"help": "With --lengths: each assistant line too, where the length model has an `assistant` row (a scenario whose other side is a person as well). Off by default: on chitchat it did not make dialogues harder to tell from real ones (README).",
                                                             "flag": "--assistant-lengths/--no-assistant-lengths"})
+    opening: bool = field(default=True, metadata={"help": "With --lengths: the assistant says the first line of a dialogue as often as real "
+                                                          "ones open on its side (the length model's `first_word` row: two IARD dialogues "
+                                                          "in three open on the recommender's greeting), and user turn 0 answers it. "
+                                                          "No effect without that row (chitchat).",
+                                                  "flag": "--opening/--no-opening"})
     redraws: int = field(default=3, metadata={"help": "Draw a line again, up to this many times, when it would give the dialogue away: a goodbye "
                                                       "before the user's closing turn, a closing turn that does not close, an empty, unfinished, "
                                                       "repeated or looping line (0 = keep every first draw). The first draw that passes is kept; "
@@ -263,6 +268,7 @@ class GenerateConfig:
         raw.setdefault("copy_guard", False)  # ... and one from before the copy guard kept copies
         raw.setdefault("intent_guard", False)  # ... and one from before the intent guard kept lines off their intent
         raw.setdefault("realism_guard", False)  # ... and one from before the realism guard kept the simulator's tells
+        raw.setdefault("opening", False)  # ... and one from before the assistant could open a dialogue
         raw.setdefault("refill", 1)  # ... and one from before continuous batching ran each shard alone
         raw.setdefault("order", "index")  # ... and one from before streams ran their longest dialogues first
         raw.setdefault("schedule", "calls")  # ... and one from before the line schedule

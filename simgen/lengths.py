@@ -11,6 +11,7 @@ It holds, per intent, how many words real user lines of that intent have, as cou
       IQU: {3: 4, 4: 9, ...}
     dialogues: {5: 60, 6: 51, ...}   # optional: user lines per dialogue -> count
     last_word: {user: 127, assistant: 138}   # optional: dialogues whose last line is the user's / the assistant's
+    first_word: {user: 90, assistant: 175}   # optional: dialogues whose first line is the user's / the assistant's
     assistant: {1: 35, 2: 50, ...}   # optional: words per assistant line, where the other side is a person too
 
 Each user turn's target (`target_words` on its row) is drawn from its intent's row, from the
@@ -23,7 +24,9 @@ stream, capped by --max-turns), and its intent path is drawn conditioned on reac
 intent at exactly that line (`IntentModel.sample_path(length=...)`): real dialogue lengths, and a
 closing line at the end, instead of a chain cut off by the cap. With a `last_word` row, each
 dialogue also draws whether the assistant answers the user's closing line (`sample_reply`, its own
-stream): in IARD about half the dialogues end on the recommender's goodbye.
+stream): in IARD about half the dialogues end on the recommender's goodbye. With a `first_word` row,
+each dialogue draws whether the assistant opens it (`sample_opens`, its own stream): in IARD two
+dialogues in three start with the recommender's greeting, and the user's first line answers it.
 
 With an `assistant` row, each assistant line gets a target too (`sample_assistant`, its own stream),
 ended the same way: for a scenario whose real corpus has a person on the other side as well (both
@@ -65,6 +68,7 @@ class LengthModel:
     dialogues: tuple[tuple[int, ...], tuple[float, ...]] | None = None  # (user lines per dialogue, probabilities)
     reply: float | None = None  # the share of dialogues whose last line is the assistant's (`last_word`)
     assistant: tuple[tuple[int, ...], tuple[float, ...]] | None = None  # (words per assistant line, probabilities)
+    opens: float | None = None  # the share of dialogues whose first line is the assistant's (`first_word`)
 
     def row(self, intent: str | None) -> tuple[tuple[int, ...], tuple[float, ...]]:
         return self.rows.get(intent or ANY) or self.rows[ANY]
@@ -83,6 +87,10 @@ class LengthModel:
     def sample_reply(self, rng: np.random.Generator) -> bool:
         """Whether the assistant answers the user's closing line (False without a `last_word` row)."""
         return self.reply is not None and bool(rng.random() < self.reply)
+
+    def sample_opens(self, rng: np.random.Generator) -> bool:
+        """Whether the assistant opens the dialogue (False without a `first_word` row)."""
+        return self.opens is not None and bool(rng.random() < self.opens)
 
 
 def _draw(histogram: tuple[tuple[int, ...], tuple[float, ...]], rng: np.random.Generator) -> int:
@@ -109,10 +117,10 @@ def fit_lengths(lines: Iterable[tuple[str | None, str]], min_count: int = 30) ->
 
 def dump_lengths(rows: Mapping[str, Mapping[int, int]], source: str, header: str = "",
                  dialogues: Mapping[int, int] | None = None, last_word: Mapping[str, int] | None = None,
-                 assistant: Mapping[int, int] | None = None) -> str:
+                 assistant: Mapping[int, int] | None = None, first_word: Mapping[str, int] | None = None) -> str:
     """The YAML text of a length model (deterministic: sorted keys); `dialogues`: user lines per
-    dialogue -> count; `last_word`: {"user": count, "assistant": count} of who says the last line;
-    `assistant`: words per assistant line -> count."""
+    dialogue -> count; `last_word` and `first_word`: {"user": count, "assistant": count} of who
+    says the last line and the first; `assistant`: words per assistant line -> count."""
     out = [f"# {line}" for line in header.splitlines()]
     out += [f"unit: {UNIT}", f"source: {source!r}", "lengths:"]
     for label in sorted(rows, key=lambda k: (k != ANY, k)):
@@ -121,6 +129,8 @@ def dump_lengths(rows: Mapping[str, Mapping[int, int]], source: str, header: str
         out.append(f"dialogues: {_flow(dialogues)}")
     if last_word:
         out.append(f"last_word: {{user: {last_word.get('user', 0)}, assistant: {last_word.get('assistant', 0)}}}")
+    if first_word:
+        out.append(f"first_word: {{user: {first_word.get('user', 0)}, assistant: {first_word.get('assistant', 0)}}}")
     if assistant:
         out.append(f"assistant: {_flow(assistant)}")
     return "\n".join(out) + "\n"
@@ -142,7 +152,7 @@ def load_lengths(raw: Any, source: str, intents: tuple[str, ...]) -> LengthModel
 
 
 def _parse(raw: Any, where: str, intents: tuple[str, ...]) -> LengthModel:
-    check_keys(where, raw, {"unit", "source", "lengths", "dialogues", "last_word", "assistant"}, required={"lengths"})
+    check_keys(where, raw, {"unit", "source", "lengths", "dialogues", "last_word", "first_word", "assistant"}, required={"lengths"})
     if raw.get("unit", UNIT) != UNIT:
         raise ConfigError(f"{where}: unit: only {UNIT!r} is supported, got {raw['unit']!r}.")
     table = raw["lengths"]
@@ -156,17 +166,18 @@ def _parse(raw: Any, where: str, intents: tuple[str, ...]) -> LengthModel:
         rows[label] = _histogram(f"{where}.lengths.{label}", counts, "word count")
     dialogues = _histogram(f"{where}.dialogues", raw["dialogues"], "number of user lines") if raw.get("dialogues") is not None else None
     assistant = _histogram(f"{where}.assistant", raw["assistant"], "word count") if raw.get("assistant") is not None else None
-    return LengthModel(rows, where, str(raw.get("source", "")), dialogues, _reply(where, raw.get("last_word")), assistant)
+    return LengthModel(rows, where, str(raw.get("source", "")), dialogues, _assistant_share(where, "last_word", raw.get("last_word")),
+                       assistant, _assistant_share(where, "first_word", raw.get("first_word")))
 
 
-def _reply(where: str, raw: Any) -> float | None:
-    """`last_word: {user: n, assistant: m}` -> m / (n + m), the chance the assistant has the last word."""
+def _assistant_share(where: str, key: str, raw: Any) -> float | None:
+    """`last_word` or `first_word`: {user: n, assistant: m} -> m / (n + m), the chance the assistant has that word."""
     if raw is None:
         return None
-    check_keys(f"{where}.last_word", raw, {"user", "assistant"}, required={"user", "assistant"})
+    check_keys(f"{where}.{key}", raw, {"user", "assistant"}, required={"user", "assistant"})
     counts = [raw["user"], raw["assistant"]]
     if not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c >= 0 for c in counts) or sum(counts) <= 0:
-        raise ConfigError(f"{where}.last_word: expected dialogue counts, {{user: n, assistant: m}} with n, m >= 0 and n + m > 0; got {raw!r}.")
+        raise ConfigError(f"{where}.{key}: expected dialogue counts, {{user: n, assistant: m}} with n, m >= 0 and n + m > 0; got {raw!r}.")
     return counts[1] / sum(counts)
 
 

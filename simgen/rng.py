@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PROFILE, INTENT, USER, ASSISTANT, LENGTH, TURNS, REPLY, ASSISTANT_LENGTH = 0, 1, 2, 3, 4, 5, 6, 7
+PROFILE, INTENT, USER, ASSISTANT, LENGTH, TURNS, REPLY, ASSISTANT_LENGTH, OPENS, OPENING = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
 
 
 def generator(seed: int, index: int, stream: int, draw: int = 0) -> np.random.Generator:

@@ -184,3 +184,11 @@ def test_last_word_counts_who_ends_each_train_dialogue(iard: list[dict]) -> None
     last = Counter("user" if d["conversation"][-1]["participant"] == "USER" else "assistant"
                    for d in iard if any(u["participant"] == "USER" for u in d["conversation"]))
     assert yaml.safe_load(LENGTHS.read_text())["last_word"] == dict(last)
+
+
+
+@needs_iard
+def test_first_word_counts_who_opens_each_train_dialogue(iard: list[dict]) -> None:
+    first = Counter("user" if d["conversation"][0]["participant"] == "USER" else "assistant"
+                    for d in iard if any(u["participant"] == "USER" for u in d["conversation"]))
+    assert yaml.safe_load(LENGTHS.read_text())["first_word"] == dict(first) and first["assistant"] > first["user"]

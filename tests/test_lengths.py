@@ -216,6 +216,24 @@ def test_who_has_the_last_word_is_drawn_per_dialogue_at_the_fitted_rate():
     assert not any(plan(sc, 0, i, 14, lengths=False).reply for i in range(200))
 
 
+def test_who_has_the_first_word_is_drawn_per_dialogue_at_the_fitted_rate():
+    """IARD's train split: 175 of 265 dialogues open on the recommender's line. Each dialogue draws
+    whether the assistant opens it from its own stream, at that rate (a binomial test); the draw
+    moves no other latent (the same plans with the row removed), and chitchat's strangers never
+    let the second speaker open."""
+    from dataclasses import replace
+
+    sc = load_scenario("movie-recommendation")
+    assert sc.lengths.opens == pytest.approx(175 / 265)
+    jobs = [plan(sc, 0, i, 14) for i in range(2000)]
+    assert stats.binomtest(sum(j.opens for j in jobs), len(jobs), 175 / 265).pvalue > 1e-3
+    without = replace(sc, lengths=replace(sc.lengths, opens=None))
+    assert [replace(j, opens=False) for j in jobs[:200]] == [plan(without, 0, i, 14) for i in range(200)]
+    assert not any(plan(sc, 0, i, 14, lengths=False).opens for i in range(200))
+    chitchat = load_scenario("chitchat")
+    assert chitchat.lengths.opens == 0 and not any(plan(chitchat, 0, i, 30).opens for i in range(200))
+
+
 @pytest.mark.parametrize("raw, message", [
     ({"lengths": {"*": {3: 1}}, "dialogues": {0: 4}}, r"dialogues: 0: 4 is not a positive number of user lines"),
     ({"lengths": {"*": {3: 1}}, "dialogues": []}, r"dialogues: expected a non-empty mapping"),
@@ -223,6 +241,8 @@ def test_who_has_the_last_word_is_drawn_per_dialogue_at_the_fitted_rate():
     ({"lengths": {"*": {3: 1}}, "last_word": {"user": 0, "assistant": 0}}, r"last_word: expected dialogue counts"),
     ({"lengths": {"*": {3: 1}}, "last_word": {"user": 2, "assistant": -1}}, r"last_word: expected dialogue counts"),
     ({"lengths": {"*": {3: 1}}, "last_word": {"user": 2, "bot": 1}}, r"last_word: unknown field 'bot'"),
+    ({"lengths": {"*": {3: 1}}, "first_word": {"user": 0, "assistant": 0}}, r"first_word: expected dialogue counts"),
+    ({"lengths": {"*": {3: 1}}, "first_word": {"assistant": 2}}, r"first_word: missing required field 'user'"),
     ({"lengths": {"*": {3: 1}}, "assistant": {0: 4}}, r"assistant: 0: 4 is not a positive word count"),
 ])
 def test_bad_dialogue_lengths_name_the_field(raw, message):

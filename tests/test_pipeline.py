@@ -35,13 +35,20 @@ def test_run_folder_follows_the_contract(run):
     assert t.columns[:8] == ["dialogue_id", "turn", "role", "text", "intent", "n_tokens", "finish_reason", "stop_reason"]
     assert isinstance(t.schema["profile"], pl.Struct) and "backstory" in t.schema["profile"].to_schema()
     assert t["dialogue_id"].n_unique() == 5
-    for _, d in t.group_by("dialogue_id", maintain_order=True):
+    from simgen.generation.plan import plan
+    from simgen.scenario import load_scenario
+
+    sc = load_scenario("movie-recommendation")
+    opened = []
+    for i, (_, d) in enumerate(t.group_by("dialogue_id", maintain_order=True)):
         assert d["turn"].to_list() == list(range(d.height))
-        assert d["role"].to_list() == (["user", "assistant"] * 6)[: d.height]
+        opened.append(plan(sc, 3, i, 3).opens)  # the assistant opens where the plan says, and the sides alternate
+        assert d["role"].to_list() == (["assistant"] * opened[-1] + ["user", "assistant"] * 6)[: d.height]
         assert d.filter(pl.col("role") == "user")["intent"].null_count() == 0
         assert d.filter(pl.col("role") == "assistant")["intent"].null_count() == d.filter(pl.col("role") == "assistant").height
         assert d["profile"].n_unique() == 1  # one profile latent per dialogue
         assert d["stop_reason"].null_count() == d.height - 1 and d["stop_reason"][-1] is not None
+    assert 0 < sum(opened) < 5
     assert not (run.path / "shards").exists()
 
 

@@ -263,6 +263,38 @@ def test_the_assistant_answers_the_closing_line_when_the_dialogue_draws_a_reply(
     assert d.turns[-1].role == "user" and d.stop_reason == "terminal_intent"  # no reply drawn: the user has the last word
 
 
+def test_the_assistant_opens_the_dialogues_that_draw_it_and_user_turn_0_answers_its_line(scenario):
+    """A dialogue whose `opens` latent is set starts on the assistant's line, written from the
+    system prompt alone and judged like any other (an early goodbye is drawn again); user turn 0
+    then answers it: the opening line leads the user's first message, as `user_chat` rebuilds it,
+    and the assistant's next chat holds it. An opening line that fails the stop rules ends the dialogue."""
+    from dataclasses import replace
+
+    from simgen.config import GenerateConfig
+    from simgen.generation.chats import job_of, user_chat
+
+    assert GenerateConfig.from_dict({"n": 2}).opening is False and GenerateConfig().opening is True  # a run from before it resumes without
+    j = replace(job(scenario, ["GREET", "BYE"]), opens=True)
+    answers = iter(["Hi there, bye!", "Hey! What's new with you?", "Sure, have fun."])
+    user, assistant = Scripted(lambda c, k: "Hello! Not much." if k == 1 else "Thanks, bye!"), Scripted(lambda c, k: next(answers))
+    (d,) = simulate([j], scenario, user, assistant, S, S, 0, 6, redraws=2)
+    assert [(t.role, t.text, t.redraws) for t in d.turns] == [
+        ("assistant", "Hey! What's new with you?", 1), ("user", "Hello! Not much.", 0), ("assistant", "Sure, have fun.", 0),
+        ("user", "Thanks, bye!", 0)]
+    assert d.stop_reason == "terminal_intent" and [t.intent for t in d.turns if t.role == "user"] == ["GREET", "BYE"]
+    assert [m["role"] for m in assistant.calls[0][0]] == ["system"]  # the opening line is written from the system prompt
+    first = user.calls[0][0]
+    assert first[-1]["content"].startswith("Hey! What's new with you?\n\n") and first == user_chat(scenario, j, d.turns, 0, 6)
+    assert [m["content"] for m in assistant.calls[-1][0][1:]] == ["Hey! What's new with you?", "Hello! Not much."]
+    assert job_of(scenario, d) == j  # what the checks and exports rebuild the chats from
+
+
+    (d,) = simulate([j], scenario, Scripted(lambda c, k: "Hi."), Scripted(lambda c, k: ""), S, S, 0, 6)
+    assert [t.role for t in d.turns] == ["assistant"] and d.stop_reason == "empty_output"
+    (d,), _, _ = run(scenario, [job(scenario, ["GREET", "BYE"])], lambda c, k: "Hi, bye!", lambda c, k: "Hey.")
+    assert d.turns[0].role == "user"  # no opening drawn: the user speaks first
+
+
 def test_a_line_that_near_copies_a_trained_line_is_drawn_again_and_short_lines_are_not(scenario):
     """With a copy index for a side (its tuned model's training lines), a line of 4+ words equal to
     one of them after normalising, or with >= 80% of its 4-grams in one, is a misfit and drawn again."""

@@ -83,7 +83,7 @@ class DialogueStream(torch.utils.data.IterableDataset):
         guards = redraw_guards(cfg, scenario, backend, backend)  # as `simgen generate` runs them
         indices = self.indices(worker, workers)
         while batch := list(itertools.islice(indices, cfg.batch_size)):
-            jobs = [plan(scenario, cfg.seed, i, cfg.max_turns, cfg.lengths, cfg.assistant_lengths) for i in batch]
+            jobs = [plan(scenario, cfg.seed, i, cfg.max_turns, cfg.lengths, cfg.assistant_lengths, cfg.opening) for i in batch]
             for d in simulate(jobs, scenario, backend, backend, cfg.user, cfg.assistant, cfg.seed, cfg.max_turns, redraws=cfg.redraws,
                               **guards):
                 if self.kind == "dialogues":

@@ -122,6 +122,7 @@ def job_of(scenario: Scenario, dialogue: Dialogue) -> DialogueJob:
     known = set(scenario.intents.names)
     users = [t for t in dialogue.turns if t.role == "user"]
     targets = tuple(t.target_words for t in users) if any(t.target_words is not None for t in users) else ()
-    answers = [t.target_words for t in dialogue.turns if t.role == "assistant"]
+    opens = bool(dialogue.turns) and dialogue.turns[0].role == "assistant"
+    answers = [t.target_words for t in dialogue.turns[int(opens):] if t.role == "assistant"]  # the lines that answer user turns
     return DialogueJob(dialogue.index, dialogue.profile, tuple(t.intent if t.intent in known else None for t in users), targets,
-                       assistant_words=tuple(answers) if any(a is not None for a in answers) else ())
+                       assistant_words=tuple(answers) if any(a is not None for a in answers) else (), opens=opens)

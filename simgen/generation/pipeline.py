@@ -386,7 +386,7 @@ def simulate_stream(shards: list[int], cfg: GenerateConfig, sc: Scenario, user_b
     always starts at its first shard, so a rerun (resume) gives its shards the same batch company
     and writes the same bytes."""
     bounds = {s: (s * cfg.batch_size, min((s + 1) * cfg.batch_size, cfg.n) - 1) for s in shards}
-    jobs = [plan(sc, cfg.seed, i, cfg.max_turns, cfg.lengths, cfg.assistant_lengths) for s in shards for i in range(bounds[s][0], bounds[s][1] + 1)]
+    jobs = [plan(sc, cfg.seed, i, cfg.max_turns, cfg.lengths, cfg.assistant_lengths, cfg.opening) for s in shards for i in range(bounds[s][0], bounds[s][1] + 1)]
     if cfg.order == "longest" and len(jobs) > cfg.batch_size:  # a stream that refills: its short dialogues start last
         jobs = longest_first(jobs)
     ended: dict[int, dict[int, Any]] = {s: {} for s in shards}

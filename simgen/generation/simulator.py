@@ -96,6 +96,8 @@ def simulate(
     With fewer slots than jobs the batch refills (continuous batching): the slot of a dialogue that
     ends takes the next job at the next user step, so the batch stays full until the jobs run out.
     Dialogues at different turns share a step; each draws from its own seeds (seed, index, turn, side).
+    A dialogue whose job `opens` starts on an assistant line written from the system prompt alone
+    (its own seed stream, `rng.OPENING`); user turn 0 answers it.
 
     `early_stop=False` keeps every dialogue going through empty and degenerate lines (only a
     generation error or the end of its intent path stops it): benchmarks use it so that every
@@ -161,22 +163,40 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
             active.append(queue.popleft())
         if not active:
             break
+        # opening step: the assistant's first line, in the dialogues it opens (`DialogueJob.opens`)
+        opening = [s for s in active if s.job.opens and not s.turns]
+        if opening:
+            misfits = [_assistant_misfit(s, assistant_sampling, guard, realism) for s in opening]
+            none = [None] * len(opening)
+            until, hold = _length_tests(none, assistant_sampling)
+            sent = _windowed([s.assistant_chat for s in opening], assistant_backend, assistant_sampling)
+            lines, tokens = _draw(assistant_session, assistant_backend, opening, sent, assistant_sampling,
+                                  lambda s, n: rng.derive(seed, s.job.index, rng.OPENING, 0, n), none,
+                                  until, lambda i, text, finish: misfits[i](text, finish), redraws, hold)
+            for s, line in zip(opening, lines):
+                _record_assistant(s, line, None, redraws, early_stop, assistant_sampling.trim, max_turns, opening=True)
+            if on_step:
+                on_step(len(opening), tokens)
+        writing = [s for s in active if s.stop_reason is None]  # an opening line may have ended its dialogue
+        if not writing:
+            continue
+
         # user step: (active dialogue) -> user chat ending in its turn's instruction
-        opened = [_open_user(s, scenario, max_turns) for s in active]
+        opened = [_open_user(s, scenario, max_turns) for s in writing]
         targets = [target for target, _ in opened]
         until, hold = _length_tests(targets, user_sampling)
-        misfits = [_user_misfit(s, closing, user_sampling, guard, intent_guard, realism) for s, (_, closing) in zip(active, opened)]
-        sent = _windowed([s.user_chat for s in active], user_backend, user_sampling)
-        lines, tokens = _draw(user_session, user_backend, active, sent, user_sampling,
+        misfits = [_user_misfit(s, closing, user_sampling, guard, intent_guard, realism) for s, (_, closing) in zip(writing, opened)]
+        sent = _windowed([s.user_chat for s in writing], user_backend, user_sampling)
+        lines, tokens = _draw(user_session, user_backend, writing, sent, user_sampling,
                               lambda s, n: rng.derive(seed, s.job.index, rng.USER, s.k, n), targets,
                               until, lambda i, text, finish: misfits[i](text, finish), redraws, hold)
-        for s, line, (target, closing) in zip(active, lines, opened):
+        for s, line, (target, closing) in zip(writing, lines, opened):
             _record_user(s, line, target, closing, redraws, early_stop, user_sampling.trim)
         if on_step:
-            on_step(len(active), tokens)
+            on_step(len(writing), tokens)
 
         # assistant step, for the dialogues the user step did not end
-        answering = [s for s in active if s.stop_reason is None]
+        answering = [s for s in writing if s.stop_reason is None]
         if not answering:
             continue
         misfits = [_assistant_misfit(s, assistant_sampling, guard, realism) for s in answering]
@@ -211,36 +231,38 @@ def _loop_lines(states: list[_State], scenario: Scenario, backend: Backend, user
     ready: deque[LineRequest] = deque()
     flying = [0]  # dialogues started and not yet done
 
-    def request(s: _State, side: str) -> LineRequest:
+    def request(s: _State, side: str, opening: bool = False) -> LineRequest:
+        """The next line of dialogue `s` on `side` (`opening`: the assistant line that opens it)."""
         if side == "user":
             target, closing = _open_user(s, scenario, max_turns)
             wrong = _user_misfit(s, closing, user_sampling, guard, intent_guard, realism)
             sampling, chat, tag = user_sampling, s.user_chat, rng.USER
         else:
-            target, closing = s.job.assistant_target(s.k), s.closed
+            target, closing = (None, False) if opening else (s.job.assistant_target(s.k), s.closed)
             wrong = _assistant_misfit(s, assistant_sampling, guard, realism)
-            sampling, chat, tag = assistant_sampling, s.assistant_chat, rng.ASSISTANT
+            sampling, chat, tag = assistant_sampling, s.assistant_chat, rng.OPENING if opening else rng.ASSISTANT
         until, hold = _length_tests([target], sampling)
-        index, k = s.job.index, s.k
+        index, k = s.job.index, 0 if opening else s.k
         seed_of = lambda n: rng.derive(seed, index, tag, k, n)  # noqa: E731
         prompt = _prompt_ids(chat, backend, sampling)
         return LineRequest((index, side), prompt, seed_of(0), sampling, until[0] if until else None, hold[0] if hold else None,
-                           tag=(s, side, _Pick(sampling, target, wrong, redraws), target, closing, seed_of))
+                           tag=(s, side, _Pick(sampling, target, wrong, redraws), target, closing, seed_of, opening))
 
     def next_line() -> LineRequest | None:
         if not ready and queue and flying[0] < slots:
             flying[0] += 1
-            ready.append(request(queue.popleft(), "user"))
+            s = queue.popleft()
+            ready.append(request(s, "assistant", opening=True) if s.job.opens else request(s, "user"))
         return ready.popleft() if ready else None
 
     def ended(req: LineRequest, g: Generation) -> int | None:
-        s, side, pick, target, closing, seed_of = req.tag
+        s, side, pick, target, closing, seed_of, opening = req.tag
         if pick.judge(g):
             return seed_of(pick.drawn)
         if side == "user":
             _record_user(s, pick.result(), target, closing, redraws, early_stop, user_sampling.trim)
         else:
-            _record_assistant(s, pick.result(), target, redraws, early_stop, assistant_sampling.trim, max_turns)
+            _record_assistant(s, pick.result(), target, redraws, early_stop, assistant_sampling.trim, max_turns, opening)
         if on_step:
             on_step(1, pick.tokens)
         if s.stop_reason is None:
@@ -290,13 +312,16 @@ def _record_user(s: _State, line: tuple[Generation, str, str | None, int], targe
 
 
 def _record_assistant(s: _State, line: tuple[Generation, str, str | None, int], target: int | None, redraws: int,
-                      early_stop: bool, trim: bool, max_turns: int) -> None:
-    """Store dialogue `s`'s assistant line, apply the stop rules and move it to its next user turn."""
+                      early_stop: bool, trim: bool, max_turns: int, opening: bool = False) -> None:
+    """Store dialogue `s`'s assistant line, apply the stop rules and move it to its next user turn
+    (`opening`: the line that opens the dialogue, which user turn 0 answers)."""
     g, text, finish, again = line
     s.turns.append(Turn(len(s.turns), "assistant", text, None, g.n_tokens, finish, target, again if redraws else None))
     s.assistant_chat.append({"role": "assistant", "content": text})
     s.pending_assistant_line = text
     s.stop_reason = _stop_reason(s, g, text, early_stop, trim)
+    if opening:
+        return
     if s.stop_reason is None and s.closed:
         s.stop_reason = "terminal_intent"
     elif s.stop_reason is None and s.k == max_turns - 1:  # a path that ended without a terminal intent within max_turns

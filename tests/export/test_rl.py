@@ -61,7 +61,8 @@ def test_sft_user_policy_is_the_simulators_own_chat(run, tmp_path):
         assert [x["content"] for x in m if x["role"] == "assistant"] == d.filter(pl.col("role") == "user")["text"].to_list()
         assistant_lines = d.filter(pl.col("role") == "assistant")["text"].to_list()
         users = [x["content"] for x in m if x["role"] == "user"]
-        assert all(users[i + 1].startswith(line + "\n\n") for i, line in enumerate(assistant_lines[:len(users) - 1]))
+        opens = int(d["role"][0] == "assistant")  # an opening line leads the user's first message
+        assert all(users[i + 1 - opens].startswith(line + "\n\n") for i, line in enumerate(assistant_lines[:len(users) - 1 + opens]))
         assert m[-1]["role"] == "assistant" and r["profile"] == profile
 
 
