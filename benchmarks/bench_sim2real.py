@@ -24,8 +24,9 @@ Rows, same scenario, seed and dialogues (profiles and intents are drawn from (se
             (`--temperature 1`; alone it gives up intent adherence for realism, README "Sim-to-real").
 - intent:   guarded, and a user line that does not read like its turn's intent (the scenario's intent
             guard, a classifier fitted on the train split) drawn again too (`--intent-guard`).
-- intent-unscaled: intent, at temperature 1 on both sides: today's `simgen generate` default for the
-            shipped simulator (a side a `simgen tune` folder writes samples at 1 unless told otherwise).
+- intent-unscaled: intent, at temperature 1 on both sides (a side a `simgen tune` folder writes samples
+            at 1 unless told otherwise): the `simgen generate` default for the shipped simulator
+            until `opening` and `realism-guard` below.
             Every row above lets a line end before its target (the target only cuts).
 - reach:    intent-unscaled, and a user line may not end before its target (`--reach-target`: the
             backend masks the end-of-turn tokens until the line has its target's words). Off by default.
@@ -43,7 +44,8 @@ Rows, same scenario, seed and dialogues (profiles and intents are drawn from (se
 - opening:  intent-unscaled, and the assistant opens a dialogue as often as the real corpus's do (the
             length model's `first_word`; `--opening`). Every row above opens on the user's line.
 - realism-guard: opening, and a line that reads more like the simulator's than three real lines in
-            four is drawn again too (the scenario's realism guards; `--realism-guard`).
+            four is drawn again too (the scenario's realism guards; `--realism-guard`): today's
+            `simgen generate` default.
 
 Columns: user-turn and dialogue-level ensemble AUC [95% CI], words-per-line JSD, user-lines-per-
 dialogue JSD, MAUVE-style score, intent adherence / its ceiling (accuracy), closing endings
