@@ -11,7 +11,7 @@ A scenario is one YAML file:
     lengths: movie-recommendation.lengths.yaml                      # optional, or inline; see lengths.py
     simulator: movie-recommendation.simulator                       # optional: a `simgen tune` folder, the default model of the side(s) it learned
     intent_guard: movie-recommendation.intent-guard.npz             # optional: redraw user lines that miss their intent; see intent_guard.py
-    realism_guard: {user: ....user.npz, assistant: ....assistant.npz} # optional, per side: redraw lines that read like the simulator's; see realism_guard.py
+    realism_guard: {user: F.npz, assistant: F.npz}                  # optional, per side: redraw lines that read like the simulator's; see realism_guard.py
 
 `load_scenario` takes the name of a shipped scenario (`profiles/<name>.yaml`) or the path of a
 user's own file. Template paths resolve against the scenario file's folder first, then the shipped

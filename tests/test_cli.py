@@ -31,6 +31,12 @@ def test_profiles_sample_prints_a_table(runner):
     result = runner.invoke(cli, ["profiles", "sample", "movie-recommendation", "-n", "5", "--intents", "--backstory"])
     assert result.exit_code == 0, result.output
     assert "liked_genres" in result.output and "patience" in result.output and "#4:" in result.output
+    from simgen.generation.plan import plan
+    from simgen.scenario import load_scenario
+
+    sc = load_scenario("movie-recommendation")
+    table = result.output.split("#0:")[0]  # the table, before the backstories
+    assert "first" in table and table.count("assistant") == sum(plan(sc, 0, i, 14).opens for i in range(5)) > 0
     again = runner.invoke(cli, ["profiles", "sample", "movie-recommendation", "-n", "5", "--intents", "--backstory"])
     assert again.output == result.output
 

@@ -15,7 +15,7 @@ def profiles() -> None:
 @click.option("-n", "n", type=int, default=5, show_default=True, help="How many profiles.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed as `generate`, same profiles.")
 @click.option("--backstory/--no-backstory", default=False, help="Also print each rendered backstory.")
-@click.option("--intents", "show_intents", is_flag=True, help="Also sample each profile's intent path.")
+@click.option("--intents", "show_intents", is_flag=True, help="Also sample each profile's intent path, and who says the first line.")
 @click.option("--max-turns", type=int, default=None, help="Length cap of the intent paths (default: the scenario's, as `generate`).")
 def sample(scenario: str, n: int, seed: int, backstory: bool, show_intents: bool, max_turns: int | None) -> None:
     """Print N sampled profile latents of SCENARIO as a table.
@@ -45,6 +45,7 @@ def sample(scenario: str, n: int, seed: int, backstory: bool, show_intents: bool
                 continue
             row[key] = ", ".join(map(str, value)) if isinstance(value, list) else value
         if show_intents:
+            row["first"] = "assistant" if job.opens else "user"  # who opens the dialogue (the length model's `first_word`)
             row["intents"] = " > ".join(job.intents)
         rows.append(row)
     with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=60, tbl_hide_dataframe_shape=True,
