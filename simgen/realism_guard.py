@@ -7,8 +7,8 @@ against a run of the scenario's own simulator (scripts/fit_realism_guard.py), it
 p(human | line); with redraws on, a line that reads less human than three real lines in four is
 drawn again, as the intent guard redraws a line off its intent. The kept line is still the model's
 own sample, conditioned on passing: rejection sampling toward the lines people write, which is
-what the discriminators look for (Azadi et al., "Discriminator Rejection Sampling", 2019, do the
-same with a GAN's discriminator).
+what the discriminators look for (a thresholded form of Azadi et al.'s "Discriminator Rejection
+Sampling", 2019, which accepts a GAN's samples by its discriminator's odds).
 
 The classifier is the intent guard's (simgen/intent_guard.py): TF-IDF word 1-2 grams and char 2-4
 grams, hashed, into a balanced logistic regression, here over `human` and `simulator` lines and
