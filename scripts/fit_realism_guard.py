@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -28,26 +27,24 @@ import polars as pl  # noqa: E402
 import yaml  # noqa: E402
 
 from simgen.corpora import load_corpus  # noqa: E402
-from simgen.errors import DataError  # noqa: E402
+from simgen.errors import DataError, RunError  # noqa: E402
+from simgen.generation.run import load_run  # noqa: E402
 from simgen.realism_guard import QUANTILE, SIDES, RealismGuard  # noqa: E402
 from simgen.scenario import resolve_scenario_path  # noqa: E402
 
 
-def run_lines(run: Path, scenario: str) -> tuple[pl.DataFrame, dict]:
-    """The run's turns and its manifest; a DataError naming the run when it cannot be the simulator's side."""
-    manifest_path = run / "manifest.json"
-    if not manifest_path.is_file():
-        raise DataError(f"{run}: not a run folder (no manifest.json); write one with simgen generate --no-realism-guard.")
-    manifest = json.loads(manifest_path.read_text())
+def run_lines(path: Path, scenario: str) -> tuple[pl.DataFrame, dict]:
+    """The run's turns and its manifest (`load_run`: a complete run folder); a DataError naming the
+    run when it cannot be the simulator's side."""
+    run = load_run(path)
+    manifest = run.manifest
     recorded = manifest.get("scenario", {})
     if recorded.get("name") != scenario:
-        raise DataError(f"{run}: a run of scenario {recorded.get('name')!r}, not {scenario!r}; generate one of {scenario!r}.")
+        raise DataError(f"{path}: a run of scenario {recorded.get('name')!r}, not {scenario!r}; generate one of {scenario!r}.")
     if manifest.get("config", {}).get("realism_guard") and recorded.get("realism_guard"):
-        raise DataError(f"{run}: written with the realism guard on, so its lines are already filtered; generate the run again "
+        raise DataError(f"{path}: written with the realism guard on, so its lines are already filtered; generate the run again "
                         "with --no-realism-guard.")
-    if manifest.get("status") != "complete":
-        raise DataError(f"{run}: the run is not complete (status {manifest.get('status')!r}); resume it first (simgen generate --resume).")
-    return pl.read_parquet(run / "turns.parquet"), manifest
+    return run.turns, manifest
 
 
 def simulator_of(manifest: dict, side: str) -> dict[str, str | None]:
@@ -91,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             out = guard.save((args.out_dir or path.parent) / f"{path.stem}.realism-guard.{side}.npz")
             print(f"wrote {out} ({out.stat().st_size / 1e3:.0f} kB): {source}; out-of-fold accuracy "
                   f"{guard.meta['out_of_fold_accuracy']}; a line passes at p(human) >= {guard.threshold:.3f}", file=sys.stderr)
-    except DataError as e:
+    except (DataError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -121,7 +121,7 @@ def test_the_script_refuses_a_run_that_cannot_be_the_simulators_side(iard_dir, t
     assert script.main([*args, "--run", str(tiny_runs["guarded"])]) == 1
     assert "written with the realism guard on" in capsys.readouterr().err
     assert script.main([*args, "--run", str(tmp_path)]) == 1
-    assert "not a run folder" in capsys.readouterr().err
+    assert "not a simgen run folder" in capsys.readouterr().err
     other = tmp_path / "other"
     shutil.copytree(tiny_runs["fit"], other)
     manifest = json.loads((other / "manifest.json").read_text())

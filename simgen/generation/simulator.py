@@ -154,6 +154,23 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
           done: Callable[[_State], None]) -> None:
     guard = guard or {}
     queue, active = deque(states), []
+
+    def assistant_step(writing: list[_State], opening: bool) -> None:
+        """One assistant line in each of the dialogues `writing`: the line that opens it (`opening`,
+        no length target, its own seed stream), or the answer to its user's last line."""
+        misfits = [_assistant_misfit(s, assistant_sampling, guard, realism) for s in writing]
+        targets = [None if opening else s.job.assistant_target(s.k) for s in writing]
+        stream = rng.OPENING if opening else rng.ASSISTANT
+        until, hold = _length_tests(targets, assistant_sampling)
+        sent = _windowed([s.assistant_chat for s in writing], assistant_backend, assistant_sampling)
+        lines, tokens = _draw(assistant_session, assistant_backend, writing, sent, assistant_sampling,
+                              lambda s, n: rng.derive(seed, s.job.index, stream, s.k, n),
+                              targets, until, lambda i, text, finish: misfits[i](text, finish), redraws, hold)
+        for s, line, target in zip(writing, lines, targets):
+            _record_assistant(s, line, target, redraws, early_stop, assistant_sampling.trim, max_turns, opening)
+        if on_step:
+            on_step(len(writing), tokens)
+
     while True:
         for s in active:
             if s.stop_reason is not None:
@@ -166,17 +183,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         # opening step: the assistant's first line, in the dialogues it opens (`DialogueJob.opens`)
         opening = [s for s in active if s.job.opens and not s.turns]
         if opening:
-            misfits = [_assistant_misfit(s, assistant_sampling, guard, realism) for s in opening]
-            none = [None] * len(opening)
-            until, hold = _length_tests(none, assistant_sampling)
-            sent = _windowed([s.assistant_chat for s in opening], assistant_backend, assistant_sampling)
-            lines, tokens = _draw(assistant_session, assistant_backend, opening, sent, assistant_sampling,
-                                  lambda s, n: rng.derive(seed, s.job.index, rng.OPENING, 0, n), none,
-                                  until, lambda i, text, finish: misfits[i](text, finish), redraws, hold)
-            for s, line in zip(opening, lines):
-                _record_assistant(s, line, None, redraws, early_stop, assistant_sampling.trim, max_turns, opening=True)
-            if on_step:
-                on_step(len(opening), tokens)
+            assistant_step(opening, opening=True)
         writing = [s for s in active if s.stop_reason is None]  # an opening line may have ended its dialogue
         if not writing:
             continue
@@ -197,19 +204,8 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
 
         # assistant step, for the dialogues the user step did not end
         answering = [s for s in writing if s.stop_reason is None]
-        if not answering:
-            continue
-        misfits = [_assistant_misfit(s, assistant_sampling, guard, realism) for s in answering]
-        answers = [s.job.assistant_target(s.k) for s in answering]
-        until, hold = _length_tests(answers, assistant_sampling)
-        sent = _windowed([s.assistant_chat for s in answering], assistant_backend, assistant_sampling)
-        lines, tokens = _draw(assistant_session, assistant_backend, answering, sent, assistant_sampling,
-                              lambda s, n: rng.derive(seed, s.job.index, rng.ASSISTANT, s.k, n),
-                              answers, until, lambda i, text, finish: misfits[i](text, finish), redraws, hold)
-        for s, line, target in zip(answering, lines, answers):
-            _record_assistant(s, line, target, redraws, early_stop, assistant_sampling.trim, max_turns)
-        if on_step:
-            on_step(len(answering), tokens)
+        if answering:
+            assistant_step(answering, opening=False)
 
 
 def _loop_lines(states: list[_State], scenario: Scenario, backend: Backend, user_sampling: SamplingConfig,
@@ -242,7 +238,7 @@ def _loop_lines(states: list[_State], scenario: Scenario, backend: Backend, user
             wrong = _assistant_misfit(s, assistant_sampling, guard, realism)
             sampling, chat, tag = assistant_sampling, s.assistant_chat, rng.OPENING if opening else rng.ASSISTANT
         until, hold = _length_tests([target], sampling)
-        index, k = s.job.index, 0 if opening else s.k
+        index, k = s.job.index, s.k  # an opening line's k is 0: the user has not spoken yet
         seed_of = lambda n: rng.derive(seed, index, tag, k, n)  # noqa: E731
         prompt = _prompt_ids(chat, backend, sampling)
         return LineRequest((index, side), prompt, seed_of(0), sampling, until[0] if until else None, hold[0] if hold else None,
