@@ -74,6 +74,10 @@ def realism(synthetic: str, reference: str, reference_split: str | None, out: Pa
     click.echo(f"words per user line: median {shape['words_per_user_line']['synthetic'].get('median')} vs "
                f"{shape['words_per_user_line']['reference'].get('median')} real (JSD {shape['words_per_user_line']['jsd']:.3f}); "
                f"user lines per dialogue JSD {shape['user_lines_per_dialogue']['jsd']:.3f}")
+    spread = {name: h["spread_ratio"] for name, h in shape.get("habits_per_dialogue", {}).items()}
+    if spread:  # None: the reference does not vary in that habit, so there is no spread to compare against
+        click.echo("habits per dialogue, spread against real (synthetic SD / real SD; under 1: users more alike than people): "
+                   + ", ".join(f"{name} {'n/a' if r is None else f'{r:.2f}'}" for name, r in spread.items()))
     click.echo(f"  n: synthetic {n['synthetic']['dialogues']} dialogues / {n['synthetic']['user_turns']} user turns, "
                f"reference {n['reference']['dialogues']} / {n['reference']['user_turns']}")
     for name, d in report["discriminators"].items():

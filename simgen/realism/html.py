@@ -135,13 +135,27 @@ def _shape_and_adherence(shape: dict | None, adherence: dict | None) -> str:
     rows = "".join(
         f"<tr><td>{escape(name.replace('_', ' '))}</td><td>{s['reference'].get('median', '-')}</td>"
         f"<td>{s['synthetic'].get('median', '-')}</td><td>{s['jsd']:.3f}</td></tr>"
-        for name, s in shape.items() if name not in SHARES)
+        for name, s in shape.items() if name not in SHARES and name != "habits_per_dialogue")
     for name, label in SHARES.items():
         if name in shape:  # reports written before a share existed lack it
             share = {k: "-" if v is None else f"{100 * v:.0f}%" for k, v in shape[name].items()}
             rows += f"<tr><td>{label}</td><td>{share['reference']}</td><td>{share['synthetic']}</td><td></td></tr>"
     out = ["<h2>Dialogue shape</h2>",
            f"<table><tr><th>measure</th><th>reference median</th><th>synthetic median</th><th>JSD</th></tr>{rows}</table>"]
+    if shape.get("habits_per_dialogue"):  # reports written before it lack it
+        def cell(v: dict | None) -> str:
+            return "-" if not v else f"{v['mean']:.2f} &plusmn; {v['sd']:.2f}"
+
+        def ratio(v: float | None) -> str:
+            return "-" if v is None else f"{v:.2f}"
+
+        per = "".join(f"<tr><td>{escape(h['what'])}</td><td>{cell(h['reference'])}</td><td>{cell(h['synthetic'])}</td>"
+                      f"<td>{ratio(h['spread_ratio'])}</td></tr>" for h in shape["habits_per_dialogue"].values())
+        out += ["<h3>Habits per dialogue: do users differ from each other as people do?</h3>",
+                "<p>Per dialogue, the share of its user lines with each habit (and their mean words); the mean over dialogues "
+                "&plusmn; the spread across them (SD). People keep their habits through a dialogue; a spread ratio under 1 "
+                "says the simulated users type more alike than people, which the dialogue-level discriminators read.</p>",
+                f"<table><tr><th>habit</th><th>reference</th><th>synthetic</th><th>spread ratio</th></tr>{per}</table>"]
     if adherence:
         c, s, r = adherence["ceiling"], adherence["synthetic"], adherence["ratio"]
         def recall(v: float | None) -> str:

@@ -71,3 +71,23 @@ def test_closing_rule_and_jsd_bounds():
     assert closes("Thanks so much, bye!") and closes("have a great night") and not closes("I like thrillers")
     a = np.array([1, 2, 3, 4])
     assert jsd(a, a, (1, 2, 3, 4)) == 0 and jsd(a, a + 100, (1, 2, 3, 4, 50)) == pytest.approx(1.0)
+
+
+def test_habits_spread_as_wide_in_real_dialogues_and_narrow_where_lines_are_drawn_alone(iard):
+    """People keep their typing habits through a dialogue: per dialogue, the share of user lines
+    starting with a capital (or ending in punctuation, ...) varies across real dialogues about as
+    much in the train split as in the test split. The same real lines dealt to dialogues at random,
+    as a simulator that draws each line's style afresh would, keep the mean and lose the spread."""
+    train, test = _split(iard, "train"), _split(iard, "test")
+    same = shape(build_units(train, test))["habits_per_dialogue"]
+    assert set(same) == {"starts_upper", "ends_punct", "all_lower", "exclaims", "words"}
+    for name in ("starts_upper", "ends_punct", "words"):
+        assert 0.6 < same[name]["spread_ratio"] < 1.6, name
+    user = (train["role"] == "user").to_numpy()
+    texts = train["text"].to_numpy().copy()
+    texts[user] = np.random.default_rng(0).permutation(texts[user])
+    dealt = shape(build_units(train, train.with_columns(pl.Series("text", texts))))["habits_per_dialogue"]
+    for name in ("starts_upper", "ends_punct", "words"):
+        ref, syn = dealt[name]["reference"]["mean"], dealt[name]["synthetic"]["mean"]
+        assert syn == pytest.approx(ref, rel=0.03)
+        assert dealt[name]["spread_ratio"] < (0.9 if name == "words" else 0.75), (name, dealt[name])  # long lines stay long

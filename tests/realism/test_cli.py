@@ -27,9 +27,12 @@ def test_cli_writes_report_and_summarises(files: tuple[Path, Path], tmp_path: Pa
     assert res.exit_code == 0, res.output
     assert res.output.startswith("realism: AUC ")
     assert "ensemble" in res.output and "intent" in res.output and "MAUVE-style" in res.output
+    assert "habits per dialogue, spread against real" in res.output and "starts_upper " in res.output
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["auc"] > 0.9 and len(report["auc_ci"]) == 2
-    assert (tmp_path / "rep" / "report.html").stat().st_size > 5000
+    assert set(report["shape"]["habits_per_dialogue"]) >= {"starts_upper", "words"}
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert len(html) > 5000 and "Habits per dialogue" in html
 
 
 def test_cli_json_flag(files: tuple[Path, Path]) -> None:
