@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import polars as pl
 import pytest
@@ -91,3 +93,30 @@ def test_habits_spread_as_wide_in_real_dialogues_and_narrow_where_lines_are_draw
         ref, syn = dealt[name]["reference"]["mean"], dealt[name]["synthetic"]["mean"]
         assert syn == pytest.approx(ref, rel=0.03)
         assert dealt[name]["spread_ratio"] < (0.9 if name == "words" else 0.75), (name, dealt[name])  # long lines stay long
+
+
+def test_habits_probe_gives_dealt_lines_back_the_real_spread(iard):
+    """benchmarks/habits_probe.py restyles each dialogue's user lines after one real train dialogue's
+    habits: on real lines dealt to dialogues at random (the spread lost, as in the test above), the
+    donated habits bring the spread of capitals and end punctuation back near the real one, and
+    leave every line's words as they were."""
+    from tests.conftest import load_benchmark
+
+    probe = load_benchmark("habits_probe")
+    assert probe.restyle("hi there!", True, False) == "Hi there" and probe.restyle("Hi there", False, True) == "hi there."
+    train = _split(iard, "train")
+    user = (train["role"] == "user").to_numpy()
+    texts = train["text"].to_numpy().copy()
+    texts[user] = np.random.default_rng(0).permutation(texts[user])
+    dealt = train.with_columns(pl.Series("text", texts))
+    donated = probe.donate(dealt, probe.donor_habits(train), seed=0)
+    def words(texts: pl.Series) -> list[str]:
+        return [re.sub(r"[.!?]+$", "", t.strip()).rstrip().lower() for t in texts]
+
+    assert words(donated["text"]) == words(dealt["text"])
+    # the verbosity habit: real dialogues hold lines of like length a little (IARD train: 0.08), dealt ones not at all
+    assert probe.length_icc(train) > 0.04 and abs(probe.length_icc(dealt)) < 0.03
+    before = shape(build_units(train, dealt))["habits_per_dialogue"]
+    after = shape(build_units(train, donated))["habits_per_dialogue"]
+    for name in ("starts_upper", "ends_punct"):
+        assert before[name]["spread_ratio"] < 0.75 and after[name]["spread_ratio"] > 0.85, (name, before[name], after[name])
