@@ -10,7 +10,7 @@ real **train-split** dialogue (a donor drawn at random, seeded): each line start
 not, and ends in punctuation or not, as often as the donor's lines do. Nothing else changes (words,
 order, assistant lines), so the difference between the two reports is the habits' share of the
 discriminators' evidence. Both sides are scored by `simgen.realism.compare` against `--split`
-(validation by default: the development split; never the held-out test split).
+(validation by default, the development split; `test` only to report a figure, never to choose).
 
     python benchmarks/habits_probe.py outputs/guard/d200-default --reference ../shared/data/iard
 
@@ -131,11 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run folder (simgen generate --out)")
     parser.add_argument("--reference", required=True, help="the real corpus (path or registered name)")
-    parser.add_argument("--split", default="validation", help="the split scored against (default validation; the donors come from train)")
+    parser.add_argument("--split", default="validation", choices=("validation", "test"),
+                        help="the split scored against (default validation, the development split; the donors come from train)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.split == "train":
-        parser.error("--split train: the donors come from the train split; score against validation")
     synthetic = load_corpus(args.run).turns
     train = load_corpus(args.reference, split="train").turns
     habits = donor_habits(train)
