@@ -110,6 +110,7 @@ def test_habits_probe_gives_dealt_lines_back_the_real_spread(iard):
     texts[user] = np.random.default_rng(0).permutation(texts[user])
     dealt = train.with_columns(pl.Series("text", texts))
     donated = probe.donate(dealt, probe.donor_habits(train), seed=0)
+
     def words(texts: pl.Series) -> list[str]:
         return [re.sub(r"[.!?]+$", "", t.strip()).rstrip().lower() for t in texts]
 
