@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from simgen.corpora import Corpus, load_corpus, split_of
-from simgen.errors import ConfigError, DataError, RunError
+from simgen.errors import ConfigError, DataError, RunError, did_you_mean
 
 if TYPE_CHECKING:
     from simgen.data import ProfileLatent
@@ -90,6 +90,11 @@ class TuneConfig:
     max_dialogues: int = field(default=0, metadata={"help": "use at most this many train dialogues (seeded sample); 0 = all"})
     profile_match: int = field(default=32, metadata={"help": "profiles sampled per real dialogue; the one whose attribute values its user "
                                                              "lines mention most is used (1: the first sample, unmatched)"})
+    wordiness: str = field(default="", metadata={"help": "a categorical profile variable whose values, in declared order, run from the "
+                                                     "tersest user to the wordiest (movie-recommendation: verbosity): each real dialogue "
+                                                     "gets the value its mean words per user line ranks it into, at the variable's own "
+                                                     "shares, instead of a sampled one, so the simulator learns to follow it; empty: "
+                                                     "sampled like the rest"})
     persona_weight: int = field(default=1, metadata={"help": "a train user line that states a value of its matched persona (`mentions`) is "
                                                              "repeated this many times in the train split (1: every line once); more "
                                                              "generated lines then state the persona"})
@@ -216,19 +221,46 @@ def dialogue_key(dialogue_id: str) -> int:
     return int.from_bytes(hashlib.sha256(dialogue_id.encode()).digest()[:4], "big")
 
 
+def wordiness_values(scenario: Any, name: str, dialogues: list[Any]) -> dict[str, Any]:
+    """dialogue id -> the value of the categorical profile variable `name` that the dialogue's
+    wordiness earns: dialogues ranked by their mean words per user line, cut at the variable's
+    cumulative weights (its values in declared order, tersest first). So the values keep the shares
+    the profile space samples them at, and each real dialogue's value says what its person did."""
+    import numpy as np
+
+    from simgen.lengths import words
+
+    var = next((v for v in scenario.profile.variables if v.name == name), None)
+    if var is None or var.type != "categorical" or var.given is not None or var.base is None:
+        names = [v.name for v in scenario.profile.variables if v.type == "categorical" and v.given is None]
+        raise ConfigError(f"wordiness: {name!r} is not an unconditional categorical variable of the scenario's profile "
+                          f"(those are: {', '.join(names) or 'none'}).{did_you_mean(name, names)}")
+    means = []
+    for d in dialogues:
+        lengths = [words(t.text) for t in d.turns if t.role == "user" and t.text.strip()]
+        if lengths:
+            means.append((sum(lengths) / len(lengths), d.dialogue_id))
+    means.sort()
+    cumulative = np.cumsum(var.base.weights)
+    last = len(var.base.values) - 1
+    return {key: var.base.values[min(int(np.searchsorted(cumulative, (rank + 0.5) / len(means))), last)]
+            for rank, (_, key) in enumerate(means)}
+
+
 def persona_weighted(rows: list[dict[str, Any]], weight: int) -> list[dict[str, Any]]:
     """`rows` with each row that `states_persona` repeated `weight` times, the copies next to it (the trainer shuffles)."""
     return [r for r in rows for _ in range(weight if r["states_persona"] else 1)]
 
 
 def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, seed: int, max_turns: int,
-             roles: str = "user", profile_match: int = 1) -> list[dict[str, Any]]:
+             roles: str = "user", profile_match: int = 1, wordiness: str = "") -> list[dict[str, Any]]:
     """(real line) -> {"prompt": the chat simgen would send before it, "completion": [the line], "role": its side}.
 
     User lines get the user side's chat (persona, intent and length from the corpus, profile sampled:
     with `profile_match` > 1, the best of that many samples by `mentions` of the dialogue's user lines);
     with `roles` "assistant" or "both", assistant lines get the assistant side's chat. `states_persona`:
     a user line that mentions a value of its dialogue's persona (what `TuneConfig.persona_weight` repeats).
+    `wordiness`: a profile variable set from each dialogue's own wordiness (`wordiness_values`), not sampled.
     """
     from simgen.data import Turn, frame_to_dialogues
     from simgen.generation.chats import assistant_chat, user_chat
@@ -237,12 +269,16 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
 
     intents, complements = scenario.intents, complement_variables(scenario)
     out = []
-    for n, d in enumerate(frame_to_dialogues(corpus.turns)):
+    dialogues = list(frame_to_dialogues(corpus.turns))
+    earned = wordiness_values(scenario, wordiness, dialogues) if wordiness else {}
+    for n, d in enumerate(dialogues):
         turns = [Turn(t.turn, t.role, t.text, intents.label_of(t.intent) if t.role == "user" else None) for t in d.turns if t.text.strip()]
         users = [t for t in turns if t.role == "user"]
         if not users:
             continue
         profile = matched_profile(scenario, seed, dialogue_key(d.dialogue_id), " ".join(t.text for t in users), profile_match)
+        if d.dialogue_id in earned:
+            profile = type(profile)({**profile.values, wordiness: earned[d.dialogue_id]})
         job = DialogueJob(n, profile, tuple(t.intent for t in users), tuple(words(t.text) for t in users))
         horizon = max(max_turns, len(users))
         k = 0
@@ -315,12 +351,14 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     if (out / CARD).is_file():
         raise RunError(f"{out}: already holds a tuned simulator ({CARD}); pass another --out, or delete it to train again.")
     scenario = load_scenario(scenario_name)
+    if cfg.wordiness:
+        wordiness_values(scenario, cfg.wordiness, [])  # a bad name fails here, before the model loads
     source = resolve_model(model)
     splits = read_splits(corpus, cfg.max_dialogues, cfg.seed)
     precision = training_precision(cfg.dtype)
     lm, tokenizer = load_causal_lm(source, dtype="bfloat16" if precision == "bfloat16" else "float32")
     max_turns = scenario.max_turns
-    data = {name: examples(scenario, c, tokenizer, cfg.max_length, cfg.seed, max_turns, cfg.roles, cfg.profile_match)
+    data = {name: examples(scenario, c, tokenizer, cfg.max_length, cfg.seed, max_turns, cfg.roles, cfg.profile_match, cfg.wordiness)
             for name, c in splits.items()}
     if cfg.eval_examples and len(data["validation"]) > cfg.eval_examples:  # bound the cost of each validation pass
         keep = sorted(random.Random(cfg.seed).sample(range(len(data["validation"])), cfg.eval_examples))

@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
 
 from simgen.cli import cli
 from simgen.corpora import split_of
+from simgen.data import frame_to_dialogues
 from simgen.errors import DataError, ModelError
 from simgen.models import resolve_model
 from simgen.scenario import load_scenario
 from simgen.tune import (TuneConfig, complement_variables, dialogue_key, examples, matched_profile, mentions, persona_weighted,
-                         read_splits)
+                         read_splits, wordiness_values)
 
 FAST = ["--max-steps", "4", "--batch-size", "4", "--max-dialogues", "8", "--learning-rate", "0.005", "--save-every", "2",
         "--max-length", "384", "-q"]
@@ -162,6 +164,37 @@ def test_matched_examples_give_personas_that_the_dialogues_user_lines_mention(ia
         return sum(hits) / len(hits)
 
     assert agreeing(16) > agreeing(1) + 0.3
+
+
+def test_wordiness_sets_the_variable_from_each_real_dialogues_own_words_at_the_variables_shares(iard_dir, tiny_model_dir):
+    """`--wordiness verbosity`: each train dialogue's persona says the verbosity its user showed (the
+    tersest 35% terse, the next 45% casual, the wordiest 20% chatty, the profile space's shares),
+    and the prompt the simulator learns from says so; without it the value is sampled and tells
+    nothing about the lines."""
+    from transformers import AutoTokenizer
+
+    from simgen.errors import ConfigError
+    from simgen.lengths import words
+
+    scenario = load_scenario("movie-recommendation")
+    splits = read_splits(iard_dir)
+    dialogues = list(frame_to_dialogues(splits["train"].turns))
+    earned = wordiness_values(scenario, "verbosity", dialogues)
+    share = {v: sum(e == v for e in earned.values()) / len(earned) for v in ("terse", "casual", "chatty")}
+    assert share == pytest.approx({"terse": 0.35, "casual": 0.45, "chatty": 0.2}, abs=0.01)
+    mean_words = {d.dialogue_id: np.mean([words(t.text) for t in d.turns if t.role == "user" and t.text.strip()])
+                  for d in dialogues if d.dialogue_id in earned}
+    by_value = {v: np.mean([mean_words[k] for k, e in earned.items() if e == v]) for v in ("terse", "casual", "chatty")}
+    assert by_value["terse"] < by_value["casual"] < by_value["chatty"] and by_value["chatty"] > 2 * by_value["terse"]
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    few = read_splits(iard_dir, max_dialogues=30)["train"]
+    rows = [r for r in examples(scenario, few, tok, 4096, 0, 14, wordiness="verbosity") if r["user_turn"] == 0]
+    phrase = {"terse": "in one short sentence", "casual": "in one or two short sentences", "chatty": "in two or three friendly sentences"}
+    mine = wordiness_values(scenario, "verbosity", list(frame_to_dialogues(few.turns)))
+    assert rows and all(phrase[mine[r["dialogue_id"]]] in r["prompt"][0]["content"] for r in rows)
+    for bad, match in (("verbositty", "Did you mean 'verbosity'"), ("age", "not an unconditional categorical")):
+        with pytest.raises(ConfigError, match=match):
+            wordiness_values(scenario, bad, dialogues)
 
 
 def test_persona_weight_repeats_the_user_lines_that_state_their_persona(iard_dir, tiny_model_dir):
