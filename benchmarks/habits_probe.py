@@ -38,8 +38,10 @@ sys.path.insert(0, str(REPO_ROOT))
 from simgen.corpora import load_corpus  # noqa: E402
 from simgen.lengths import words  # noqa: E402
 from simgen.realism import RealismConfig, compare  # noqa: E402
+from simgen.realism.adherence import HABITS  # noqa: E402
 
-END = re.compile(r"[.!?]\s*$")
+END = re.compile(HABITS["ends_punct"][0])  # the realism report's own habit patterns, so the probe moves what it measures
+UPPER = HABITS["starts_upper"][0]
 TRAILING = re.compile(r"[.!?]+\s*$")  # every end mark, so "wow!!" loses both
 
 
@@ -47,7 +49,7 @@ def donor_habits(reference: pl.DataFrame) -> np.ndarray:
     """(dialogues, 2): per real dialogue, the share of its user lines that start with a capital and
     the share that end in . ! or ?."""
     user = reference.filter(pl.col("role") == "user").with_columns(
-        pl.col("text").str.contains(r"^\s*[A-Z]").cast(pl.Float64).alias("upper"),
+        pl.col("text").str.contains(UPPER).cast(pl.Float64).alias("upper"),
         pl.col("text").str.contains(END.pattern).cast(pl.Float64).alias("punct"))
     per = user.group_by("dialogue_id").agg(pl.col("upper").mean(), pl.col("punct").mean()).sort("dialogue_id")
     return per.select("upper", "punct").to_numpy()

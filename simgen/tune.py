@@ -262,7 +262,7 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
     a user line that mentions a value of its dialogue's persona (what `TuneConfig.persona_weight` repeats).
     `wordiness`: a profile variable set from each dialogue's own wordiness (`wordiness_values`), not sampled.
     """
-    from simgen.data import Turn, frame_to_dialogues
+    from simgen.data import ProfileLatent, Turn, frame_to_dialogues
     from simgen.generation.chats import assistant_chat, user_chat
     from simgen.generation.plan import DialogueJob
     from simgen.lengths import words
@@ -278,7 +278,7 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
             continue
         profile = matched_profile(scenario, seed, dialogue_key(d.dialogue_id), " ".join(t.text for t in users), profile_match)
         if d.dialogue_id in earned:
-            profile = type(profile)({**profile.values, wordiness: earned[d.dialogue_id]})
+            profile = ProfileLatent({**profile.values, wordiness: earned[d.dialogue_id]})
         job = DialogueJob(n, profile, tuple(t.intent for t in users), tuple(words(t.text) for t in users))
         horizon = max(max_turns, len(users))
         k = 0
