@@ -420,8 +420,12 @@ def default_workload(args) -> None:  # noqa: ANN001
         if "llama.cpp" not in args.skip:
             from simgen.backends.llamacpp import serve_gguf, tuned_gguf
 
-            # the model simgen's row runs: the scenario's tuned simulator (as a GGUF), sampled as simgen samples a tuned side
-            simulator = load_scenario(name).simulator
+            # the model simgen's row runs: the scenario's tuned simulator (as a GGUF), sampled as simgen samples a tuned side;
+            # one server serves one model, so where each side has its own simulator the user side's writes both
+            sc = load_scenario(name)
+            simulator = sc.simulator
+            if len(set(sc.simulators.values())) > 1:
+                print(f"{name}: llama.cpp serves one model: the user side's simulator writes both sides in its row", flush=True)
             gguf, sampling = (tuned_gguf(simulator), ["--temperature", "1", "--repetition-penalty", "1"]) if simulator else (None, [])
             print(f"{name}: llama.cpp server on {gguf or 'the embedded GGUF'}, {args.batch_size} slots, through --backend openai", flush=True)
             with serve_gguf(gguf, parallel=args.batch_size, ctx_per_slot=4096, threads=args.llamacpp_threads) as url:

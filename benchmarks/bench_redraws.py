@@ -26,7 +26,6 @@ from simgen.config import GenerateConfig
 from simgen.generation.pipeline import settle
 from simgen.generation import simulator
 from simgen.generation.plan import plan
-from simgen.models import tuned_sides
 from simgen.scenario import load_scenario
 
 
@@ -61,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
 
     sc = load_scenario(args.scenario)
-    model = args.model or (tuned_sides(sc.simulator)[0] if sc.simulator else None)
+    model = args.model or (sc.sides()["user"] if sc.simulators else None)
     # each side's penalty and temperature as `simgen generate` sets them for this model
     cfg = settle(GenerateConfig(scenario=args.scenario, model=model, assistant_model=model), sc)
     backend = TransformersBackend(model, dtype=cfg.dtype)

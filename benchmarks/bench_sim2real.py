@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
     parser.add_argument("--out", type=Path, default=Path("outputs/sim2real"))
-    parser.add_argument("--simulator", type=Path, help="a `simgen tune` folder for the tuned row")
+    parser.add_argument("--simulator", type=Path, help="a `simgen tune` folder for the tuned rows (the side(s) its card learned)")
+    parser.add_argument("--assistant-simulator", type=Path, help="a `simgen tune` folder for the tuned rows' assistant side instead")
     parser.add_argument("--consistency", action="store_true", help="also score prompt-to-line consistency and Q&A (slower)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         # the tuned simulator writes the side(s) its card says it learned, as `simgen generate` uses a scenario's
         user_model, assistant_model = tuned_sides(args.simulator) if settings.get("tuned") else ("embedded", None)
+        if settings.get("tuned") and args.assistant_simulator is not None:
+            assistant_model = str(args.assistant_simulator)
         base = GenerateConfig(scenario=args.scenario, n=args.n, seed=args.seed, batch_size=args.batch_size,
                               lengths=settings["lengths"], model=user_model, assistant_model=assistant_model,
                               redraws=settings.get("redraws", 0), copy_guard=settings.get("copy_guard", False),
@@ -200,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         heat = settings.get("temperature", TEMPERATURE)
         config = replace(base, **{side: replace(getattr(base, side), **sides, temperature=heat[side]) for side in ("user", "assistant")})
         tag = f"-{args.simulator.name}" if settings.get("tuned") else ""
+        tag += f"-a{args.assistant_simulator.name}" if settings.get("tuned") and args.assistant_simulator is not None else ""
         out = args.out / f"{args.scenario}-{name}{tag}-n{args.n}-seed{args.seed}"
         try:  # a finished row is reused; anything else generates it
             run = simgen.load_run(out)

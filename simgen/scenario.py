@@ -9,7 +9,8 @@ A scenario is one YAML file:
     profile: {variables: ..., constraints: ..., backstory: ...}     # see profiles.py
     intent_model: movie-recommendation.intents.yaml                 # or inline; see intents.py
     lengths: movie-recommendation.lengths.yaml                      # optional, or inline; see lengths.py
-    simulator: movie-recommendation.simulator                       # optional: a `simgen tune` folder, the default model of the side(s) it learned
+    simulator: movie-recommendation.simulator                       # optional: a `simgen tune` folder, the default model of the side(s) it learned,
+                                                                    # or per side: {user: F, assistant: F} (each folder must have learned its side)
     intent_guard: movie-recommendation.intent-guard.npz             # optional: redraw user lines that miss their intent; see intent_guard.py
     realism_guard: {user: F.npz, assistant: F.npz}                  # optional, per side: redraw lines that read like the simulator's; see realism_guard.py
 
@@ -28,6 +29,7 @@ check's Q&A and persona axis, `export rl`) and refuses one whose files changed, 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,7 @@ from simgen.profiles import ProfileSpace, parse_profile_space
 from simgen.templates import ASSISTANT_CONTEXT, USER_CONTEXT, PromptTemplate, load_template
 
 _KEYS = {"scenario", "description", "reference", "templates", "profile", "intent_model", "lengths", "simulator", "intent_guard", "realism_guard", "max_turns"}
+SIMULATOR_SIDES = ("user", "assistant")
 DEFAULT_MAX_TURNS = 6  # user turns per dialogue at most, where neither the scenario nor --max-turns says
 _SIDE_FILES = (".intents.yaml", ".lengths.yaml")  # files a scenario names, not scenarios themselves
 
@@ -78,7 +81,7 @@ class Scenario:
     assistant_template: PromptTemplate
     reference: str | None = None
     lengths: LengthModel | None = None  # the length latent of user turns; None: lines end where the model stops
-    simulator: Path | None = None  # a `simgen tune` folder: the model of the side(s) it learned when --model is not given
+    simulators: Mapping[str, Path] = field(default_factory=dict)  # side -> the `simgen tune` folder that writes it when --model is not given
     intent_guard: IntentGuard | None = None  # redraws a user line that does not read like its intent (with --intent-guard)
     realism_guards: Mapping[str, RealismGuard] = field(default_factory=dict)  # side -> its guard: redraws lines that read like the simulator's (with --realism-guard)
     max_turns: int = DEFAULT_MAX_TURNS  # user turns per dialogue at most, when --max-turns is not given
@@ -100,7 +103,7 @@ class Scenario:
             "files": {k: dict(v) for k, v in self.files.items()},
             "intent_model": self.intents.source,
             "lengths": self.lengths.source if self.lengths else None,
-            "simulator": str(self.simulator) if self.simulator else None,
+            "simulator": self._described_simulator(),
             "intent_guard": self.files.get("intent_guard", {}).get("path"),
             "realism_guard": {side: self.files[f"realism_guard_{side}"]["path"] for side in self.realism_guards},
             "reference": self.reference,
@@ -109,6 +112,22 @@ class Scenario:
                 for t in (self.user_template, self.assistant_template)
             },
         }
+
+    @property
+    def simulator(self) -> Path | None:
+        """The tuned folder that writes the user side (the one the consistency check's Q&A asks), or
+        the assistant's where only that side has one; None without a simulator."""
+        return self.simulators.get("user") or self.simulators.get("assistant")
+
+    def sides(self) -> dict[str, str]:
+        """Side -> the model that writes it by default: its tuned folder, or the embedded model."""
+        return {side: str(self.simulators[side]) if side in self.simulators else "embedded" for side in SIMULATOR_SIDES}
+
+    def _described_simulator(self) -> str | dict[str, str] | None:
+        folders = {str(p) for p in self.simulators.values()}
+        if not folders:
+            return None
+        return folders.pop() if len(folders) == 1 else {side: str(p) for side, p in self.simulators.items()}
 
     def changes_since(self, recorded: Mapping[str, Any]) -> list[str]:
         """The files whose content differs from a manifest's scenario entry, as `the user template PATH`."""
@@ -192,12 +211,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     if isinstance(raw.get("lengths"), str):
         files["lengths"] = _file(Path(lengths.source))
     files |= {f"{t.side}_template": {"path": str(t.path), "sha256": t.sha256} for t in (user_t, assistant_t)}
-    simulator = None
-    if raw.get("simulator") is not None:
-        simulator = path.parent / str(raw["simulator"])
-        if not (simulator / "simgen_tune.json").is_file():
-            raise ConfigError(f"{source}: simulator: {str(simulator)!r} is not a folder written by `simgen tune` (no simgen_tune.json); "
-                              "fix the path (relative to the scenario file's folder) or remove the key.")
+    simulators = _simulators(raw.get("simulator"), path.parent, source)
     intent_guard = None
     if raw.get("intent_guard") is not None:
         guard_path = path.parent / str(raw["intent_guard"])
@@ -221,7 +235,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         assistant_template=assistant_t,
         reference=str(reference) if reference is not None else None,
         lengths=lengths,
-        simulator=simulator,
+        simulators=simulators,
         intent_guard=intent_guard,
         realism_guards=realism_guards,
         max_turns=max_turns,
@@ -241,6 +255,43 @@ def _intent_guard(path: Path, source: str, names: tuple[str, ...]) -> IntentGuar
         raise ConfigError(f"{source}: intent_guard: {str(path)!r} knows intents the intent model does not have ({', '.join(unknown)}); "
                           "refit it for this scenario: python scripts/fit_intent_guard.py --scenario ... --corpus ...")
     return guard
+
+
+def _simulators(raw: Any, folder: Path, source: str) -> dict[str, Path]:
+    """The scenario's `simulator:` as side -> `simgen tune` folder (relative to the scenario's folder).
+
+    One folder writes the side(s) its card's `roles` says it learned; a mapping names a folder per
+    side, and each must have learned the side it is named for (a user simulator has not learned to
+    answer as the assistant)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        path = folder / str(raw)
+        return dict.fromkeys(_learned(path, "simulator", source), path)
+    if not raw or set(raw) - set(SIMULATOR_SIDES):
+        raise ConfigError(f"{source}: simulator: expected a `simgen tune` folder, or a mapping of side (user, assistant) to one, "
+                          f"got {dict(raw)!r}.")
+    out = {}
+    for side in (s for s in SIMULATOR_SIDES if s in raw):
+        path = folder / str(raw[side])
+        if side not in _learned(path, f"simulator: {side}", source):
+            raise ConfigError(f"{source}: simulator: {side}: {str(path)!r} did not learn the {side} side (its card's roles), so it "
+                              f"cannot write it; name a folder tuned with --roles {side} or --roles both.")
+        out[side] = path
+    return out
+
+
+def _learned(path: Path, key: str, source: str) -> list[str]:
+    """The sides the `simgen tune` folder `path` learned (its card's `roles`; "user" on cards from before roles)."""
+    card = path / "simgen_tune.json"
+    if not card.is_file():
+        raise ConfigError(f"{source}: {key}: {str(path)!r} is not a folder written by `simgen tune` (no simgen_tune.json); "
+                          "fix the path (relative to the scenario file's folder) or remove the key.")
+    try:
+        roles = json.loads(card.read_text(encoding="utf-8")).get("roles", "user")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{source}: {key}: {str(card)!r} is not a readable card ({e}); write the folder again with `simgen tune`.") from None
+    return list(SIMULATOR_SIDES) if roles == "both" else [str(roles)]
 
 
 def _realism_guards(raw: Any, folder: Path, source: str) -> dict[str, RealismGuard]:

@@ -383,6 +383,47 @@ def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, 
         simgen.generate(scenario=folder / "movie-recommendation.yaml", n=1, out=tmp_path / "x", progress=False)
 
 
+def test_a_scenario_names_a_simulator_per_side(tuned, tmp_path):
+    """`simulator: {user: A, assistant: B}`: each side's folder writes that side (the manifest says
+    which), the run takes the call schedule (two models cannot share one batch), and a folder named
+    for a side it did not learn, or a side that does not exist, is a ConfigError naming the key."""
+    import shutil
+
+    import simgen
+    from simgen.errors import ConfigError
+    from simgen.scenario import builtin_dir, load_scenario
+
+    folder = tmp_path / "sc"
+    folder.mkdir()
+    for name in ("movie-recommendation.intents.yaml", "movie-recommendation.lengths.yaml", "movie-recommendation.intent-guard.npz",
+                 "movie-recommendation.realism-guard.user.npz", "movie-recommendation.realism-guard.assistant.npz"):
+        shutil.copyfile(builtin_dir("profiles") / name, folder / name)
+    shipped = (builtin_dir("profiles") / "movie-recommendation.yaml").read_text().splitlines()
+    text = "\n".join(line for line in shipped if not line.startswith("simulator:")) + "\n"
+    answers = tmp_path / "answers"  # the same adapter, carded as an assistant-side simulator
+    shutil.copytree(tuned, answers)
+    card = json.loads((answers / "simgen_tune.json").read_text())
+    (answers / "simgen_tune.json").write_text(json.dumps({**card, "roles": "assistant"}))
+    scenario = folder / "movie-recommendation.yaml"
+    scenario.write_text(text + f"simulator:\n  user: {tuned}\n  assistant: {answers}\n")
+    sc = load_scenario(scenario)
+    assert sc.sides() == {"user": str(tuned), "assistant": str(answers)} and sc.simulator == tuned
+    run = simgen.generate(scenario=scenario, n=2, max_turns=1, dtype="float32", out=tmp_path / "r", progress=False)
+    config = run.manifest["config"]
+    assert (config["model"], config["assistant_model"]) == (str(tuned), str(answers))
+    assert run.manifest["backend"]["assistant"]["model"]["id"] == str(answers)
+    assert run.manifest["scenario"]["simulator"] == {"user": str(tuned), "assistant": str(answers)}
+    assert config["schedule"] == "calls" and config["assistant"]["repetition_penalty"] == 1.0  # a tuned side samples as one
+    scenario.write_text(text + f"simulator:\n  assistant: {answers}\n")  # one side named: the other is the plain model
+    assert load_scenario(scenario).sides() == {"user": "embedded", "assistant": str(answers)}
+    scenario.write_text(text + f"simulator:\n  assistant: {tuned}\n")  # `tuned` learned the user side only
+    with pytest.raises(ConfigError, match=r"simulator: assistant: .* did not learn the assistant side.*--roles assistant"):
+        load_scenario(scenario)
+    scenario.write_text(text + f"simulator:\n  recommender: {answers}\n")
+    with pytest.raises(ConfigError, match=r"simulator: expected .* mapping of side \(user, assistant\)"):
+        load_scenario(scenario)
+
+
 def test_an_interrupted_tune_resumes_from_its_checkpoint(tiny_model_dir, iard_dir, tmp_path, monkeypatch):
     from trl import SFTTrainer
 

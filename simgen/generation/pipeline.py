@@ -35,7 +35,7 @@ from simgen.generation.plan import longest_first, plan
 from simgen.generation.run import (FORMAT_VERSION, MANIFEST, Run, RunWriter, check_manifest, holds_no_run, load_run,
                                    package_versions, prepare_out_dir, remove_leftovers)
 from simgen.generation.simulator import simulate
-from simgen.models import is_tuned, resolve_model, tuned_max_length, tuned_sides
+from simgen.models import is_tuned, resolve_model, tuned_max_length
 from simgen.scenario import Scenario, load_recorded, load_scenario
 
 
@@ -149,10 +149,10 @@ def settle(config: GenerateConfig, sc: Scenario) -> GenerateConfig:
         config = replace(config, max_turns=sc.max_turns)
     if config.refill is None:
         config = replace(config, refill=REFILL)
-    if config.model is None and sc.simulator is not None and config.backend == LOCAL:
-        # the scenario ships a tuned simulator: it writes the side(s) it learned (its card's `roles`); the plain model the rest
-        user_model, assistant_model = tuned_sides(sc.simulator)
-        config = replace(config, model=user_model, assistant_model=config.assistant_model or assistant_model)
+    if config.model is None and sc.simulators and config.backend == LOCAL:
+        # the scenario ships tuned simulators: each writes its side (`Scenario.sides`); the plain model the rest
+        sides = sc.sides()
+        config = replace(config, model=sides["user"], assistant_model=config.assistant_model or sides["assistant"])
     return resolve_sampling(config)
 
 
