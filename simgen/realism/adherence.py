@@ -14,7 +14,8 @@ Shape: user lines per dialogue and words per user line, real vs synthetic (media
 bins), and the share of dialogues whose last user line closes the conversation (thanks or a
 goodbye: `simgen.endings.closes`, read the same way on both sides), and the share of lines, either
 role, that say goodbye although their role speaks again later (`simgen.endings.farewell`; about 1%
-in real dialogues).
+in real dialogues), and the share that open with a greeting although their role spoke before
+(`simgen.endings.greeting`; under 0.1% in IARD).
 
 Habits: how much users differ from each other. Per dialogue, the share of its user lines with a
 typing habit (starting with a capital, ending in . ! or ?, all lower case, holding an exclamation
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from simgen.endings import closes, farewell
+from simgen.endings import closes, farewell, greeting
 from simgen.realism import stats
 from simgen.realism.features import Units
 
@@ -79,6 +80,11 @@ def shape(units: Units) -> dict[str, Any]:
     midway = [turns.filter(pl.col("midway") & (pl.col("side") == s))["text"].to_list() for s in (0, 1)]
     out["midway_goodbyes"] = {side: round(float(np.mean([farewell(t) for t in m])), 4) if m else None
                               for side, m in zip(("reference", "synthetic"), midway)}
+    # greetings said too late: lines of either role that open with a greeting although their role spoke before
+    later = units.turns.with_columns((pl.col("turn") > pl.col("turn").min().over("key", "role")).alias("later"))
+    late = [later.filter(pl.col("later") & (pl.col("side") == s))["text"].to_list() for s in (0, 1)]
+    out["late_greetings"] = {side: round(float(np.mean([greeting(t) for t in m])), 4) if m else None
+                             for side, m in zip(("reference", "synthetic"), late)}
     out["habits_per_dialogue"] = habits(user)
     return out
 

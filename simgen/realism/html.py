@@ -125,7 +125,8 @@ def _auc_table(disc: dict) -> str:
     return f"<table><tr><th>discriminator</th><th>level</th><th>AUC</th><th>95% CI</th><th>what it sees</th></tr>{rows}</table>"
 
 
-SHARES = {"closing_endings": "last user line closes the chat", "midway_goodbyes": "lines saying goodbye before their side's last"}
+SHARES = {"closing_endings": "last user line closes the chat", "midway_goodbyes": "lines saying goodbye before their side's last",
+          "late_greetings": "lines greeting after their side's first"}
 
 
 def _shape_and_adherence(shape: dict | None, adherence: dict | None) -> str:

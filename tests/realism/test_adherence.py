@@ -69,6 +69,22 @@ def test_midway_goodbyes_are_rare_in_real_dialogues_and_counted_where_planted(ia
     assert shape(build_units(train, byes))["midway_goodbyes"]["synthetic"] == 1.0
 
 
+def test_late_greetings_are_rare_in_real_dialogues_and_counted_where_planted(iard):
+    """Real people greet in their first line only: under 0.5% of a role's later lines open with a
+    greeting. A corpus whose every line opens with "Hi" scores 1 on the later lines, and 0.8 of
+    real first lines do greet (the rule reads people's greetings)."""
+    from simgen.endings import greeting
+
+    train, test = _split(iard, "train"), _split(iard, "test")
+    real = shape(build_units(train, test))["late_greetings"]
+    assert real["reference"] < 0.005 and real["synthetic"] < 0.005
+    hi = test.with_columns(("Hi, " + pl.col("text")).alias("text"))
+    assert shape(build_units(train, hi))["late_greetings"]["synthetic"] == 1.0
+    first = train.sort("dialogue_id", "turn").group_by("dialogue_id", "role", maintain_order=True).agg(pl.col("text").first())
+    assert np.mean([greeting(t) for t in first["text"]]) > 0.7
+    assert greeting("hello!") and greeting("Good evening, any thrillers?") and not greeting("This is hilarious") and not greeting("Okay hi")
+
+
 def test_closing_rule_and_jsd_bounds():
     assert closes("Thanks so much, bye!") and closes("have a great night") and not closes("I like thrillers")
     a = np.array([1, 2, 3, 4])
