@@ -334,12 +334,11 @@ def test_bad_settings_are_config_errors():
         TuneConfig(persona_weight=0)
 
 
-def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, tiny_model_dir, tmp_path):
+def _movie_scenario_without_simulator(tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the shipped movie-recommendation scenario's folder in `tmp_path`, and its YAML text
+    without the `simulator:` line (each test names its own)."""
     import shutil
 
-    import simgen
-    from simgen.config import SamplingConfig
-    from simgen.errors import ConfigError
     from simgen.scenario import builtin_dir
 
     folder = tmp_path / "sc"
@@ -348,7 +347,17 @@ def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, 
                  "movie-recommendation.realism-guard.user.npz", "movie-recommendation.realism-guard.assistant.npz"):
         shutil.copyfile(builtin_dir("profiles") / name, folder / name)
     shipped = (builtin_dir("profiles") / "movie-recommendation.yaml").read_text().splitlines()
-    text = "\n".join(line for line in shipped if not line.startswith("simulator:")) + "\n"  # this test names its own
+    return folder, "\n".join(line for line in shipped if not line.startswith("simulator:")) + "\n"
+
+
+def test_a_scenario_that_ships_a_simulator_uses_it_unless_model_is_given(tuned, tiny_model_dir, tmp_path):
+    import shutil
+
+    import simgen
+    from simgen.config import SamplingConfig
+    from simgen.errors import ConfigError
+
+    folder, text = _movie_scenario_without_simulator(tmp_path)
     (folder / "movie-recommendation.yaml").write_text(text + f"simulator: {tuned}\n")
     run = simgen.generate(scenario=folder / "movie-recommendation.yaml", n=2, max_turns=1, assistant_model=str(tiny_model_dir),
                           dtype="float32", out=tmp_path / "r", progress=False)
@@ -391,15 +400,9 @@ def test_a_scenario_names_a_simulator_per_side(tuned, tmp_path):
 
     import simgen
     from simgen.errors import ConfigError
-    from simgen.scenario import builtin_dir, load_scenario
+    from simgen.scenario import load_scenario
 
-    folder = tmp_path / "sc"
-    folder.mkdir()
-    for name in ("movie-recommendation.intents.yaml", "movie-recommendation.lengths.yaml", "movie-recommendation.intent-guard.npz",
-                 "movie-recommendation.realism-guard.user.npz", "movie-recommendation.realism-guard.assistant.npz"):
-        shutil.copyfile(builtin_dir("profiles") / name, folder / name)
-    shipped = (builtin_dir("profiles") / "movie-recommendation.yaml").read_text().splitlines()
-    text = "\n".join(line for line in shipped if not line.startswith("simulator:")) + "\n"
+    folder, text = _movie_scenario_without_simulator(tmp_path)
     answers = tmp_path / "answers"  # the same adapter, carded as an assistant-side simulator
     shutil.copytree(tuned, answers)
     card = json.loads((answers / "simgen_tune.json").read_text())
