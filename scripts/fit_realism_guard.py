@@ -12,6 +12,8 @@ scenario (`realism_guard: {user: ..., assistant: ...}`) to use them.
 
     simgen generate --scenario movie-recommendation -n 200 --seed 1 --no-realism-guard --out outputs/guard/movie-fit
     python scripts/fit_realism_guard.py --scenario movie-recommendation --corpus ../shared/data/iard --run outputs/guard/movie-fit
+
+`--run` may be repeated to fit on several such runs of the same simulator (more of its lines).
 """
 
 from __future__ import annotations
@@ -47,6 +49,23 @@ def run_lines(path: Path, scenario: str) -> tuple[pl.DataFrame, dict]:
     return run.turns, manifest
 
 
+def runs_lines(paths: list[Path], scenario: str) -> tuple[pl.DataFrame, list[dict]]:
+    """`run_lines` of each run, their turns in one frame (dialogue ids prefixed by the run's index
+    where there are several, so no two dialogues share one) and their manifests; a DataError when
+    the runs were written by different simulators (the guard learns one simulator's tells)."""
+    frames, manifests = [], []
+    for i, path in enumerate(paths):
+        turns, manifest = run_lines(path, scenario)
+        if manifests and any(simulator_of(manifest, s) != simulator_of(manifests[0], s) for s in SIDES):
+            raise DataError(f"{path}: written by another simulator than {paths[0]} ({simulator_of(manifest, 'user')['simulator']} "
+                            f"against {simulator_of(manifests[0], 'user')['simulator']}); fit on runs of one simulator.")
+        if len(paths) > 1:
+            turns = turns.with_columns((pl.lit(f"{i}:") + pl.col("dialogue_id").cast(pl.String)).alias("dialogue_id"))
+        frames.append(turns)
+        manifests.append(manifest)
+    return pl.concat(frames, how="diagonal_relaxed"), manifests
+
+
 def simulator_of(manifest: dict, side: str) -> dict[str, str | None]:
     """The model that wrote the run's `side`: its name, and the sha256 of its `simgen tune` card
     where it is a tuned folder (what tests/test_realism_guard.py checks against the shipped simulator)."""
@@ -60,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", required=True, help="shipped scenario name or scenario YAML")
     parser.add_argument("--corpus", required=True, help="the real corpus (path or registered name); its train split is read")
-    parser.add_argument("--run", required=True, type=Path, help="a run of the scenario's simulator, written with --no-realism-guard")
+    parser.add_argument("--run", required=True, type=Path, action="append",
+                        help="a run of the scenario's simulator, written with --no-realism-guard (repeat it to fit on several runs "
+                             "of the same simulator: more of its lines)")
     parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated sides to fit (default: user,assistant)")
     parser.add_argument("--out-dir", type=Path, help="default: the scenario file's folder")
     parser.add_argument("--quantile", type=float, default=QUANTILE, help=f"share of real lines that would miss (default {QUANTILE})")
@@ -71,21 +92,25 @@ def main(argv: list[str] | None = None) -> int:
     if not sides or set(sides) - set(SIDES):
         parser.error(f"--sides: expected some of {', '.join(SIDES)}, got {args.sides!r}")
     try:
-        turns, manifest = run_lines(args.run, name)
+        turns, manifests = runs_lines(args.run, name)
         corpus = load_corpus(args.corpus, split="train")
         for side in sides:
             real = corpus.turns.filter((pl.col("role") == side) & (pl.col("text").str.strip_chars() != ""))
             synthetic = turns.filter((pl.col("role") == side) & (pl.col("text").str.strip_chars() != ""))
             if real.height < 10 or synthetic.height < 10:
-                raise DataError(f"{args.corpus if real.height < 10 else args.run}: {min(real.height, synthetic.height)} {side} lines; "
+                raise DataError(f"{args.corpus if real.height < 10 else ', '.join(map(str, args.run))}: {min(real.height, synthetic.height)} {side} lines; "
                                 "the realism guard needs at least 10 on each side.")
-            about = {"side": side, "run": str(args.run), "run_seed": manifest.get("seed"),
-                     "run_dialogues": manifest.get("counts", {}).get("dialogues"), **simulator_of(manifest, side)}
+            seeds = [m.get("seed") for m in manifests]
+            about = {"side": side, "run": ",".join(map(str, args.run)), "run_seed": seeds[0] if len(seeds) == 1 else seeds,
+                     "run_dialogues": sum(m.get("counts", {}).get("dialogues") or 0 for m in manifests),
+                     **simulator_of(manifests[0], side)}
             source = (f"{corpus.name} train split: {corpus.n_dialogues} dialogues, {real.height} {side} lines; against {synthetic.height} "
-                      f"lines of {args.run}")
+                      f"lines of {', '.join(map(str, args.run))}")
             guard = RealismGuard.fit(real["text"].to_list(), real["dialogue_id"].cast(pl.String).to_list(), synthetic["text"].to_list(),
                                      synthetic["dialogue_id"].cast(pl.String).to_list(), quantile=args.quantile, source=source, about=about)
-            out = guard.save((args.out_dir or path.parent) / f"{path.stem}.realism-guard.{side}.npz")
+            folder = args.out_dir or path.parent
+            folder.mkdir(parents=True, exist_ok=True)
+            out = guard.save(folder / f"{path.stem}.realism-guard.{side}.npz")
             print(f"wrote {out} ({out.stat().st_size / 1e3:.0f} kB): {source}; out-of-fold accuracy "
                   f"{guard.meta['out_of_fold_accuracy']}; a line passes at p(human) >= {guard.threshold:.3f}", file=sys.stderr)
     except (DataError, RunError) as e:

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from simgen.errors import ConfigError, DataError
-from simgen.realism_guard import HUMAN, QUANTILE, SIDES, RealismGuard
+from simgen.realism_guard import HUMAN, QUANTILE, SIDES, SIMULATOR, RealismGuard
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = {side: REPO / "profiles" / f"movie-recommendation.realism-guard.{side}.npz" for side in SIDES}
@@ -130,6 +130,27 @@ def test_the_script_refuses_a_run_that_cannot_be_the_simulators_side(iard_dir, t
     assert script.main([*args, "--run", str(other)]) == 1
     assert "a run of scenario 'chitchat', not 'movie-recommendation'" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.npz"))  # nothing written
+
+
+def test_the_script_fits_on_several_runs_of_one_simulator(iard_dir, tiny_runs, tmp_path, capsys):
+    """`--run A --run B`: the guard reads both runs' lines (their dialogue ids kept apart) and names
+    both; a run written by another simulator is refused before anything is written."""
+    script = _script()
+    args = ["--scenario", "movie-recommendation", "--corpus", str(iard_dir), "--out-dir", str(tmp_path / "new"), "--sides", "user"]
+    assert script.main([*args, "--run", str(tiny_runs["fit"]), "--run", str(tiny_runs["fresh"])]) == 0  # --out-dir is made
+    guard = RealismGuard.load(tmp_path / "new" / "movie-recommendation.realism-guard.user.npz")
+    lines = sum(pl.read_parquet(tiny_runs[k] / "turns.parquet").filter(pl.col("role") == "user").height for k in ("fit", "fresh"))
+    assert guard.meta["lines_per_intent"][SIMULATOR] == lines and guard.meta["run_seed"] == [1, 2]
+    dialogues = sum(json.loads((tiny_runs[k] / "manifest.json").read_text())["counts"]["dialogues"] for k in ("fit", "fresh"))
+    assert guard.meta["run"] == f"{tiny_runs['fit']},{tiny_runs['fresh']}" and guard.meta["run_dialogues"] == dialogues
+    other = tmp_path / "other"
+    shutil.copytree(tiny_runs["fresh"], other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["backend"]["user"]["model"]["id"] = "/somewhere/another-simulator"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "new" / "movie-recommendation.realism-guard.user.npz").unlink()
+    assert script.main([*args, "--run", str(tiny_runs["fit"]), "--run", str(other)]) == 1
+    assert "written by another simulator" in capsys.readouterr().err and not list((tmp_path / "new").glob("*.npz"))
 
 
 def test_save_load_round_trip_and_bad_files(hand_guard, tmp_path):
