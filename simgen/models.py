@@ -106,11 +106,18 @@ def is_tuned(spec: str | None) -> bool:
     return spec is not None and spec.lower() not in EMBEDDED_ALIASES and (Path(spec).expanduser() / "simgen_tune.json").is_file()
 
 
+def learned_sides(folder: str | Path) -> tuple[str, ...]:
+    """The sides a `simgen tune` folder learned, by its card's `roles` ("user" on cards from before
+    roles; "both": user and assistant). OSError/ValueError when the card cannot be read."""
+    roles = json.loads((Path(folder).expanduser() / "simgen_tune.json").read_text(encoding="utf-8")).get("roles", "user")
+    return ("user", "assistant") if roles == "both" else (str(roles),)
+
+
 def tuned_sides(folder: str | Path) -> tuple[str, str]:
-    """(user model, assistant model) for a `simgen tune` folder: the folder for each side its card's
-    `roles` says it learned ("user" on cards from before roles), the embedded model for the other."""
-    roles = json.loads((Path(folder) / "simgen_tune.json").read_text(encoding="utf-8")).get("roles", "user")
-    return (str(folder) if roles != "assistant" else "embedded", str(folder) if roles != "user" else "embedded")
+    """(user model, assistant model) for a `simgen tune` folder: the folder for each side it learned
+    (`learned_sides`), the embedded model for the other."""
+    sides = learned_sides(folder)
+    return (str(folder) if "user" in sides else "embedded", str(folder) if "assistant" in sides else "embedded")
 
 
 def tuned_max_length(folder: str | Path) -> int | None:

@@ -29,7 +29,6 @@ check's Q&A and persona axis, `export rl`) and refuses one whose files changed, 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from simgen.realism_guard import SIDES as REALISM_SIDES
 from simgen.realism_guard import RealismGuard
 from simgen.intents import IntentModel, load_intent_model
 from simgen.lengths import LengthModel, load_lengths
+from simgen.models import learned_sides
 from simgen.profiles import ProfileSpace, parse_profile_space
 from simgen.templates import ASSISTANT_CONTEXT, USER_CONTEXT, PromptTemplate, load_template
 
@@ -282,16 +282,15 @@ def _simulators(raw: Any, folder: Path, source: str) -> dict[str, Path]:
 
 
 def _learned(path: Path, key: str, source: str) -> list[str]:
-    """The sides the `simgen tune` folder `path` learned (its card's `roles`; "user" on cards from before roles)."""
+    """The sides the `simgen tune` folder `path` learned (`simgen.models.learned_sides`), or a ConfigError naming `key`."""
     card = path / "simgen_tune.json"
     if not card.is_file():
         raise ConfigError(f"{source}: {key}: {str(path)!r} is not a folder written by `simgen tune` (no simgen_tune.json); "
                           "fix the path (relative to the scenario file's folder) or remove the key.")
     try:
-        roles = json.loads(card.read_text(encoding="utf-8")).get("roles", "user")
+        return list(learned_sides(path))
     except (OSError, ValueError, AttributeError) as e:
         raise ConfigError(f"{source}: {key}: {str(card)!r} is not a readable card ({e}); write the folder again with `simgen tune`.") from None
-    return list(SIMULATOR_SIDES) if roles == "both" else [str(roles)]
 
 
 def _realism_guards(raw: Any, folder: Path, source: str) -> dict[str, RealismGuard]:
