@@ -46,6 +46,9 @@ Rows, same scenario, seed and dialogues (profiles and intents are drawn from (se
 - realism-guard: opening, and a line that reads more like the simulator's than three real lines in
             four is drawn again too (the scenario's realism guards; `--realism-guard`): today's
             `simgen generate` default.
+- dialogue-guard: realism-guard, and a finished dialogue that reads more like the simulator's than
+            three real dialogues in four is written again once, same latents, the take more like
+            people's kept (the scenario's dialogue guard; `--dialogue-redraws 1`). Off by default.
 
 Columns: user-turn and dialogue-level ensemble AUC [95% CI], words-per-line JSD, user-lines-per-
 dialogue JSD, MAUVE-style score, intent adherence / its ceiling (accuracy), closing endings
@@ -103,6 +106,7 @@ ROWS["min-p"] = ROWS["intent-unscaled"] | {"min_p": 0.05}  # lost on chitchat's 
 ROWS["full-nucleus"] = ROWS["intent-unscaled"] | {"top_p": 1.0}  # the fitted distribution, untruncated; a tie there
 ROWS["opening"] = ROWS["intent-unscaled"] | {"opening": True}  # the assistant opens as often as in the real corpus
 ROWS["realism-guard"] = ROWS["opening"] | {"realism_guard": True}  # and lines that read like the simulator's are drawn again
+ROWS["dialogue-guard"] = ROWS["realism-guard"] | {"dialogue_redraws": 1}  # and dialogues that read like the simulator's are written again
 
 
 def copy_rate(lines: list[str], real: list[str] | CopyIndex, min_words: int = 0) -> float:
@@ -195,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                               lengths=settings["lengths"], model=user_model, assistant_model=assistant_model,
                               redraws=settings.get("redraws", 0), copy_guard=settings.get("copy_guard", False),
                               intent_guard=settings.get("intent_guard", False), assistant_lengths=settings.get("assistant_lengths", False),
-                              opening=settings.get("opening", False), realism_guard=settings.get("realism_guard", False))
+                              opening=settings.get("opening", False), realism_guard=settings.get("realism_guard", False),
+                              dialogue_redraws=settings.get("dialogue_redraws", 0))
         sides = {"trim": settings["trim"], "repetition_penalty": settings["penalty"], "reach_target": settings.get("reach", False),
                  "end_nudge": settings.get("end_nudge", 0.0), "length_floor": settings.get("length_floor", 0.0),
                  "context": settings.get("context")}  # None: resolved per side as `simgen generate` does

@@ -209,6 +209,12 @@ class GenerateConfig:
                                                                 "classifier fitted on the real corpus's train split against the simulator's "
                                                                 "own lines; scenarios without one are unaffected).",
                                                         "flag": "--realism-guard/--no-realism-guard"})
+    dialogue_redraws: int = field(default=0, metadata={"help": "Write a finished dialogue again, from its first line, up to this many times, "
+                                                               "when it reads more like the simulator's than three real dialogues in four do, "
+                                                               "by the scenario's dialogue guard (a classifier of whole dialogues fitted on the "
+                                                               "real corpus's train split against the simulator's own; scenarios without one "
+                                                               "are unaffected). The same latents each time; the take that reads most like "
+                                                               "people's is kept (the `take` column). 0 = off."})
     batch_size: int = field(default=16, metadata={"help": "Dialogues advanced together in one batched forward pass.", "flag": "-b"})
     refill: int | None = field(default=None, metadata={"help": "Shards (of --batch-size dialogues) run as one stream through the batch: a dialogue that ends "
                                                             "gives its slot to the next one at once (continuous batching), longest planned "
@@ -241,6 +247,8 @@ class GenerateConfig:
                 _positive_int(name, getattr(self, name))
         if isinstance(self.redraws, bool) or not isinstance(self.redraws, int) or self.redraws < 0:
             raise ConfigError(f"redraws must be a non-negative integer (0 = off), got {self.redraws!r}.")
+        if isinstance(self.dialogue_redraws, bool) or not isinstance(self.dialogue_redraws, int) or self.dialogue_redraws < 0:
+            raise ConfigError(f"dialogue_redraws must be a non-negative integer (0 = off), got {self.dialogue_redraws!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}.")
         from simgen.backends import REGISTRY  # names only: no backend module is imported
@@ -268,6 +276,7 @@ class GenerateConfig:
         raw.setdefault("copy_guard", False)  # ... and one from before the copy guard kept copies
         raw.setdefault("intent_guard", False)  # ... and one from before the intent guard kept lines off their intent
         raw.setdefault("realism_guard", False)  # ... and one from before the realism guard kept the simulator's tells
+        raw.setdefault("dialogue_redraws", 0)  # ... and one from before the dialogue guard
         raw.setdefault("opening", False)  # ... and one from before the assistant could open a dialogue
         raw.setdefault("refill", 1)  # ... and one from before continuous batching ran each shard alone
         raw.setdefault("order", "index")  # ... and one from before streams ran their longest dialogues first

@@ -66,6 +66,7 @@ class Dialogue:
     profile: ProfileLatent
     turns: tuple[Turn, ...]
     stop_reason: str
+    take: int | None = None  # which writing of the dialogue was kept (0: the first; the dialogue guard's redraws); None without them
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,10 @@ TURN_COLUMNS: dict[str, pl.DataType] = {
     "stop_reason": pl.String(),  # set on the last row of each dialogue, null elsewhere
     "target_words": pl.Int32(),  # user turns of a scenario with a length model, assistant turns with its `assistant` row; null elsewhere
     "redraws": pl.Int32(),  # times the line was drawn again (0: the first draw was kept); null when the run had no redraws
+    "take": pl.Int32(),  # which writing of the whole dialogue was kept (0: the first; --dialogue-redraws); null when the run had none
 }
 # columns added after runs were first written: a run without them still loads (they read as null)
-OPTIONAL_COLUMNS: tuple[str, ...] = ("target_words", "redraws")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("target_words", "redraws", "take")
 
 
 def dialogue_id(index: int) -> str:
@@ -118,6 +120,7 @@ def dialogues_to_frame(dialogues: list[Dialogue], profile_schema: pl.Struct) -> 
             rows["stop_reason"].append(d.stop_reason if i == last else None)
             rows["target_words"].append(t.target_words)
             rows["redraws"].append(t.redraws)
+            rows["take"].append(d.take)
             profiles.append(d.profile.values)
     frame = pl.DataFrame(rows, schema=TURN_COLUMNS)
     return frame.with_columns(pl.Series("profile", profiles, dtype=profile_schema))
@@ -141,5 +144,6 @@ def frame_to_dialogues(turns: pl.DataFrame) -> list[Dialogue]:
         profile = next((p for r in rows if (p := r.get("profile")) is not None), None)
         stop = next((s for r in reversed(rows) if (s := r.get("stop_reason"))), "max_turns")
         index = int(did[1:]) if did[:1] == "d" and did[1:].isdigit() else position
-        out.append(Dialogue(did, index, ProfileLatent(dict(profile or {})), dturns, stop))
+        take = rows[0].get("take")
+        out.append(Dialogue(did, index, ProfileLatent(dict(profile or {})), dturns, stop, take))
     return out

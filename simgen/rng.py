@@ -18,10 +18,12 @@ def generator(seed: int, index: int, stream: int, draw: int = 0) -> np.random.Ge
     return np.random.default_rng(np.random.SeedSequence([seed, index, stream, *([draw] if draw else [])]))
 
 
-def derive(seed: int, index: int, stream: int, turn: int, draw: int = 0) -> int:
+def derive(seed: int, index: int, stream: int, turn: int, draw: int = 0, take: int = 0) -> int:
     """A 63-bit integer seed for one dialogue, stream and turn (for torch generators and servers).
 
     `draw` > 0 seeds the draw-th redraw of that line (generation/simulator.py); draw 0 is the first
-    draw, seeded as it was before redraws existed."""
-    state = np.random.SeedSequence([seed, index, stream, turn, *([draw] if draw else [])]).generate_state(2, dtype=np.uint32)
+    draw, seeded as it was before redraws existed. `take` > 0 seeds the take-th writing of the whole
+    dialogue (the dialogue guard's redraws, simgen/dialogue_guard.py); take 0 is seeded as before."""
+    tail = [draw, take] if take else [draw] if draw else []
+    state = np.random.SeedSequence([seed, index, stream, turn, *tail]).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])

@@ -13,6 +13,7 @@ A scenario is one YAML file:
                                                                     # or per side: {user: F, assistant: F} (each folder must have learned its side)
     intent_guard: movie-recommendation.intent-guard.npz             # optional: redraw user lines that miss their intent; see intent_guard.py
     realism_guard: {user: F.npz, assistant: F.npz}                  # optional, per side: redraw lines that read like the simulator's; see realism_guard.py
+    dialogue_guard: movie-recommendation.dialogue-guard.npz         # optional: write again dialogues that read like the simulator's; see dialogue_guard.py
 
 `load_scenario` takes the name of a shipped scenario (`profiles/<name>.yaml`) or the path of a
 user's own file. Template paths resolve against the scenario file's folder first, then the shipped
@@ -20,7 +21,7 @@ user's own file. Template paths resolve against the scenario file's folder first
 here, before any model loads.
 
 Every file that shapes a prompt or which lines are kept (the scenario YAML, the intent model's own
-file, the length model, the intent and realism guards, both templates) is hashed into `Scenario.files`, and
+file, the length model, the intent, realism and dialogue guards, both templates) is hashed into `Scenario.files`, and
 `Scenario.fingerprint` covers them all. A run records both;
 `load_recorded` reloads a run's scenario for whatever rebuilds its chats (resume, the consistency
 check's Q&A and persona axis, `export rl`) and refuses one whose files changed, naming them.
@@ -39,13 +40,14 @@ from simgen.errors import ConfigError, DataError, RunError, ScenarioChanged, Sim
 from simgen.intent_guard import IntentGuard
 from simgen.realism_guard import SIDES as REALISM_SIDES
 from simgen.realism_guard import RealismGuard
+from simgen.dialogue_guard import DialogueGuard
 from simgen.intents import IntentModel, load_intent_model
 from simgen.lengths import LengthModel, load_lengths
 from simgen.models import learned_sides
 from simgen.profiles import ProfileSpace, parse_profile_space
 from simgen.templates import ASSISTANT_CONTEXT, USER_CONTEXT, PromptTemplate, load_template
 
-_KEYS = {"scenario", "description", "reference", "templates", "profile", "intent_model", "lengths", "simulator", "intent_guard", "realism_guard", "max_turns"}
+_KEYS = {"scenario", "description", "reference", "templates", "profile", "intent_model", "lengths", "simulator", "intent_guard", "realism_guard", "dialogue_guard", "max_turns"}
 SIMULATOR_SIDES = ("user", "assistant")
 DEFAULT_MAX_TURNS = 6  # user turns per dialogue at most, where neither the scenario nor --max-turns says
 _SIDE_FILES = (".intents.yaml", ".lengths.yaml")  # files a scenario names, not scenarios themselves
@@ -64,7 +66,7 @@ def list_scenarios() -> dict[str, Path]:
 
 # what each entry of `Scenario.files` is, as an error message names it
 FILE_LABELS = {"scenario": "the scenario file", "intent_model": "the intent model file", "lengths": "the length model file",
-               "intent_guard": "the intent guard file",
+               "intent_guard": "the intent guard file", "dialogue_guard": "the dialogue guard file",
                "realism_guard_user": "the user side's realism guard file", "realism_guard_assistant": "the assistant side's realism guard file",
                "user_template": "the user template", "assistant_template": "the assistant template"}
 
@@ -84,6 +86,7 @@ class Scenario:
     simulators: Mapping[str, Path] = field(default_factory=dict)  # side -> the `simgen tune` folder that writes it when --model is not given
     intent_guard: IntentGuard | None = None  # redraws a user line that does not read like its intent (with --intent-guard)
     realism_guards: Mapping[str, RealismGuard] = field(default_factory=dict)  # side -> its guard: redraws lines that read like the simulator's (with --realism-guard)
+    dialogue_guard: DialogueGuard | None = None  # writes again dialogues that read like the simulator's (with --dialogue-redraws)
     max_turns: int = DEFAULT_MAX_TURNS  # user turns per dialogue at most, when --max-turns is not given
 
     @property
@@ -106,6 +109,7 @@ class Scenario:
             "simulator": self._described_simulator(),
             "intent_guard": self.files.get("intent_guard", {}).get("path"),
             "realism_guard": {side: self.files[f"realism_guard_{side}"]["path"] for side in self.realism_guards},
+            "dialogue_guard": self.files.get("dialogue_guard", {}).get("path"),
             "reference": self.reference,
             "templates": {
                 t.side: {"id": t.id, "path": str(t.path), "sha256": t.sha256}
@@ -219,6 +223,11 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         files["intent_guard"] = _file(guard_path)
     realism_guards = _realism_guards(raw.get("realism_guard"), path.parent, source)
     files |= {f"realism_guard_{side}": _file(path.parent / str(raw["realism_guard"][side])) for side in realism_guards}
+    dialogue_guard = None
+    if raw.get("dialogue_guard") is not None:
+        guard_path = path.parent / str(raw["dialogue_guard"])
+        dialogue_guard = _dialogue_guard(guard_path, source)
+        files["dialogue_guard"] = _file(guard_path)
     name = raw.get("scenario") or path.stem
     reference = raw.get("reference")
     max_turns = raw.get("max_turns", DEFAULT_MAX_TURNS)
@@ -238,6 +247,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         simulators=simulators,
         intent_guard=intent_guard,
         realism_guards=realism_guards,
+        dialogue_guard=dialogue_guard,
         max_turns=max_turns,
     )
 
@@ -313,6 +323,16 @@ def _realism_guards(raw: Any, folder: Path, source: str) -> dict[str, RealismGua
         except DataError as e:
             raise ConfigError(f"{source}: realism_guard: {side}: {e}") from e
     return guards
+
+
+def _dialogue_guard(path: Path, source: str) -> DialogueGuard:
+    if not path.is_file():
+        raise ConfigError(f"{source}: dialogue_guard: {str(path)!r} does not exist; fix the path (relative to the scenario file's "
+                          "folder), write it with scripts/fit_dialogue_guard.py, or remove the key.")
+    try:
+        return DialogueGuard.load(path)
+    except DataError as e:
+        raise ConfigError(f"{source}: dialogue_guard: {e}") from e
 
 
 def _file(path: Path) -> dict[str, str]:

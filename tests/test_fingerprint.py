@@ -26,6 +26,7 @@ FILES = {  # Scenario.files key -> path inside the copied scenario folder
     "intent_guard": "movie-recommendation.intent-guard.npz",
     "realism_guard_user": "movie-recommendation.realism-guard.user.npz",
     "realism_guard_assistant": "movie-recommendation.realism-guard.assistant.npz",
+    "dialogue_guard": "movie-recommendation.dialogue-guard.npz",
     "user_template": "movie-recommendation/user.j2",
     "assistant_template": "movie-recommendation/assistant.j2",
 }
@@ -35,7 +36,7 @@ def copy_scenario(folder: Path) -> Path:
     (folder / "movie-recommendation").mkdir(parents=True)
     for name in ("movie-recommendation.yaml", "movie-recommendation.intents.yaml", "movie-recommendation.lengths.yaml",
                  "movie-recommendation.intent-guard.npz", "movie-recommendation.realism-guard.user.npz",
-                 "movie-recommendation.realism-guard.assistant.npz"):
+                 "movie-recommendation.realism-guard.assistant.npz", "movie-recommendation.dialogue-guard.npz"):
         shutil.copyfile(builtin_dir("profiles") / name, folder / name)
     for name in ("user.j2", "assistant.j2"):
         shutil.copyfile(builtin_dir("templates") / "movie-recommendation" / name, folder / "movie-recommendation" / name)

@@ -110,7 +110,7 @@ def _scenario_copy(tmp_path: Path, guard: str | None) -> Path:
         shutil.copy(src / f, tmp_path / f)
     text = (tmp_path / "movie-recommendation.yaml").read_text()
     text = "\n".join(line for line in without_block(text, "realism_guard").splitlines()  # the guard under test only
-                     if not line.startswith(("intent_guard:", "simulator:")))
+                     if not line.startswith(("intent_guard:", "simulator:", "dialogue_guard:")))
     if guard is not None:
         text += f"\nintent_guard: {guard}\n"
     (tmp_path / "movie-recommendation.yaml").write_text(text)

@@ -172,7 +172,7 @@ def _scenario_with(tmp_path: Path, block: str) -> Path:
     for f in ("movie-recommendation.intents.yaml", "movie-recommendation.lengths.yaml"):
         shutil.copy(REPO / "profiles" / f, tmp_path / f)
     text = without_block((REPO / "profiles" / "movie-recommendation.yaml").read_text(), "realism_guard")
-    text = "\n".join(line for line in text.splitlines() if not line.startswith(("intent_guard:", "simulator:")))
+    text = "\n".join(line for line in text.splitlines() if not line.startswith(("intent_guard:", "simulator:", "dialogue_guard:")))
     (tmp_path / "movie-recommendation.yaml").write_text(text + "\n" + block + "\n")
     return tmp_path / "movie-recommendation.yaml"
 

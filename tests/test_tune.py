@@ -344,7 +344,8 @@ def _movie_scenario_without_simulator(tmp_path: Path) -> tuple[Path, str]:
     folder = tmp_path / "sc"
     folder.mkdir()
     for name in ("movie-recommendation.intents.yaml", "movie-recommendation.lengths.yaml", "movie-recommendation.intent-guard.npz",
-                 "movie-recommendation.realism-guard.user.npz", "movie-recommendation.realism-guard.assistant.npz"):
+                 "movie-recommendation.realism-guard.user.npz", "movie-recommendation.realism-guard.assistant.npz",
+                 "movie-recommendation.dialogue-guard.npz"):
         shutil.copyfile(builtin_dir("profiles") / name, folder / name)
     shipped = (builtin_dir("profiles") / "movie-recommendation.yaml").read_text().splitlines()
     return folder, "\n".join(line for line in shipped if not line.startswith("simulator:")) + "\n"

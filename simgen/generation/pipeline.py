@@ -357,13 +357,14 @@ def _copy_index(path: str) -> CopyIndex:
 
 
 def redraw_guards(cfg: GenerateConfig, sc: Scenario, user_backend: Backend, assistant_backend: Backend) -> dict[str, Any]:
-    """`simulate`'s `copy_guard`, `intent_guard` and `realism_guard` as `cfg` asks for them: each
-    side's copy index (`trained_lines`), the scenario's intent guard and its realism guards. What `simulate_stream` and
+    """`simulate`'s `copy_guard`, `intent_guard`, `realism_guard` and dialogue guard as `cfg` asks for them: each
+    side's copy index (`trained_lines`), the scenario's intent guard, its realism guards and its dialogue guard. What `simulate_stream` and
     `export.stream.DialogueStream` both pass, so a streamed dialogue is the run's."""
     sides = (("user", user_backend), ("assistant", assistant_backend))
     return {"copy_guard": {side: trained_lines(b) if cfg.copy_guard else None for side, b in sides},
             "intent_guard": sc.intent_guard if cfg.intent_guard else None,
-            "realism_guard": dict(sc.realism_guards) if cfg.realism_guard else None}
+            "realism_guard": dict(sc.realism_guards) if cfg.realism_guard else None,
+            "dialogue_guard": sc.dialogue_guard, "dialogue_redraws": cfg.dialogue_redraws}
 
 
 def streams(cfg: GenerateConfig) -> list[list[int]]:

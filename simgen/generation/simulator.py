@@ -33,6 +33,11 @@ with the next seed of its own sequence, up to `redraws` times, and the turn reco
 redraws it took. This is rejection sampling: the kept line is the model's own, conditioned on not
 failing those tests (when no draw passes, the least faulty is kept), and dialogue i stays a
 function of (seed, i).
+
+Dialogue redraws (`dialogue_redraws` > 0 with a `dialogue_guard`, `--dialogue-redraws`): a finished
+dialogue that reads like the simulator's is written again from its first line, as the same job
+(profile, intents, lengths) with seeds of its own (`rng.derive`'s `take`), next in line for the
+batch; the take that reads most like people's is kept and records which it was.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from simgen.backends import Backend, Hold, Session, Until
 from simgen.config import SamplingConfig
 from simgen.copies import CopyIndex, normal
 from simgen.data import Chat, Dialogue, Generation, Turn, dialogue_id
+from simgen.dialogue_guard import DialogueGuard
 from simgen.endings import closes, farewell
 from simgen.errors import ConfigError
 from simgen.generation.chats import assistant_system, fit_exchanges, user_message, user_system
@@ -68,6 +74,7 @@ class _State:
     pending_assistant_line: str | None = None  # the assistant line the next user message answers
     k: int = 0  # the user turn the dialogue is at
     closed: bool = False  # the user has said its closing (terminal-intent) line; only the assistant's answer may follow
+    take: int = 0  # which writing of the dialogue this is (the dialogue guard's redraws; 0: the first)
 
 
 def simulate(
@@ -85,6 +92,8 @@ def simulate(
     copy_guard: Mapping[str, CopyIndex | None] | None = None,
     intent_guard: IntentGuard | None = None,
     realism_guard: Mapping[str, RealismGuard] | None = None,
+    dialogue_guard: DialogueGuard | None = None,
+    dialogue_redraws: int = 0,
     slots: int | None = None,
     on_done: Callable[[Dialogue], None] | None = None,
     schedule: str = "calls",
@@ -108,19 +117,43 @@ def simulate(
     one of them (`simgen.copies`) is drawn again too, and so, with `intent_guard`, is a user line
     that does not read like its turn's intent (`simgen.intent_guard`), and with `realism_guard`
     (side -> guard), a line of that side that reads like the simulator's (`simgen.realism_guard`).
+    `dialogue_redraws` with `dialogue_guard`: a finished dialogue that reads like the simulator's
+    (`simgen.dialogue_guard`) is written again from its first line, same job, seeds of its own
+    (`take`), up to that many times; the take that reads most like people's is kept and recorded.
 
     `schedule`: "calls" (one decoding call per side and turn, `_loop`), "lines" (each line as
     soon as the one before it ends, both sides in one batch, `_loop_lines`: one transformers
     model for both sides; `line_schedule_problem` says when it cannot) or "auto" (lines where
     they can run).
     """
-    states = [_State(job, [user_system(scenario, job, max_turns)], [assistant_system(scenario, max_turns)]) for job in jobs]
-    finished: dict[int, Dialogue] = {}
+    def fresh(job: DialogueJob, take: int = 0) -> _State:
+        return _State(job, [user_system(scenario, job, max_turns)], [assistant_system(scenario, max_turns)], take=take)
 
-    def done(s: _State) -> None:
-        finished[id(s)] = d = Dialogue(dialogue_id(s.job.index), s.job.index, s.job.profile, tuple(s.turns), s.stop_reason)
+    states = [fresh(job) for job in jobs]
+    finished: dict[int, Dialogue] = {}
+    judged = dialogue_guard is not None and dialogue_redraws > 0
+    first_of: dict[int, _State] = {}  # id(a later take's state) -> the job's first state
+    takes: dict[int, list[tuple[float, Dialogue]]] = {}  # id(first state) -> (score, dialogue) of each take so far
+
+    def done(s: _State) -> _State | None:
+        """Dialogue `s` has ended: keep it, or (the dialogue guard) return its next take to run instead."""
+        first = first_of.pop(id(s), s)
+        d = Dialogue(dialogue_id(s.job.index), s.job.index, s.job.profile, tuple(s.turns), s.stop_reason, s.take if judged else None)
+        if judged:
+            assert dialogue_guard is not None
+            score = float(dialogue_guard.scores([[(t.role, t.text) for t in d.turns]])[0])
+            tried = takes.setdefault(id(first), [])
+            tried.append((score, d))
+            if score < dialogue_guard.threshold and s.take < dialogue_redraws:
+                again = fresh(s.job, s.take + 1)
+                first_of[id(again)] = first
+                return again
+            d = max(tried, key=lambda t: t[0])[1]  # the take most like people's (ties: the earliest)
+            del takes[id(first)]
+        finished[id(first)] = d
         if on_done:
             on_done(d)
+        return None
 
     why = line_schedule_problem(user_backend, assistant_backend) if schedule != "calls" else None
     if schedule == "lines" and why:
@@ -151,7 +184,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
           on_step: Callable[[int, int], None] | None, early_stop: bool, redraws: int,
           guard: Mapping[str, CopyIndex | None] | None, intent_guard: IntentGuard | None,
           realism: Mapping[str, RealismGuard], slots: int,
-          done: Callable[[_State], None]) -> None:
+          done: Callable[[_State], _State | None]) -> None:
     guard = guard or {}
     queue, active = deque(states), []
 
@@ -164,7 +197,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         until, hold = _length_tests(targets, assistant_sampling)
         sent = _windowed([s.assistant_chat for s in writing], assistant_backend, assistant_sampling)
         lines, tokens = _draw(assistant_session, assistant_backend, writing, sent, assistant_sampling,
-                              lambda s, n: rng.derive(seed, s.job.index, stream, s.k, n),
+                              lambda s, n: rng.derive(seed, s.job.index, stream, s.k, n, s.take),
                               targets, until, lambda i, text, finish: misfits[i](text, finish), redraws, hold)
         for s, line, target in zip(writing, lines, targets):
             _record_assistant(s, line, target, redraws, early_stop, assistant_sampling.trim, max_turns, opening)
@@ -173,8 +206,8 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
 
     while True:
         for s in active:
-            if s.stop_reason is not None:
-                done(s)
+            if s.stop_reason is not None and (again := done(s)) is not None:
+                queue.appendleft(again)  # the dialogue guard's next take of it, at once
         active = [s for s in active if s.stop_reason is None]
         while queue and len(active) < slots:
             active.append(queue.popleft())
@@ -195,7 +228,7 @@ def _loop(states: list[_State], scenario: Scenario, user_session: Session, assis
         misfits = [_user_misfit(s, closing, user_sampling, guard, intent_guard, realism) for s, (_, closing) in zip(writing, opened)]
         sent = _windowed([s.user_chat for s in writing], user_backend, user_sampling)
         lines, tokens = _draw(user_session, user_backend, writing, sent, user_sampling,
-                              lambda s, n: rng.derive(seed, s.job.index, rng.USER, s.k, n), targets,
+                              lambda s, n: rng.derive(seed, s.job.index, rng.USER, s.k, n, s.take), targets,
                               until, lambda i, text, finish: misfits[i](text, finish), redraws, hold)
         for s, line, (target, closing) in zip(writing, lines, opened):
             _record_user(s, line, target, closing, redraws, early_stop, user_sampling.trim)
@@ -213,7 +246,7 @@ def _loop_lines(states: list[_State], scenario: Scenario, backend: Backend, user
                 on_step: Callable[[int, int], None] | None, early_stop: bool, redraws: int,
                 guard: Mapping[str, CopyIndex | None] | None, intent_guard: IntentGuard | None,
                 realism: Mapping[str, RealismGuard], slots: int,
-                done: Callable[[_State], None]) -> None:
+                done: Callable[[_State], _State | None]) -> None:
     """`_loop`'s dialogues, scheduled by line (`--schedule lines`, simgen/backends/lines.py): one
     model writes both sides on `slots` rows; as a line ends it is judged (redraws), recorded and
     the stop rules applied at once, and the dialogue's next line, or the next dialogue's first,
@@ -238,8 +271,8 @@ def _loop_lines(states: list[_State], scenario: Scenario, backend: Backend, user
             wrong = _assistant_misfit(s, assistant_sampling, guard, realism)
             sampling, chat, tag = assistant_sampling, s.assistant_chat, rng.OPENING if opening else rng.ASSISTANT
         until, hold = _length_tests([target], sampling)
-        index, k = s.job.index, s.k  # an opening line's k is 0: the user has not spoken yet
-        seed_of = lambda n: rng.derive(seed, index, tag, k, n)  # noqa: E731
+        index, k, take = s.job.index, s.k, s.take  # an opening line's k is 0: the user has not spoken yet
+        seed_of = lambda n: rng.derive(seed, index, tag, k, n, take)  # noqa: E731
         prompt = _prompt_ids(chat, backend, sampling)
         return LineRequest((index, side), prompt, seed_of(0), sampling, until[0] if until else None, hold[0] if hold else None,
                            tag=(s, side, _Pick(sampling, target, wrong, redraws), target, closing, seed_of, opening))
@@ -267,7 +300,8 @@ def _loop_lines(states: list[_State], scenario: Scenario, backend: Backend, user
             engine.forget((s.job.index, "user"))
             engine.forget((s.job.index, "assistant"))
             flying[0] -= 1
-            done(s)
+            if (again := done(s)) is not None:
+                queue.appendleft(again)  # the dialogue guard's next take of it, next in line
         return None
 
     engine.run(next_line, ended)
