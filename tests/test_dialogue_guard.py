@@ -18,26 +18,10 @@ import pytest
 
 from simgen.dialogue_guard import QUANTILE, DialogueGuard, _Trees
 from simgen.errors import ConfigError, DataError
+from tests.test_realism_guard import PEOPLE, STIFF  # hand-written lines: how people type, and a stiff model's way of saying it
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "profiles" / "movie-recommendation.dialogue-guard.npz"
-
-# hand-written lines: how people type in a recommendation chat, and a stiff model's way of saying it
-PEOPLE = ["hi! im looking for a good comedy", "have you seen it?", "lol yes i loved that one", "nope not really",
-          "ok cool, anything scary?", "yeah i saw that last year", "hmm maybe something older", "thanks!! bye",
-          "i liked it a lot", "not a fan of horror tbh", "what about something with will ferrell?", "oh nice ill check it out"]
-STIFF = ["I would greatly appreciate a recommendation for a film of the comedy genre.",
-         "As a passionate cinephile, I am delighted to share my preferences with you.",
-         "Furthermore, I would be grateful if you could suggest a compelling thriller.",
-         "I am particularly interested in films that explore profound human themes.",
-         "Thank you kindly for your thoughtful and comprehensive assistance today.",
-         "Indeed, the cinematography of that film is truly remarkable and captivating.",
-         "Could you kindly provide additional recommendations of a similar nature?",
-         "I must express my sincere gratitude for your exceptional suggestions.",
-         "Additionally, I find historical dramas to be exceptionally engaging.",
-         "Certainly, I shall consider your recommendation with great enthusiasm.",
-         "Moreover, I appreciate films that feature intricate and compelling narratives.",
-         "Consequently, I would be delighted to explore further cinematic options."]
 
 
 def _dialogues(lines: list[str], n: int = 12) -> list[list[tuple[str, str]]]:
