@@ -23,23 +23,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import polars as pl  # noqa: E402
 import yaml  # noqa: E402
-from fit_realism_guard import simulator_of  # noqa: E402
+from fit_realism_guard import scenario_run, simulator_of  # noqa: E402
 
 from simgen.corpora import load_corpus  # noqa: E402
-from simgen.dialogue_guard import QUANTILE, DialogueGuard  # noqa: E402
+from simgen.dialogue_guard import QUANTILE, DialogueGuard, dialogues_of  # noqa: E402
 from simgen.errors import DataError, RunError  # noqa: E402
-from simgen.generation.run import load_run  # noqa: E402
 from simgen.scenario import resolve_scenario_path  # noqa: E402
-
-
-def dialogues(turns: pl.DataFrame) -> list[list[tuple[str, str]]]:
-    """A turns frame's dialogues as the guard reads them: (role, text) per line, in order."""
-    out = []
-    for _, group in turns.sort("dialogue_id", "turn").group_by("dialogue_id", maintain_order=True):
-        out.append(list(zip(group["role"].to_list(), group["text"].fill_null("").to_list())))
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,10 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     path = resolve_scenario_path(args.scenario)
     name = yaml.safe_load(path.read_text()).get("scenario") or path.stem  # not load_scenario: it wants the file this writes
     try:
-        run = load_run(args.run)
+        run = scenario_run(args.run, name)
         manifest = run.manifest
-        if manifest.get("scenario", {}).get("name") != name:
-            raise DataError(f"{args.run}: a run of scenario {manifest.get('scenario', {}).get('name')!r}, not {name!r}; generate one of {name!r}.")
         if manifest.get("config", {}).get("dialogue_redraws") and manifest.get("scenario", {}).get("dialogue_guard"):
             raise DataError(f"{args.run}: written with the dialogue guard's redraws on, so its dialogues are already filtered; generate "
                             "the run again with --dialogue-redraws 0.")
@@ -64,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         source = (f"{corpus.name} train split: {corpus.n_dialogues} dialogues; against {run.turns['dialogue_id'].n_unique()} "
                   f"dialogues of {args.run}")
         about = {"run": str(args.run), "run_seed": manifest.get("seed"), **simulator_of(manifest, "user")}
-        guard = DialogueGuard.fit(dialogues(corpus.turns), dialogues(run.turns), quantile=args.quantile, source=source, about=about)
+        guard = DialogueGuard.fit(dialogues_of(corpus.turns), dialogues_of(run.turns), quantile=args.quantile, source=source, about=about)
         folder = args.out_dir or path.parent
         folder.mkdir(parents=True, exist_ok=True)
         out = guard.save(folder / f"{path.stem}.dialogue-guard.npz")

@@ -30,19 +30,27 @@ import yaml  # noqa: E402
 
 from simgen.corpora import load_corpus  # noqa: E402
 from simgen.errors import DataError, RunError  # noqa: E402
-from simgen.generation.run import load_run  # noqa: E402
+from simgen.generation.run import Run, load_run  # noqa: E402
 from simgen.realism_guard import QUANTILE, SIDES, RealismGuard  # noqa: E402
 from simgen.scenario import resolve_scenario_path  # noqa: E402
 
 
-def run_lines(path: Path, scenario: str) -> tuple[pl.DataFrame, dict]:
-    """The run's turns and its manifest (`load_run`: a complete run folder); a DataError naming the
-    run when it cannot be the simulator's side."""
+def scenario_run(path: Path, scenario: str) -> Run:
+    """The run in `path` (`load_run`: a complete run folder); a DataError naming it when it is a run
+    of another scenario. What this script and fit_dialogue_guard.py check first."""
     run = load_run(path)
-    manifest = run.manifest
-    recorded = manifest.get("scenario", {})
+    recorded = run.manifest.get("scenario", {})
     if recorded.get("name") != scenario:
         raise DataError(f"{path}: a run of scenario {recorded.get('name')!r}, not {scenario!r}; generate one of {scenario!r}.")
+    return run
+
+
+def run_lines(path: Path, scenario: str) -> tuple[pl.DataFrame, dict]:
+    """The run's turns and its manifest (`scenario_run`); a DataError naming the run when it cannot
+    be the simulator's side."""
+    run = scenario_run(path, scenario)
+    manifest = run.manifest
+    recorded = manifest.get("scenario", {})
     if manifest.get("config", {}).get("realism_guard") and recorded.get("realism_guard"):
         raise DataError(f"{path}: written with the realism guard on, so its lines are already filtered; generate the run again "
                         "with --no-realism-guard.")

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from simgen.data import Dialogue, frame_to_dialogues
 from simgen.errors import DataError
 from simgen.intent_guard import _hashers, _tfidf
 
@@ -51,6 +52,16 @@ STYLE_TREES = dict(max_iter=100, learning_rate=0.1, max_leaf_nodes=15, l2_regula
 
 # A dialogue as the guard reads it: its lines in order, (role, text) each.
 Lines = Sequence[tuple[str, str]]
+
+
+def as_lines(dialogue: Dialogue) -> list[tuple[str, str]]:
+    """A dialogue as the guard reads it."""
+    return [(t.role, t.text) for t in dialogue.turns]
+
+
+def dialogues_of(turns: pl.DataFrame) -> list[list[tuple[str, str]]]:
+    """A turns frame's dialogues (`frame_to_dialogues`: in dialogue and turn order) as the guard reads them."""
+    return [as_lines(d) for d in frame_to_dialogues(turns)]
 
 
 def _block_counts(texts: Sequence[str], keep_case: bool, analysers: tuple[str, ...]) -> Any:
@@ -162,11 +173,9 @@ class DialogueGuard:
         def style_model() -> Any:
             return HistGradientBoostingClassifier(**STYLE_TREES, early_stopping=False, class_weight="balanced", random_state=seed)
 
-        rng = np.random.default_rng(seed)
-        fold = np.empty(len(y), int)
-        for side in (0, 1):
-            idx = np.flatnonzero(y == side)
-            fold[rng.permutation(idx)] = np.arange(len(idx)) % folds
+        from simgen.realism.discriminators import make_folds
+
+        fold = make_folds(np.arange(len(y)), y, folds, seed)  # as the realism check deals its dialogues to folds
         oof = np.zeros(len(y))
         for f in range(folds):
             test = fold == f

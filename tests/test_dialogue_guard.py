@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from simgen.dialogue_guard import QUANTILE, DialogueGuard, _Trees
+from simgen.dialogue_guard import QUANTILE, DialogueGuard, _Trees, dialogues_of
 from simgen.errors import ConfigError, DataError
 from tests.test_realism_guard import PEOPLE, STIFF  # hand-written lines: how people type, and a stiff model's way of saying it
 
@@ -84,8 +84,8 @@ def test_a_guard_passes_unseen_real_dialogues_and_refuses_the_simulators(iard_di
     assert script.main(["--scenario", "movie-recommendation", "--corpus", str(iard_dir), "--run", str(tiny_runs["fit"]),
                         "--out-dir", str(tmp_path)]) == 0
     guard = DialogueGuard.load(tmp_path / "movie-recommendation.dialogue-guard.npz")
-    validation = script.dialogues(load_corpus(iard_dir, split="validation").turns)
-    fresh = script.dialogues(pl.read_parquet(tiny_runs["off"] / "turns.parquet"))
+    validation = dialogues_of(load_corpus(iard_dir, split="validation").turns)
+    fresh = dialogues_of(pl.read_parquet(tiny_runs["off"] / "turns.parquet"))
     assert len(validation) > 25
     assert np.mean([not guard.misses(d) for d in validation]) > 0.6
     assert all(guard.misses(d) for d in fresh)
@@ -99,14 +99,13 @@ def test_the_shipped_guard_was_fitted_on_the_train_split_against_the_shipped_sim
     sim-to-real benchmark's (0); on the validation split about three dialogues in four pass."""
     from simgen.corpora import load_corpus
 
-    script = _script()
     guard = DialogueGuard.load(SHIPPED)
     card = REPO / "profiles" / "movie-recommendation.simulator" / "simgen_tune.json"
     assert guard.meta["simulator_card_sha256"] == hashlib.sha256(card.read_bytes()).hexdigest()
     assert guard.meta["run_seed"] != 0 and guard.meta["quantile"] == QUANTILE
     assert guard.meta["dialogues"]["human"] == load_corpus(iard_dir, split="train").n_dialogues
     assert "iard train split" in guard.meta["source"]
-    validation = script.dialogues(load_corpus(iard_dir, split="validation").turns)
+    validation = dialogues_of(load_corpus(iard_dir, split="validation").turns)
     assert abs(np.mean([not guard.misses(d) for d in validation]) - (1 - QUANTILE)) < 0.2
 
 

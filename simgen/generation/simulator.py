@@ -53,7 +53,7 @@ from simgen.backends import Backend, Hold, Session, Until
 from simgen.config import SamplingConfig
 from simgen.copies import CopyIndex, normal
 from simgen.data import Chat, Dialogue, Generation, Turn, dialogue_id
-from simgen.dialogue_guard import DialogueGuard
+from simgen.dialogue_guard import DialogueGuard, as_lines
 from simgen.endings import closes, farewell
 from simgen.errors import ConfigError
 from simgen.generation.chats import assistant_system, fit_exchanges, user_message, user_system
@@ -141,7 +141,7 @@ def simulate(
         d = Dialogue(dialogue_id(s.job.index), s.job.index, s.job.profile, tuple(s.turns), s.stop_reason, s.take if judged else None)
         if judged:
             assert dialogue_guard is not None
-            score = float(dialogue_guard.scores([[(t.role, t.text) for t in d.turns]])[0])
+            score = float(dialogue_guard.scores([as_lines(d)])[0])
             tried = takes.setdefault(id(first), [])
             tried.append((score, d))
             if score < dialogue_guard.threshold and s.take < dialogue_redraws:
