@@ -253,7 +253,7 @@ def persona_weighted(rows: list[dict[str, Any]], weight: int) -> list[dict[str, 
 
 
 def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, seed: int, max_turns: int,
-             roles: str = "user", profile_match: int = 1, wordiness: str = "") -> list[dict[str, Any]]:
+             roles: str = "user", profile_match: int = 1, wordiness: str = "", progress: str = "") -> list[dict[str, Any]]:
     """(real line) -> {"prompt": the chat simgen would send before it, "completion": [the line], "role": its side}.
 
     User lines get the user side's chat (persona, intent and length from the corpus, profile sampled:
@@ -261,7 +261,12 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
     with `roles` "assistant" or "both", assistant lines get the assistant side's chat. `states_persona`:
     a user line that mentions a value of its dialogue's persona (what `TuneConfig.persona_weight` repeats).
     `wordiness`: a profile variable set from each dialogue's own wordiness (`wordiness_values`), not sampled.
+    `progress`: a bar over the dialogues with this label (empty: none). A whole corpus takes minutes:
+    every line's chat is tokenized to fit (chitchat-dataset's train split, 3,198 dialogues and 108k lines,
+    took about 8 minutes on 2 cores before the first training step).
     """
+    from tqdm import tqdm
+
     from simgen.data import ProfileLatent, Turn, frame_to_dialogues
     from simgen.generation.chats import assistant_chat, user_chat
     from simgen.generation.plan import DialogueJob
@@ -271,7 +276,7 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
     out = []
     dialogues = list(frame_to_dialogues(corpus.turns))
     earned = wordiness_values(scenario, wordiness, dialogues) if wordiness else {}
-    for n, d in enumerate(dialogues):
+    for n, d in enumerate(tqdm(dialogues, desc=progress, unit="dialogue", disable=not progress, leave=False)):
         turns = [Turn(t.turn, t.role, t.text, intents.label_of(t.intent) if t.role == "user" else None) for t in d.turns if t.text.strip()]
         users = [t for t in turns if t.role == "user"]
         if not users:
@@ -358,7 +363,8 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     precision = training_precision(cfg.dtype)
     lm, tokenizer = load_causal_lm(source, dtype="bfloat16" if precision == "bfloat16" else "float32")
     max_turns = scenario.max_turns
-    data = {name: examples(scenario, c, tokenizer, cfg.max_length, cfg.seed, max_turns, cfg.roles, cfg.profile_match, cfg.wordiness)
+    data = {name: examples(scenario, c, tokenizer, cfg.max_length, cfg.seed, max_turns, cfg.roles, cfg.profile_match, cfg.wordiness,
+                            progress=f"{name} examples" if progress else "")
             for name, c in splits.items()}
     if cfg.eval_examples and len(data["validation"]) > cfg.eval_examples:  # bound the cost of each validation pass
         keep = sorted(random.Random(cfg.seed).sample(range(len(data["validation"])), cfg.eval_examples))
