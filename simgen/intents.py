@@ -13,6 +13,10 @@ An intent model is the `intent_model:` of a scenario YAML, inline or as the path
         scale: {BYE: 2.5}                  # to-intent -> factor (> 0)
         from: [IQU]                        # optional: only these rows (default: all)
     aliases: {ASK: INQ, END: BYE}          # optional: raw corpus labels -> the intent they count as
+    label_rules:                           # optional: how to label a real corpus that has no intent labels
+      - {intent: BYE, when: "last"}        # the first rule that holds names the line's intent
+      - {intent: ASK, matches: "\\?"}       # `matches`: a regex searched in the line (case-insensitive)
+      - {intent: SHARE}                    # no condition: every line left (a catch-all)
 
 It is a first-order Markov chain whose rows may depend on the profile. A terminal intent ends the
 dialogue after the user's line. Validation proves that a terminal intent is reachable from every
@@ -22,6 +26,7 @@ intent the chain can visit. This module does not know about templates or models.
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,12 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 from jinja2 import TemplateSyntaxError
 
 from simgen import jinja
 from simgen.config import check_keys, load_yaml
 from simgen.data import ProfileLatent
 from simgen.errors import ConfigError, did_you_mean
+from simgen.lengths import words
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,21 @@ class Modifier:
     rows: tuple[str, ...] | None = None  # None = every row
 
 
+RULE_VARIABLES = ("first", "last", "position", "lines", "words", "question")
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    intent: str
+    when: str | None = None      # jinja2 expression over RULE_VARIABLES
+    matches: str | None = None   # regex, searched case-insensitively in the line
+
+    def holds(self, text: str, place: Mapping[str, Any]) -> bool:
+        if self.matches is not None and not re.search(self.matches, text, re.IGNORECASE):
+            return False
+        return self.when is None or bool(jinja.expression(self.when)(**place))
+
+
 @dataclass(frozen=True)
 class IntentModel:
     intents: tuple[Intent, ...]
@@ -59,11 +81,34 @@ class IntentModel:
     modifiers: tuple[Modifier, ...] = ()
     source: str = "<intents>"
     aliases: Mapping[str, str] = field(default_factory=dict)  # raw corpus label -> intent (for reading real labels)
+    label_rules: tuple[LabelRule, ...] = ()  # for a corpus without labels: the first rule that holds names a user line's intent
 
     def label_of(self, raw: str | None) -> str | None:
         """A real corpus's label as one of this model's intents (through `aliases`), or None if it is none."""
         name = self.aliases.get(raw, raw) if raw is not None else None
         return name if name in self.names else None
+
+    def label_lines(self, turns: pl.DataFrame) -> pl.DataFrame:
+        """A turns frame (`simgen.corpora`) with `intent` set on every user line: its own label through
+        `aliases` (`label_of`) where it has one the model knows, else the first of `label_rules` that
+        holds (null where none does). Assistant lines keep what they had. Without rules, only `label_of`."""
+        raw = turns["intent"].to_list() if "intent" in turns.columns else [None] * turns.height
+        roles, texts, dialogue_ids = turns["role"].to_list(), turns["text"].to_list(), turns["dialogue_id"].to_list()
+        order = sorted(range(turns.height), key=list(zip(dialogue_ids, turns["turn"].to_list())).__getitem__)
+        users: dict[str, list[int]] = {}
+        for i in order:
+            if roles[i] == "user" and texts[i] and texts[i].strip():
+                users.setdefault(dialogue_ids[i], []).append(i)
+        out: list[str | None] = [r if role != "user" else None for r, role in zip(raw, roles)]
+        for rows in users.values():
+            for k, i in enumerate(rows):
+                label = self.label_of(raw[i])
+                if label is None and self.label_rules:
+                    place = {"first": k == 0, "last": k == len(rows) - 1, "position": k, "lines": len(rows),
+                             "words": words(texts[i]), "question": "?" in texts[i]}
+                    label = next((r.intent for r in self.label_rules if r.holds(texts[i], place)), None)
+                out[i] = label
+        return turns.with_columns(pl.Series("intent", out, dtype=pl.String))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -141,7 +186,7 @@ def load_intent_model(raw: Any, source: str, profile_names: tuple[str, ...] = ()
             raise ConfigError(f"{source}: intent_model: file {str(path)!r} not found; give its path relative to the scenario file's folder, or write the intent model inline.")
         return load_intent_model(load_yaml(path), str(path), profile_names, where=str(path))
     where = where or f"{source}: intent_model"
-    check_keys(where, raw, {"intents", "start", "transitions", "modifiers", "aliases"}, required={"intents", "start"})
+    check_keys(where, raw, {"intents", "start", "transitions", "modifiers", "aliases", "label_rules"}, required={"intents", "start"})
     declared = raw["intents"]
     if not isinstance(declared, dict) or not declared:
         raise ConfigError(f"{where}: `intents` must be a non-empty mapping of intent name -> {{description, terminal}}.")
@@ -184,7 +229,8 @@ def load_intent_model(raw: Any, source: str, profile_names: tuple[str, ...] = ()
     for label, target in aliases.items():
         if target not in index:
             raise ConfigError(f"{where}.aliases.{label}: {target!r} is not a declared intent.{did_you_mean(str(target), names)}")
-    model = IntentModel(tuple(intents), start, tuple(matrix), modifiers, source, {str(k): str(v) for k, v in aliases.items()})
+    rules = _label_rules(where, raw.get("label_rules") or [], names)
+    model = IntentModel(tuple(intents), start, tuple(matrix), modifiers, source, {str(k): str(v) for k, v in aliases.items()}, rules)
     _check_reachability(where, model)
     return model
 
@@ -244,6 +290,38 @@ def _modifiers(where: str, raw: Any, names: list[str], profile_names: tuple[str,
                 raise ConfigError(f"{at}.from: undefined intent {bad[0]!r}.")
             rows = tuple(rows)
         out.append(Modifier(when, tuple((k, float(v)) for k, v in scale.items()), rows))
+    return tuple(out)
+
+
+def _label_rules(where: str, raw: Any, names: list[str]) -> tuple[LabelRule, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}.label_rules: expected a list of {{intent[, when][, matches]}}, the first that holds naming a line's intent.")
+    env = jinja.environment()
+    out = []
+    for i, r in enumerate(raw):
+        at = f"{where}.label_rules[{i}]"
+        check_keys(at, r, {"intent", "when", "matches"}, required={"intent"})
+        if r["intent"] not in names:
+            raise ConfigError(f"{at}.intent: {r['intent']!r} is not a declared intent.{did_you_mean(str(r['intent']), names)}")
+        when, matches = r.get("when"), r.get("matches")
+        if when is not None:
+            if not isinstance(when, str):
+                raise ConfigError(f"{at}.when: expected a jinja2 expression string over {', '.join(RULE_VARIABLES)}.")
+            try:
+                ast = env.parse("{{ " + when + " }}")
+                env.compile_expression(when)
+            except TemplateSyntaxError as e:
+                raise ConfigError(f"{at}.when: {when!r} is not a valid expression: {e.message}.") from None
+            for name, _ in jinja.undeclared_names(ast, RULE_VARIABLES):
+                raise ConfigError(f"{at}.when: {when!r} reads {name!r}; a rule can read {', '.join(RULE_VARIABLES)}.{did_you_mean(name, RULE_VARIABLES)}")
+        if matches is not None:
+            if not isinstance(matches, str):
+                raise ConfigError(f"{at}.matches: expected a regular expression string, got {matches!r}.")
+            try:
+                re.compile(matches, re.IGNORECASE)
+            except re.error as e:
+                raise ConfigError(f"{at}.matches: {matches!r} is not a valid regular expression: {e}.") from None
+        out.append(LabelRule(str(r["intent"]), when, matches))
     return tuple(out)
 
 

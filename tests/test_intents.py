@@ -101,3 +101,60 @@ def test_a_length_the_cap_or_the_chain_cannot_give_is_capped_or_runs_free():
     assert all(len(p) == 3 and p[-1] == "BYE" for p in capped)  # min(length, max_turns), still closing
     # the start row has no terminal intent, so no path ends on turn 1: the chain runs free instead
     assert any(len(model.sample_path(CALM, rng, 50, length=1)) > 1 for _ in range(50))
+
+
+# ---------------------------------------------------------------- label rules (a corpus without act labels)
+
+RULES = {**MODEL, "aliases": {"Q": "ASK"}, "label_rules": [
+    {"intent": "BYE", "when": "last and lines > 1"},
+    {"intent": "ASK", "when": "question"},
+    {"intent": "TELL", "matches": r"^\s*(i|my)\b", "when": "words >= 2"},
+]}
+
+
+def frame(rows):
+    import polars as pl
+
+    return pl.DataFrame(rows, schema={"dialogue_id": pl.String, "turn": pl.Int64, "role": pl.String, "text": pl.String, "intent": pl.String},
+                        orient="row")
+
+
+def test_label_rules_name_each_user_line_by_the_first_rule_that_holds():
+    model = load_intent_model(RULES, "m.yaml", ("patience",))
+    turns = frame([
+        ("b", 1, "assistant", "and you?", None),       # out of order on purpose: rules read turn order
+        ("a", 0, "user", "hey, what's up?", None),
+        ("a", 1, "assistant", "not much", None),
+        ("a", 2, "user", "My dog ate my homework", None),
+        ("a", 3, "user", "ok", None),                  # nothing holds: stays unlabelled
+        ("a", 4, "user", "gotta go, bye?", None),      # last beats question: the first rule wins
+        ("b", 2, "user", "I", "Q"),                    # its own label, through the aliases, wins over rules
+        ("b", 0, "user", "i like tea", None),
+        ("c", 0, "user", "Only line?", None),          # lines == 1: not BYE
+    ])
+    got = {(r["dialogue_id"], r["turn"]): r["intent"] for r in model.label_lines(turns).iter_rows(named=True)}
+    assert got == {("a", 0): "ASK", ("a", 1): None, ("a", 2): "TELL", ("a", 3): None, ("a", 4): "BYE",
+                   ("b", 0): "TELL", ("b", 1): None, ("b", 2): "ASK", ("c", 0): "ASK"}
+
+
+def test_without_rules_only_known_labels_are_kept():
+    model = load_intent_model({**MODEL, "aliases": {"Q": "ASK"}}, "m.yaml", ("patience",))
+    turns = frame([("a", 0, "user", "x?", "Q"), ("a", 1, "user", "y", "OTHER"), ("a", 2, "user", "z", None)])
+    assert model.label_lines(turns)["intent"].to_list() == ["ASK", None, None]
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ([{"intent": "ASKK"}], "label_rules[0].intent: 'ASKK' is not a declared intent. Did you mean 'ASK'?"),
+        ([{"intent": "ASK", "when": "qestion"}], "label_rules[0].when: 'qestion' reads 'qestion'; a rule can read first, last"),
+        ([{"intent": "ASK", "when": "words >"}], "label_rules[0].when: 'words >' is not a valid expression"),
+        ([{"intent": "BYE"}, {"intent": "ASK", "matches": "(unclosed"}], "label_rules[1].matches: '(unclosed' is not a valid regular expression"),
+        ([{"intent": "ASK", "if": "question"}], "label_rules[0]: unknown field 'if'"),
+        ({"intent": "ASK"}, "label_rules: expected a list"),
+    ],
+)
+def test_bad_label_rules_are_clear_errors(rules, message):
+    with pytest.raises(ConfigError) as e:
+        load_intent_model({**MODEL, "label_rules": rules}, "m.yaml", ("patience",))
+    assert message in str(e.value) and "m.yaml" in str(e.value)
