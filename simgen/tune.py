@@ -4,7 +4,8 @@ The real corpus (any corpus `simgen.corpora` reads: a file, a folder of files, a
 is turned into the simulator's own chats: for every user line of a real dialogue, the roles-flipped,
 latent-conditioned chat that `simgen generate` would have sent before it (the same templates via
 `generation.chats.user_chat`), and the line as the completion. Latents the corpus gives are used:
-the intent (its labels mapped through the intent model's `aliases`) and the length (`target_words`
+the intent (its labels mapped through the intent model's `aliases`; a corpus without labels gets them
+from the model's `label_rules`) and the length (`target_words`
 = the line's own word count). Latents it cannot give (the profile: who the real person was) are
 sampled from the profile space, seeded by the dialogue id, so the persona block has the shape the
 simulator will see; with `profile_match` > 1, the best of that many samples by what the dialogue's
@@ -274,10 +275,10 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
 
     intents, complements = scenario.intents, complement_variables(scenario)
     out = []
-    dialogues = list(frame_to_dialogues(corpus.turns))
+    dialogues = list(frame_to_dialogues(intents.label_lines(corpus.turns)))
     earned = wordiness_values(scenario, wordiness, dialogues) if wordiness else {}
     for n, d in enumerate(tqdm(dialogues, desc=progress, unit="dialogue", disable=not progress, leave=False)):
-        turns = [Turn(t.turn, t.role, t.text, intents.label_of(t.intent) if t.role == "user" else None) for t in d.turns if t.text.strip()]
+        turns = [Turn(t.turn, t.role, t.text, t.intent if t.role == "user" else None) for t in d.turns if t.text.strip()]
         users = [t for t in turns if t.role == "user"]
         if not users:
             continue

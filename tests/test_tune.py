@@ -110,6 +110,22 @@ def test_examples_are_the_simulators_own_chats_from_the_train_split_only(iard_di
     assert late["prompt"][0] == next(r for r in rows if r["dialogue_id"] == late["dialogue_id"])["prompt"][0]
 
 
+def test_a_corpus_without_act_labels_trains_on_the_intents_its_scenarios_label_rules_give(tiny_model_dir):
+    """chitchat-dataset has no act labels: each user line's chat says the intent chitchat's `label_rules` give
+    it, the instruction `simgen generate` sends for that intent (not an empty one)."""
+    from transformers import AutoTokenizer
+
+    from simgen.corpora import Corpus
+
+    scenario = load_scenario("chitchat")
+    lines = ["hey there!", "hi", "where are you from?", "Utah. I work nights at a diner and it wears me out.", "nice", "ok bye"]
+    turns = pl.DataFrame({"dialogue_id": ["c1"] * 6, "turn": list(range(6)), "role": ["user", "assistant"] * 3, "text": lines})
+    rows = examples(scenario, Corpus("c", "c", turns), AutoTokenizer.from_pretrained(tiny_model_dir), 4096, 0, 6)
+    said = {r["completion"][0]["content"]: r["prompt"][-1]["content"] for r in rows if r["role"] == "user"}
+    for line, intent in (("hey there!", "GREET"), ("where are you from?", "ASK"), ("nice", "BYE")):
+        assert scenario.intents.get(intent).description in said[line], (line, intent)
+
+
 def test_mentions_count_plainly_stated_values_and_negated_ones_for_complement_variables():
     from simgen.data import ProfileLatent
 
