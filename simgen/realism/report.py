@@ -13,16 +13,18 @@ Report shape (top level): `auc` and `auc_ci` (the ensemble discriminator, dialog
 `discriminators` (one entry per discriminator, per level, plus `ensemble`), `attributes` (one entry
 per attribute with `jsd` and `tv`: value, bias-corrected value, CI, p-value), `mauve`, `shape` (user
 lines per dialogue, words per user line, closing endings, midway goodbyes: adherence.py), `intent_adherence` (null
-when the sides share no labelled intent), `giveaways`, `examples`, `histograms`, `n`, `warnings`,
+when the sides share no labelled intent; a reference without act labels is labelled by the run's
+scenario's `label_rules`), `giveaways`, `examples`, `histograms`, `n`, `warnings`,
 `config`, `timing_s`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -32,6 +34,9 @@ from simgen.errors import DataError
 from simgen.realism.config import RealismConfig
 from simgen.realism.embed import model_tag
 from simgen.realism.features import Units, build_units
+
+if TYPE_CHECKING:
+    from simgen.intents import IntentModel
 
 REPORT_VERSION = 1
 READ_COLUMNS = LABEL_COLUMNS  # besides the required dialogue_id, turn, role, text
@@ -66,6 +71,9 @@ def compare(
                 f"the {label} corpus {c.source!r} has no user turns (roles found: {roles}); realism compares "
                 "user turns, so both sides need some. Check the role column."
             )
+    intents = _intent_model(syn)
+    if intents is not None and intents.label_rules:  # a reference without act labels gets the run's scenario's
+        ref = dataclasses.replace(ref, turns=intents.label_lines(ref.turns))
     units = build_units(ref.turns, syn.turns)
     timing["load"] = time.perf_counter() - t0
 
@@ -102,7 +110,7 @@ def compare(
     from simgen.realism.adherence import intent_adherence, shape
 
     t = time.perf_counter()
-    adherence = intent_adherence(units, _aliases(syn), E, seed=cfg.seed, n_folds=cfg.n_folds)
+    adherence = intent_adherence(units, dict(intents.aliases) if intents is not None else {}, E, seed=cfg.seed, n_folds=cfg.n_folds)
     timing["adherence"] = time.perf_counter() - t
 
     lo, hi = disc["ensemble"]["dialogue"]["ci"]
@@ -151,19 +159,20 @@ def compare(
     return report
 
 
-def _aliases(syn: Corpus) -> dict[str, str]:
-    """The intent model's `aliases` of the run's scenario (raw reference labels -> its intents), if it has one."""
+def _intent_model(syn: Corpus) -> IntentModel | None:
+    """The intent model of the run's scenario (its `aliases` map raw reference labels onto its intents,
+    its `label_rules` label a reference that has none), if the run records a scenario that still loads."""
     scenario = syn.manifest.get("scenario")
     recorded = scenario.get("path") if isinstance(scenario, dict) else None
     if not recorded:
-        return {}
+        return None
     from simgen.errors import SimgenError
     from simgen.scenario import load_scenario
 
     try:
-        return dict(load_scenario(recorded).intents.aliases)
+        return load_scenario(recorded).intents
     except SimgenError:
-        return {}
+        return None
 
 
 def _out_folder(syn: Corpus, out: str | Path | None) -> tuple[Path, str] | None:

@@ -137,3 +137,30 @@ def test_habits_probe_gives_dealt_lines_back_the_real_spread(iard):
     after = shape(build_units(train, donated))["habits_per_dialogue"]
     for name in ("starts_upper", "ends_punct"):
         assert before[name]["spread_ratio"] < 0.75 and after[name]["spread_ratio"] > 0.85, (name, before[name], after[name])
+
+
+def test_a_reference_without_act_labels_is_labelled_by_the_runs_scenarios_rules(tmp_path):
+    """chitchat-dataset has no act labels: `compare` labels it with the run's scenario's `label_rules`, so a
+    chitchat run gets an adherence block; real held-out lines, given the intents those rules name, score
+    at the ceiling (the measure's calibration on rule labels)."""
+    from simgen.corpora import Corpus, load_corpus
+    from simgen.realism.config import RealismConfig
+    from simgen.realism.report import compare
+    from simgen.scenario import resolve_scenario_path
+
+    rules = load_scenario("chitchat").intents
+    train = load_corpus("chitchat", split="train", max_dialogues=60, seed=0)
+    test = load_corpus("chitchat", split="test", max_dialogues=60, seed=0)
+    assert "intent" not in train.turns.columns or train.turns["intent"].null_count() == train.turns.height
+    run = Corpus("run", str(tmp_path / "run"), rules.label_lines(test.turns), kind="run",
+                 manifest={"scenario": {"name": "chitchat", "path": str(resolve_scenario_path("chitchat"))}})
+    cfg = RealismConfig(use_embeddings=False, discriminators=("tfidf", "style"), n_boot=50, n_perm=50, mauve_seeds=1, attributes=False)
+    block = compare(run, train, config=cfg)["intent_adherence"]
+    assert block is not None and {"ASK", "SHARE", "REACT"} <= set(block["intents"])
+    assert 0.85 < block["ratio"]["accuracy"] < 1.15
+    assert block["per_intent"]["ASK"]["ceiling_recall"] > 0.6  # a question mark is easy to read
+    # the same run with its intents shuffled among its lines adheres far less
+    user = run.turns["role"] == "user"
+    shuffled = run.turns.with_columns(pl.when(user).then(pl.col("intent").shuffle(seed=1)).otherwise(pl.col("intent")).alias("intent"))
+    worse = compare(Corpus("run", str(tmp_path / "run"), shuffled, kind="run", manifest=run.manifest), train, config=cfg)["intent_adherence"]
+    assert worse["ratio"]["accuracy"] < block["ratio"]["accuracy"] - 0.2
