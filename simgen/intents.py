@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from jinja2 import TemplateSyntaxError
 
 from simgen import jinja
 from simgen.config import check_keys, load_yaml
@@ -258,7 +257,6 @@ def _row(where: str, raw: Any, names: list[str]) -> tuple[float, ...]:
 def _modifiers(where: str, raw: Any, names: list[str], profile_names: tuple[str, ...]) -> tuple[Modifier, ...]:
     if not isinstance(raw, list):
         raise ConfigError(f"{where}.modifiers: expected a list of {{when, scale[, from]}}.")
-    env = jinja.environment()
     out = []
     for i, m in enumerate(raw):
         at = f"{where}.modifiers[{i}]"
@@ -266,14 +264,8 @@ def _modifiers(where: str, raw: Any, names: list[str], profile_names: tuple[str,
         when = m["when"]
         if not isinstance(when, str):
             raise ConfigError(f"{at}.when: expected a jinja2 expression string over profile variables.")
-        try:
-            ast = env.parse("{{ " + when + " }}")
-            env.compile_expression(when)
-        except TemplateSyntaxError as e:
-            raise ConfigError(f"{at}.when: {when!r} is not a valid expression: {e.message}.") from None
-        if profile_names:
-            for name, _ in jinja.undeclared_names(ast, (*profile_names, "backstory")):
-                raise ConfigError(f"{at}.when: {when!r} reads {name!r}, which the profile space does not declare.{did_you_mean(name, profile_names)}")
+        known = (*profile_names, "backstory") if profile_names else None
+        jinja.check_expression(f"{at}.when", when, known, "reads {name}, which the profile space does not declare")
         scale = m["scale"]
         if not isinstance(scale, dict) or not scale:
             raise ConfigError(f"{at}.scale: expected a mapping to-intent -> factor.")
@@ -296,7 +288,6 @@ def _modifiers(where: str, raw: Any, names: list[str], profile_names: tuple[str,
 def _label_rules(where: str, raw: Any, names: list[str]) -> tuple[LabelRule, ...]:
     if not isinstance(raw, list):
         raise ConfigError(f"{where}.label_rules: expected a list of {{intent[, when][, matches]}}, the first that holds naming a line's intent.")
-    env = jinja.environment()
     out = []
     for i, r in enumerate(raw):
         at = f"{where}.label_rules[{i}]"
@@ -307,13 +298,7 @@ def _label_rules(where: str, raw: Any, names: list[str]) -> tuple[LabelRule, ...
         if when is not None:
             if not isinstance(when, str):
                 raise ConfigError(f"{at}.when: expected a jinja2 expression string over {', '.join(RULE_VARIABLES)}.")
-            try:
-                ast = env.parse("{{ " + when + " }}")
-                env.compile_expression(when)
-            except TemplateSyntaxError as e:
-                raise ConfigError(f"{at}.when: {when!r} is not a valid expression: {e.message}.") from None
-            for name, _ in jinja.undeclared_names(ast, RULE_VARIABLES):
-                raise ConfigError(f"{at}.when: {when!r} reads {name!r}; a rule can read {', '.join(RULE_VARIABLES)}.{did_you_mean(name, RULE_VARIABLES)}")
+            jinja.check_expression(f"{at}.when", when, RULE_VARIABLES, "reads {name}; a rule can read " + ", ".join(RULE_VARIABLES))
         if matches is not None:
             if not isinstance(matches, str):
                 raise ConfigError(f"{at}.matches: expected a regular expression string, got {matches!r}.")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import lru_cache
 
-from jinja2 import StrictUndefined, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 # Names jinja2 provides itself (globals, loop helpers); never reported as undefined.
@@ -59,3 +59,23 @@ def undeclared_names(ast: nodes.Template, known: Iterable[str]) -> list[tuple[st
         if node.ctx == "load" and node.name not in known and node.name not in bound:
             seen.setdefault(node.name, node.lineno)
     return sorted(seen.items(), key=lambda item: (item[1], item[0]))
+
+
+def check_expression(at: str, text: str, known: Iterable[str] | None, unknown: str = "reads undefined variable {name}") -> None:
+    """Raise a ConfigError at `at` if `text` is not one valid jinja2 expression, or if it reads a
+    variable outside `known` (None: any name); `unknown` words that error ({name}: the variable's
+    repr), and the closest known name is suggested. Constraints, intent modifiers and label rules
+    are checked here, before anything is sampled."""
+    from simgen.errors import ConfigError, did_you_mean
+
+    env = environment()
+    try:
+        ast = env.parse("{{ " + text + " }}")
+        env.compile_expression(text)
+    except TemplateSyntaxError as e:
+        raise ConfigError(f"{at}: {text!r} is not a valid expression: {e.message}.") from None
+    if known is None:
+        return
+    known = tuple(known)
+    for name, _ in undeclared_names(ast, known):
+        raise ConfigError(f"{at}: {text!r} {unknown.format(name=repr(name))}.{did_you_mean(name, known)}")

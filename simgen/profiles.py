@@ -235,22 +235,15 @@ def parse_profile_space(raw: Any, source: str) -> ProfileSpace:
     constraints = raw.get("constraints") or []
     if not isinstance(constraints, list) or not all(isinstance(c, str) for c in constraints):
         raise ConfigError(f"{where}.constraints: expected a list of jinja2 expressions (strings).")
-    env = jinja.environment()
     for i, text in enumerate(constraints):
-        try:
-            ast = env.parse("{{ " + text + " }}")
-            env.compile_expression(text)
-        except TemplateSyntaxError as e:
-            raise ConfigError(f"{where}.constraints[{i}]: {text!r} is not a valid expression: {e.message}.") from None
-        for name, _ in jinja.undeclared_names(ast, variables):
-            raise ConfigError(f"{where}.constraints[{i}]: {text!r} reads undefined variable {name!r}.{did_you_mean(name, variables)}")
+        jinja.check_expression(f"{where}.constraints[{i}]", text, variables)
 
     backstory = raw.get("backstory")
     if backstory is not None:
         if not isinstance(backstory, str):
             raise ConfigError(f"{where}.backstory: expected a jinja2 template string.")
         try:
-            ast = env.parse(backstory)
+            ast = jinja.environment().parse(backstory)
         except TemplateSyntaxError as e:
             raise ConfigError(f"{where}.backstory: template syntax error on line {e.lineno}: {e.message}.") from None
         for name, line in jinja.undeclared_names(ast, variables):
