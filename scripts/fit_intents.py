@@ -76,8 +76,11 @@ def fit(model: IntentModel, seqs: list[list[str | None]], alpha: float) -> tuple
     raw["start"] = rounded({n: starts[n] for n in names if starts[n]})
     raw["transitions"] = transitions
     if model.modifiers:
-        raw["modifiers"] = [{"when": m.when, "scale": {k: v for k, v in m.scale if k in used}} | ({"from": list(m.rows)} if m.rows else {})
-                            for m in model.modifiers if any(k in used for k, _ in m.scale)]
+        # a dropped intent leaves each modifier's `scale` and `from`; a modifier left with neither target nor row goes
+        raw["modifiers"] = [{"when": m.when, "scale": {k: v for k, v in m.scale if k in used}}
+                            | ({"from": [r for r in m.rows if r in used]} if m.rows else {})
+                            for m in model.modifiers
+                            if any(k in used for k, _ in m.scale) and (not m.rows or any(r in used for r in m.rows))]
     if model.aliases:
         raw["aliases"] = {k: v for k, v in model.aliases.items() if v in used}
     dropped = [i.name for i in model.intents if i.name not in used]

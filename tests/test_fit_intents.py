@@ -24,7 +24,8 @@ MODEL = load_intent_model({
     "intents": {"ASK": "ask", "TELL": "tell", "HUM": "never labelled", "BYE": {"description": "bye", "terminal": True}},
     "start": {"ASK": 1.0},
     "transitions": {"ASK": {"BYE": 1}, "TELL": {"BYE": 1}, "HUM": {"BYE": 1}},
-    "modifiers": [{"when": "x > 1", "scale": {"HUM": 2.0}}, {"when": "x < 1", "scale": {"BYE": 2.0, "HUM": 3.0}}],
+    "modifiers": [{"when": "x > 1", "scale": {"HUM": 2.0}}, {"when": "x < 1", "scale": {"BYE": 2.0, "HUM": 3.0}, "from": ["HUM", "TELL"]},
+                  {"when": "x == 1", "scale": {"BYE": 2.0}, "from": ["HUM"]}],
     "label_rules": [{"intent": "BYE", "when": "last"}, {"intent": "ASK", "when": "question"}, {"intent": "TELL"}],
 }, "m.yaml", ("x",))
 
@@ -38,7 +39,8 @@ def test_start_and_transitions_are_the_smoothed_counts_and_unused_intents_are_le
     assert raw["transitions"]["ASK"] == {"ASK": 0.3334, "TELL": 0.3333, "BYE": 0.3333}  # the residue: the first of the ties
     assert raw["transitions"]["TELL"] == {"ASK": 0.1429, "TELL": 0.1429, "BYE": 0.7142}  # (0.5, 0.5, 2 + 0.5) / 3.5
     assert "BYE" not in raw["transitions"]
-    assert raw["modifiers"] == [{"when": "x < 1", "scale": {"BYE": 2.0}}]  # the one about HUM alone goes with HUM
+    # the ones about HUM alone (as a target, or as their only row) go with HUM; the others lose it
+    assert raw["modifiers"] == [{"when": "x < 1", "scale": {"BYE": 2.0}, "from": ["TELL"]}]
     refit = load_intent_model(raw, "refit.yaml", ("x",))  # what it writes loads, rules included
     assert refit.label_rules == MODEL.label_rules and refit.names == ("ASK", "TELL", "BYE")
 
