@@ -14,6 +14,8 @@ from functools import lru_cache
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from simgen.errors import ConfigError, did_you_mean
+
 # Names jinja2 provides itself (globals, loop helpers); never reported as undefined.
 JINJA_BUILTINS = frozenset(
     {"range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop", "self", "varargs",
@@ -66,8 +68,6 @@ def check_expression(at: str, text: str, known: Iterable[str] | None, unknown: s
     variable outside `known` (None: any name); `unknown` words that error ({name}: the variable's
     repr), and the closest known name is suggested. Constraints, intent modifiers and label rules
     are checked here, before anything is sampled."""
-    from simgen.errors import ConfigError, did_you_mean
-
     env = environment()
     try:
         ast = env.parse("{{ " + text + " }}")
