@@ -67,6 +67,17 @@ class CopyIndex:
                 line.append(j)
         return cls(np.array(exact, dtype=np.uint64), np.array(gram, dtype=np.uint64), np.array(line, dtype=np.int64))
 
+    @classmethod
+    def union(cls, indices: Iterable[CopyIndex]) -> CopyIndex:
+        """One index of every line of `indices` (a line near-copies the union when it near-copies one of them)."""
+        exact, gram, line, offset = [], [], [], 0
+        for index in indices:
+            exact.append(index.exact)
+            gram.append(index.gram)
+            line.append(index.line + offset)
+            offset += int(index.line.max()) + 1 if index.line.size else 0
+        return cls(np.concatenate(exact), np.concatenate(gram), np.concatenate(line))
+
     def copies(self, text: str, min_words: int = MIN_WORDS) -> bool:
         ws = words(text)
         if not ws or len(ws) < min_words:

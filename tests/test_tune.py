@@ -503,6 +503,48 @@ def test_a_packed_simulator_is_bf16_names_its_base_and_generates_like_the_origin
     assert result.exit_code == 0, result.output
 
 
+def test_a_blend_of_two_simulators_merges_to_the_weighted_sum_of_their_weight_changes(tuned, tiny_model_dir, tmp_path):
+    """scripts/blend_simulators.py (WiSE-FT between two tuned simulators): merged into the base, the blend
+    moves each weight matrix by (1 - w) x A's change + w x B's; its copy index holds both; mismatches are refused."""
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from simgen.copies import CopyIndex
+
+    other = tmp_path / "other"  # a second adapter of the same base: A's tensors, perturbed, and its own training lines
+    shutil.copytree(tuned, other)
+    g = torch.Generator().manual_seed(0)
+    tensors = {k: v + 0.05 * v.abs().mean() * torch.randn(v.shape, generator=g) for k, v in load_file(tuned / "adapter_model.safetensors").items()}
+    save_file(tensors, other / "adapter_model.safetensors")
+    CopyIndex.from_lines(["a line only the second simulator ever learned"]).save(other / "trained_lines.npz")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "blend_simulators.py"
+    blended, w = tmp_path / "blend", 0.3
+    subprocess.run([sys.executable, str(script), str(tuned), str(other), str(blended), "--weight", str(w)], check=True, capture_output=True,
+                   timeout=120)
+    card = json.loads((blended / "simgen_tune.json").read_text())
+    assert card["blend"]["weights"] == {str(tuned): 0.7, str(other): 0.3} and card["blend"]["rank"] == 2 * card["settings"]["lora_r"]
+    base = load_file(tiny_model_dir / "model.safetensors")
+    merged = {name: load_file(resolve_model(str(folder)).path / "model.safetensors") for name, folder in (("a", tuned), ("b", other), ("ab", blended))}
+    moved = [k for k in base if not torch.equal(merged["a"][k], base[k])]
+    assert moved
+    for k in moved:
+        want = base[k] + (1 - w) * (merged["a"][k] - base[k]) + w * (merged["b"][k] - base[k])
+        assert (merged["ab"][k] - want).norm() <= 0.01 * (want - base[k]).norm(), k
+    index = CopyIndex.load(blended / "trained_lines.npz")
+    assert index.copies("a line only the second simulator ever learned")
+    assert len(index.exact) == len(CopyIndex.load(tuned / "trained_lines.npz").exact) + 1
+    # sides that differ are refused, naming what differs; nothing is written
+    card_b = json.loads((other / "simgen_tune.json").read_text())
+    (other / "simgen_tune.json").write_text(json.dumps({**card_b, "roles": "assistant"}))
+    bad = subprocess.run([sys.executable, str(script), str(tuned), str(other), str(tmp_path / "bad"), "--weight", "0.5"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode != 0 and "differ in roles" in bad.stderr and not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("name, corpus", [("movie-recommendation", "iard_dir"), ("chitchat", "chitchat")])
 def test_each_shipped_scenario_ships_a_simulator_tuned_on_its_own_train_split(name, corpus, request):
     """The default `simgen generate` of both shipped scenarios runs a simulator that `simgen tune` made
