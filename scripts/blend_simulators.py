@@ -7,7 +7,8 @@ target modules. The blend concatenates the two adapters (rank rA + rB): its lora
 B's lora_A, its lora_B places each side's lora_B scaled by its weight and its own alpha / r, so
 `simgen.models` merges it into the base like any adapter and gets the blend, with no rounding
 beyond the adapters' own (bfloat16, as `scripts/pack_simulator.py` stores them). The card is B's,
-with a `blend` entry naming both folders, their weights and their cards' data hashes; the copy
+with a `blend` entry naming both folders and their weights and holding both cards (how to train
+each again); the copy
 guard's index (`trained_lines.npz`) holds the lines of both. Blending again gives the same bytes.
 
     python scripts/blend_simulators.py profiles/chitchat.simulator outputs/tuned/chitchat-rules --weight 0.5 \\
@@ -70,9 +71,8 @@ def blend(a: Path, b: Path, weight: float, out: Path) -> None:
     tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()}
     config = {**config_b, "r": rank, "lora_alpha": alpha, "target_modules": sorted(config_b["target_modules"]),
               "base_model_name_or_path": card_b["base_model"]["id"]}
-    card = {**card_b, "blend": {"weights": {str(a): round(1 - weight, 6), str(b): round(weight, 6)},
-                                "examples_sha256": {str(a): card_a["corpus"]["examples_sha256"], str(b): card_b["corpus"]["examples_sha256"]},
-                                "rank": rank, "by": "scripts/blend_simulators.py"}}
+    card = {**card_b, "blend": {"weights": {str(a): round(1 - weight, 6), str(b): round(weight, 6)}, "rank": rank,
+                                "by": "scripts/blend_simulators.py", "cards": {str(a): card_a, str(b): card_b}}}
     card.pop("packed", None)
     tmp = out.with_name(f".{out.name}.blending")
     shutil.rmtree(tmp, ignore_errors=True)

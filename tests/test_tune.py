@@ -527,6 +527,7 @@ def test_a_blend_of_two_simulators_merges_to_the_weighted_sum_of_their_weight_ch
                    timeout=120)
     card = json.loads((blended / "simgen_tune.json").read_text())
     assert card["blend"]["weights"] == {str(tuned): 0.7, str(other): 0.3} and card["blend"]["rank"] == 2 * card["settings"]["lora_r"]
+    assert card["blend"]["cards"][str(tuned)] == json.loads((tuned / "simgen_tune.json").read_text())  # how to train each again
     base = load_file(tiny_model_dir / "model.safetensors")
     merged = {name: load_file(resolve_model(str(folder)).path / "model.safetensors") for name, folder in (("a", tuned), ("b", other), ("ab", blended))}
     moved = [k for k in base if not torch.equal(merged["a"][k], base[k])]
