@@ -8,8 +8,8 @@ B's lora_A, its lora_B places each side's lora_B scaled by its weight and its ow
 `simgen.models` merges it into the base like any adapter and gets the blend, with no rounding
 beyond the adapters' own (bfloat16, as `scripts/pack_simulator.py` stores them). The card is B's,
 with a `blend` entry naming both folders and their weights and holding both cards (how to train
-each again); the copy
-guard's index (`trained_lines.npz`) holds the lines of both. Blending again gives the same bytes.
+each again); the copy guard's index (`trained_lines.npz`) holds the lines of both. Blending again
+gives the same bytes.
 
     python scripts/blend_simulators.py profiles/chitchat.simulator outputs/tuned/chitchat-rules --weight 0.5 \\
         outputs/tuned/chitchat-blend50.simulator
@@ -37,7 +37,7 @@ def _read(folder: Path) -> tuple[dict, dict, dict[str, torch.Tensor]]:
         card = json.loads((folder / CARD).read_text())
         config = json.loads((folder / CONFIG).read_text())
         tensors = load_file(folder / ADAPTER)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - a missing or unreadable file: the user's folder, named below
         sys.exit(f"{folder}: not a `simgen tune` LoRA folder ({e}).")
     if card.get("method") != "lora":
         sys.exit(f"{folder}: only LoRA folders blend (its card says method {card.get('method')!r}).")
@@ -88,6 +88,9 @@ def blend(a: Path, b: Path, weight: float, out: Path) -> None:
     indices = [CopyIndex.load(f / COPY_INDEX) for f in (a, b) if (f / COPY_INDEX).is_file()]
     if indices:
         CopyIndex.union(indices).save(tmp / COPY_INDEX)
+    if len(indices) == 1:
+        print(f"note: only one of {a} and {b} has {COPY_INDEX}; the blend's copy guard knows that one's lines only "
+              "(scripts/copy_index.py builds the other's from its corpus)", file=sys.stderr)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     print(f"blended {1 - weight:g} x {a} + {weight:g} x {b} -> {out} (rank {rank}, {(out / ADAPTER).stat().st_size / 1e6:.1f} MB)")
