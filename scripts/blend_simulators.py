@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from simgen.copies import COPY_INDEX, CopyIndex
+from simgen.export.output import staged
 
 ADAPTER, CONFIG, CARD = "adapter_model.safetensors", "adapter_config.json", "simgen_tune.json"
 
@@ -74,25 +74,21 @@ def blend(a: Path, b: Path, weight: float, out: Path) -> None:
     card = {**card_b, "blend": {"weights": {str(a): round(1 - weight, 6), str(b): round(weight, 6)}, "rank": rank,
                                 "by": "scripts/blend_simulators.py", "cards": {str(a): card_a, str(b): card_b}}}
     card.pop("packed", None)
-    tmp = out.with_name(f".{out.name}.blending")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(tensors, tmp / ADAPTER, metadata={"format": "pt"})
-    (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n")
-    (tmp / "README.md").write_text(
-        f"# A blend of two tuned simulators\n\n(1 - w) x `{a}` + w x `{b}` in weight space, w = {weight:g} "
-        f"(`scripts/blend_simulators.py`). Each one's own card says how it was trained:\n\n"
-        f"- {a}: {card_a['corpus']['source']}, {card_a.get('steps')} steps, examples sha256 {card_a['corpus']['examples_sha256'][:16]}\n"
-        f"- {b}: {card_b['corpus']['source']}, {card_b.get('steps')} steps, examples sha256 {card_b['corpus']['examples_sha256'][:16]}\n")
-    indices = [CopyIndex.load(f / COPY_INDEX) for f in (a, b) if (f / COPY_INDEX).is_file()]
-    if indices:
-        CopyIndex.union(indices).save(tmp / COPY_INDEX)
-    if len(indices) == 1:
-        print(f"note: only one of {a} and {b} has {COPY_INDEX}; the blend's copy guard knows that one's lines only "
-              "(scripts/copy_index.py builds the other's from its corpus)", file=sys.stderr)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with staged(out, overwrite=True) as tmp:  # written beside out, then moved into its place
+        save_file(tensors, tmp / ADAPTER, metadata={"format": "pt"})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n")
+        (tmp / "README.md").write_text(
+            f"# A blend of two tuned simulators\n\n(1 - w) x `{a}` + w x `{b}` in weight space, w = {weight:g} "
+            f"(`scripts/blend_simulators.py`). Each one's own card says how it was trained:\n\n"
+            f"- {a}: {card_a['corpus']['source']}, {card_a.get('steps')} steps, examples sha256 {card_a['corpus']['examples_sha256'][:16]}\n"
+            f"- {b}: {card_b['corpus']['source']}, {card_b.get('steps')} steps, examples sha256 {card_b['corpus']['examples_sha256'][:16]}\n")
+        indices = [CopyIndex.load(f / COPY_INDEX) for f in (a, b) if (f / COPY_INDEX).is_file()]
+        if indices:
+            CopyIndex.union(indices).save(tmp / COPY_INDEX)
+        if len(indices) == 1:
+            print(f"note: only one of {a} and {b} has {COPY_INDEX}; the blend's copy guard knows that one's lines only "
+                  "(scripts/copy_index.py builds the other's from its corpus)", file=sys.stderr)
     print(f"blended {1 - weight:g} x {a} + {weight:g} x {b} -> {out} (rank {rank}, {(out / ADAPTER).stat().st_size / 1e6:.1f} MB)")
 
 

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from simgen.copies import COPY_INDEX
+from simgen.export.output import staged
 
 ADAPTER, CONFIG, CARD = "adapter_model.safetensors", "adapter_config.json", "simgen_tune.json"
 
@@ -37,17 +38,13 @@ def pack(src: Path, dst: Path) -> None:
     if isinstance(config.get("target_modules"), list):  # peft writes a set, in no fixed order
         config["target_modules"] = sorted(config["target_modules"])
     card["packed"] = {"from": str(src), "dtype": "bfloat16", "by": "scripts/pack_simulator.py"}
-    tmp = dst.with_name(f".{dst.name}.packing")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(tensors, tmp / ADAPTER, metadata={"format": "pt"})
-    (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n")
-    shutil.copyfile(src / "README.md", tmp / "README.md")
-    if (src / COPY_INDEX).is_file():  # the hashed training lines the copy guard reads (folders tuned before it have none:
-        shutil.copyfile(src / COPY_INDEX, tmp / COPY_INDEX)  # scripts/copy_index.py adds it)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    with staged(dst, overwrite=True) as tmp:  # written beside dst, then moved into its place
+        save_file(tensors, tmp / ADAPTER, metadata={"format": "pt"})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n")
+        shutil.copyfile(src / "README.md", tmp / "README.md")
+        if (src / COPY_INDEX).is_file():  # the hashed training lines the copy guard reads (folders tuned before it have none:
+            shutil.copyfile(src / COPY_INDEX, tmp / COPY_INDEX)  # scripts/copy_index.py adds it)
     print(f"packed {src} -> {dst} ({(dst / ADAPTER).stat().st_size / 1e6:.1f} MB)")
 
 
