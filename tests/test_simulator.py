@@ -57,8 +57,7 @@ def test_roles_are_flipped_for_the_user_side_and_chats_only_grow(scenario):
     assert [m["role"] for m in last_user_chat] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert last_user_chat[2]["content"] == "user line 1"
     assert last_user_chat[3]["content"].startswith("assistant line 1\n\n")
-    bye = next(i.description for i in scenario.intents.intents if i.name == "BYE")
-    assert last_user_chat[-1]["content"].endswith(bye)  # BYE's description, this turn's intent
+    assert last_user_chat[-1]["content"].endswith(scenario.intents.get("BYE").description)  # this turn's intent
     assert user.calls[0][0] == last_user_chat[:2]  # append-only: earlier chats are prefixes
     # the assistant side sees natural roles and never the profile latent
     assert [m["role"] for m in assistant.calls[-1][0]] == ["system", "user", "assistant", "user"]
