@@ -22,7 +22,10 @@ A profile space is the `profile:` block of a scenario YAML:
 Variable types: `categorical` (values as a list, uniform, or a value -> weight mapping), `int` and
 `float` (`dist`: uniform | normal | truncnormal), `list` (k of n without replacement, `k` an int or
 [min, max], optional weights and `exclude`). Any variable may be conditional (`given` + `cases`: a
-case's fields override the variable's own). Sampling is seeded per dialogue: dialogue i of a run
+case's fields override the variable's own). A categorical, int or list variable may say how a person
+states its value (`stated`: regular expressions with a `(?P<value>...)` group, such as
+"i'm from (?P<value>[a-z ]+)"): `simgen tune` sets a real person's training persona from what they say
+with them. Sampling is seeded per dialogue: dialogue i of a run
 gets the same profile whatever else happens in the run. This module does not know about intents,
 templates or models.
 """
@@ -50,11 +53,12 @@ DISTS = ("uniform", "normal", "truncnormal")
 RESERVED = frozenset({"profile", "intent", "intent_description", "turn", "scenario", "backstory", "history"})
 MAX_REJECTIONS = 1000
 _FIELDS = {
-    "categorical": {"type", "values", "given", "cases", "description"},
-    "int": {"type", "dist", "low", "high", "mean", "std", "given", "cases", "description"},
+    "categorical": {"type", "values", "given", "cases", "description", "stated"},
+    "int": {"type", "dist", "low", "high", "mean", "std", "given", "cases", "description", "stated"},
     "float": {"type", "dist", "low", "high", "mean", "std", "round", "given", "cases", "description"},
-    "list": {"type", "values", "k", "exclude", "given", "cases", "description"},
+    "list": {"type", "values", "k", "exclude", "given", "cases", "description", "stated"},
 }
+_OWN = ("given", "cases", "description", "stated")  # a variable's fields that are not its distribution's
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -121,6 +125,7 @@ class Variable:
     given: str | None = None
     cases: tuple[tuple[Any, Distribution], ...] = ()
     description: str = ""
+    stated: tuple[re.Pattern[str], ...] = ()  # how a person says the value in a line: `(?P<value>...)` captures it (`simgen tune` reads them)
 
     @property
     def type(self) -> str:
@@ -262,11 +267,12 @@ def _parse_variable(where: str, name: str, spec: Any) -> Variable:
         raise ConfigError(f"{where}.type: unknown variable type {vtype!r}.{did_you_mean(str(vtype), TYPES)} Known types: {', '.join(TYPES)}.")
     check_keys(where, spec, _FIELDS[vtype])
     given = spec.get("given")
-    base_fields = {k: v for k, v in spec.items() if k not in ("given", "cases", "description")}
+    base_fields = {k: v for k, v in spec.items() if k not in _OWN}
+    stated = _parse_stated(f"{where}.stated", spec.get("stated"))
     if given is None:
         if "cases" in spec:
             raise ConfigError(f"{where}: `cases` needs `given: <variable>` to say which variable they depend on.")
-        return Variable(name, _parse_distribution(where, base_fields), description=str(spec.get("description", "")))
+        return Variable(name, _parse_distribution(where, base_fields), description=str(spec.get("description", "")), stated=stated)
     if not isinstance(given, str):
         raise ConfigError(f"{where}.given: expected the name of another variable.")
     cases_raw = spec.get("cases")
@@ -276,13 +282,35 @@ def _parse_variable(where: str, name: str, spec: Any) -> Variable:
     for key, case in cases_raw.items():
         if not isinstance(case, dict):
             raise ConfigError(f"{where}.cases.{key}: expected a mapping of fields.")
-        check_keys(f"{where}.cases.{key}", case, _FIELDS[vtype] - {"type", "given", "cases", "description"})
+        check_keys(f"{where}.cases.{key}", case, _FIELDS[vtype] - {"type", *_OWN})
         cases.append((key, _parse_distribution(f"{where}.cases.{key}", {**base_fields, **case})))
     try:
         base = _parse_distribution(where, base_fields)
     except ConfigError:
         base = None  # incomplete on its own: every parent value must then have a case
-    return Variable(name, base, given, tuple(cases), str(spec.get("description", "")))
+    return Variable(name, base, given, tuple(cases), str(spec.get("description", "")), stated)
+
+
+def _parse_stated(where: str, raw: Any) -> tuple[re.Pattern[str], ...]:
+    """A variable's `stated` patterns (one regular expression or a list), compiled case-insensitively;
+    each must capture the value in a group named `value`."""
+    if raw is None:
+        return ()
+    patterns = [raw] if isinstance(raw, str) else raw
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise ConfigError(f"{where}: expected a regular expression or a list of them, each with a (?P<value>...) group "
+                          f"that captures the value a person states, got {raw!r:.60}.")
+    out = []
+    for i, pattern in enumerate(patterns):
+        try:
+            rx = re.compile(pattern, re.IGNORECASE)
+        except re.error as e:
+            raise ConfigError(f"{where}[{i}]: {pattern!r} is not a regular expression ({e}).") from None
+        if "value" not in rx.groupindex:
+            raise ConfigError(f"{where}[{i}]: {pattern!r} has no group named `value`; write the part that is the value "
+                              "as (?P<value>...), e.g. \"i'm from (?P<value>[a-z ]+)\".")
+        out.append(rx)
+    return tuple(out)
 
 
 def _number(where: str, spec: dict, key: str) -> float:

@@ -10,7 +10,9 @@ from the model's `label_rules`) and the length (`target_words`
 sampled from the profile space, seeded by the dialogue id, so the persona block has the shape the
 simulator will see; with `profile_match` > 1, the best of that many samples by what the dialogue's
 user lines say (`matched_profile`: "I love horror" picks a persona who likes horror), so the persona
-agrees with the lines it conditions; `persona_weight` > 1 repeats the train lines that state their matched
+agrees with the lines it conditions; a variable the scenario says how people state (its `stated`
+patterns: "i'm from (?P<value>...)") takes the value the person states in their own lines
+(`stated_values`), even one outside the variable's declared values; `persona_weight` > 1 repeats the train lines that state their matched
 persona. The loss is on the user line only (TRL's prompt-completion format).
 
 Training is TRL's `SFTTrainer` with a LoRA adapter (peft) by default, or full fine-tuning
@@ -99,6 +101,8 @@ class TuneConfig:
     persona_weight: int = field(default=1, metadata={"help": "a train user line that states a value of its matched persona (`mentions`) is "
                                                              "repeated this many times in the train split (1: every line once); more "
                                                              "generated lines then state the persona"})
+    ignore_stated: bool = field(default=False, metadata={"help": "do not set persona values from what each real person states (the profile "
+                                                                 "variables' `stated` patterns); sample them like the rest"})
     eval_examples: int = field(default=200, metadata={"help": "validation examples scored (a seeded sample); 0 = all"})
     eval_every: int = field(default=0, metadata={"help": "validation loss every this many steps; 0 = at the end only"})
     save_every: int = field(default=50, metadata={"help": "checkpoint every this many steps (what an interrupted run resumes from)"})
@@ -216,6 +220,41 @@ def matched_profile(scenario: Any, seed: int, key: int, user_text: str, k: int) 
     return draws[scores.index(max(scores))]
 
 
+def stated_values(scenario: Any, lines: list[str]) -> dict[str, Any]:
+    """profile variable -> the value a real person states in their `lines`, by the variable's `stated` patterns
+    (`profiles`: "i'm from (?P<value>[a-z ]+)"): the first value found for a categorical one, the first in its
+    range for an int, the distinct values found (at most the variable's largest k) for a list. A value keeps
+    the person's spelling with its spaces collapsed; one of stop words alone ("there", "it") says nothing and is skipped.
+    What the person says beats a sampled value even outside the declared ones: a persona that matches
+    the line teaches the simulator to say its persona, one that contradicts it teaches it to ignore it."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    out: dict[str, Any] = {}
+    for var in scenario.profile.variables:
+        if not var.stated:
+            continue
+        found: list[str] = []
+        for line in lines:
+            for rx in var.stated:
+                for m in rx.finditer(line):
+                    value = " ".join((m.group("value") or "").split())
+                    if value and value.lower() not in {f.lower() for f in found} and not set(value.lower().split()) <= ENGLISH_STOP_WORDS:
+                        found.append(value)
+        dists = [d for d in [var.base, *(d for _, d in var.cases)] if d is not None]
+        if var.type == "int":
+            lows = [d.low for d in dists if d.low is not None]
+            highs = [d.high for d in dists if d.high is not None]
+            numbers = [int(v) for v in found if v.isdigit() and (not lows or int(v) >= min(lows)) and (not highs or int(v) <= max(highs))]
+            if numbers:
+                out[var.name] = numbers[0]
+        elif var.type == "list":
+            if found:
+                out[var.name] = found[:max(d.k[1] for d in dists)]
+        elif found:
+            out[var.name] = found[0]
+    return out
+
+
 def dialogue_key(dialogue_id: str) -> int:
     """The seed key of a real dialogue's sampled persona (`matched_profile`): its id's hash, so a dialogue keeps its persona
     whatever else is in the corpus."""
@@ -254,7 +293,7 @@ def persona_weighted(rows: list[dict[str, Any]], weight: int) -> list[dict[str, 
 
 
 def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, seed: int, max_turns: int,
-             roles: str = "user", profile_match: int = 1, wordiness: str = "", progress: str = "") -> list[dict[str, Any]]:
+             roles: str = "user", profile_match: int = 1, wordiness: str = "", stated: bool = True, progress: str = "") -> list[dict[str, Any]]:
     """(real line) -> {"prompt": the chat simgen would send before it, "completion": [the line], "role": its side}.
 
     User lines get the user side's chat (persona, intent and length from the corpus, profile sampled:
@@ -262,7 +301,8 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
     with `roles` "assistant" or "both", assistant lines get the assistant side's chat. `states_persona`:
     a user line that mentions a value of its dialogue's persona (what `TuneConfig.persona_weight` repeats).
     `wordiness`: a profile variable set from each dialogue's own wordiness (`wordiness_values`), not sampled.
-    `progress`: a bar over the dialogues with this label (empty: none). A whole corpus takes minutes:
+    `stated`: variables the person states in their lines take that value (`stated_values`); each row's
+    `stated` lists them. `progress`: a bar over the dialogues with this label (empty: none). A whole corpus takes minutes:
     every line's chat is tokenized to fit (chitchat-dataset's train split, 3,198 dialogues and 108k lines,
     took about 8 minutes on 2 cores before the first training step).
     """
@@ -283,6 +323,9 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
         if not users:
             continue
         profile = matched_profile(scenario, seed, dialogue_key(d.dialogue_id), " ".join(t.text for t in users), profile_match)
+        said = stated_values(scenario, [t.text for t in users]) if stated else {}
+        if said:
+            profile = ProfileLatent({**profile.values, **said})
         if d.dialogue_id in earned:
             profile = ProfileLatent({**profile.values, wordiness: earned[d.dialogue_id]})
         job = DialogueJob(n, profile, tuple(t.intent for t in users), tuple(words(t.text) for t in users))
@@ -300,7 +343,7 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
             chat = _fit(chat, completion, tokenizer, max_length)
             if chat is not None:
                 out.append({"prompt": chat, "completion": completion, "dialogue_id": d.dialogue_id, "role": line.role,
-                            "user_turn": k - 1 if line.role == "user" else None,
+                            "user_turn": k - 1 if line.role == "user" else None, "stated": sorted(said),
                             "states_persona": line.role == "user" and mentions(profile, line.text, complements) > 0})
     return out
 
@@ -365,7 +408,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     lm, tokenizer = load_causal_lm(source, dtype="bfloat16" if precision == "bfloat16" else "float32")
     max_turns = scenario.max_turns
     data = {name: examples(scenario, c, tokenizer, cfg.max_length, cfg.seed, max_turns, cfg.roles, cfg.profile_match, cfg.wordiness,
-                            progress=f"{name} examples" if progress else "")
+                            not cfg.ignore_stated, progress=f"{name} examples" if progress else "")
             for name, c in splits.items()}
     if cfg.eval_examples and len(data["validation"]) > cfg.eval_examples:  # bound the cost of each validation pass
         keep = sorted(random.Random(cfg.seed).sample(range(len(data["validation"])), cfg.eval_examples))
@@ -374,6 +417,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
         raise DataError(f"{corpus}: no train example fits --max-length {cfg.max_length} tokens; raise it.")
     digest = examples_digest(data["train"] + data["validation"])
     stating = sum(r["states_persona"] for r in data["train"])
+    stated = Counter(name for d in {r["dialogue_id"]: r["stated"] for r in data["train"]}.values() for name in d)
     repeated = persona_weighted(data["train"], cfg.persona_weight)
     settings = asdict(cfg)
     state = {"scenario": scenario.fingerprint, "base": source.fingerprint, "examples": digest, "settings": settings, "precision": precision}
@@ -445,6 +489,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
                    "dialogues": {k: c.n_dialogues for k, c in splits.items()}, "examples": {k: len(v) for k, v in data.items()},
                    "lines": {k: dict(Counter(r["role"] for r in v)) for k, v in data.items()},
                    "train_lines_stating_persona": stating, "train_examples_per_epoch": len(repeated),
+                   "train_dialogues_stating": dict(sorted(stated.items())),
                    "split": "80/10/10 by sha256 of the dialogue id (simgen.corpora.split_of); test never read"},
         "settings": settings, "precision": precision,
         "steps": int(result.global_step), "seconds": round(clock.before + seconds, 1),

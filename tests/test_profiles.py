@@ -104,6 +104,10 @@ def test_schema_matches_samples():
         ({"job": {"type": "categorical", "given": "group", "cases": {"a": {"values": ["x"]}}}}, "no case for group = 'b'"),
         ({"liked": {"type": "list", "values": ["x"], "k": 3}}, "need 0 <= min <= max <= 1"),
         ({"intent": {"type": "categorical", "values": ["x"]}}, "reserved"),
+        ({"group": {"type": "categorical", "values": ["a"], "stated": "i am (?P<value>[a-z+)"}}, "group.stated[0]: 'i am (?P<value>[a-z+)' is not a regular expression"),
+        ({"group": {"type": "categorical", "values": ["a"], "stated": ["i am ([a-z]+)"]}}, "group.stated[0]: 'i am ([a-z]+)' has no group named `value`"),
+        ({"group": {"type": "categorical", "values": ["a"], "stated": {"x": 1}}}, "group.stated: expected a regular expression or a list"),
+        ({"patience": {"type": "float", "dist": "uniform", "low": 0, "high": 1, "stated": "(?P<value>x)"}}, "unknown field 'stated'"),
     ],
 )
 def test_bad_variables_are_clear_errors(patch, message):

@@ -18,7 +18,7 @@ from simgen.errors import DataError, ModelError
 from simgen.models import resolve_model
 from simgen.scenario import load_scenario
 from simgen.tune import (TuneConfig, complement_variables, dialogue_key, examples, matched_profile, mentions, persona_weighted,
-                         read_splits, wordiness_values)
+                         read_splits, stated_values, wordiness_values)
 
 FAST = ["--max-steps", "4", "--batch-size", "4", "--max-dialogues", "8", "--learning-rate", "0.005", "--save-every", "2",
         "--max-length", "384", "-q"]
@@ -158,6 +158,34 @@ def test_profile_matching_picks_the_persona_the_real_lines_agree_with():
     assert matched_profile(scenario, 0, 7, text, 32) == best  # seeded: the same dialogue gets the same persona
     assert "horror" in matched_profile(scenario, 0, 7, "Any good horror movies?", 32)["liked_genres"]
     assert "musical" in matched_profile(scenario, 0, 7, "Something tonight, but I can't stand musicals.", 32)["disliked_genres"]
+
+
+def test_what_a_real_person_states_about_themselves_sets_their_training_persona(tiny_model_dir):
+    """chitchat's `stated` patterns read the persona off the person's own lines: "I'm from Provo" makes the
+    training persona's hometown Provo (a value the profile space never samples), the hobbies they say they
+    love become its hobbies, an age out of the variable's range or a stop word is no value, and
+    `--ignore-stated` keeps the sampled persona."""
+    from transformers import AutoTokenizer
+
+    from simgen.corpora import Corpus
+
+    scenario = load_scenario("chitchat")
+    assert stated_values(scenario, ["hi!", "I'm originally from Provo, how about you?", "i love hiking and i really enjoy playing board games.",
+                                    "my name is Casey", "i'm 19.", "i also love hiking"]) == {
+        "hometown": "Provo", "hobbies": ["hiking", "playing board games"], "name": "Casey", "age": 19}
+    assert stated_values(scenario, ["i'm 99.", "i'm from there", "i like being outside", "where are you from?"]) == {}
+    assert stated_values(scenario, ["I like cooking", "i love hiking", "i enjoy running", "i like painting"])["hobbies"] == [
+        "cooking", "hiking", "running"]  # at most the variable's largest k (3)
+
+    lines = ["hey there!", "hi", "where are you from?", "I'm from Provo. i love hiking", "nice", "ok bye"]
+    turns = pl.DataFrame({"dialogue_id": ["c1"] * 6, "turn": list(range(6)), "role": ["user", "assistant"] * 3, "text": lines})
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = [r for r in examples(scenario, Corpus("c", "c", turns), tok, 4096, 0, 6) if r["role"] == "user"]
+    assert all("from Provo" in r["prompt"][0]["content"] and "hiking" in r["prompt"][0]["content"] for r in rows)
+    assert all(r["stated"] == ["hobbies", "hometown"] for r in rows)
+    assert [r["states_persona"] for r in rows] == [False, True, False]
+    sampled = [r for r in examples(scenario, Corpus("c", "c", turns), tok, 4096, 0, 6, stated=False) if r["role"] == "user"]
+    assert not any("Provo" in r["prompt"][0]["content"] for r in sampled) and all(r["stated"] == [] for r in sampled)
 
 
 def test_matched_examples_give_personas_that_the_dialogues_user_lines_mention(iard_dir, tiny_model_dir):
