@@ -180,7 +180,14 @@ class ProfileSpace:
                 f"{self.source}: profile.constraints: {failed!r} rejected {MAX_REJECTIONS} samples in a "
                 "row; it is (nearly) unsatisfiable. Loosen it or change the distributions it reads."
             )
-        ordered = {var.name: drawn[var.name] for var in self.variables}
+        return self._latent({var.name: drawn[var.name] for var in self.variables})
+
+    def replace(self, profile: ProfileLatent, values: Mapping[str, Any]) -> ProfileLatent:
+        """`profile` with `values` in place of its own, its backstory rendered again from them (not checked
+        against the distributions or constraints: `simgen tune` sets what a real person stated)."""
+        return self._latent({var.name: values.get(var.name, profile.values[var.name]) for var in self.variables})
+
+    def _latent(self, ordered: dict[str, Any]) -> ProfileLatent:
         if self.backstory is not None:
             ordered["backstory"] = render_backstory(self.backstory, ordered, self.source)
         return ProfileLatent(ordered)

@@ -302,13 +302,13 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
     a user line that mentions a value of its dialogue's persona (what `TuneConfig.persona_weight` repeats).
     `wordiness`: a profile variable set from each dialogue's own wordiness (`wordiness_values`), not sampled.
     `stated`: variables the person states in their lines take that value (`stated_values`); each row's
-    `stated` lists them. `progress`: a bar over the dialogues with this label (empty: none). A whole corpus takes minutes:
+    `stated` lists them. The backstory is rendered again from the values set. `progress`: a bar over the dialogues with this label (empty: none). A whole corpus takes minutes:
     every line's chat is tokenized to fit (chitchat-dataset's train split, 3,198 dialogues and 108k lines,
     took about 8 minutes on 2 cores before the first training step).
     """
     from tqdm import tqdm
 
-    from simgen.data import ProfileLatent, Turn, frame_to_dialogues
+    from simgen.data import Turn, frame_to_dialogues
     from simgen.generation.chats import assistant_chat, user_chat
     from simgen.generation.plan import DialogueJob
     from simgen.lengths import words
@@ -324,10 +324,11 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
             continue
         profile = matched_profile(scenario, seed, dialogue_key(d.dialogue_id), " ".join(t.text for t in users), profile_match)
         said = stated_values(scenario, [t.text for t in users]) if stated else {}
-        if said:
-            profile = ProfileLatent({**profile.values, **said})
+        named = sorted(said)
         if d.dialogue_id in earned:
-            profile = ProfileLatent({**profile.values, wordiness: earned[d.dialogue_id]})
+            said[wordiness] = earned[d.dialogue_id]
+        if said:
+            profile = scenario.profile.replace(profile, said)
         job = DialogueJob(n, profile, tuple(t.intent for t in users), tuple(words(t.text) for t in users))
         horizon = max(max_turns, len(users))
         k = 0
@@ -343,7 +344,7 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
             chat = _fit(chat, completion, tokenizer, max_length)
             if chat is not None:
                 out.append({"prompt": chat, "completion": completion, "dialogue_id": d.dialogue_id, "role": line.role,
-                            "user_turn": k - 1 if line.role == "user" else None, "stated": sorted(said),
+                            "user_turn": k - 1 if line.role == "user" else None, "stated": named,
                             "states_persona": line.role == "user" and mentions(profile, line.text, complements) > 0})
     return out
 

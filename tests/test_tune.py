@@ -177,7 +177,7 @@ def test_what_a_real_person_states_about_themselves_sets_their_training_persona(
     assert stated_values(scenario, ["I like cooking", "i love hiking", "i enjoy running", "i like painting"])["hobbies"] == [
         "cooking", "hiking", "running"]  # at most the variable's largest k (3)
 
-    lines = ["hey there!", "hi", "where are you from?", "I'm from Provo. i love hiking", "nice", "ok bye"]
+    lines = ["hey there!", "hi, where are you from?", "I'm from Provo. i love hiking", "nice", "ok bye", "bye"]
     turns = pl.DataFrame({"dialogue_id": ["c1"] * 6, "turn": list(range(6)), "role": ["user", "assistant"] * 3, "text": lines})
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     rows = [r for r in examples(scenario, Corpus("c", "c", turns), tok, 4096, 0, 6) if r["role"] == "user"]
