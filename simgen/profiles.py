@@ -24,9 +24,9 @@ Variable types: `categorical` (values as a list, uniform, or a value -> weight m
 [min, max], optional weights and `exclude`). Any variable may be conditional (`given` + `cases`: a
 case's fields override the variable's own). A categorical, int or list variable may say how a person
 states its value (`stated`: regular expressions with a `(?P<value>...)` group, such as
-"i'm from (?P<value>[a-z ]+)"): `simgen tune` sets a real person's training persona from what they say
-with them. Sampling is seeded per dialogue: dialogue i of a run
-gets the same profile whatever else happens in the run. This module does not know about intents,
+"i'm from (?P<value>[a-z ]+)"); `simgen tune` reads them to set a real person's training persona from
+their own lines. Sampling is seeded per dialogue: dialogue i of a run gets the same profile whatever
+else happens in the run. This module does not know about intents,
 templates or models.
 """
 

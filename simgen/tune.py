@@ -12,8 +12,8 @@ simulator will see; with `profile_match` > 1, the best of that many samples by w
 user lines say (`matched_profile`: "I love horror" picks a persona who likes horror), so the persona
 agrees with the lines it conditions; a variable the scenario says how people state (its `stated`
 patterns: "i'm from (?P<value>...)") takes the value the person states in their own lines
-(`stated_values`), even one outside the variable's declared values; `persona_weight` > 1 repeats the train lines that state their matched
-persona. The loss is on the user line only (TRL's prompt-completion format).
+(`stated_values`), even one outside the variable's declared values; `persona_weight` > 1 repeats the
+train lines that state their matched persona. The loss is on the user line only (TRL's prompt-completion format).
 
 Training is TRL's `SFTTrainer` with a LoRA adapter (peft) by default, or full fine-tuning
 (`method="full"`). The train split feeds training, the validation split the validation loss; the
@@ -301,8 +301,9 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
     with `roles` "assistant" or "both", assistant lines get the assistant side's chat. `states_persona`:
     a user line that mentions a value of its dialogue's persona (what `TuneConfig.persona_weight` repeats).
     `wordiness`: a profile variable set from each dialogue's own wordiness (`wordiness_values`), not sampled.
-    `stated`: variables the person states in their lines take that value (`stated_values`); each row's
-    `stated` lists them. The backstory is rendered again from the values set. `progress`: a bar over the dialogues with this label (empty: none). A whole corpus takes minutes:
+    `stated`: variables the person states in their lines take that value (`stated_values`; each row's
+    `stated` lists them), and the persona's backstory is rendered again from the values set.
+    `progress`: a bar over the dialogues with this label (empty: none). A whole corpus takes minutes:
     every line's chat is tokenized to fit (chitchat-dataset's train split, 3,198 dialogues and 108k lines,
     took about 8 minutes on 2 cores before the first training step).
     """
