@@ -26,8 +26,7 @@ case's fields override the variable's own). A categorical, int or list variable 
 states its value (`stated`: regular expressions with a `(?P<value>...)` group, such as
 "i'm from (?P<value>[a-z ]+)"); `simgen tune` reads them to set a real person's training persona from
 their own lines. Sampling is seeded per dialogue: dialogue i of a run gets the same profile whatever
-else happens in the run. This module does not know about intents,
-templates or models.
+else happens in the run. This module does not know about intents, templates or models.
 """
 
 from __future__ import annotations
@@ -131,11 +130,15 @@ class Variable:
     def type(self) -> str:
         return (self.base or self.cases[0][1]).type
 
+    @property
+    def distributions(self) -> tuple[Distribution, ...]:
+        """Its base distribution (where complete on its own), then each case's."""
+        return tuple(d for d in [self.base, *(d for _, d in self.cases)] if d is not None)
+
     def depends_on(self) -> set[str]:
         deps = {self.given} if self.given else set()
-        for dist in [self.base, *(d for _, d in self.cases)]:
-            if dist is not None:
-                deps.update(dist.exclude)
+        for dist in self.distributions:
+            deps.update(dist.exclude)
         return deps
 
     def distribution_for(self, drawn: Mapping[str, Any]) -> Distribution:

@@ -201,7 +201,7 @@ def _mentions(profile: ProfileLatent, words: list[str], complements: frozenset[s
 def complement_variables(scenario: Any) -> frozenset[str]:
     """The profile variables declared as another's complement (`exclude`: disliked_genres excludes liked_genres)."""
     return frozenset(v.name for v in scenario.profile.variables
-                     if any(d is not None and d.exclude for d in [v.base, *(d for _, d in v.cases)]))
+                     if any(d.exclude for d in v.distributions))
 
 
 def matched_profile(scenario: Any, seed: int, key: int, user_text: str, k: int) -> ProfileLatent:
@@ -234,13 +234,16 @@ def stated_values(scenario: Any, lines: list[str]) -> dict[str, Any]:
         if not var.stated:
             continue
         found: list[str] = []
+        seen: set[str] = set()  # found, lower-cased
         for line in lines:
             for rx in var.stated:
                 for m in rx.finditer(line):
                     value = " ".join((m.group("value") or "").split())
-                    if value and value.lower() not in {f.lower() for f in found} and not set(value.lower().split()) <= ENGLISH_STOP_WORDS:
+                    key = value.lower()
+                    if value and key not in seen and not set(key.split()) <= ENGLISH_STOP_WORDS:
                         found.append(value)
-        dists = [d for d in [var.base, *(d for _, d in var.cases)] if d is not None]
+                        seen.add(key)
+        dists = var.distributions
         if var.type == "int":
             lows = [d.low for d in dists if d.low is not None]
             highs = [d.high for d in dists if d.high is not None]

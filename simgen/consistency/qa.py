@@ -45,8 +45,8 @@ def _label(var: Any) -> str:
 def _declared_values(var: Any) -> list[str]:
     """Every value a categorical/list variable can take, over its base and all its cases, in order."""
     out: list[str] = []
-    for dist in [var.base, *(d for _, d in var.cases)]:
-        for v in (dist.values if dist is not None else ()):
+    for dist in var.distributions:
+        for v in dist.values:
             if str(v) not in out:
                 out.append(str(v))
     return out
@@ -54,9 +54,7 @@ def _declared_values(var: Any) -> list[str]:
 
 def _bounds(var: Any) -> tuple[float | None, float | None]:
     lows, highs = [], []
-    for dist in [var.base, *(d for _, d in var.cases)]:
-        if dist is None:
-            continue
+    for dist in var.distributions:
         if dist.low is not None:
             lows.append(dist.low)
         elif dist.mean is not None and dist.std is not None:
