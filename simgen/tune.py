@@ -13,7 +13,9 @@ user lines say (`matched_profile`: "I love horror" picks a persona who likes hor
 agrees with the lines it conditions; a variable the scenario says how people state (its `stated`
 patterns: "i'm from (?P<value>...)") takes the value the person states in their own lines
 (`stated_values`), even one outside the variable's declared values; `persona_weight` > 1 repeats the
-train lines that state their matched persona. The loss is on the user line only (TRL's prompt-completion format).
+train lines that state their matched persona. `rehearse` mixes in the user lines of a generated run
+(`rehearsal`: a simulator's own lines from its persona, the guard against forgetting how to read it).
+The loss is on the user line only (TRL's prompt-completion format).
 
 Training is TRL's `SFTTrainer` with a LoRA adapter (peft) by default, or full fine-tuning
 (`method="full"`). The train split feeds training, the validation split the validation loss; the
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
 
 CARD = "simgen_tune.json"
 ROLES = ("user", "assistant", "both")
+REHEARSE_LINES = ("persona", "all")
 PRECISIONS = ("auto", "mixed", "float32", "bfloat16")
 MIN_DIALOGUES = {"train": 2, "validation": 1}
 
@@ -103,6 +106,16 @@ class TuneConfig:
                                                              "generated lines then state the persona"})
     ignore_stated: bool = field(default=False, metadata={"help": "do not set persona values from what each real person states (the profile "
                                                                  "variables' `stated` patterns); sample them like the rest"})
+    rehearse: str = field(default="", metadata={
+        "help": "a complete run folder of this scenario, written by the simulator whose persona the tuning should keep (e.g. the shipped "
+                "one, at a seed whose profiles you do not measure on): its user lines join the train split as they were generated, "
+                "with the chats simgen rebuilds from the run (rehearsal: the model keeps seeing what it wrote from its persona); "
+                "empty: none"})
+    rehearse_lines: str = field(default="persona", metadata={"help": "which of the --rehearse run's user lines: persona (those that state "
+                                                                     "a value of their dialogue's persona, `mentions`) or all",
+                                                             "choices": REHEARSE_LINES})
+    rehearse_share: float = field(default=0.2, metadata={"help": "the share of the train split's examples that are --rehearse lines, "
+                                                                 "repeated (seeded shuffles) or cut to it"})
     eval_examples: int = field(default=200, metadata={"help": "validation examples scored (a seeded sample); 0 = all"})
     eval_every: int = field(default=0, metadata={"help": "validation loss every this many steps; 0 = at the end only"})
     save_every: int = field(default=50, metadata={"help": "checkpoint every this many steps (what an interrupted run resumes from)"})
@@ -119,6 +132,10 @@ class TuneConfig:
             raise ConfigError(f"dtype must be one of {', '.join(PRECISIONS)}, got {self.dtype!r}.")
         if self.roles not in ROLES:
             raise ConfigError(f"roles must be one of {', '.join(ROLES)}, got {self.roles!r}.")
+        if self.rehearse_lines not in REHEARSE_LINES:
+            raise ConfigError(f"rehearse_lines must be one of {', '.join(REHEARSE_LINES)}, got {self.rehearse_lines!r}.")
+        if not 0 <= self.rehearse_share < 1:
+            raise ConfigError(f"rehearse_share must be in [0, 1), got {self.rehearse_share!r}.")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
         for name in ("batch_size", "lora_r", "lora_alpha", "max_length", "save_every", "profile_match", "persona_weight"):
@@ -353,6 +370,61 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
     return out
 
 
+def rehearsal(scenario: Any, run_path: str | Path, tokenizer: Any, max_length: int, lines: str = "persona") -> tuple[list[dict[str, Any]], dict]:
+    """The user lines of the generated run `run_path` as training rows (`examples`' shape, `dialogue_id`
+    "RUN-FOLDER-NAME/ID"), each with the chat simgen rebuilds for it (`export.rl.Chats`: what the run's
+    simulator saw), and a summary for the card. `lines` "persona" keeps the lines that state a value of
+    their dialogue's persona (`mentions`), "all" every usable line (`export.rl.usable_turns`). The run
+    must be complete and of `scenario`, its files unchanged (else a `RunError`, `ConfigError` or
+    `ScenarioChanged` that names the folder).
+    """
+    from simgen.data import frame_to_dialogues
+    from simgen.export.rl import Chats
+    from simgen.generation.run import load_run
+    from simgen.scenario import load_recorded
+
+    run = load_run(run_path)
+    where = f"--rehearse {run.path}"
+    recorded = load_recorded(run.manifest.get("scenario") or {}, where, "the rebuilt chats would not be what its simulator saw")
+    if recorded.fingerprint != scenario.fingerprint:
+        raise ConfigError(f"{where}: a run of scenario {recorded.name!r}, not {scenario.name!r}; pass a run generated with "
+                          f"--scenario {scenario.name}.")
+    max_turns = int((run.manifest.get("config") or {}).get("max_turns") or 0) or scenario.max_turns
+    chats, complements = Chats(scenario, max_turns), complement_variables(scenario)
+    rows, seen = [], 0
+    for d in frame_to_dialogues(run.turns.sort("dialogue_id", "turn")):
+        for p in chats.prompts(d, "user"):
+            if not p["completion"].strip():
+                continue
+            seen += 1
+            stating = mentions(d.profile, p["completion"], complements) > 0
+            if lines == "persona" and not stating:
+                continue
+            completion = [{"role": "assistant", "content": p["completion"]}]
+            chat = _fit(p["prompt"], completion, tokenizer, max_length)
+            if chat is not None:
+                rows.append({"prompt": chat, "completion": completion, "dialogue_id": f"{run.path.name}/{d.dialogue_id}", "role": "user",
+                             "user_turn": p["user_turn"], "stated": [], "states_persona": stating})
+    if not rows:
+        raise DataError(f"{where}: none of its {seen} user lines {'states its persona' if lines == 'persona' else 'is usable'} "
+                        f"within --max-length {max_length} tokens; pass another run{', or --rehearse-lines all' if lines == 'persona' else ''}.")
+    summary = {"run": str(run.path), "simulator": (run.manifest.get("backend") or {}).get("user"), "seed": run.manifest.get("seed"),
+               "lines": lines, "user_lines": seen, "rows": len(rows), "dialogues": len({r["dialogue_id"] for r in rows})}
+    return rows, summary
+
+
+def rehearsal_mix(rows: list[dict[str, Any]], n_real: int, share: float, seed: int) -> list[dict[str, Any]]:
+    """`rows` repeated in seeded shuffles (or cut) to `share` of a train split of `n_real` real examples plus them."""
+    if not rows or share <= 0:
+        return []
+    n, rng, out = round(share / (1 - share) * n_real), random.Random(seed), []
+    while len(out) < n:
+        cycle = list(rows)
+        rng.shuffle(cycle)
+        out += cycle
+    return out[:n]
+
+
 def _fit(chat: list[dict], completion: list[dict], tokenizer: Any, max_length: int) -> list[dict] | None:
     """`chat` without its fewest oldest exchanges such that chat + completion fit `max_length` tokens
     (None: never); `generation.chats.fit_exchanges`, the rule a tuned side's `context` follows too."""
@@ -397,6 +469,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     from transformers.utils import logging as hf_logging
     from trl import SFTConfig, SFTTrainer
 
+    from simgen.generation.run import load_run
     from simgen.models import load_causal_lm, resolve_model
     from simgen.scenario import load_scenario
 
@@ -407,6 +480,8 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     scenario = load_scenario(scenario_name)
     if cfg.wordiness:
         wordiness_values(scenario, cfg.wordiness, [])  # a bad name fails here, before the model loads
+    if cfg.rehearse:
+        load_run(cfg.rehearse)  # a missing or unfinished run fails here, before the model loads
     source = resolve_model(model)
     splits = read_splits(corpus, cfg.max_dialogues, cfg.seed)
     precision = training_precision(cfg.dtype)
@@ -420,10 +495,16 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
         data["validation"] = [data["validation"][i] for i in keep]
     if not data["train"]:
         raise DataError(f"{corpus}: no train example fits --max-length {cfg.max_length} tokens; raise it.")
-    digest = examples_digest(data["train"] + data["validation"])
+    rehearsed, rehearsed_from = (rehearsal(scenario, cfg.rehearse, tokenizer, cfg.max_length, cfg.rehearse_lines)
+                                 if cfg.rehearse else ([], None))
+    digest = examples_digest(data["train"] + data["validation"] + rehearsed)
     stating = sum(r["states_persona"] for r in data["train"])
     stated = Counter(name for d in {r["dialogue_id"]: r["stated"] for r in data["train"]}.values() for name in d)
-    repeated = persona_weighted(data["train"], cfg.persona_weight)
+    real = persona_weighted(data["train"], cfg.persona_weight)
+    mixed = rehearsal_mix(rehearsed, len(real), cfg.rehearse_share, cfg.seed)
+    repeated = real + mixed
+    if rehearsed_from:
+        rehearsed_from["train_examples"] = len(mixed)
     settings = asdict(cfg)
     state = {"scenario": scenario.fingerprint, "base": source.fingerprint, "examples": digest, "settings": settings, "precision": precision}
     ckpt = out / "checkpoints"
@@ -495,6 +576,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
                    "lines": {k: dict(Counter(r["role"] for r in v)) for k, v in data.items()},
                    "train_lines_stating_persona": stating, "train_examples_per_epoch": len(repeated),
                    "train_dialogues_stating": dict(sorted(stated.items())),
+                   "rehearsal": rehearsed_from,
                    "split": "80/10/10 by sha256 of the dialogue id (simgen.corpora.split_of); test never read"},
         "settings": settings, "precision": precision,
         "steps": int(result.global_step), "seconds": round(clock.before + seconds, 1),

@@ -4,6 +4,7 @@ folder it writes, loading it through --model, and bad input."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -642,3 +643,70 @@ def test_only_simulators_tuned_on_the_embedded_model_become_a_gguf(tuned, tiny_m
         tuned_gguf(tuned)  # tuned on the tiny test model
     with pytest.raises(ConfigError, match="not a `simgen tune` folder"):
         tuned_gguf(tiny_model_dir)
+
+
+def _tiny_run(tiny_model_dir: Path, out: Path, scenario: str, n: int = 4) -> Path:
+    result = CliRunner().invoke(cli, ["generate", "--scenario", scenario, "-n", str(n), "--max-turns", "3", "--model", str(tiny_model_dir),
+                                      "--redraws", "0", "--dialogue-redraws", "0", "--user-max-new-tokens", "12",
+                                      "--assistant-max-new-tokens", "12", "--dtype", "float32", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_rehearsal_trains_on_a_generated_runs_persona_lines_with_the_chats_its_simulator_saw(tiny_model_dir, iard_dir, tmp_path):
+    """`--rehearse RUN`: the run's user lines that state their persona (or all of them) become train
+    rows whose prompt is the chat simgen rebuilds for the line, mixed in at `rehearse_share` of the
+    train split; the card says from which run and how many. A run of another scenario, a missing run
+    and a run without a persona line are errors that name the folder."""
+    from transformers import AutoTokenizer
+
+    from simgen.errors import ConfigError, RunError
+    from simgen.export.rl import Chats
+    from simgen.generation.run import load_run
+    from simgen.tune import rehearsal, rehearsal_mix, tune
+
+    scenario, tok = load_scenario("movie-recommendation"), AutoTokenizer.from_pretrained(tiny_model_dir)
+    run = _tiny_run(tiny_model_dir, tmp_path / "run", "movie-recommendation", n=8)
+    with pytest.raises(DataError, match=f"--rehearse {run}: none of its .* user lines states its persona"):
+        rehearsal(scenario, run, tok, 4096)  # the random tiny model's lines state nothing
+    usable, _ = rehearsal(scenario, run, tok, 4096, lines="all")  # the lines of the dialogues' usable turns
+    assert usable and not any(r["states_persona"] for r in usable)
+    # the simulator of one dialogue says what its persona likes, once
+    target = usable[0]
+    dialogue_id = target["dialogue_id"].split("/", 1)[1]
+    turns = pl.read_parquet(run / "turns.parquet")
+    mine = turns.filter((pl.col("dialogue_id") == dialogue_id) & (pl.col("role") == "user")).sort("turn").row(target["user_turn"], named=True)
+    genre = mine["profile"]["liked_genres"][0]
+    turns = turns.with_columns(pl.when((pl.col("dialogue_id") == dialogue_id) & (pl.col("turn") == mine["turn"]))
+                               .then(pl.lit(f"anything {genre} would be great")).otherwise(pl.col("text")).alias("text"))
+    turns.write_parquet(run / "turns.parquet")
+    rows, summary = rehearsal(scenario, run, tok, 4096)
+    d = next(d for d in frame_to_dialogues(load_run(run).turns.sort("dialogue_id", "turn")) if d.dialogue_id == dialogue_id)
+    max_turns = json.loads((run / "manifest.json").read_text())["config"]["max_turns"]
+    assert [r["completion"][0]["content"] for r in rows] == [f"anything {genre} would be great"]
+    assert rows[0]["prompt"] == Chats(scenario, max_turns).user_prefix(d, target["user_turn"]) == target["prompt"]
+    assert rows[0]["dialogue_id"] == f"run/{dialogue_id}" and rows[0]["states_persona"]
+    assert summary["rows"] == 1 and summary["user_lines"] == len(usable) and summary["run"] == str(run)
+    every, _ = rehearsal(scenario, run, tok, 4096, lines="all")
+    assert len(every) == len(usable) and sum(r["states_persona"] for r in every) == 1
+
+    mix = rehearsal_mix(every, 100, 0.2, seed=0)  # 25 rehearsal rows beside 100 real ones: 20% of the train split
+    assert len(mix) == 25 and mix == rehearsal_mix(every, 100, 0.2, seed=0) and rehearsal_mix(every, 100, 0.0, 0) == []
+    counts = Counter(id(r) for r in mix)
+    assert set(counts) == {id(r) for r in every} and max(counts.values()) - min(counts.values()) <= 1
+
+    cfg = TuneConfig(max_steps=2, batch_size=4, max_dialogues=8, save_every=2, max_length=384, rehearse=str(run), rehearse_lines="all")
+    card = tune("movie-recommendation", iard_dir, tmp_path / "t", model=str(tiny_model_dir), config=cfg, progress=False)
+    r = card["corpus"]["rehearsal"]
+    real = card["corpus"]["examples"]["train"]
+    assert r["run"] == str(run) and r["rows"] == len(every) and r["train_examples"] == round(0.2 / 0.8 * real)
+    assert card["corpus"]["train_examples_per_epoch"] == real + r["train_examples"]
+
+    chitchat = _tiny_run(tiny_model_dir, tmp_path / "chitchat-run", "chitchat", n=2)
+    with pytest.raises(ConfigError, match=f"--rehearse {chitchat}: a run of scenario 'chitchat', not 'movie-recommendation'"):
+        rehearsal(scenario, chitchat, tok, 4096, lines="all")
+    with pytest.raises(RunError, match="no such run folder"):
+        tune("movie-recommendation", iard_dir, tmp_path / "t2", model=str(tiny_model_dir), config=TuneConfig(rehearse=str(tmp_path / "nope")))
+    for bad in ({"rehearse_lines": "some"}, {"rehearse_share": 1.0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            TuneConfig(**bad)
