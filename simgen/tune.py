@@ -694,7 +694,9 @@ def _readme(card: dict[str, Any]) -> str:
             f"- data: {c['source']}, train split {c['dialogues']['train']} dialogues / {c['examples']['train']} lines, "
             f"validation {c['dialogues']['validation']} / {c['examples']['validation']}; examples sha256 `{c['examples_sha256'][:16]}`; "
             f"the test split was never read\n"
-            f"- train loss {card['train_loss']['first']} -> {card['train_loss']['last']}; validation loss {card['validation_loss']}\n"
+            + (f"- rehearsal: {r['train_examples']} train examples from {r['rows']} generated user lines ({r['lines']}) of the run "
+               f"{r['run']} (seed {r['seed']})\n" if (r := c.get("rehearsal")) else "")
+            + f"- train loss {card['train_loss']['first']} -> {card['train_loss']['last']}; validation loss {card['validation_loss']}\n"
             f"- {card['seconds']:.0f} s of training"
             + (f" (resumed from step {card['resumed_from_step']})" if card.get("resumed_from_step") else "") + "\n\n"
             "Use it: `simgen generate --model THIS_FOLDER ...`. Rebuild it: `simgen tune` with the settings in simgen_tune.json.\n")

@@ -701,6 +701,7 @@ def test_rehearsal_trains_on_a_generated_runs_persona_lines_with_the_chats_its_s
     real = card["corpus"]["examples"]["train"]
     assert r["run"] == str(run) and r["rows"] == len(every) and r["train_examples"] == round(0.2 / 0.8 * real)
     assert card["corpus"]["train_examples_per_epoch"] == real + r["train_examples"]
+    assert f"{r['train_examples']} train examples from {len(every)} generated user lines (all) of the run {run}" in (tmp_path / "t" / "README.md").read_text()
 
     chitchat = _tiny_run(tiny_model_dir, tmp_path / "chitchat-run", "chitchat", n=2)
     with pytest.raises(ConfigError, match=f"--rehearse {chitchat}: a run of scenario 'chitchat', not 'movie-recommendation'"):
