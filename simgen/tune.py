@@ -505,6 +505,8 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     repeated = real + mixed
     if rehearsed_from:
         rehearsed_from["train_examples"] = len(mixed)
+        log(f"rehearsal: {len(rehearsed)} lines of {cfg.rehearse} fill {len(mixed)} of {len(repeated)} train examples "
+            f"({len(mixed) / len(rehearsed):.1f} times each)")
     settings = asdict(cfg)
     state = {"scenario": scenario.fingerprint, "base": source.fingerprint, "examples": digest, "settings": settings, "precision": precision}
     ckpt = out / "checkpoints"

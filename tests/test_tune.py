@@ -696,8 +696,10 @@ def test_rehearsal_trains_on_a_generated_runs_persona_lines_with_the_chats_its_s
     assert set(counts) == {id(r) for r in every} and max(counts.values()) - min(counts.values()) <= 1
 
     cfg = TuneConfig(max_steps=2, batch_size=4, max_dialogues=8, save_every=2, max_length=384, rehearse=str(run), rehearse_lines="all")
-    card = tune("movie-recommendation", iard_dir, tmp_path / "t", model=str(tiny_model_dir), config=cfg, progress=False)
+    said: list[str] = []
+    card = tune("movie-recommendation", iard_dir, tmp_path / "t", model=str(tiny_model_dir), config=cfg, progress=False, log=said.append)
     r = card["corpus"]["rehearsal"]
+    assert f"rehearsal: {len(every)} lines of {run} fill {r['train_examples']} of" in " ".join(said)  # and how often each repeats
     real = card["corpus"]["examples"]["train"]
     assert r["run"] == str(run) and r["rows"] == len(every) and r["train_examples"] == round(0.2 / 0.8 * real)
     assert card["corpus"]["train_examples_per_epoch"] == real + r["train_examples"]
