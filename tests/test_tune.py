@@ -668,8 +668,8 @@ def test_rehearsal_trains_on_a_generated_runs_persona_lines_with_the_chats_its_s
     scenario, tok = load_scenario("movie-recommendation"), AutoTokenizer.from_pretrained(tiny_model_dir)
     run = _tiny_run(tiny_model_dir, tmp_path / "run", "movie-recommendation", n=8)
     with pytest.raises(DataError, match=f"--rehearse {run}: none of its .* user lines states its persona"):
-        rehearsal(scenario, run, tok, 4096)  # the random tiny model's lines state nothing
-    usable, _ = rehearsal(scenario, run, tok, 4096, lines="all")  # the lines of the dialogues' usable turns
+        rehearsal(scenario, run, tok, 4096, lines="persona")  # the random tiny model's lines state nothing
+    usable, _ = rehearsal(scenario, run, tok, 4096)  # every usable line (the default)
     assert usable and not any(r["states_persona"] for r in usable)
     # the simulator of one dialogue says what its persona likes, once
     target = usable[0]
@@ -680,7 +680,7 @@ def test_rehearsal_trains_on_a_generated_runs_persona_lines_with_the_chats_its_s
     turns = turns.with_columns(pl.when((pl.col("dialogue_id") == dialogue_id) & (pl.col("turn") == mine["turn"]))
                                .then(pl.lit(f"anything {genre} would be great")).otherwise(pl.col("text")).alias("text"))
     turns.write_parquet(run / "turns.parquet")
-    rows, summary = rehearsal(scenario, run, tok, 4096)
+    rows, summary = rehearsal(scenario, run, tok, 4096, lines="persona")
     d = next(d for d in frame_to_dialogues(load_run(run).turns.sort("dialogue_id", "turn")) if d.dialogue_id == dialogue_id)
     max_turns = json.loads((run / "manifest.json").read_text())["config"]["max_turns"]
     assert [r["completion"][0]["content"] for r in rows] == [f"anything {genre} would be great"]
@@ -695,7 +695,7 @@ def test_rehearsal_trains_on_a_generated_runs_persona_lines_with_the_chats_its_s
     counts = Counter(id(r) for r in mix)
     assert set(counts) == {id(r) for r in every} and max(counts.values()) - min(counts.values()) <= 1
 
-    cfg = TuneConfig(max_steps=2, batch_size=4, max_dialogues=8, save_every=2, max_length=384, rehearse=str(run), rehearse_lines="all")
+    cfg = TuneConfig(max_steps=2, batch_size=4, max_dialogues=8, save_every=2, max_length=384, rehearse=str(run))
     said: list[str] = []
     card = tune("movie-recommendation", iard_dir, tmp_path / "t", model=str(tiny_model_dir), config=cfg, progress=False, log=said.append)
     r = card["corpus"]["rehearsal"]
