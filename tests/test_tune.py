@@ -653,10 +653,10 @@ def _tiny_run(tiny_model_dir: Path, out: Path, scenario: str, n: int = 4) -> Pat
     return out
 
 
-def test_rehearsal_trains_on_a_generated_runs_persona_lines_with_the_chats_its_simulator_saw(tiny_model_dir, iard_dir, tmp_path):
-    """`--rehearse RUN`: the run's user lines that state their persona (or all of them) become train
-    rows whose prompt is the chat simgen rebuilds for the line, mixed in at `rehearse_share` of the
-    train split; the card says from which run and how many. A run of another scenario, a missing run
+def test_rehearsal_trains_on_a_generated_runs_lines_with_the_chats_its_simulator_saw(tiny_model_dir, iard_dir, tmp_path):
+    """`--rehearse RUN`: the run's user lines (all, or with `persona` those that state their persona)
+    become train rows whose prompt is the chat simgen rebuilds for the line, mixed in at
+    `rehearse_share` of the train split; the log, card and README say from which run and how many. A run of another scenario, a missing run
     and a run without a persona line are errors that name the folder."""
     from transformers import AutoTokenizer
 
