@@ -371,16 +371,9 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
     return out
 
 
-def rehearsal(scenario: Any, run_path: str | Path, tokenizer: Any, max_length: int, lines: str = "all") -> tuple[list[dict[str, Any]], dict]:
-    """The user lines of the generated run `run_path` as training rows (`examples`' shape, `dialogue_id`
-    "RUN-FOLDER-NAME/ID"), each with the chat simgen rebuilds for it (`export.rl.Chats`: what the run's
-    simulator saw), and a summary for the card. `lines` "all" takes every usable line (`export.rl.usable_turns`),
-    "persona" those that state a value of their dialogue's persona (`mentions`). The run
-    must be complete and of `scenario`, its files unchanged (else a `RunError`, `ConfigError` or
-    `ScenarioChanged` that names the folder).
-    """
-    from simgen.data import frame_to_dialogues
-    from simgen.export.rl import Chats
+def rehearsal_run(scenario: Any, run_path: str | Path) -> Any:
+    """The complete run `run_path`, checked to be of `scenario` with its files unchanged (else a
+    `RunError`, `ConfigError` or `ScenarioChanged` that names the folder): what `--rehearse` reads."""
     from simgen.generation.run import load_run
     from simgen.scenario import load_recorded
 
@@ -390,6 +383,22 @@ def rehearsal(scenario: Any, run_path: str | Path, tokenizer: Any, max_length: i
     if recorded.fingerprint != scenario.fingerprint:
         raise ConfigError(f"{where}: a run of scenario {recorded.name!r}, not {scenario.name!r}; pass a run generated with "
                           f"--scenario {scenario.name}.")
+    return run
+
+
+def rehearsal(scenario: Any, run: Any, tokenizer: Any, max_length: int, lines: str = "all") -> tuple[list[dict[str, Any]], dict]:
+    """The user lines of the generated run `run` (a folder, checked by `rehearsal_run`, or the `Run` it
+    returned) as training rows (`examples`' shape, `dialogue_id` "RUN-FOLDER-NAME/ID"), each with the
+    chat simgen rebuilds for it (`export.rl.Chats`: what the run's simulator saw), and a summary for
+    the card. `lines` "all" takes every usable line (`export.rl.usable_turns`), "persona" those that
+    state a value of their dialogue's persona (`mentions`).
+    """
+    from simgen.data import frame_to_dialogues
+    from simgen.export.rl import Chats
+    from simgen.generation.run import Run
+
+    run = run if isinstance(run, Run) else rehearsal_run(scenario, run)
+    where = f"--rehearse {run.path}"
     max_turns = int((run.manifest.get("config") or {}).get("max_turns") or 0) or scenario.max_turns
     chats, complements = Chats(scenario, max_turns), complement_variables(scenario)
     rows, seen = [], 0
@@ -470,7 +479,6 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     from transformers.utils import logging as hf_logging
     from trl import SFTConfig, SFTTrainer
 
-    from simgen.generation.run import load_run
     from simgen.models import load_causal_lm, resolve_model
     from simgen.scenario import load_scenario
 
@@ -481,8 +489,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     scenario = load_scenario(scenario_name)
     if cfg.wordiness:
         wordiness_values(scenario, cfg.wordiness, [])  # a bad name fails here, before the model loads
-    if cfg.rehearse:
-        load_run(cfg.rehearse)  # a missing or unfinished run fails here, before the model loads
+    rehearse = rehearsal_run(scenario, cfg.rehearse) if cfg.rehearse else None  # a bad run fails here, before the model loads
     source = resolve_model(model)
     splits = read_splits(corpus, cfg.max_dialogues, cfg.seed)
     precision = training_precision(cfg.dtype)
@@ -496,8 +503,8 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
         data["validation"] = [data["validation"][i] for i in keep]
     if not data["train"]:
         raise DataError(f"{corpus}: no train example fits --max-length {cfg.max_length} tokens; raise it.")
-    rehearsed, rehearsed_from = (rehearsal(scenario, cfg.rehearse, tokenizer, cfg.max_length, cfg.rehearse_lines)
-                                 if cfg.rehearse else ([], None))
+    rehearsed, rehearsed_from = (rehearsal(scenario, rehearse, tokenizer, cfg.max_length, cfg.rehearse_lines)
+                                 if rehearse is not None else ([], None))
     digest = examples_digest(data["train"] + data["validation"] + rehearsed)
     stating = sum(r["states_persona"] for r in data["train"])
     stated = Counter(name for d in {r["dialogue_id"]: r["stated"] for r in data["train"]}.values() for name in d)

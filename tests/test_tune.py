@@ -708,6 +708,8 @@ def test_rehearsal_trains_on_a_generated_runs_lines_with_the_chats_its_simulator
     chitchat = _tiny_run(tiny_model_dir, tmp_path / "chitchat-run", "chitchat", n=2)
     with pytest.raises(ConfigError, match=f"--rehearse {chitchat}: a run of scenario 'chitchat', not 'movie-recommendation'"):
         rehearsal(scenario, chitchat, tok, 4096, lines="all")
+    with pytest.raises(ConfigError, match="a run of scenario 'chitchat'"):  # before the model (here: none) or the corpus is read
+        tune("movie-recommendation", tmp_path / "no-corpus", tmp_path / "t3", model=str(tmp_path / "no-model"), config=TuneConfig(rehearse=str(chitchat)))
     with pytest.raises(RunError, match="no such run folder"):
         tune("movie-recommendation", iard_dir, tmp_path / "t2", model=str(tiny_model_dir), config=TuneConfig(rehearse=str(tmp_path / "nope")))
     for bad in ({"rehearse_lines": "some"}, {"rehearse_share": 1.0}):
