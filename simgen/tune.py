@@ -399,8 +399,7 @@ def rehearsal(scenario: Any, run: Any, tokenizer: Any, max_length: int, lines: s
 
     run = run if isinstance(run, Run) else rehearsal_run(scenario, run)
     where = f"--rehearse {run.path}"
-    max_turns = int((run.manifest.get("config") or {}).get("max_turns") or 0) or scenario.max_turns
-    chats, complements = Chats(scenario, max_turns), complement_variables(scenario)
+    chats, complements = Chats(scenario, run.max_turns), complement_variables(scenario)
     rows, seen = [], 0
     for d in frame_to_dialogues(run.turns.sort("dialogue_id", "turn")):
         for p in chats.prompts(d, "user"):

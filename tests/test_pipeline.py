@@ -77,6 +77,20 @@ def test_manifest_records_what_made_the_run(run):
     assert [s["dialogues"] for s in m["progress"]["shards"]] == [[0, 1], [2, 3], [4, 4]]
 
 
+def test_a_runs_max_turns_is_the_recorded_horizon_else_its_longest_dialogue(run, tmp_path):
+    # rebuilding the chats a run's simulator saw (RL exports, consistency, rehearsal) needs this horizon
+    assert run.max_turns == 3
+    import shutil
+
+    copy = tmp_path / "no-horizon"
+    shutil.copytree(run.path, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    del m["config"]["max_turns"]
+    (copy / "manifest.json").write_text(json.dumps(m))
+    longest = run.turns.filter(pl.col("role") == "user").group_by("dialogue_id").len()["len"].max()
+    assert simgen.load_run(copy).max_turns == longest and 1 <= longest <= 3
+
+
 def test_same_seed_gives_byte_identical_turns(run, tiny_model_dir, tmp_path):
     again = gen(tiny_model_dir, tmp_path / "b")
     assert (again.path / "turns.parquet").read_bytes() == (run.path / "turns.parquet").read_bytes()

@@ -384,7 +384,7 @@ def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None
     run = run if isinstance(run, Run) else load_run(run)
     judge = load_judge(judge)
     scenario, simulator, why_sim = run_models(run, judge, config)
-    max_turns = (run.manifest.get("config") or {}).get("max_turns")
+    max_turns = run.max_turns
     parts = run.path / PARTS
     if ray is not None:  # the chunks are scored on the cluster into `parts`; below, they are read back
         from simgen.consistency.cluster import score_parts

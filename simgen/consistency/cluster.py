@@ -37,7 +37,7 @@ class ChunkWorker(Worker):
         judge = load_judge(spec, **settings)
         scenario, simulator, _ = run_models(run, judge, config)
         plan = plan_chunks(run.scan(), judge, scenario=scenario, simulator=simulator,
-                           max_turns=(run.manifest.get("config") or {}).get("max_turns"), config=config)
+                           max_turns=run.max_turns, config=config)
         if _normal(plan.state) != _normal(state):
             diff = sorted(k for k in state if _normal(plan.state).get(k) != _normal(state).get(k))
             raise RunError(f"a Ray worker would score {self.out} with other {', '.join(diff)} than the driver: "

@@ -440,10 +440,8 @@ def export_rl(run: Run | str | Path, to: str | Path, format: str = "sft", *, con
     check_target(to, overwrite, run.path)
     scenario = load_recorded(run.manifest.get("scenario") or {}, str(run.path),
                              "the rebuilt chats would not be what the simulator saw")
-    max_turns = int((run.manifest.get("config") or {}).get("max_turns") or 0) or max(
-        1, run.scan().filter(pl.col("role") == "user").group_by("dialogue_id").len().select(pl.col("len").max()).collect().item())
     selection = select(run.scan(), split)
-    chats = Chats(scenario, max_turns)
+    chats = Chats(scenario, run.max_turns)
     profile_dtype = run.scan().collect_schema()["profile"]
     split_of = dict(selection.assignments.iter_rows())
     ids = selection.assignments["dialogue_id"].to_list()

@@ -278,6 +278,18 @@ class Run:
         return pl.scan_parquet(self.path / TURNS)
 
     @cached_property
+    def max_turns(self) -> int:
+        """The user-turn horizon the run's chats were rendered with, which rebuilding a chat needs:
+        the manifest's `config.max_turns` (every run simgen writes records it), else, for a folder
+        written another way, the most user turns any of its dialogues has."""
+        recorded = (self.manifest.get("config") or {}).get("max_turns")
+        if recorded:
+            return int(recorded)
+        longest = (self.scan().filter(pl.col("role") == "user").group_by("dialogue_id").len()
+                   .select(pl.col("len").max()).collect().item())
+        return max(1, int(longest or 0))
+
+    @cached_property
     def turns(self) -> pl.DataFrame:
         return pl.read_parquet(self.path / TURNS)
 
