@@ -43,7 +43,7 @@ from simgen.consistency.metrics import (
     score_lines,
 )
 from simgen.consistency.report import NOTES, write_report
-from simgen.generation.run import dialogue_spans, read_dialogues
+from simgen.generation.run import dialogue_spans, most_user_turns, read_dialogues
 
 SIDECAR = "consistency.parquet"
 PARTS = "consistency.parts"  # finished chunks of an unfinished check (`Parts`), removed when it completes
@@ -179,8 +179,7 @@ def plan_chunks(scan: pl.LazyFrame, judge: Judge, *, scenario: Any = None, simul
         spans = spans.head(config.max_dialogues)
     ids = spans["dialogue_id"]
     if max_turns is None:
-        max_turns = (scan.filter((pl.col("role") == "user") & pl.col("dialogue_id").is_in(ids.implode()))
-                     .group_by("dialogue_id").len().select(pl.col("len").max()).collect(engine="streaming").item() or 1)
+        max_turns = most_user_turns(scan.filter(pl.col("dialogue_id").is_in(ids.implode())))
     not_computed = {k: f"turned off ({k}=False)" for k, on in (("qa", config.qa), ("axis", config.axis)) if not on}
     run_qa = run_axis = False
     if scenario is None or simulator is None:

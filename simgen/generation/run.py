@@ -283,11 +283,7 @@ class Run:
         the manifest's `config.max_turns` (every run simgen writes records it), else, for a folder
         written another way, the most user turns any of its dialogues has."""
         recorded = (self.manifest.get("config") or {}).get("max_turns")
-        if recorded:
-            return int(recorded)
-        longest = (self.scan().filter(pl.col("role") == "user").group_by("dialogue_id").len()
-                   .select(pl.col("len").max()).collect().item())
-        return max(1, int(longest or 0))
+        return int(recorded) if recorded else most_user_turns(self.scan())
 
     @cached_property
     def turns(self) -> pl.DataFrame:
@@ -310,6 +306,14 @@ class Run:
     def __repr__(self) -> str:
         counts = self.manifest.get("counts", {})
         return f"Run({str(self.path)!r}, dialogues={counts.get('dialogues')}, turns={counts.get('turns')})"
+
+
+def most_user_turns(scan: pl.LazyFrame) -> int:
+    """The most user turns any dialogue in `scan` has (at least 1): the horizon of turns that do not
+    record the one they were written with."""
+    longest = (scan.filter(pl.col("role") == "user").group_by("dialogue_id").len()
+               .select(pl.col("len").max()).collect(engine="streaming").item())
+    return max(1, int(longest or 0))
 
 
 def dialogue_spans(scan: pl.LazyFrame) -> pl.DataFrame:
