@@ -61,6 +61,10 @@ consistency`'s prompt-to-line consistency, Q&A accuracy and specificity of each 
 answered by the row's own simulator; the persona axis off), so a row that buys realism by saying
 nothing about its persona shows it.
 
+Each row's run goes to OUT/<scenario file's stem>-<row>[-<simulator folder>]-n<N>-seed<SEED> (a
+scenario given as a path too: a candidate's folder measured beside the shipped one). Run again, the
+benchmark reuses a finished row there, and refuses one written with other scenario files or models.
+
     python benchmarks/bench_sim2real.py --scenario movie-recommendation --reference ../shared/data/iard -n 40
     python benchmarks/bench_sim2real.py --scenario chitchat --reference chitchat -n 40 --json outputs/sim2real-chitchat.json
 """
@@ -83,6 +87,7 @@ from simgen.errors import RunError
 from simgen.generation.simulator import trim_to_sentence
 from simgen.models import tuned_sides
 from simgen.realism import RealismConfig, compare
+from simgen.scenario import load_scenario
 
 PENALTY = 1.15  # the repetition penalty every row before `unpenalised` ran with (the default until then)
 TEMPERATURE = {"user": 0.8, "assistant": 0.7}  # the untuned model's defaults, which every row but the `unscaled` ones samples with
@@ -159,6 +164,40 @@ def measure(name: str, run: simgen.Run, reference: pl.DataFrame, train_index: Co
     }
 
 
+def row_folder(root: Path, scenario: str, row: str, tag: str, n: int, seed: int) -> Path:
+    """Where a row's run goes: inside `root`, named by the scenario's file stem, so a scenario given as
+    a path (even an absolute one) writes there too and not beside its YAML."""
+    return root / f"{Path(scenario).stem}-{row}{tag}-n{n}-seed{seed}"
+
+
+def _model(name: str | None) -> str | None:
+    """A model as `GenerateConfig` names it, comparable across working folders (a folder: its absolute path)."""
+    return str(Path(name).resolve()) if name and Path(name).exists() else name
+
+
+def finished_row(out: Path, config: GenerateConfig) -> simgen.Run | None:
+    """The finished run in `out` if it is this row's, None when there is none (the row is generated).
+    SystemExit naming the folder when it holds a finished run of other scenario files (another
+    scenario of the same name, or its files changed since) or other models: reusing it would report
+    the wrong run under this row's name."""
+    try:
+        run = simgen.load_run(out)
+    except RunError:
+        return None
+    recorded = run.manifest.get("scenario", {}).get("fingerprint")
+    current = load_scenario(config.scenario).fingerprint
+    if recorded != current:
+        sys.exit(f"{out}: a finished row of other scenario files than {config.scenario!r} has now (fingerprint {str(recorded)[:12]} "
+                 f"against {current[:12]}: another scenario of the same name, or its files changed since). Pass another --out, "
+                 "or delete the folder to measure the row again.")
+    written = run.manifest.get("config", {})
+    for key in ("model", "assistant_model"):
+        if _model(written.get(key)) != _model(getattr(config, key)):
+            sys.exit(f"{out}: a finished row written with {key} {written.get(key)!r}, not {getattr(config, key)!r}. Pass another "
+                     "--out, or delete the folder to measure the row again.")
+    return run
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, dict):  # a metric with its interval
         value = value.get("mean", value.get("value"))
@@ -209,11 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(base, **{side: replace(getattr(base, side), **sides, temperature=heat[side]) for side in ("user", "assistant")})
         tag = f"-{args.simulator.name}" if settings.get("tuned") else ""
         tag += f"-a{args.assistant_simulator.name}" if settings.get("tuned") and args.assistant_simulator is not None else ""
-        out = args.out / f"{args.scenario}-{name}{tag}-n{args.n}-seed{args.seed}"
-        try:  # a finished row is reused; anything else generates it
-            run = simgen.load_run(out)
-        except RunError:
-            run = simgen.generate(config=config, out=out)
+        out = row_folder(args.out, args.scenario, name, tag, args.n, args.seed)
+        run = finished_row(out, config) or simgen.generate(config=config, out=out)  # a finished row is reused
         results.append(measure(name, run, test, train_index, cfg))
         if args.consistency:
             results[-1] |= consistency(run)
