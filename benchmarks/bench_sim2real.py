@@ -187,14 +187,14 @@ def finished_row(out: Path, config: GenerateConfig) -> simgen.Run | None:
     recorded = run.manifest.get("scenario", {}).get("fingerprint")
     current = load_scenario(config.scenario).fingerprint
     if recorded != current:
-        sys.exit(f"{out}: a finished row of other scenario files than {config.scenario!r} has now (fingerprint {str(recorded)[:12]} "
-                 f"against {current[:12]}: another scenario of the same name, or its files changed since). Pass another --out, "
-                 "or delete the folder to measure the row again.")
+        sys.exit(f"{out}: holds a finished row written with other scenario files than {config.scenario!r} has now (fingerprint "
+                 f"{str(recorded)[:12]} against {current[:12]}: another scenario of the same name, or its files changed since). "
+                 "Pass another --out, or delete the folder to measure the row again.")
     written = run.manifest.get("config", {})
     for key in ("model", "assistant_model"):
         if _model(written.get(key)) != _model(getattr(config, key)):
-            sys.exit(f"{out}: a finished row written with {key} {written.get(key)!r}, not {getattr(config, key)!r}. Pass another "
-                     "--out, or delete the folder to measure the row again.")
+            sys.exit(f"{out}: holds a finished row written with {key} {written.get(key)!r}, not {getattr(config, key)!r}. Pass "
+                     "another --out, or delete the folder to measure the row again.")
     return run
 
 
@@ -249,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         tag = f"-{args.simulator.name}" if settings.get("tuned") else ""
         tag += f"-a{args.assistant_simulator.name}" if settings.get("tuned") and args.assistant_simulator is not None else ""
         out = row_folder(args.out, args.scenario, name, tag, args.n, args.seed)
-        run = finished_row(out, config) or simgen.generate(config=config, out=out)  # a finished row is reused
+        run = finished_row(out, config)  # a finished row is reused
+        if run is None:
+            run = simgen.generate(config=config, out=out)
         results.append(measure(name, run, test, train_index, cfg))
         if args.consistency:
             results[-1] |= consistency(run)
