@@ -25,16 +25,20 @@ from simgen.realism import RealismConfig, compare
 MEMBERS = ("tfidf", "embedding", "style")
 
 
-def floor(reference: str, split: str, out: Path | None = None) -> dict:
-    """The train split of `reference` scored against its `split` (the realism report's discriminators, in brief)."""
+def floors(reference: str, splits: list[str], out: Path | None = None) -> list[dict]:
+    """The train split of `reference` (read once) scored against each of its `splits` (the realism
+    report's discriminators, in brief); each split's whole report goes to OUT/floor-<split>/ when `out` is given."""
     train = load_corpus(reference, split="train").turns
-    held_out = load_corpus(reference, split=split).turns
-    report = compare(train, held_out, out, config=RealismConfig(n_boot=300, n_perm=200))
-    disc = report["discriminators"]
-    return {"split": split, "dialogues": {"train": train["dialogue_id"].n_unique(), split: held_out["dialogue_id"].n_unique()},
-            "user_turn_auc": disc["ensemble"]["user_turn"]["auc"], "user_turn_ci": disc["ensemble"]["user_turn"]["ci"],
-            "dialogue_auc": disc["ensemble"]["dialogue"]["auc"], "dialogue_ci": disc["ensemble"]["dialogue"]["ci"],
-            **{f"{m}_dialogue_auc": disc[m]["dialogue"]["auc"] for m in MEMBERS}}
+    rows = []
+    for split in splits:
+        held_out = load_corpus(reference, split=split).turns
+        report = compare(train, held_out, out / f"floor-{split}" if out else None, config=RealismConfig(n_boot=300, n_perm=200))
+        disc = report["discriminators"]
+        rows.append({"split": split, "dialogues": {"train": train["dialogue_id"].n_unique(), split: held_out["dialogue_id"].n_unique()},
+                     "user_turn_auc": disc["ensemble"]["user_turn"]["auc"], "user_turn_ci": disc["ensemble"]["user_turn"]["ci"],
+                     "dialogue_auc": disc["ensemble"]["dialogue"]["auc"], "dialogue_ci": disc["ensemble"]["dialogue"]["ci"],
+                     **{f"{m}_dialogue_auc": disc[m]["dialogue"]["auc"] for m in MEMBERS}})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="a folder for each split's realism report (floor-<split>/)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    rows = [floor(args.reference, s.strip(), args.out / f"floor-{s.strip()}" if args.out else None)
-            for s in args.splits.split(",") if s.strip()]
+    rows = floors(args.reference, [s.strip() for s in args.splits.split(",") if s.strip()], args.out)
     print(f"\n{args.reference}: its train split scored as if it were a simulator's run\n")
     print("| against | dialogues (train / it) | user-turn AUC [CI] | dialogue AUC [CI] | TF-IDF / embedding / style, dialogues |")
     print("| --- | --- | --- | --- | --- |")

@@ -13,7 +13,7 @@ from tests.conftest import load_benchmark
 
 def test_the_floor_of_iards_test_split_is_near_chance_line_by_line(iard_dir, tmp_path):
     bench = load_benchmark("realism_floor")
-    row = bench.floor(str(iard_dir), "test", tmp_path / "floor-test")
+    [row] = bench.floors(str(iard_dir), ["test"], tmp_path)
     assert row["split"] == "test" and row["dialogues"] == {"train": 265, "test": 37}
     assert abs(row["user_turn_auc"] - 0.5) <= 0.07 and row["user_turn_ci"][0] <= 0.5 <= row["user_turn_ci"][1]
     assert 0.0 <= row["dialogue_ci"][0] <= row["dialogue_auc"] <= row["dialogue_ci"][1] <= 1.0
