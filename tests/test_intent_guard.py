@@ -235,3 +235,44 @@ def test_tfidf_picks_the_kept_columns_as_scipys_column_indexing_does(iard_dir):
         ours, theirs = _tfidf(counts, shipped.columns, shipped.idf), by_scipy(counts)
         assert ours.shape == theirs.shape and np.array_equal(ours.indptr, theirs.indptr)
         assert np.array_equal(ours.indices, theirs.indices) and np.array_equal(ours.data, theirs.data)
+
+
+def test_the_script_labels_a_corpus_without_labels_by_the_scenario_rules(tmp_path):
+    """chitchat-dataset has no intent labels: the script labels its user lines by chitchat's
+    `label_rules` (first line greeting -> GREET, a question -> ASK, <= 5 words -> REACT, else SHARE,
+    the last line BYE), as `simgen realism` does, instead of refusing the corpus. Here a corpus
+    written on the spot with no `intent` column; a question then passes as ASK and misses as SHARE."""
+    import importlib.util
+    import json
+
+    rng = np.random.default_rng(0)
+    greet = ["hi there", "hello!", "hey how are you", "hi, nice to meet you", "hello friend", "hey hey"]
+    ask = ["what do you do for work?", "where do you live?", "do you have any hobbies?", "how was your weekend?",
+           "do you like cooking?", "what music do you listen to?", "where did you grow up?", "any plans for tonight?"]
+    share = ["I work as a nurse at the big hospital downtown.", "I just got back from a long run in the park.",
+             "I love baking bread on sundays with my kids.", "my cat kept me up all night with her meowing.",
+             "I am learning to play the guitar this year.", "we moved to a new flat near the river last month."]
+    react = ["oh nice", "cool", "haha same", "that's great", "wow really", "sounds fun"]
+    bye = ["well I have to go now, talk to you later", "bye for now, it was nice chatting"]
+    rows = []
+    for d in range(240):
+        pools = [(ask, share, react)[rng.choice(3, p=[0.35, 0.4, 0.25])] for _ in range(4)]
+        lines = [rng.choice(greet)] + [rng.choice(pool) for pool in pools]
+        lines.append(rng.choice(bye))
+        for k, text in enumerate(lines):
+            rows.append({"dialogue_id": f"d{d}", "turn": 2 * k, "role": "user", "text": str(text)})
+            rows.append({"dialogue_id": f"d{d}", "turn": 2 * k + 1, "role": "assistant", "text": "ok, tell me more"})
+    corpus = tmp_path / "unlabelled.jsonl"
+    corpus.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+
+    spec = importlib.util.spec_from_file_location("fit_intent_guard", REPO / "scripts" / "fit_intent_guard.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "g.npz"
+    assert script.main(["--scenario", "chitchat", "--corpus", str(corpus), "--out", str(out)]) == 0
+    guard = IntentGuard.load(out)
+    assert set(guard.classes) == {"GREET", "ASK", "SHARE", "REACT", "BYE"}
+    assert guard.meta["lines_per_intent"]["GREET"] > 150  # every dialogue's first line, by the `first` rule
+    question = "what kind of food do you like?"  # not a line of the corpus
+    assert not guard.misses(question, "ASK") and guard.misses(question, "SHARE")
+
