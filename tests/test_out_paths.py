@@ -44,7 +44,7 @@ def test_scenario_path_that_climbs_writes_under_outputs(tiny_model_dir, tmp_path
     work = tmp_path / "a" / "b"
     work.mkdir(parents=True)
     shutil.copy(list_scenarios()["chitchat"], tmp_path / "x.yaml")
-    for name in ("chitchat.intents.yaml", "chitchat.lengths.yaml", "chitchat.simulator"):  # the files the scenario names beside it
+    for name in ("chitchat.intents.yaml", "chitchat.lengths.yaml", "chitchat.intent-guard.npz", "chitchat.simulator"):  # the files the scenario names beside it
         src = list_scenarios()["chitchat"].with_name(name)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     monkeypatch.chdir(work)
