@@ -39,6 +39,16 @@ def _lines(iard: Path, split: str):
                                        closing="BYE", closing_acts=CLOSING_ACTS)
 
 
+def _passes(guard: IntentGuard, lines) -> tuple[list[bool], list[bool]]:
+    """Whether each labelled line (text, label) passes the guard with its own intent, and whether
+    each passes with another: its label shuffled among the lines (seeded), where that differs."""
+    texts, labels = lines["text"].to_list(), lines["label"].to_list()
+    own = [not guard.misses(t, y) for t, y in zip(texts, labels)]
+    shuffled = np.random.default_rng(0).permutation(labels)
+    other = [not guard.misses(t, y) for t, y, s in zip(texts, shuffled, labels) if y != s]
+    return own, other
+
+
 def test_the_shipped_guard_is_what_the_script_fits_on_the_train_split(fitted, iard_dir):
     shipped = IntentGuard.load(SHIPPED)
     assert shipped.classes == fitted.classes and shipped.meta == fitted.meta
@@ -59,10 +69,7 @@ def test_real_unseen_lines_pass_with_their_own_intent_and_miss_under_another(fit
     (never fitted on) about three lines in four pass with their own intent, and far fewer with an
     intent shuffled among the lines."""
     _, lines = _lines(iard_dir, "validation")
-    texts, labels = lines["text"].to_list(), lines["label"].to_list()
-    own = [not fitted.misses(t, y) for t, y in zip(texts, labels)]
-    shuffled = np.random.default_rng(0).permutation(labels)
-    other = [not fitted.misses(t, y) for t, y, s in zip(texts, shuffled, labels) if y != s]
+    own, other = _passes(fitted, lines)
     assert len(own) > 150 and len(other) > 100
     assert abs(np.mean(own) - (1 - QUANTILE)) < 0.12
     assert np.mean(other) < 0.35
@@ -289,10 +296,6 @@ def test_chitchats_shipped_guard_passes_unseen_real_lines_with_their_own_intent(
     assert guard is not None and guard.meta["source"].startswith("chitchat train split: 3198 dialogues")
     intents = load_scenario("chitchat").intents
     lines = labelled_user_lines(intents.label_lines(load_corpus("chitchat", split="validation").turns), intents.label_of, closing="BYE")
-    lines = lines.sample(3000, seed=0)
-    texts, labels = lines["text"].to_list(), lines["label"].to_list()
-    own = [not guard.misses(t, y) for t, y in zip(texts, labels)]
-    shuffled = np.random.default_rng(0).permutation(labels)
-    other = [not guard.misses(t, y) for t, y, s in zip(texts, shuffled, labels) if y != s]
+    own, other = _passes(guard, lines.sample(3000, seed=0))
     assert abs(np.mean(own) - (1 - QUANTILE)) < 0.08
     assert np.mean(other) < 0.35
