@@ -59,6 +59,17 @@ def test_template_naming_a_missing_profile_variable_fails_at_load(tmp_path):
     assert "my_user.j2:2: undefined variable 'age'" in str(e.value)
 
 
+@pytest.mark.parametrize("name", ["movie-recommendation", "chitchat"])
+def test_a_shipped_scenarios_turn_cap_rarely_binds(name):
+    """Dialogue lengths come from the real corpus (the length model's `dialogues` row, fitted on the
+    train split); the cap on user turns may cut at most 1% of them, or the long real dialogues have
+    no simulated peers (their late lines alone give a discriminator the turn's position)."""
+    scenario = load_scenario(name)
+    counts, probs = scenario.lengths.dialogues
+    cut = sum(p for n, p in zip(counts, probs) if n > scenario.max_turns)
+    assert cut <= 0.01 and max(counts) > scenario.max_turns >= 10
+
+
 def test_malformed_yaml_names_file_and_line(tmp_path):
     path = write(tmp_path / "bad.yaml", "scenario: x\nprofile: {variables: [\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: line \d+, column \d+: malformed YAML"):
