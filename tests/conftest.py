@@ -76,9 +76,18 @@ def build_tiny_model(out: Path, tokenizer_dir: Path) -> Path:
 
 def load_benchmark(name: str):  # noqa: ANN201 - the module
     """`benchmarks/NAME.py` as a module (the benchmarks are scripts, not a package)."""
+    return _load_file("benchmarks", name)
+
+
+def load_script(name: str):  # noqa: ANN201 - the module
+    """`scripts/NAME.py` as a module (the fitting scripts are not a package either)."""
+    return _load_file("scripts", name)
+
+
+def _load_file(folder: str, name: str):  # noqa: ANN202 - the module
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

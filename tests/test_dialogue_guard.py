@@ -7,7 +7,6 @@ again with the same latents and the take most like people's is kept, recorded an
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from simgen.dialogue_guard import QUANTILE, DialogueGuard, _Trees, dialogues_of
 from simgen.errors import ConfigError, DataError
+from tests.conftest import load_script
 from tests.test_realism_guard import PEOPLE, STIFF  # hand-written lines: how people type, and a stiff model's way of saying it
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,10 +35,7 @@ def hand_guard() -> DialogueGuard:
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("fit_dialogue_guard", REPO / "scripts" / "fit_dialogue_guard.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return load_script("fit_dialogue_guard")
 
 
 def _tiny_run(tiny_model_dir: Path, out: Path, seed: int, n: int = 12, **kw):

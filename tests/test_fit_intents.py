@@ -3,7 +3,6 @@ and the chitchat model it wrote to profiles/ (chitchat-dataset ships on PyPI, so
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +12,11 @@ import pytest
 from simgen.errors import DataError
 from simgen.intents import load_intent_model
 from simgen.scenario import load_scenario
+from tests.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "fit_intents.py"
-spec = importlib.util.spec_from_file_location("fit_intents", SCRIPT)
-fit_intents = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fit_intents)
+fit_intents = load_script("fit_intents")
 
 MODEL = load_intent_model({
     "intents": {"ASK": "ask", "TELL": "tell", "HUM": "never labelled", "BYE": {"description": "bye", "terminal": True}},

@@ -12,6 +12,7 @@ import pytest
 
 from simgen.errors import ConfigError, DataError
 from simgen.intent_guard import QUANTILE, IntentGuard, labelled_user_lines
+from tests.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "profiles" / "movie-recommendation.intent-guard.npz"
@@ -20,11 +21,7 @@ SHIPPED = REPO / "profiles" / "movie-recommendation.intent-guard.npz"
 @pytest.fixture(scope="module")
 def fitted(iard_dir, tmp_path_factory) -> IntentGuard:
     """The guard scripts/fit_intent_guard.py fits on IARD's train split, into a temporary file."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fit_intent_guard", REPO / "scripts" / "fit_intent_guard.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("fit_intent_guard")
     out = tmp_path_factory.mktemp("guard") / "g.npz"
     assert script.main(["--scenario", "movie-recommendation", "--corpus", str(iard_dir), "--out", str(out)]) == 0
     return IntentGuard.load(out)
@@ -249,7 +246,6 @@ def test_the_script_labels_a_corpus_without_labels_by_the_scenario_rules(tmp_pat
     `label_rules` (first line greeting -> GREET, a question -> ASK, <= 5 words -> REACT, else SHARE,
     the last line BYE), as `simgen realism` does, instead of refusing the corpus. Here a corpus
     written on the spot with no `intent` column; a question then passes as ASK and misses as SHARE."""
-    import importlib.util
     import json
 
     rng = np.random.default_rng(0)
@@ -272,9 +268,7 @@ def test_the_script_labels_a_corpus_without_labels_by_the_scenario_rules(tmp_pat
     corpus = tmp_path / "unlabelled.jsonl"
     corpus.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
 
-    spec = importlib.util.spec_from_file_location("fit_intent_guard", REPO / "scripts" / "fit_intent_guard.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("fit_intent_guard")
     out = tmp_path / "g.npz"
     assert script.main(["--scenario", "chitchat", "--corpus", str(corpus), "--out", str(out)]) == 0
     guard = IntentGuard.load(out)

@@ -6,7 +6,6 @@ scenario names them per side; with redraws, a line that reads like the simulator
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from simgen.errors import ConfigError, DataError
 from simgen.realism_guard import HUMAN, QUANTILE, SIDES, SIMULATOR, RealismGuard
+from tests.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = {side: REPO / "profiles" / f"movie-recommendation.realism-guard.{side}.npz" for side in SIDES}
@@ -40,10 +40,7 @@ STIFF = ["I would greatly appreciate a recommendation for a film of the comedy g
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("fit_realism_guard", REPO / "scripts" / "fit_realism_guard.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return load_script("fit_realism_guard")
 
 
 @pytest.fixture(scope="module")
