@@ -58,8 +58,8 @@ generation tokens/s (as the run's manifest records it), the share of lines (both
 goodbye before their side's last line (the realism report's `midway_goodbyes`, real beside it)
 and the share of lines that took a redraw. With `--consistency`: `simgen
 consistency`'s prompt-to-line consistency, Q&A accuracy and specificity of each row (the embedded judge, Q&A
-answered by the row's own simulator; the persona axis off), so a row that buys realism by saying
-nothing about its persona shows it.
+answered by the row's own simulator; the persona axis off; each dialogue's first 30 user lines,
+`--consistency-lines`), so a row that buys realism by saying nothing about its persona shows it.
 
 Each row's run goes to OUT/<scenario file's stem>-<row>[-<simulator folder>]-n<N>-seed<SEED> (a
 scenario given as a path too: a candidate's folder measured beside the shipped one). Run again, the
@@ -124,13 +124,15 @@ def copy_rate(lines: list[str], real: list[str] | CopyIndex, min_words: int = 0)
     return index.rate(lines, min_words=min_words)
 
 
-def consistency(run: simgen.Run) -> dict:
-    """Prompt-to-line consistency and Q&A accuracy of `run` (reused from RUN/reports/sim2real-consistency if there)."""
+def consistency(run: simgen.Run, lines: int = 0) -> dict:
+    """Prompt-to-line consistency and Q&A accuracy of `run`, each dialogue scored on its first `lines` user
+    lines (0: all); reused from RUN/reports/sim2real-consistency[-firstN] if there."""
     from simgen.consistency import ConsistencyConfig, check_run
 
-    out = run.path / "reports" / "sim2real-consistency"
+    out = run.path / "reports" / ("sim2real-consistency" + (f"-first{lines}" if lines else ""))
     done = out / "consistency.json"
-    report = json.loads(done.read_text()) if done.is_file() else check_run(run, out=out, config=ConsistencyConfig(axis=False), progress=True)
+    config = ConsistencyConfig(axis=False, max_user_lines=lines)
+    report = json.loads(done.read_text()) if done.is_file() else check_run(run, out=out, config=config, progress=True)
     overall = report["overall"]
     return {k: overall.get(k) for k in ("prompt_to_line", "qa", "specificity")}
 
@@ -216,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--simulator", type=Path, help="a `simgen tune` folder for the tuned rows (the side(s) its card learned)")
     parser.add_argument("--assistant-simulator", type=Path, help="a `simgen tune` folder for the tuned rows' assistant side instead")
     parser.add_argument("--consistency", action="store_true", help="also score prompt-to-line consistency and Q&A (slower)")
+    parser.add_argument("--consistency-lines", type=int, default=30,
+                        help="with --consistency: score each dialogue's first N user lines (0 = all). The check's cost grows "
+                             "with the square of a dialogue's length, and chitchat's run to 128 user lines; the untuned "
+                             "baseline's are six")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -254,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             run = simgen.generate(config=config, out=out)
         results.append(measure(name, run, test, train_index, cfg))
         if args.consistency:
-            results[-1] |= consistency(run)
+            results[-1] |= consistency(run, args.consistency_lines)
         print(json.dumps(results[-1]), file=sys.stderr)
 
     print(f"\n{args.scenario}: {args.n} dialogues per row, seed {args.seed}; real: {args.reference} test split "

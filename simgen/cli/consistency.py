@@ -45,13 +45,18 @@ def make_judge(spec: str, judge_model: str | None, api_key_env: str | None):  # 
 @click.option("--no-axis", is_flag=True, help="Skip the persona axis.")
 @click.option("--axis-layer", type=int, default=None, help="Decoder layer of the persona axis [default: the middle one].")
 @click.option("--max-dialogues", default=0, show_default=True, help="Score the first N dialogues only (0 = all).")
+@click.option("--max-user-lines", default=0, show_default=True,
+              help="Score each dialogue's first N user lines only (0 = all). Long dialogues cost the square of their "
+                   "length (line-to-line pairs, Q&A contexts); 30 keeps a 128-line dialogue's cost near a 30-line one's.")
+@click.option("--l2l-window", default=0, show_default=True,
+              help="Compare each user line with its K latest earlier user lines only (0 = every earlier one).")
 @click.option("--chunk-dialogues", default=100, show_default=True,
               help="Dialogues read from the run and scored at a time; each finished chunk is saved, so a rerun after "
                    "a crash or Ctrl-C goes on from there. Lower it if memory is short (scores do not change).")
 @ray_options
 def consistency(run: Path, judge_spec: str, judge_model: str | None, api_key_env: str | None, out: Path | None, threshold: float,
-                no_qa: bool, qa_every: int, no_axis: bool, axis_layer: int | None, max_dialogues: int, chunk_dialogues: int,
-                ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float, ray_retries: int) -> None:
+                no_qa: bool, qa_every: int, no_axis: bool, axis_layer: int | None, max_dialogues: int, max_user_lines: int,
+                l2l_window: int, chunk_dialogues: int, ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float, ray_retries: int) -> None:
     """Score the persona consistency of RUN, line by line and turn by turn.
 
     Writes RUN/consistency.parquet (one row per user line: prompt-to-line, line-to-line, Q&A,
@@ -70,7 +75,8 @@ def consistency(run: Path, judge_spec: str, judge_model: str | None, api_key_env
     from simgen.generation.run import load_run
 
     config = ConsistencyConfig(threshold=threshold, qa=not no_qa, qa_every=qa_every, axis=not no_axis,
-                               axis_layer=axis_layer, max_dialogues=max_dialogues, chunk_dialogues=chunk_dialogues)
+                               axis_layer=axis_layer, max_dialogues=max_dialogues, max_user_lines=max_user_lines,
+                               l2l_window=l2l_window, chunk_dialogues=chunk_dialogues)
     loaded = load_run(run)  # a bad run folder fails before any model loads
     report = check_run(loaded, make_judge(judge_spec, judge_model, api_key_env), out, config, progress=True,
                        ray=ray_config(ray_address, ray_workers, ray_cpus, ray_gpus, ray_retries))

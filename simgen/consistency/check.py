@@ -154,6 +154,7 @@ class ChunkPlan:
     not_computed: dict[str, str]
     state: dict[str, Any]  # what `Parts` keys the saved chunks by
     size: int  # dialogues per chunk
+    max_user_lines: int = 0  # each dialogue is read up to its N-th user line (0 = whole)
 
     @property
     def ids(self) -> pl.Series:
@@ -164,8 +165,19 @@ class ChunkPlan:
         return [self.ids.slice(start, self.size).to_list() for start in range(0, len(self.ids), self.size)]
 
     def frame(self, k: int) -> pl.DataFrame:
-        """Chunk k's turns, read from the scan."""
-        return read_dialogues(self.scan.select(self.columns), self.spans.slice(k * self.size, self.size))
+        """Chunk k's turns, read from the scan (each dialogue up to its `max_user_lines`-th user line)."""
+        return first_user_lines(read_dialogues(self.scan.select(self.columns), self.spans.slice(k * self.size, self.size)),
+                                self.max_user_lines)
+
+
+def first_user_lines(turns: pl.DataFrame, n: int) -> pl.DataFrame:
+    """`turns` with each dialogue cut after its n-th user line (rows kept in their order; n = 0: all of it)."""
+    if not n:
+        return turns
+    last = (turns.filter(pl.col("role") == "user").group_by("dialogue_id")
+            .agg(pl.col("turn").sort().slice(n - 1, 1).first().alias("_last_turn")))
+    return (turns.join(last, on="dialogue_id", how="left", maintain_order="left")
+            .filter(pl.col("_last_turn").is_null() | (pl.col("turn") <= pl.col("_last_turn"))).drop("_last_turn"))
 
 
 def plan_chunks(scan: pl.LazyFrame, judge: Judge, *, scenario: Any = None, simulator: Any = None, max_turns: int | None = None,
@@ -195,7 +207,8 @@ def plan_chunks(scan: pl.LazyFrame, judge: Judge, *, scenario: Any = None, simul
     state = {"judge": judge.describe(), "simulator": simulator.describe() if simulator is not None else None,
              "scenario": getattr(scenario, "fingerprint", None), "config": asdict(config), "layer": layer,
              "max_turns": max_turns}
-    return ChunkPlan(scan, columns, spans, max_turns, run_qa, run_axis, layer, not_computed, state, config.chunk_dialogues)
+    return ChunkPlan(scan, columns, spans, max_turns, run_qa, run_axis, layer, not_computed, state, config.chunk_dialogues,
+                     config.max_user_lines)
 
 
 def score_chunk(plan: ChunkPlan, k: int, judge: Judge, scenario: Any, simulator: Any, config: ConsistencyConfig,

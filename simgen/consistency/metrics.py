@@ -67,6 +67,11 @@ class ConsistencyConfig:
     pass_tokens: int = field(default=2048, metadata={"help": "tokens packed into one forward pass of the simulator model (bounds memory)"})
     seed: int = field(default=0, metadata={"help": "seed of the Q&A option order"})
     max_dialogues: int = field(default=0, metadata={"help": "score the first N dialogues only (0 = all)"})
+    max_user_lines: int = field(default=0, metadata={"help": "score each dialogue's first N user lines only (0 = all): "
+                                                             "bounds the line-to-line pairs and Q&A checkpoints of long dialogues"})
+    l2l_window: int = field(default=0, metadata={"help": "compare each user line with its K latest earlier user lines only "
+                                                         "(0 = every earlier one): line-to-line pairs grow with a dialogue's "
+                                                         "length instead of its square"})
     chunk_dialogues: int = field(default=100, metadata={"help": "dialogues read and scored at a time: bounds memory, and a crash loses at most one chunk"})
 
     def __post_init__(self) -> None:
@@ -78,6 +83,10 @@ class ConsistencyConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        for name in ("max_dialogues", "max_user_lines", "l2l_window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be a non-negative integer (0 = no limit), got {value!r}.")
         if not (isinstance(self.qa_options, int) and self.qa_options >= 2):
             raise ConfigError(f"qa_options must be an integer >= 2, got {self.qa_options!r}.")
 
@@ -170,7 +179,7 @@ def score_lines(dialogues: Sequence[Dialogue], judge: Judge, config: Consistency
                 p2l_index[i] = len(pairs)
                 pairs.append(Pair("prompt_to_line", persona, text, previous_other))
                 l2l_index[i] = []
-                for prev in earlier:
+                for prev in earlier[-config.l2l_window:] if config.l2l_window else earlier:
                     l2l_index[i].append(len(pairs))
                     pairs.append(Pair("line_to_line", prev, text))
                 earlier.append(text)

@@ -196,3 +196,19 @@ def test_cli_http_judge_takes_its_model_name_and_key_variable(run, stub_url, tmp
 def test_cli_refuses_http_judge_settings_for_another_judge(run, tiny_model_dir):
     result = CliRunner().invoke(consistency, [str(run.path), "--judge", f"llm:{tiny_model_dir}", "--judge-model", "x"])
     assert result.exit_code == 2 and "--judge-model applies only to the http judge" in result.output
+
+
+def test_max_user_lines_bounds_every_stage_on_the_tiny_model(run, tmp_path):
+    """--max-user-lines 1: one sidecar row per dialogue (its first user line), asked its Q&A there; the
+    report records the setting. Q&A runs the run's own (tiny) simulator."""
+    from tests.consistency.conftest import RuleJudge
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    report = check_run(copy, RuleJudge(), config=ConsistencyConfig(max_user_lines=1, qa_max_questions=2, axis=False))
+    sidecar = pl.read_parquet(copy / SIDECAR)
+    users = pl.read_parquet(copy / "turns.parquet").filter(pl.col("role") == "user")
+    assert users.height > users["dialogue_id"].n_unique()  # the run has lines to cut
+    assert sidecar.height == users["dialogue_id"].n_unique() and sidecar["user_turn"].to_list() == [0] * sidecar.height
+    assert (sidecar["qa_asked"] > 0).all()
+    assert report["config"]["max_user_lines"] == 1 and report["not_computed"] == {"axis": "turned off (axis=False)"}

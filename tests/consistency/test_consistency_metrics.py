@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from tests.consistency.conftest import AGE, PRIYA, RETIRED, STEAK, STUDENT, VEGETARIAN, VEGGIE, RuleJudge, dialogue_frame, fill
 
-from simgen.consistency.check import score_dialogues
+from simgen.consistency.check import first_user_lines, score_dialogues
 from simgen.consistency.metrics import (
     COLUMNS,
     ConsistencyConfig,
@@ -141,3 +141,48 @@ def test_chunked_scoring_matches_scoring_all_at_once(rule_judge, order):
     assert len(rule_judge.calls) == 4  # one judge call per dialogue
     first_two = score_dialogues(frame, RuleJudge(), config=ConsistencyConfig(max_dialogues=2, chunk_dialogues=1))
     assert first_two.lines["dialogue_id"].unique().sort().to_list() == ["retired", "steak"]
+
+
+def test_the_line_to_line_window_compares_each_line_with_its_latest_lines_only():
+    """A vegetarian's first line and a steak three lines later: every earlier line sees the conflict,
+    a window of two does not reach back to it, and the pairs sent to the judge shrink to match."""
+    lines = [("user", "i'm vegetarian"), ("assistant", "ok"), ("user", "i like films"), ("assistant", "ok"),
+             ("user", "comedies mostly"), ("assistant", "ok"), ("user", "steak tonight")]
+    frame = dialogue_frame({"d": (PRIYA, lines)})
+    judges, scored = {}, {}
+    for window in (0, 2):
+        judges[window] = RuleJudge()
+        scored[window] = score_lines(dialogues_from_turns(frame), judges[window], ConsistencyConfig(l2l_window=window))
+    assert scored[0]["l2l_compared"].to_list() == [0, 1, 2, 3]
+    assert scored[2]["l2l_compared"].to_list() == [0, 1, 2, 2]
+    assert scored[0]["l2l_conflicts"].to_list() == [0, 0, 0, 1]
+    assert scored[2]["l2l_conflicts"].to_list() == [0, 0, 0, 0]
+    l2l = [[p.premise for p in judges[w].calls[0] if p.kind == "line_to_line"] for w in (0, 2)]
+    assert len(l2l[0]) == 6 and l2l[1] == ["i'm vegetarian", "i'm vegetarian", "i like films", "i like films", "comedies mostly"]
+    # prompt-to-line does not depend on the window
+    assert scored[2]["p2l_contradiction"].to_list() == scored[0]["p2l_contradiction"].to_list()
+
+
+def test_max_user_lines_scores_each_dialogue_up_to_its_nth_user_line(rule_judge):
+    """Two user lines a dialogue: the steak line (its dialogue's third) leaves the score, 'since I
+    retired' (its second) stays; the turns after the cut are not read, a shorter dialogue is read whole."""
+    frame = _frame().with_columns(pl.col("turn").cast(pl.Int32))
+    cut = first_user_lines(frame, 2)
+    assert cut.filter(pl.col("dialogue_id") == "steak")["turn"].to_list() == [0, 1, 2]  # up to its 2nd user line
+    assert cut.filter(pl.col("dialogue_id") == "retired")["turn"].to_list() == [0, 1, 2]  # its answer after the 2nd goes
+    retired = frame.filter(pl.col("dialogue_id") == "retired")
+    assert first_user_lines(retired, 3).equals(retired)  # two user lines: nothing to cut at three
+    assert first_user_lines(frame, 0).equals(frame)
+    scored = score_dialogues(frame, rule_judge, config=ConsistencyConfig(max_user_lines=2))
+    assert scored.lines.group_by("dialogue_id").agg(pl.len())["len"].to_list() == [2, 2, 2, 2]
+    assert scored.lines["user_turn"].max() == 1
+    by = {d["dialogue_id"]: d for d in scored.report["dialogues"]}
+    assert by["steak"]["prompt_to_line"] == pytest.approx(by["veggie"]["prompt_to_line"])  # the steak line is past the cut
+    assert by["retired"]["prompt_to_line"] < by["student"]["prompt_to_line"]  # 'retired' is the 2nd user line: kept
+    assert scored.report["config"]["max_user_lines"] == 2
+
+
+@pytest.mark.parametrize("field", ["max_user_lines", "l2l_window", "max_dialogues"])
+def test_negative_limits_are_clear_errors(field):
+    with pytest.raises(ConfigError, match=f"{field} must be a non-negative integer"):
+        ConsistencyConfig(**{field: -1})
