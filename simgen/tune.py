@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from simgen.corpora import Corpus, load_corpus, split_of
-from simgen.errors import ConfigError, DataError, RunError, did_you_mean
+from simgen.errors import ConfigError, DataError, ModelError, RunError, did_you_mean
 
 if TYPE_CHECKING:
     from simgen.data import ProfileLatent
@@ -117,6 +117,10 @@ class TuneConfig:
                                                              "choices": REHEARSE_LINES})
     rehearse_share: float = field(default=0.2, metadata={"help": "the share of the train split's examples that are --rehearse lines, "
                                                                  "repeated (seeded shuffles) or cut to it"})
+    init: str = field(default="", metadata={
+        "help": "a LoRA folder `simgen tune` wrote (or a packed one, e.g. profiles/chitchat.simulator) to go on training: "
+                "its adapter's weights, rank and modules are the start (--lora-r, --lora-alpha and --lora-dropout are then "
+                "its own); its base model must be --model's. Empty: a fresh adapter"})
     eval_examples: int = field(default=200, metadata={"help": "validation examples scored (a seeded sample); 0 = all"})
     eval_every: int = field(default=0, metadata={"help": "validation loss every this many steps; 0 = at the end only"})
     save_every: int = field(default=50, metadata={"help": "checkpoint every this many steps (what an interrupted run resumes from)"})
@@ -144,6 +148,31 @@ class TuneConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
         if not self.epochs > 0 or self.learning_rate <= 0:
             raise ConfigError("epochs and learning_rate must be positive.")
+        if self.init and self.method != "lora":
+            raise ConfigError(f"init continues a LoRA adapter; --method {self.method} trains every weight. Drop --init, or use --method lora.")
+
+
+def init_adapter(spec: str, base: Any) -> dict[str, Any]:
+    """The `--init` folder's card, checked: a LoRA folder `simgen tune` wrote (packed or not) on `base`
+    (a ModelSource); what the new card records about it."""
+    from simgen.models import fingerprint
+
+    folder = Path(spec).expanduser()
+    try:
+        card = json.loads((folder / CARD).read_text(encoding="utf-8"))
+        recorded = card["base_model"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--init {spec}: {folder / CARD} is not a readable tuning card ({type(e).__name__}: {e}); --init takes a "
+                          "folder `simgen tune` wrote.") from None
+    if card.get("method") != "lora" or not (folder / "adapter_config.json").is_file():
+        raise ConfigError(f"--init {spec}: not a LoRA adapter (method {card.get('method')!r}); --init continues an adapter.")
+    if recorded.get("fingerprint") != base.fingerprint:
+        raise ModelError(f"--init {spec}: the adapter was trained on {recorded.get('id')!r} (fingerprint "
+                         f"{str(recorded.get('fingerprint'))[:12]}), not on the base model here ({base.id}, fingerprint "
+                         f"{base.fingerprint[:12]}). Pass that base as --model, or drop --init.")
+    return {"path": str(folder), "fingerprint": fingerprint(folder), "steps": card.get("steps"),
+            "examples_sha256": card.get("corpus", {}).get("examples_sha256"), "validation_loss": card.get("validation_loss"),
+            "settings": card.get("settings")}
 
 
 # ---------------------------------------------------------------- data
@@ -490,6 +519,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
         wordiness_values(scenario, cfg.wordiness, [])  # a bad name fails here, before the model loads
     rehearse = rehearsal_run(scenario, cfg.rehearse) if cfg.rehearse else None  # a bad run fails here, before the model loads
     source = resolve_model(model)
+    start = init_adapter(cfg.init, source) if cfg.init else None  # a bad --init fails here, before the model loads
     splits = read_splits(corpus, cfg.max_dialogues, cfg.seed)
     precision = training_precision(cfg.dtype)
     lm, tokenizer = load_causal_lm(source, dtype="bfloat16" if precision == "bfloat16" else "float32")
@@ -515,7 +545,8 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
         log(f"rehearsal: {len(rehearsed)} lines of {cfg.rehearse} fill {len(mixed)} of {len(repeated)} train examples "
             f"({len(mixed) / len(rehearsed):.1f} times each)")
     settings = asdict(cfg)
-    state = {"scenario": scenario.fingerprint, "base": source.fingerprint, "examples": digest, "settings": settings, "precision": precision}
+    state = {"scenario": scenario.fingerprint, "base": source.fingerprint, "examples": digest, "settings": settings, "precision": precision,
+             "init": start and start["fingerprint"]}
     ckpt = out / "checkpoints"
     stamp = ckpt / "simgen_state.json"
     if stamp.is_file() and json.loads(stamp.read_text()) != state:
@@ -525,7 +556,11 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     stamp.write_text(json.dumps(state, indent=2))
 
     lm.train()
-    if cfg.method == "lora":
+    if start is not None:
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, start["path"], is_trainable=True)  # a bf16 (packed) adapter is cast to the model's dtype
+    elif cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
 
         lm = get_peft_model(lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules="all-linear",
@@ -554,8 +589,14 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
         trainer.add_callback(clock)
         resume = clock.resumed_from is not None  # the checkpoint the Trainer's resume_from_checkpoint=True picks
         before_file = ckpt / "base_validation_loss.json"
-        if not before_file.is_file():  # the base model on the same validation examples, for reference
-            before_file.write_text(json.dumps(trainer.evaluate()["eval_loss"]))
+        if not before_file.is_file():  # the base model (and the --init adapter) on the same validation examples, for reference
+            losses = {"base": None, "start": trainer.evaluate()["eval_loss"]}
+            if start is not None:
+                with lm.disable_adapter():
+                    losses["base"] = trainer.evaluate()["eval_loss"]
+            else:
+                losses["base"] = losses["start"]
+            before_file.write_text(json.dumps(losses))
         before = json.loads(before_file.read_text())
         if resume:
             log(f"resuming from {ckpt}")
@@ -591,7 +632,8 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
         "steps": int(result.global_step), "seconds": round(clock.before + seconds, 1),
         "resumed_from_step": clock.resumed_from, "seconds_this_run": round(seconds, 1),
         "train_loss": {"first": losses[0] if losses else None, "last": losses[-1] if losses else None, "mean": result.training_loss},
-        "validation_loss": final, "base_validation_loss": before,
+        "validation_loss": final, "base_validation_loss": before["base"],
+        "init": start and start | {"validation_loss_here": before["start"]},
         "history": history,
     }
     (tmp / CARD).write_text(json.dumps(card, indent=2))
@@ -705,6 +747,8 @@ def _readme(card: dict[str, Any]) -> str:
             f"the test split was never read\n"
             + (f"- rehearsal: {r['train_examples']} train examples from {r['rows']} generated user lines ({r['lines']}) of the run "
                f"{r['run']} (seed {r['seed']})\n" if (r := c.get("rehearsal")) else "")
+            + (f"- went on from the adapter {i['path']} ({i['steps']} steps; validation loss here {i['validation_loss_here']}): "
+               f"its card is `init` in simgen_tune.json\n" if (i := card.get("init")) else "")
             + f"- train loss {card['train_loss']['first']} -> {card['train_loss']['last']}; validation loss {card['validation_loss']}\n"
             f"- {card['seconds']:.0f} s of training"
             + (f" (resumed from step {card['resumed_from_step']})" if card.get("resumed_from_step") else "") + "\n\n"

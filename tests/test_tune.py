@@ -366,6 +366,44 @@ def test_auto_precision_is_mixed_only_where_bf16_arithmetic_is_native(monkeypatc
     assert training_precision("bfloat16") == "bfloat16" and training_precision("float32") == "float32"
 
 
+def test_init_goes_on_training_from_an_adapter_with_its_own_rank(tuned, tiny_model_dir, iard_dir, tmp_path):
+    """--init starts from a tuned folder's adapter: on the same validation examples it scores what that
+    folder's card says it ended on (the weights were loaded), its rank wins over --lora-r, and the new
+    card names where it started."""
+    out = tmp_path / "more"
+    result = CliRunner().invoke(cli, ["tune", "movie-recommendation", "--corpus", str(iard_dir), "--out", str(out), "--model",
+                                      str(tiny_model_dir), *FAST, "--init", str(tuned), "--lora-r", "4"])
+    assert result.exit_code == 0, result.output
+    first, card = (json.loads((folder / "simgen_tune.json").read_text()) for folder in (tuned, out))
+    assert card["init"]["path"] == str(tuned) and card["init"]["steps"] == 4 and len(card["init"]["fingerprint"]) == 64
+    assert card["init"]["validation_loss_here"] == pytest.approx(first["validation_loss"], rel=1e-4)
+    assert card["base_validation_loss"] == pytest.approx(first["base_validation_loss"], rel=1e-4)
+    assert card["init"]["validation_loss_here"] < card["base_validation_loss"]
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == json.loads((tuned / "adapter_config.json").read_text())["r"] != 4
+    assert "went on from the adapter" in (out / "README.md").read_text() and "(--init)" in result.output
+    resolve_model(str(out))  # it loads through --model like any tuned folder
+
+
+def test_a_bad_init_is_refused_before_the_model_loads(tuned, tiny_model_dir, iard_dir, tmp_path):
+    from simgen.errors import ConfigError
+
+    other = tmp_path / "other-base"
+    other.mkdir()
+    for f in tuned.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    card = json.loads((other / "simgen_tune.json").read_text())
+    card["base_model"]["fingerprint"] = "0" * 64
+    (other / "simgen_tune.json").write_text(json.dumps(card))
+    (tmp_path / "empty").mkdir()
+    for init, error in ((other, "not on the base model here"), (tmp_path / "empty", "not a readable tuning card")):
+        out = tmp_path / f"out-{init.name}"
+        result = CliRunner().invoke(cli, ["tune", "movie-recommendation", "--corpus", str(iard_dir), "--out", str(out), "--model",
+                                          str(tiny_model_dir), *FAST, "--init", str(init)])
+        assert result.exit_code != 0 and error in result.output and str(init) in result.output and not out.exists()
+    with pytest.raises(ConfigError, match="--method full"):
+        TuneConfig(method="full", init=str(tuned))
+
+
 def test_bad_settings_are_config_errors():
     from simgen.errors import ConfigError
 

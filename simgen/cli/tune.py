@@ -40,6 +40,8 @@ def tune(scenario: str, corpus: str, out: Path, model: str | None, quiet: bool, 
     loss = card["train_loss"]
     click.echo(f"tuned {card['scenario']['name']} ({card['roles']} side{'s' if card['roles'] == 'both' else ''}) on {card['corpus']['examples']['train']} real lines in {card['steps']} steps "
                f"({card['seconds']:.0f} s): train loss {loss['first']:.3f} -> {loss['last']:.3f}, validation loss "
-               f"{card['base_validation_loss']:.3f} (base) -> {card['validation_loss']:.3f}")
+               f"{card['base_validation_loss']:.3f} (base)"
+               + (f", {card['init']['validation_loss_here']:.3f} (--init)" if card.get("init") else "")
+               + f" -> {card['validation_loss']:.3f}")
     flag = "--assistant-model" if card["roles"] == "assistant" else "--model"
     click.echo(f"  {out}   (use it: simgen generate --scenario {scenario} {flag} {out})")
