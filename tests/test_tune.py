@@ -80,14 +80,19 @@ def test_the_folder_generates_through_model_and_the_manifest_names_it(tuned, tmp
     assert pl.read_parquet(out / "turns.parquet").height >= 2
 
 
-def test_an_adapter_on_another_base_is_refused_before_anything_generates(tuned, tmp_path):
-    moved = tmp_path / "adapter"
-    moved.mkdir()
+def _on_another_base(tuned: Path, folder: Path) -> Path:
+    """A copy of the tuned folder whose card says it was trained on another base model."""
+    folder.mkdir()
     for f in tuned.iterdir():
-        (moved / f.name).write_bytes(f.read_bytes())
-    card = json.loads((moved / "simgen_tune.json").read_text())
+        (folder / f.name).write_bytes(f.read_bytes())
+    card = json.loads((folder / "simgen_tune.json").read_text())
     card["base_model"]["fingerprint"] = "0" * 64
-    (moved / "simgen_tune.json").write_text(json.dumps(card))
+    (folder / "simgen_tune.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_an_adapter_on_another_base_is_refused_before_anything_generates(tuned, tmp_path):
+    moved = _on_another_base(tuned, tmp_path / "adapter")
     with pytest.raises(ModelError, match="a different model"):
         resolve_model(str(moved))
     result = CliRunner().invoke(cli, ["generate", "-n", "1", "--model", str(moved), "--out", str(tmp_path / "r"), "-q"])
@@ -387,13 +392,7 @@ def test_init_goes_on_training_from_an_adapter_with_its_own_rank(tuned, tiny_mod
 def test_a_bad_init_is_refused_before_the_model_loads(tuned, tiny_model_dir, iard_dir, tmp_path):
     from simgen.errors import ConfigError
 
-    other = tmp_path / "other-base"
-    other.mkdir()
-    for f in tuned.iterdir():
-        (other / f.name).write_bytes(f.read_bytes())
-    card = json.loads((other / "simgen_tune.json").read_text())
-    card["base_model"]["fingerprint"] = "0" * 64
-    (other / "simgen_tune.json").write_text(json.dumps(card))
+    other = _on_another_base(tuned, tmp_path / "other-base")
     (tmp_path / "empty").mkdir()
     for init, error in ((other, "not on the base model here"), (tmp_path / "empty", "not a readable tuning card")):
         out = tmp_path / f"out-{init.name}"
