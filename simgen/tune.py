@@ -590,13 +590,13 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
         resume = clock.resumed_from is not None  # the checkpoint the Trainer's resume_from_checkpoint=True picks
         before_file = ckpt / "base_validation_loss.json"
         if not before_file.is_file():  # the base model (and the --init adapter) on the same validation examples, for reference
-            losses = {"base": None, "start": trainer.evaluate()["eval_loss"]}
+            at_start = trainer.evaluate()["eval_loss"]
             if start is not None:
                 with lm.disable_adapter():
-                    losses["base"] = trainer.evaluate()["eval_loss"]
+                    at_base = trainer.evaluate()["eval_loss"]
             else:
-                losses["base"] = losses["start"]
-            before_file.write_text(json.dumps(losses))
+                at_base = at_start
+            before_file.write_text(json.dumps({"base": at_base, "start": at_start}))
         before = json.loads(before_file.read_text())
         if resume:
             log(f"resuming from {ckpt}")
