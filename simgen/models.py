@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simgen.errors import ModelError
+from simgen.errors import ModelError, SimgenError
 from simgen.files import cache_root
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -78,13 +78,27 @@ def resolve_model(spec: str | None, trust_remote_code: bool = False) -> ModelSou
     return ModelSource(spec, path, revision, fingerprint(path))
 
 
+TUNE_CARD = "simgen_tune.json"  # the card `simgen tune` writes into every folder it makes
+
+
+def read_card(folder: str | Path, name: str, error: type[SimgenError] = ModelError) -> dict[str, Any]:
+    """The card of a folder `simgen tune` wrote (a JSON object with its `base_model`), or `error`
+    naming `name` (what named the folder: a flag, a scenario key) and the card file."""
+    path = Path(folder).expanduser() / TUNE_CARD
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(card, dict) or not isinstance(card.get("base_model"), dict):
+            raise ValueError("no base_model record")
+    except (OSError, ValueError) as e:
+        raise error(f"{name}: {path} is not a readable tuning card ({type(e).__name__}: {e}); write the folder again "
+                    "with `simgen tune`.") from None
+    return card
+
+
 def _tuned(spec: str, path: Path, trust_remote_code: bool) -> ModelSource:
     """A `simgen tune` folder as a loadable model: full weights as they are; an adapter merged into its base (cached)."""
-    try:
-        card = json.loads((path / "simgen_tune.json").read_text(encoding="utf-8"))
-        recorded = card["base_model"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelError(f"model {spec!r}: {path / 'simgen_tune.json'} is not a readable tuning card ({e}); tune it again.") from None
+    card = read_card(path, f"model {spec!r}")
+    recorded = card["base_model"]
     if card.get("method") == "full":
         _check_causal_lm(spec, path, trust_remote_code)
         return ModelSource(spec, path, None, fingerprint(path))
@@ -103,13 +117,13 @@ def _tuned(spec: str, path: Path, trust_remote_code: bool) -> ModelSource:
 
 def is_tuned(spec: str | None) -> bool:
     """Whether the `--model` spec names a `simgen tune` folder (an adapter or a fully tuned model)."""
-    return spec is not None and spec.lower() not in EMBEDDED_ALIASES and (Path(spec).expanduser() / "simgen_tune.json").is_file()
+    return spec is not None and spec.lower() not in EMBEDDED_ALIASES and (Path(spec).expanduser() / TUNE_CARD).is_file()
 
 
-def learned_sides(folder: str | Path) -> tuple[str, ...]:
+def learned_sides(folder: str | Path, name: str = "", error: type[SimgenError] = ModelError) -> tuple[str, ...]:
     """The sides a `simgen tune` folder learned, by its card's `roles` ("user" on cards from before
-    roles; "both": user and assistant). OSError/ValueError when the card cannot be read."""
-    roles = json.loads((Path(folder).expanduser() / "simgen_tune.json").read_text(encoding="utf-8")).get("roles", "user")
+    roles; "both": user and assistant). An unreadable card is `error` naming `name` (`read_card`)."""
+    roles = read_card(folder, name or f"model {str(folder)!r}", error).get("roles", "user")
     return ("user", "assistant") if roles == "both" else (str(roles),)
 
 
@@ -122,7 +136,7 @@ def tuned_sides(folder: str | Path) -> tuple[str, str]:
 
 def tuned_max_length(folder: str | Path) -> int | None:
     """The `--max-length` a `simgen tune` folder's examples were fitted to (None on a card without one)."""
-    settings = json.loads((Path(folder).expanduser() / "simgen_tune.json").read_text(encoding="utf-8")).get("settings", {})
+    settings = read_card(folder, f"model {str(folder)!r}").get("settings", {})
     value = settings.get("max_length") if isinstance(settings, dict) else None
     return value if isinstance(value, int) and value > 0 else None
 

@@ -43,7 +43,7 @@ from simgen.realism_guard import RealismGuard
 from simgen.dialogue_guard import DialogueGuard
 from simgen.intents import IntentModel, load_intent_model
 from simgen.lengths import LengthModel, load_lengths
-from simgen.models import learned_sides
+from simgen.models import TUNE_CARD, learned_sides
 from simgen.profiles import ProfileSpace, parse_profile_space
 from simgen.templates import ASSISTANT_CONTEXT, USER_CONTEXT, PromptTemplate, load_template
 
@@ -293,14 +293,10 @@ def _simulators(raw: Any, folder: Path, source: str) -> dict[str, Path]:
 
 def _learned(path: Path, key: str, source: str) -> list[str]:
     """The sides the `simgen tune` folder `path` learned (`simgen.models.learned_sides`), or a ConfigError naming `key`."""
-    card = path / "simgen_tune.json"
-    if not card.is_file():
-        raise ConfigError(f"{source}: {key}: {str(path)!r} is not a folder written by `simgen tune` (no simgen_tune.json); "
+    if not (path / TUNE_CARD).is_file():
+        raise ConfigError(f"{source}: {key}: {str(path)!r} is not a folder written by `simgen tune` (no {TUNE_CARD}); "
                           "fix the path (relative to the scenario file's folder) or remove the key.")
-    try:
-        return list(learned_sides(path))
-    except (OSError, ValueError, AttributeError) as e:
-        raise ConfigError(f"{source}: {key}: {str(card)!r} is not a readable card ({e}); write the folder again with `simgen tune`.") from None
+    return list(learned_sides(path, f"{source}: {key}", ConfigError))
 
 
 def _realism_guards(raw: Any, folder: Path, source: str) -> dict[str, RealismGuard]:

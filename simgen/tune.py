@@ -67,11 +67,12 @@ import polars as pl
 
 from simgen.corpora import Corpus, load_corpus, split_of
 from simgen.errors import ConfigError, DataError, ModelError, RunError, did_you_mean
+from simgen.models import TUNE_CARD
 
 if TYPE_CHECKING:
     from simgen.data import ProfileLatent
 
-CARD = "simgen_tune.json"
+CARD = TUNE_CARD
 ROLES = ("user", "assistant", "both")
 REHEARSE_LINES = ("all", "persona")
 PRECISIONS = ("auto", "mixed", "float32", "bfloat16")
@@ -155,15 +156,11 @@ class TuneConfig:
 def init_adapter(spec: str, base: Any) -> dict[str, Any]:
     """The `--init` folder's card, checked: a LoRA folder `simgen tune` wrote (packed or not) on `base`
     (a ModelSource); what the new card records about it."""
-    from simgen.models import fingerprint
+    from simgen.models import fingerprint, read_card
 
     folder = Path(spec).expanduser()
-    try:
-        card = json.loads((folder / CARD).read_text(encoding="utf-8"))
-        recorded = card["base_model"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"--init {spec}: {folder / CARD} is not a readable tuning card ({type(e).__name__}: {e}); --init takes a "
-                          "folder `simgen tune` wrote.") from None
+    card = read_card(folder, f"--init {spec}", ConfigError)
+    recorded = card["base_model"]
     if card.get("method") != "lora" or not (folder / "adapter_config.json").is_file():
         raise ConfigError(f"--init {spec}: not a LoRA adapter (method {card.get('method')!r}); --init continues an adapter.")
     if recorded.get("fingerprint") != base.fingerprint:

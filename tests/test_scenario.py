@@ -91,3 +91,23 @@ def test_max_turns_comes_from_the_scenario_unless_given(tmp_path):
     assert load_scenario("movie-recommendation").max_turns == 14 and GenerateConfig().max_turns is None
     with pytest.raises(ConfigError, match=r"c\.yaml: max_turns: expected a positive integer.*'many'"):
         load_scenario(write(tmp_path / "c.yaml", USER_SCENARIO + "max_turns: many\n"))
+
+
+@pytest.mark.parametrize("card", ["{not json", '{"roles": "both"}', "[1, 2]"])
+def test_an_unreadable_tuning_card_is_an_error_naming_the_key_and_the_card(tmp_path, card):
+    """Every reader of a `simgen tune` card (a scenario's `simulator`, `--model`, `--init`) reads it
+    through `simgen.models.read_card`: a broken card, or one without its base model, is an error that
+    names what pointed at the folder and the card file, never a traceback."""
+    from simgen.errors import ModelError
+    from simgen.models import resolve_model
+    from simgen.tune import init_adapter
+
+    write(tmp_path / "my_user.j2", "{% block system %}I am {{ name }}{% endblock %}{% block turn %}{{ intent_description }}{% endblock %}")
+    write(tmp_path / "sim" / "simgen_tune.json", card)
+    with pytest.raises(ConfigError) as e:
+        load_scenario(write(tmp_path / "tiny.yaml", USER_SCENARIO + "simulator: sim\n"))
+    assert "tiny.yaml: simulator:" in str(e.value) and "sim/simgen_tune.json is not a readable tuning card" in str(e.value)
+    with pytest.raises(ModelError, match=r"model '.*sim'.*simgen_tune.json is not a readable tuning card"):
+        resolve_model(str(tmp_path / "sim"))
+    with pytest.raises(ConfigError, match=r"--init .*sim: .*simgen_tune.json is not a readable tuning card"):
+        init_adapter(str(tmp_path / "sim"), base=None)

@@ -60,9 +60,9 @@ def tuned_gguf(folder: str | Path) -> Path:
     import torch
     from safetensors.torch import load_file
 
-    from simgen.models import embedded_gguf, embedded_model_dir, resolve_model
+    from simgen.models import TUNE_CARD, embedded_gguf, embedded_model_dir, resolve_model
 
-    if not (Path(folder) / "simgen_tune.json").is_file():
+    if not (Path(folder) / TUNE_CARD).is_file():
         raise ConfigError(f"{folder}: not a `simgen tune` folder; serve a model's own GGUF with serve_gguf(path).")
     source = resolve_model(str(folder))  # the merged model `--model FOLDER` loads (cached)
     target = source.path / "simgen_llamacpp.Q8_0.gguf"
