@@ -23,6 +23,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,22 @@ def resolve_model(spec: str | None, trust_remote_code: bool = False) -> ModelSou
         raise ModelError(f"model {spec!r}: {path} has no config.json, so it is not a Hugging Face model folder.")
     _check_causal_lm(spec, path, trust_remote_code)
     return ModelSource(spec, path, revision, fingerprint(path))
+
+
+@contextmanager
+def hub_lookups_off() -> Iterator[None]:
+    """HF_HUB_OFFLINE=1 inside the block, restored after. peft's `save_pretrained` asks the Hub whether
+    the base model's config.json exists when the base's name is not a local folder (the embedded
+    model's is its id): a network call simgen never wants, which offline peft skips."""
+    before = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before
 
 
 TUNE_CARD = "simgen_tune.json"  # the card `simgen tune` writes into every folder it makes

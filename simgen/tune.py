@@ -67,7 +67,7 @@ import polars as pl
 
 from simgen.corpora import Corpus, load_corpus, split_of
 from simgen.errors import ConfigError, DataError, ModelError, RunError, did_you_mean
-from simgen.models import TUNE_CARD
+from simgen.models import TUNE_CARD, hub_lookups_off
 
 if TYPE_CHECKING:
     from simgen.data import ProfileLatent
@@ -495,6 +495,7 @@ def training_precision(requested: str) -> str:
     return "mixed" if native_bf16_cpu() else "float32"
 
 
+@hub_lookups_off()  # peft saves (checkpoints, the folder) without asking the Hub about the base model
 def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str | None = None, config: TuneConfig | None = None,
          progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fine-tune `model` (None: the embedded SmolLM2) as `scenario_name`'s user simulator on `corpus`;

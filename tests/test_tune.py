@@ -403,6 +403,29 @@ def test_a_bad_init_is_refused_before_the_model_loads(tuned, tiny_model_dir, iar
         TuneConfig(method="full", init=str(tuned))
 
 
+def test_saving_an_adapter_asks_the_hub_nothing(tiny_model_dir, tmp_path, monkeypatch):
+    """peft's save_pretrained asks the Hub whether the base model's config.json exists when the base's
+    name is not a local folder (the embedded model is named by its id). `simgen tune` saves checkpoints
+    and its folder inside `hub_lookups_off`, which stops the call; the same save outside it makes it."""
+    import peft.utils.other
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from simgen.models import hub_lookups_off
+
+    asked = []
+    monkeypatch.setattr(peft.utils.other, "file_exists", lambda repo, name, **kw: asked.append((repo, name)))  # None: "cannot tell"
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    base.name_or_path = base.config.name_or_path = "SmolLM2-135M-Instruct"  # what the embedded model is called
+    lm = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    with hub_lookups_off():
+        lm.save_pretrained(tmp_path / "inside")
+    assert asked == [] and "HF_HUB_OFFLINE" not in __import__("os").environ  # restored
+    lm.save_pretrained(tmp_path / "outside")  # the peer: peft on its own asks
+    assert asked == [("SmolLM2-135M-Instruct", "config.json")]
+
+
 def test_bad_settings_are_config_errors():
     from simgen.errors import ConfigError
 
