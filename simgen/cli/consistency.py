@@ -53,10 +53,14 @@ def make_judge(spec: str, judge_model: str | None, api_key_env: str | None):  # 
 @click.option("--chunk-dialogues", default=100, show_default=True,
               help="Dialogues read from the run and scored at a time; each finished chunk is saved, so a rerun after "
                    "a crash or Ctrl-C goes on from there. Lower it if memory is short (scores do not change).")
+@click.option("--simulator-model", default="", metavar="MODEL",
+              help="Read Q&A and the persona axis under this local model (a folder, a cached id, a `simgen tune` "
+                   "folder, or embedded) instead of the run's user model: for a run written through a server, whose "
+                   "weights are not here, or to tell the lines' share of a score from the model's. [default: the run's own]")
 @ray_options
 def consistency(run: Path, judge_spec: str, judge_model: str | None, api_key_env: str | None, out: Path | None, threshold: float,
                 no_qa: bool, qa_every: int, no_axis: bool, axis_layer: int | None, max_dialogues: int, max_user_lines: int,
-                l2l_window: int, chunk_dialogues: int, ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float, ray_retries: int) -> None:
+                l2l_window: int, chunk_dialogues: int, simulator_model: str, ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float, ray_retries: int) -> None:
     """Score the persona consistency of RUN, line by line and turn by turn.
 
     Writes RUN/consistency.parquet (one row per user line: prompt-to-line, line-to-line, Q&A,
@@ -69,6 +73,7 @@ def consistency(run: Path, judge_spec: str, judge_model: str | None, api_key_env
       simgen consistency outputs/demo --judge llm:/models/qwen2.5-1.5b-instruct --no-qa
       simgen consistency outputs/demo --judge http:http://127.0.0.1:8080/v1 --out rep
       simgen consistency /shared/runs/big --ray auto --ray-workers 16       # chunks scored on a Ray cluster
+      simgen consistency outputs/served --simulator-model embedded         # Q&A of a run a server wrote
     """
     from simgen.consistency.check import check_run
     from simgen.consistency.metrics import ConsistencyConfig
@@ -76,7 +81,7 @@ def consistency(run: Path, judge_spec: str, judge_model: str | None, api_key_env
 
     config = ConsistencyConfig(threshold=threshold, qa=not no_qa, qa_every=qa_every, axis=not no_axis,
                                axis_layer=axis_layer, max_dialogues=max_dialogues, max_user_lines=max_user_lines,
-                               l2l_window=l2l_window, chunk_dialogues=chunk_dialogues)
+                               l2l_window=l2l_window, chunk_dialogues=chunk_dialogues, simulator_model=simulator_model)
     loaded = load_run(run)  # a bad run folder fails before any model loads
     report = check_run(loaded, make_judge(judge_spec, judge_model, api_key_env), out, config, progress=True,
                        ray=ray_config(ray_address, ray_workers, ray_cpus, ray_gpus, ray_retries))

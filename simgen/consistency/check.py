@@ -342,12 +342,22 @@ def _fill(sidecar: pl.DataFrame, values: dict[tuple[str, int], Any], column: str
     return sidecar.with_columns(pl.Series(column, series, dtype=dtype))
 
 
-def _simulator(manifest: dict[str, Any], judge: Judge) -> tuple[Scorer | None, str | None]:
-    """The run's user-side model in this process, as a `Scorer` (shared with an LLM judge of the same model), or (None, why not)."""
+def _simulator(manifest: dict[str, Any], judge: Judge, model_spec: str = "") -> tuple[Scorer | None, str | None]:
+    """The run's user-side model in this process, as a `Scorer` (shared with an LLM judge of the same model), or (None, why not).
+    `model_spec` (`--simulator-model`) names another local model to read instead; one that does not load is a ModelError."""
     from simgen.backends import REGISTRY, backend_class, local_model
     from simgen.errors import ModelError
-    from simgen.models import spec_of
+    from simgen.models import resolve_model, spec_of
 
+    if model_spec:
+        try:
+            source = resolve_model(model_spec)
+        except ModelError as e:  # the user asked for this model: an error, not a score left out
+            raise ModelError(f"--simulator-model: {e}") from None
+        backend = getattr(judge, "backend", None)
+        if backend is not None and getattr(backend, "source", None) is not None and backend.source.fingerprint == source.fingerprint:
+            return backend, None
+        return local_model(model_spec, "auto"), None
     user = (manifest.get("backend") or {}).get("user") or {}
     name = user.get("backend", "unknown")
     if name not in REGISTRY or not backend_class(name).scorer:
@@ -379,7 +389,7 @@ def run_models(run: Any, judge: Judge, config: ConsistencyConfig) -> tuple[Any, 
         except RunError as e:
             why_sim = str(e)
         if scenario is not None:
-            simulator, why_sim = _simulator(run.manifest, judge)
+            simulator, why_sim = _simulator(run.manifest, judge, config.simulator_model)
     return scenario, simulator, why_sim
 
 

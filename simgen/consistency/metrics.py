@@ -73,6 +73,9 @@ class ConsistencyConfig:
                                                          "(0 = every earlier one): line-to-line pairs grow with a dialogue's "
                                                          "length instead of its square"})
     chunk_dialogues: int = field(default=100, metadata={"help": "dialogues read and scored at a time: bounds memory, and a crash loses at most one chunk"})
+    simulator_model: str = field(default="", metadata={"help": "the model Q&A and the axis read instead of the run's user "
+                                                               "model (a folder, a cached id, a `simgen tune` folder, "
+                                                               "embedded); empty: the run's own"})
 
     def __post_init__(self) -> None:
         from simgen.errors import ConfigError

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import simgen
+from simgen.cli import cli
 from simgen.cli.consistency import consistency
 from simgen.config import SamplingConfig
 from simgen.consistency.check import SIDECAR, check_run
@@ -212,3 +213,33 @@ def test_max_user_lines_bounds_every_stage_on_the_tiny_model(run, tmp_path):
     assert sidecar.height == users["dialogue_id"].n_unique() and sidecar["user_turn"].to_list() == [0] * sidecar.height
     assert (sidecar["qa_asked"] > 0).all()
     assert report["config"]["max_user_lines"] == 1 and report["not_computed"] == {"axis": "turned off (axis=False)"}
+
+
+def test_simulator_model_reads_qa_for_a_run_whose_weights_are_not_here(run, tiny_model_dir, tmp_path):
+    """A run written through a server records a user backend whose weights cannot be read here, so Q&A
+    and the axis are not computed; `--simulator-model` names a local model that reads them instead, and
+    the report says which. A model that does not load is an error naming it, before anything is written.
+    (The served run is the tiny run with its manifest's user backend set to "openai", as a server-written
+    run records it: a real server run is exercised in tests/test_openai_backend.py.)"""
+    from simgen.models import resolve_model
+    from tests.consistency.conftest import RuleJudge
+
+    served = tmp_path / "served"
+    shutil.copytree(run.path, served)
+    manifest = json.loads((served / "manifest.json").read_text())
+    manifest["backend"]["user"] = {"backend": "openai", "model": {"id": "served-model"}, "base_url": "http://127.0.0.1:1/v1"}
+    (served / "manifest.json").write_text(json.dumps(manifest))
+    config = ConsistencyConfig(max_user_lines=1, qa_max_questions=2, axis=False)
+    report = check_run(served, RuleJudge(), config=config)
+    assert "'openai' backend" in report["not_computed"]["qa"] and report["overall"]["qa"]["mean"] is None
+
+    report = check_run(served, RuleJudge(), config=ConsistencyConfig(**{**config.__dict__, "simulator_model": str(tiny_model_dir)}))
+    assert "qa" not in report["not_computed"] and report["overall"]["qa"]["mean"] is not None
+    assert (pl.read_parquet(served / SIDECAR)["qa_asked"] == 2).all()
+    assert report["simulator"]["model"]["fingerprint"] == resolve_model(str(tiny_model_dir)).fingerprint
+    assert report["config"]["simulator_model"] == str(tiny_model_dir)
+
+    (served / SIDECAR).unlink()
+    result = CliRunner().invoke(cli, ["consistency", str(served), "--simulator-model", str(tmp_path / "no-such-model"), "--no-axis"])
+    assert result.exit_code != 0 and "--simulator-model: model" in result.output and "no-such-model': no such folder" in result.output
+    assert not (served / SIDECAR).exists()
