@@ -351,25 +351,25 @@ def _simulator(manifest: dict[str, Any], judge: Judge, model_spec: str = "") -> 
 
     if model_spec:
         try:
-            source = resolve_model(model_spec)
+            spec, fingerprint, dtype = model_spec, resolve_model(model_spec).fingerprint, "auto"
         except ModelError as e:  # the user asked for this model: an error, not a score left out
             raise ModelError(f"--simulator-model: {e}") from None
-        backend = getattr(judge, "backend", None)
-        if backend is not None and getattr(backend, "source", None) is not None and backend.source.fingerprint == source.fingerprint:
-            return backend, None
-        return local_model(model_spec, "auto"), None
-    user = (manifest.get("backend") or {}).get("user") or {}
-    name = user.get("backend", "unknown")
-    if name not in REGISTRY or not backend_class(name).scorer:
-        return None, (f"the run's user side used the {name!r} backend, whose weights cannot be read here; "
-                      "Q&A by option likelihood and the axis need a model run in this process")
-    model = user.get("model") or {}
+    else:
+        user = (manifest.get("backend") or {}).get("user") or {}
+        name = user.get("backend", "unknown")
+        if name not in REGISTRY or not backend_class(name).scorer:
+            return None, (f"the run's user side used the {name!r} backend, whose weights cannot be read here; "
+                          "Q&A by option likelihood and the axis need a model run in this process (or --simulator-model)")
+        model = user.get("model") or {}
+        spec, fingerprint, dtype = spec_of(model), model.get("fingerprint"), user.get("dtype") or "auto"
     backend = getattr(judge, "backend", None)
-    if backend is not None and getattr(backend, "source", None) is not None and backend.source.fingerprint == model.get("fingerprint"):
+    if backend is not None and getattr(backend, "source", None) is not None and backend.source.fingerprint == fingerprint:
         return backend, None
     try:
-        return local_model(spec_of(model), user.get("dtype") or "auto"), None
+        return local_model(spec, dtype), None
     except ModelError as e:
+        if model_spec:
+            raise ModelError(f"--simulator-model: {e}") from None
         return None, f"the run's simulator model cannot be loaded here ({e})"
 
 
