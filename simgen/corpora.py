@@ -383,19 +383,24 @@ def load_chitchat(min_turns: int = 2) -> pl.DataFrame:
 
     A turn is one run of consecutive messages by the same sender, joined by a space. The first
     sender is `user`, the other `assistant` (both are people). Chats with fewer than `min_turns`
-    turns (one person talking to nobody: 3,150 of them) are dropped.
+    turns (one person talking to nobody: 3,150 of them) are dropped. `topic` is the conversation
+    starter the chat app showed both people ("What if the world was made of peanut butter?"; 35 of
+    them), on every turn of the chat; null for the few chats without one.
     """
     import chitchat_dataset
 
-    rows: dict[str, list[Any]] = {"dialogue_id": [], "turn": [], "role": [], "text": []}
+    rows: dict[str, list[Any]] = {"dialogue_id": [], "turn": [], "role": [], "text": [], "topic": []}
     for cid, chat in chitchat_dataset.Dataset().items():
         groups = chat["messages"]
         if len(groups) < min_turns:
             continue
         first = groups[0][0]["sender"]
+        topic = " ".join(str(chat.get("prompt") or "").split()) or None
         for i, group in enumerate(groups):
             rows["dialogue_id"].append(cid)
             rows["turn"].append(i)
             rows["role"].append("user" if group[0]["sender"] == first else "assistant")
             rows["text"].append(" ".join(m["text"] for m in group))
-    return pl.DataFrame(rows, schema={"dialogue_id": pl.String, "turn": pl.Int64, "role": pl.String, "text": pl.String})
+            rows["topic"].append(topic)
+    return pl.DataFrame(rows, schema={"dialogue_id": pl.String, "turn": pl.Int64, "role": pl.String, "text": pl.String,
+                                      "topic": pl.String})

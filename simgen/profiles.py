@@ -25,16 +25,23 @@ Variable types: `categorical` (values as a list, uniform, or a value -> weight m
 case's fields override the variable's own). A categorical, int or list variable may say how a person
 states its value (`stated`: regular expressions with a `(?P<value>...)` group, such as
 "i'm from (?P<value>[a-z ]+)"); `simgen tune` reads them to set a real person's training persona from
-their own lines. Sampling is seeded per dialogue: dialogue i of a run gets the same profile whatever
+their own lines. A categorical variable may take its values from a real corpus instead of listing them
+(`values_from: {corpus: chitchat, column: topic}`: each value of that column at its share of the
+corpus's train dialogues, read when the scenario loads, so corpus text stays in the corpus); `simgen
+tune` then sets each real dialogue's value from the same column. Sampling is seeded per dialogue: dialogue i of a run gets the same profile whatever
 else happens in the run. This module does not know about intents, templates or models.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,7 +51,7 @@ from jinja2 import TemplateSyntaxError
 from simgen import jinja
 from simgen.config import check_keys
 from simgen.data import ProfileLatent
-from simgen.errors import ConfigError, did_you_mean
+from simgen.errors import ConfigError, DataError, SimgenError, did_you_mean
 
 TYPES = ("categorical", "int", "float", "list")
 DISTS = ("uniform", "normal", "truncnormal")
@@ -52,12 +59,12 @@ DISTS = ("uniform", "normal", "truncnormal")
 RESERVED = frozenset({"profile", "intent", "intent_description", "turn", "scenario", "backstory", "history"})
 MAX_REJECTIONS = 1000
 _FIELDS = {
-    "categorical": {"type", "values", "given", "cases", "description", "stated"},
+    "categorical": {"type", "values", "values_from", "given", "cases", "description", "stated"},
     "int": {"type", "dist", "low", "high", "mean", "std", "given", "cases", "description", "stated"},
     "float": {"type", "dist", "low", "high", "mean", "std", "round", "given", "cases", "description"},
     "list": {"type", "values", "k", "exclude", "given", "cases", "description", "stated"},
 }
-_OWN = ("given", "cases", "description", "stated")  # a variable's fields that are not its distribution's
+_OWN = ("given", "cases", "description", "stated", "values_from")  # a variable's fields that are not its distribution's
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -118,6 +125,23 @@ class Distribution:
 
 
 @dataclass(frozen=True)
+class ValuesFrom:
+    """A categorical variable's values read off a real corpus: each distinct value of `column` at its share
+    of the train split's dialogues that have one (a dialogue's first non-null value)."""
+
+    corpus: str  # as `simgen.corpora.load_corpus` takes it: a registered name, or a path (relative: to the scenario's folder)
+    column: str
+    values: tuple[str, ...]
+    weights: tuple[float, ...]  # normalised
+    dialogues: int  # train dialogues with a value
+    sha256: str  # of the values and weights: what the scenario's fingerprint records
+
+    def describe(self) -> dict[str, str]:
+        """The scenario's `files` entry for it (`Scenario.fingerprint` reads the sha256)."""
+        return {"path": f"{self.corpus}: column {self.column} (train split, {self.dialogues} dialogues)", "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
 class Variable:
     name: str
     base: Distribution | None  # None when every case is given and the base alone is incomplete
@@ -125,6 +149,7 @@ class Variable:
     cases: tuple[tuple[Any, Distribution], ...] = ()
     description: str = ""
     stated: tuple[re.Pattern[str], ...] = ()  # how a person says the value in a line: `(?P<value>...)` captures it (`simgen tune` reads them)
+    values_from: ValuesFrom | None = None  # where its values came from (a corpus column), when it names one
 
     @property
     def type(self) -> str:
@@ -235,7 +260,7 @@ def parse_profile_space(raw: Any, source: str) -> ProfileSpace:
             raise ConfigError(f"{where}.variables: {name!r} is not a valid name (letters, digits, _; not starting with a digit).")
         if name in RESERVED:
             raise ConfigError(f"{where}.variables.{name}: the name is reserved for templates; rename the variable.")
-        variables[name] = _parse_variable(f"{where}.variables.{name}", name, spec)
+        variables[name] = _parse_variable(f"{where}.variables.{name}", name, spec, _folder(source))
     for var in variables.values():
         for dep in var.depends_on():
             if dep not in variables:
@@ -269,7 +294,13 @@ def parse_profile_space(raw: Any, source: str) -> ProfileSpace:
     return ProfileSpace(tuple(ordered), tuple(constraints), backstory, source)
 
 
-def _parse_variable(where: str, name: str, spec: Any) -> Variable:
+def _folder(source: str) -> Path | None:
+    """The folder of the scenario file `source`, against which a relative `values_from` corpus path resolves."""
+    path = Path(source)
+    return path.parent if path.suffix in (".yaml", ".yml") else None
+
+
+def _parse_variable(where: str, name: str, spec: Any, folder: Path | None = None) -> Variable:
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a mapping with at least a `type`, got {spec!r:.60}.")
     vtype = spec.get("type")
@@ -279,10 +310,18 @@ def _parse_variable(where: str, name: str, spec: Any) -> Variable:
     given = spec.get("given")
     base_fields = {k: v for k, v in spec.items() if k not in _OWN}
     stated = _parse_stated(f"{where}.stated", spec.get("stated"))
+    source = None
+    if "values_from" in spec:
+        if "values" in spec or given is not None or "cases" in spec:
+            raise ConfigError(f"{where}: `values_from` gives the variable its values and weights; drop `values`, `given` and `cases`, "
+                              "or drop `values_from` and list the values.")
+        source = values_from(f"{where}.values_from", spec["values_from"], folder)
+        base_fields["values"] = dict(zip(source.values, source.weights))
     if given is None:
         if "cases" in spec:
             raise ConfigError(f"{where}: `cases` needs `given: <variable>` to say which variable they depend on.")
-        return Variable(name, _parse_distribution(where, base_fields), description=str(spec.get("description", "")), stated=stated)
+        return Variable(name, _parse_distribution(where, base_fields), description=str(spec.get("description", "")), stated=stated,
+                        values_from=source)
     if not isinstance(given, str):
         raise ConfigError(f"{where}.given: expected the name of another variable.")
     cases_raw = spec.get("cases")
@@ -299,6 +338,56 @@ def _parse_variable(where: str, name: str, spec: Any) -> Variable:
     except ConfigError:
         base = None  # incomplete on its own: every parent value must then have a case
     return Variable(name, base, given, tuple(cases), str(spec.get("description", "")), stated)
+
+
+def values_from(where: str, raw: Any, folder: Path | None = None) -> ValuesFrom:
+    """Parse `values_from: {corpus, column}` and read the values off the corpus's train split (`ValuesFrom`);
+    anything wrong is a ConfigError naming `where`. A relative corpus path resolves against `folder` (the
+    scenario's) when it exists there."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping {{corpus: <a corpus name or path>, column: <its column>}}, got {raw!r:.60}.")
+    check_keys(where, raw, {"corpus", "column"}, required={"corpus", "column"})
+    corpus, column = raw["corpus"], raw["column"]
+    if not isinstance(corpus, str) or not corpus.strip() or not isinstance(column, str) or not column.strip():
+        raise ConfigError(f"{where}: `corpus` and `column` must be non-empty strings (got {corpus!r} and {column!r}).")
+    spec = corpus
+    if folder is not None and not Path(corpus).is_absolute() and (folder / corpus).exists():
+        spec = str(folder / corpus)
+    try:
+        values, weights, dialogues = _column_shares(spec, column, _stamp(spec))
+    except SimgenError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    digest = hashlib.sha256(json.dumps([values, weights]).encode()).hexdigest()
+    return ValuesFrom(corpus, column, values, weights, dialogues, digest)
+
+
+def _stamp(spec: str) -> tuple[tuple[str, int, int], ...]:
+    """(file, mtime, size) of every file under the corpus path `spec` (none for a registered name): the
+    cache key's part that makes an edited corpus file read again."""
+    path = Path(spec)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+
+
+@functools.lru_cache(maxsize=16)
+def _column_shares(spec: str, column: str, stamp: tuple = ()) -> tuple[tuple[str, ...], tuple[float, ...], int]:
+    """(values, most common first; their shares of the train dialogues that have one; how many have one).
+    Cached per process (a scenario loads often), keyed by the files' `_stamp` too."""
+    from simgen.corpora import REQUIRED_COLUMNS, load_corpus
+
+    if column in REQUIRED_COLUMNS:
+        raise DataError(f"column {column!r} is one of the turn columns ({', '.join(REQUIRED_COLUMNS)}); name a column that labels dialogues.")
+    corpus = load_corpus(spec, split="train")
+    if column not in corpus.turns.columns:
+        extra = [c for c in corpus.turns.columns if c not in REQUIRED_COLUMNS]
+        raise DataError(f"corpus {corpus.source} has no column {column!r} (its other columns: {', '.join(map(repr, extra)) or 'none'}).")
+    firsts = corpus.turns.group_by("dialogue_id").agg(pl.col(column).drop_nulls().first())[column].drop_nulls().cast(pl.String)
+    firsts = firsts.filter(firsts.str.strip_chars() != "")
+    if firsts.is_empty():
+        raise DataError(f"corpus {corpus.source}: column {column!r} holds no value in the train split.")
+    counts = firsts.value_counts().sort(["count", column], descending=[True, False])
+    total = int(counts["count"].sum())
+    return tuple(counts[column].to_list()), tuple(c / total for c in counts["count"].to_list()), total
 
 
 def _parse_stated(where: str, raw: Any) -> tuple[re.Pattern[str], ...]:

@@ -142,7 +142,7 @@ class Scenario:
                    "assistant_template": self.assistant_template.sha256}
             return [f"{FILE_LABELS[k]} {self.files[k]['path']}" for k in now if legacy.get(k) != now[k]]
         then, now = recorded.get("files") or {}, self.files
-        return [f"{FILE_LABELS.get(k, k)} {(now.get(k) or then[k]).get('path')}" for k in sorted(set(then) | set(now))
+        return [f"{_label(k)} {(now.get(k) or then[k]).get('path')}" for k in sorted(set(then) | set(now))
                 if (then.get(k) or {}).get("sha256") != (now.get(k) or {}).get("sha256")]
 
 
@@ -215,6 +215,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     if isinstance(raw.get("lengths"), str):
         files["lengths"] = _file(Path(lengths.source))
     files |= {f"{t.side}_template": {"path": str(t.path), "sha256": t.sha256} for t in (user_t, assistant_t)}
+    files |= {f"values_{v.name}": v.values_from.describe() for v in profile.variables if v.values_from is not None}
     simulators = _simulators(raw.get("simulator"), path.parent, source)
     intent_guard = None
     if raw.get("intent_guard") is not None:
@@ -329,6 +330,13 @@ def _dialogue_guard(path: Path, source: str) -> DialogueGuard:
         return DialogueGuard.load(path)
     except DataError as e:
         raise ConfigError(f"{source}: dialogue_guard: {e}") from e
+
+
+def _label(key: str) -> str:
+    """How a changed `files` entry is named: its label, or for a profile variable's corpus values (`values_NAME`) that."""
+    if key in FILE_LABELS:
+        return FILE_LABELS[key]
+    return f"profile variable {key[len('values_'):]}'s values, read from" if key.startswith("values_") else key
 
 
 def _file(path: Path) -> dict[str, str]:

@@ -12,7 +12,9 @@ simulator will see; with `profile_match` > 1, the best of that many samples by w
 user lines say (`matched_profile`: "I love horror" picks a persona who likes horror), so the persona
 agrees with the lines it conditions; a variable the scenario says how people state (its `stated`
 patterns: "i'm from (?P<value>...)") takes the value the person states in their own lines
-(`stated_values`), even one outside the variable's declared values; `persona_weight` > 1 repeats the
+(`stated_values`), even one outside the variable's declared values; a variable whose values come from a
+corpus column (`values_from`, such as chitchat's `topic`) takes each dialogue's own value from that column
+when the tuning corpus has it (`corpus_values`), so the simulator learns what the value means; `persona_weight` > 1 repeats the
 train lines that state their matched persona. `rehearse` mixes in the user lines of a generated run
 (`rehearsal`: a simulator's own lines from its persona, the guard against forgetting how to read it).
 The loss is on the user line only (TRL's prompt-completion format).
@@ -302,6 +304,25 @@ def stated_values(scenario: Any, lines: list[str]) -> dict[str, Any]:
     return out
 
 
+def corpus_values(scenario: Any, turns: Any) -> dict[str, dict[str, str]]:
+    """dialogue id -> {profile variable: its value in the corpus}, for each variable whose values come from a
+    corpus column (`values_from`) that `turns` (a corpus's turns frame) has: the dialogue's first non-null,
+    non-blank value. A dialogue without one is left out (its value is sampled, as for any latent the corpus
+    cannot give)."""
+    import polars as pl
+
+    out: dict[str, dict[str, str]] = {}
+    for var in scenario.profile.variables:
+        source = var.values_from
+        if source is None or source.column not in turns.columns:
+            continue
+        firsts = turns.group_by("dialogue_id").agg(pl.col(source.column).drop_nulls().first().cast(pl.String))
+        for dialogue_id, value in firsts.iter_rows():
+            if value is not None and value.strip():
+                out.setdefault(dialogue_id, {})[var.name] = value
+    return out
+
+
 def dialogue_key(dialogue_id: str) -> int:
     """The seed key of a real dialogue's sampled persona (`matched_profile`): its id's hash, so a dialogue keeps its persona
     whatever else is in the corpus."""
@@ -349,7 +370,8 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
     a user line that mentions a value of its dialogue's persona (what `TuneConfig.persona_weight` repeats).
     `wordiness`: a profile variable set from each dialogue's own wordiness (`wordiness_values`), not sampled.
     `stated`: variables the person states in their lines take that value (`stated_values`; each row's
-    `stated` lists them), and the persona's backstory is rendered again from the values set.
+    `stated` lists them), and the persona's backstory is rendered again from the values set. Variables
+    whose values come from a column the corpus has take the dialogue's value (`corpus_values`), always.
     `progress`: a bar over the dialogues with this label (empty: none). A whole corpus takes minutes:
     every line's chat is tokenized to fit (chitchat-dataset's train split, 3,198 dialogues and 108k lines,
     took about 8 minutes on 2 cores before the first training step).
@@ -365,6 +387,7 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
     out = []
     dialogues = list(frame_to_dialogues(intents.label_lines(corpus.turns)))
     earned = wordiness_values(scenario, wordiness, dialogues) if wordiness else {}
+    given = corpus_values(scenario, corpus.turns)
     for n, d in enumerate(tqdm(dialogues, desc=progress, unit="dialogue", disable=not progress, leave=False)):
         turns = [Turn(t.turn, t.role, t.text, t.intent if t.role == "user" else None) for t in d.turns if t.text.strip()]
         users = [t for t in turns if t.role == "user"]
@@ -375,6 +398,7 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
         named = sorted(said)
         if d.dialogue_id in earned:
             said[wordiness] = earned[d.dialogue_id]
+        said.update(given.get(d.dialogue_id, {}))
         if said:
             profile = scenario.profile.replace(profile, said)
         job = DialogueJob(n, profile, tuple(t.intent for t in users), tuple(words(t.text) for t in users))
@@ -624,6 +648,8 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
                    "lines": {k: dict(Counter(r["role"] for r in v)) for k, v in data.items()},
                    "train_lines_stating_persona": stating, "train_examples_per_epoch": len(repeated),
                    "train_dialogues_stating": dict(sorted(stated.items())),
+                   "train_dialogues_given": {name: count for name, count in sorted(Counter(
+                       name for values in corpus_values(scenario, splits["train"].turns).values() for name in values).items())},
                    "rehearsal": rehearsed_from,
                    "split": "80/10/10 by sha256 of the dialogue id (simgen.corpora.split_of); test never read"},
         "settings": settings, "precision": precision,

@@ -71,6 +71,28 @@ def test_the_fingerprint_covers_every_file_and_names_the_one_that_changed(tmp_pa
     assert len(changed) == 1 and str(tmp_path / FILES[key]) in changed[0]
 
 
+def test_values_a_profile_variable_reads_off_a_corpus_are_in_the_fingerprint(tmp_path):
+    """A variable with `values_from` samples what the corpus says: the corpus changing changes the scenario's
+    prompts as an edited file would, so the fingerprint holds the values' digest and names the variable."""
+    yaml_path = copy_scenario(tmp_path)
+    chats = tmp_path / "chats.jsonl"
+
+    def write_corpus(topics: list[str]) -> None:
+        rows = [{"dialogue_id": f"d{i}", "turn": j, "role": role, "text": "hi", "topic": t}
+                for i, t in enumerate(topics) for j, role in enumerate(("user", "assistant"))]
+        chats.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write_corpus(["unicorns"] * 40 + ["flying cars"] * 20)
+    text = yaml_path.read_text()
+    yaml_path.write_text(text.replace("  variables:\n", "  variables:\n    topic: {type: categorical, values_from: {corpus: chats.jsonl, column: topic}}\n", 1))
+    before = load_scenario(yaml_path)
+    assert before.files["values_topic"]["path"].startswith("chats.jsonl: column topic")
+    write_corpus(["unicorns"] * 20 + ["flying cars"] * 40)
+    after = load_scenario(yaml_path)
+    assert after.fingerprint != before.fingerprint
+    assert after.changes_since(before.describe()) == [f"profile variable topic's values, read from {after.files['values_topic']['path']}"]
+
+
 def test_a_manifest_from_before_the_fingerprint_still_compares(tmp_path):
     """Runs written before `files`/`fingerprint` recorded the YAML+intents digest as `sha256` and each template's hash."""
     from simgen.scenario import _legacy_digest

@@ -131,3 +131,64 @@ def test_cycles_constraints_and_backstory_errors():
     impossible = parse_profile_space({**SPACE, "constraints": ["age > 200"]}, "c.yaml")
     with pytest.raises(ConfigError, match="unsatisfiable"):
         impossible.sample(np.random.default_rng(0))
+
+
+def _topic_corpus(folder, rows_per_topic: dict[str, int]):
+    """A corpus file of two-turn dialogues, `rows_per_topic[t]` of them per topic (None: no topic), and
+    the expected train-split shares counted here by `split_of`, not by the code under test."""
+    import json
+
+    from simgen.corpora import split_of
+
+    rows, train = [], {}
+    n = 0
+    for topic, count in rows_per_topic.items():
+        for _ in range(count):
+            did = f"d{n}"
+            n += 1
+            rows += [{"dialogue_id": did, "turn": 0, "role": "user", "text": "hi", "topic": topic},
+                     {"dialogue_id": did, "turn": 1, "role": "assistant", "text": "hello", "topic": topic}]
+            if split_of(did) == "train" and topic:
+                train[topic] = train.get(topic, 0) + 1
+    path = folder / "chats.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, {t: c / sum(train.values()) for t, c in train.items()}
+
+
+def test_values_from_a_corpus_column_sample_at_its_train_shares(tmp_path):
+    """`values_from` reads a categorical variable's values off a corpus column, each at its share of the
+    train split's dialogues (dialogues without one left out), resolved against the scenario's folder;
+    draws follow those shares (chi-square), and the values carry a digest the scenario fingerprint reads."""
+    from simgen.profiles import values_from
+
+    _, expected = _topic_corpus(tmp_path, {"pets talking": 300, "flying cars": 150, "unicorns": 50, None: 40})
+    raw = {"variables": {"topic": {"type": "categorical", "values_from": {"corpus": "chats.jsonl", "column": "topic"}}}}
+    space = parse_profile_space(raw, str(tmp_path / "s.yaml"))
+    var = space.variables[0]
+    assert dict(zip(var.base.values, var.base.weights)) == pytest.approx(expected)
+    assert var.values_from.values == ("pets talking", "flying cars", "unicorns")  # most common first
+    draws = [d["topic"] for d in sample(space, 5000)]
+    observed = [draws.count(t) for t in var.base.values]
+    assert stats.chisquare(observed, [expected[t] * 5000 for t in var.base.values]).pvalue > 0.001
+    _topic_corpus(tmp_path, {"pets talking": 150, "flying cars": 300, "unicorns": 50})
+    again = values_from("w", {"corpus": str(tmp_path / "chats.jsonl"), "column": "topic"})
+    assert again.sha256 != var.values_from.sha256 and again.values[0] == "flying cars"
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"corpus": "chats.jsonl", "column": "mood"}, "has no column 'mood' (its other columns: 'topic')"),
+    ({"corpus": "chats.jsonl", "column": "text"}, "column 'text' is one of the turn columns"),
+    ({"corpus": "missing.jsonl", "column": "topic"}, "missing.jsonl"),
+    ({"corpus": "chats.jsonl"}, "missing required field 'column'"),
+    ("chats.jsonl", "expected a mapping {corpus: <a corpus name or path>, column: <its column>}"),
+])
+def test_values_from_errors_name_the_variable_and_what_is_wrong(tmp_path, spec, message):
+    _topic_corpus(tmp_path, {"unicorns": 30})
+    raw = {"variables": {"topic": {"type": "categorical", "values_from": spec}}}
+    with pytest.raises(ConfigError) as e:
+        parse_profile_space(raw, str(tmp_path / "s.yaml"))
+    assert str(e.value).startswith(f"{tmp_path / 's.yaml'}: profile.variables.topic.values_from")
+    assert message in str(e.value)
+    raw["variables"]["topic"]["values"] = ["a"]
+    with pytest.raises(ConfigError, match="drop `values`, `given` and `cases`"):
+        parse_profile_space(raw, str(tmp_path / "s.yaml"))

@@ -194,6 +194,35 @@ def test_what_a_real_person_states_about_themselves_sets_their_training_persona(
     assert not any("Provo" in r["prompt"][0]["content"] for r in sampled) and all(r["stated"] == [] for r in sampled)
 
 
+def test_a_corpus_column_a_variable_takes_its_values_from_sets_each_real_dialogues_value(tiny_model_dir):
+    """The chitchat-topic variant's `topic` comes from the corpus's `topic` column (the conversation starter
+    the chat app showed): every user line of a real chat is trained under that chat's own topic, not the
+    one the profile sample drew; a chat without one, or a corpus without the column, keeps the sampled topic."""
+    from transformers import AutoTokenizer
+
+    from simgen.corpora import Corpus
+    from simgen.tune import corpus_values
+
+    scenario = load_scenario(Path(__file__).parents[1] / "benchmarks" / "scenarios" / "chitchat-topic.yaml")
+    drawn = {d: matched_profile(scenario, 0, dialogue_key(d), "", 1)["topic"] for d in ("c1", "c2")}
+    own = next(t for t in [v for v in scenario.profile.variables if v.name == "topic"][0].values_from.values if t not in drawn.values())
+    lines = ["hey there!", "hi", "unicorns would be cool", "true", "ok bye", "bye"]
+    turns = pl.DataFrame({"dialogue_id": ["c1"] * 6 + ["c2"] * 6, "turn": list(range(6)) * 2, "role": ["user", "assistant"] * 6,
+                          "text": lines * 2, "topic": [None, own, None, None, None, None] + [None] * 5 + [" "]})
+    assert corpus_values(scenario, turns) == {"c1": {"topic": own}}
+    assert corpus_values(scenario, turns.drop("topic")) == {}
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    def topics(frame: pl.DataFrame) -> dict[str, set[str]]:
+        rows = [r for r in examples(scenario, Corpus("c", "c", frame), tok, 4096, 0, 6) if r["role"] == "user"]
+        assert len(rows) == 6
+        return {d: {t for t in (own, *drawn.values()) for r in rows if r["dialogue_id"] == d and f'"{t}"' in r["prompt"][0]["content"]}
+                for d in ("c1", "c2")}
+
+    assert topics(turns) == {"c1": {own}, "c2": {drawn["c2"]}}
+    assert topics(turns.drop("topic")) == {"c1": {drawn["c1"]}, "c2": {drawn["c2"]}}
+
+
 def test_matched_examples_give_personas_that_the_dialogues_user_lines_mention(iard_dir, tiny_model_dir):
     from transformers import AutoTokenizer
 

@@ -184,7 +184,10 @@ def build_recipe(run: Run, selection: Selection | None = None) -> dict[str, Any]
         recorded = {"scenario": {"path": sc.get("path")}, **{f"{side}_template": t for side, t in (sc.get("templates") or {}).items()}}
         if sc.get("intent_model") and sc.get("intent_model") != sc.get("path"):
             recorded["intent_model"] = {"path": sc.get("intent_model")}
-    files = {key: _file_record(f.get("path"), f.get("sha256")) for key, f in recorded.items() if isinstance(f, dict)}
+    # a profile variable's values read off a corpus (`values_NAME`) are no file to copy: recorded as they are
+    corpus_values = {key[len("values_"):]: f for key, f in recorded.items() if key.startswith("values_") and isinstance(f, dict)}
+    files = {key: _file_record(f.get("path"), f.get("sha256")) for key, f in recorded.items()
+             if isinstance(f, dict) and not key.startswith("values_")}
     for side, t in (sc.get("templates") or {}).items():
         if f"{side}_template" in files:
             files[f"{side}_template"]["id"] = t.get("id")
@@ -196,7 +199,7 @@ def build_recipe(run: Run, selection: Selection | None = None) -> dict[str, Any]
         "exported": now(),
         "run": {"path": str(run.path), "created": m.get("created"), "finished": m.get("finished"), "counts": m.get("counts")},
         "scenario": {"name": sc.get("name"), "fingerprint": sc.get("fingerprint"), "reference": sc.get("reference"),
-                     "files_match_run": scenario_ok,
+                     "files_match_run": scenario_ok, "profile_values_from_corpora": corpus_values,
                      "note": "profile space and intent model are the scenario file's `profile:` and `intent_model:` (or the intent file)"},
         "files": files,
         "model": {"user": backend.get("user"), "assistant": backend.get("assistant")},

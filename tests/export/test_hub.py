@@ -112,6 +112,24 @@ def test_card_metadata_recipe_and_reports(hub_dir, scored_run):
     assert not (hub_dir / "reports" / "realism.json").exists()  # the run has no realism report
 
 
+def test_profile_values_read_off_a_corpus_are_recorded_not_checked_as_files(run, tmp_path):
+    """A scenario whose profile reads values off a corpus (`values_from`) records them in its files as
+    `values_NAME` with no file behind them: the recipe keeps them as they are and still says whether the
+    scenario's files match the run."""
+    from simgen.export.hub import build_recipe
+    from simgen.generation.run import load_run
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    entry = {"path": "chitchat: column topic (train split, 3080 dialogues)", "sha256": "0" * 64}
+    manifest["scenario"]["files"]["values_topic"] = entry
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    recipe = build_recipe(load_run(copy))
+    assert recipe["scenario"]["files_match_run"] is True
+    assert recipe["scenario"]["profile_values_from_corpora"] == {"topic": entry} and "values_topic" not in recipe["files"]
+
+
 def test_duplicates_are_dropped_and_reported(run, tmp_path):
     """A run whose turns hold an exact and a near copy of dialogue 0: both go, the CLI says how many."""
     dup = tmp_path / "dup-run"

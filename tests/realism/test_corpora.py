@@ -112,6 +112,10 @@ def test_chitchat_named_corpus() -> None:
     first = c.turns.filter(pl.col("turn") == 0)
     assert set(first["role"]) == {"user"}
     assert "chitchat" in CORPORA
+    # `topic`: the conversation starter the chat app showed, one per chat, on all of its turns
+    per_chat = c.turns.group_by("dialogue_id").agg(pl.col("topic").n_unique().alias("n"), pl.col("topic").first())
+    assert per_chat["n"].max() == 1
+    assert per_chat["topic"].n_unique() == 35 and 0 < per_chat["topic"].null_count() < 0.05 * c.n_dialogues  # 34 starters, or none
 
 
 @pytest.mark.parametrize(
