@@ -57,10 +57,13 @@ def make_judge(spec: str, judge_model: str | None, api_key_env: str | None):  # 
               help="Read Q&A and the persona axis under this local model (a folder, a cached id, a `simgen tune` "
                    "folder, or embedded) instead of the run's user model: for a run written through a server, whose "
                    "weights are not here, or to tell the lines' share of a score from the model's. [default: the run's own]")
+@click.option("--qa-skip", default="", metavar="NAMES",
+              help="Profile variables Q&A does not ask about, comma-separated (e.g. topic: to compare with runs of a "
+                   "profile without it).")
 @ray_options
 def consistency(run: Path, judge_spec: str, judge_model: str | None, api_key_env: str | None, out: Path | None, threshold: float,
                 no_qa: bool, qa_every: int, no_axis: bool, axis_layer: int | None, max_dialogues: int, max_user_lines: int,
-                l2l_window: int, chunk_dialogues: int, simulator_model: str, ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float, ray_retries: int) -> None:
+                l2l_window: int, chunk_dialogues: int, simulator_model: str, qa_skip: str, ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float, ray_retries: int) -> None:
     """Score the persona consistency of RUN, line by line and turn by turn.
 
     Writes RUN/consistency.parquet (one row per user line: prompt-to-line, line-to-line, Q&A,
@@ -81,7 +84,8 @@ def consistency(run: Path, judge_spec: str, judge_model: str | None, api_key_env
 
     config = ConsistencyConfig(threshold=threshold, qa=not no_qa, qa_every=qa_every, axis=not no_axis,
                                axis_layer=axis_layer, max_dialogues=max_dialogues, max_user_lines=max_user_lines,
-                               l2l_window=l2l_window, chunk_dialogues=chunk_dialogues, simulator_model=simulator_model)
+                               l2l_window=l2l_window, chunk_dialogues=chunk_dialogues, simulator_model=simulator_model,
+                               qa_skip=tuple(n.strip() for n in qa_skip.split(",") if n.strip()))
     loaded = load_run(run)  # a bad run folder fails before any model loads
     report = check_run(loaded, make_judge(judge_spec, judge_model, api_key_env), out, config, progress=True,
                        ray=ray_config(ray_address, ray_workers, ray_cpus, ray_gpus, ray_retries))

@@ -389,6 +389,12 @@ def run_models(run: Any, judge: Judge, config: ConsistencyConfig) -> tuple[Any, 
         except RunError as e:
             why_sim = str(e)
         if scenario is not None:
+            unknown = [name for name in config.qa_skip if name not in scenario.profile.names]
+            if unknown and config.qa:
+                from simgen.errors import ConfigError, did_you_mean
+
+                raise ConfigError(f"--qa-skip {unknown[0]}: scenario {scenario.name!r} has no such profile variable "
+                                  f"(its variables: {', '.join(scenario.profile.names)}).{did_you_mean(unknown[0], scenario.profile.names)}")
             simulator, why_sim = _simulator(run.manifest, judge, config.simulator_model)
     return scenario, simulator, why_sim
 

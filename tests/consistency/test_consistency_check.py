@@ -243,3 +243,34 @@ def test_simulator_model_reads_qa_for_a_run_whose_weights_are_not_here(run, tiny
     result = CliRunner().invoke(cli, ["consistency", str(served), "--simulator-model", str(tmp_path / "no-such-model"), "--no-axis"])
     assert result.exit_code != 0 and "--simulator-model: model" in result.output and "no-such-model': no such folder" in result.output
     assert not (served / SIDECAR).exists()
+
+
+def test_qa_skip_leaves_the_named_variables_out_and_refuses_an_unknown_one(run, tiny_model_dir, tmp_path):
+    """`--qa-skip` asks nothing about the named profile variables (a run whose profile gained a variable,
+    such as chitchat's topic, is then asked what a run without it was), and is recorded in the report; a
+    name the scenario's profile lacks is an error naming it, before anything is written."""
+    base = ["--judge", f"llm:{tiny_model_dir}", "--no-axis", "--max-dialogues", "2", "--max-user-lines", "1"]
+    asked = {}
+    for skip in ("", "age,liked_genres"):
+        copy = tmp_path / f"run{len(asked)}"
+        shutil.copytree(run.path, copy)
+        (copy / SIDECAR).unlink(missing_ok=True)  # scored by another test of the module's run
+        result = CliRunner().invoke(consistency, [str(copy), *base, *(["--qa-skip", skip] if skip else [])])
+        assert result.exit_code == 0, result.output
+        asked[skip] = pl.read_parquet(copy / SIDECAR)["qa_asked"].drop_nulls().to_list()
+        assert json.loads((copy / "reports" / "consistency.json").read_text())["config"]["qa_skip"] == [n for n in skip.split(",") if n]
+    from simgen.consistency.qa import profile_questions
+    from simgen.scenario import load_scenario
+
+    space = load_scenario("movie-recommendation").profile
+    first = pl.read_parquet(run.path / "turns.parquet").sort("dialogue_id", "turn").group_by("dialogue_id", maintain_order=True).first()
+    for skip, counts in asked.items():  # per dialogue: its questions without the skipped variables, at most 8 (the default)
+        want = [min(8, len(profile_questions(space, p, skip=[n for n in skip.split(",") if n]))) for p in first["profile"].to_list()[:2]]
+        assert sorted(set(counts)) == sorted(set(want)), skip
+    assert max(asked["age,liked_genres"]) < max(asked[""])
+    copy = tmp_path / "bad"
+    shutil.copytree(run.path, copy)
+    (copy / SIDECAR).unlink(missing_ok=True)
+    result = CliRunner().invoke(cli, ["consistency", str(copy), *base, "--qa-skip", "agee"])
+    assert result.exit_code != 0 and "--qa-skip agee" in result.output and "Did you mean 'age'" in result.output
+    assert not (copy / SIDECAR).exists()
