@@ -384,7 +384,7 @@ def load_chitchat(min_turns: int = 2) -> pl.DataFrame:
     A turn is one run of consecutive messages by the same sender, joined by a space. The first
     sender is `user`, the other `assistant` (both are people). Chats with fewer than `min_turns`
     turns (one person talking to nobody: 3,150 of them) are dropped. `topic` is the conversation
-    starter the chat app showed both people ("What if the world was made of peanut butter?"; 35 of
+    starter the chat app showed both people ("What if the world was made of peanut butter?"; 34 of
     them), on every turn of the chat; null for the few chats without one.
     """
     import chitchat_dataset

@@ -13,7 +13,7 @@ user lines say (`matched_profile`: "I love horror" picks a persona who likes hor
 agrees with the lines it conditions; a variable the scenario says how people state (its `stated`
 patterns: "i'm from (?P<value>...)") takes the value the person states in their own lines
 (`stated_values`), even one outside the variable's declared values; a variable whose values come from a
-corpus column (`values_from`, such as chitchat's `topic`) takes each dialogue's own value from that column
+corpus column (`values_from`, such as the chitchat-topic variant's `topic`) takes each dialogue's own value from that column
 when the tuning corpus has it (`corpus_values`), so the simulator learns what the value means; `persona_weight` > 1 repeats the
 train lines that state their matched persona. `rehearse` mixes in the user lines of a generated run
 (`rehearsal`: a simulator's own lines from its persona, the guard against forgetting how to read it).
