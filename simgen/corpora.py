@@ -185,6 +185,14 @@ def _corpus(raw: pl.LazyFrame, where: str, *, name: str, kind: str, max_dialogue
                   split=split)
 
 
+def dialogue_values(turns: pl.DataFrame, column: str) -> pl.DataFrame:
+    """(dialogue_id, value): each dialogue's label in `column` of a turns frame, its first non-null value as a
+    string; dialogues with none, or whose first is blank, are left out. What a dialogue-level column (a
+    chat's `topic`) says, read by `profiles.values_from` and `simgen tune` alike."""
+    firsts = turns.group_by("dialogue_id", maintain_order=True).agg(pl.col(column).drop_nulls().first().cast(pl.String).alias("value"))
+    return firsts.filter(pl.col("value").is_not_null() & (pl.col("value").str.strip_chars() != ""))
+
+
 def _resolve(target: str) -> Callable[[], pl.DataFrame]:
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)

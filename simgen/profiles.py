@@ -127,7 +127,7 @@ class Distribution:
 @dataclass(frozen=True)
 class ValuesFrom:
     """A categorical variable's values read off a real corpus: each distinct value of `column` at its share
-    of the train split's dialogues that have one (a dialogue's first non-null value)."""
+    of the train split's dialogues that have one (`simgen.corpora.dialogue_values`)."""
 
     corpus: str  # as `simgen.corpora.load_corpus` takes it: a registered name, or a path (relative: to the scenario's folder)
     column: str
@@ -373,7 +373,7 @@ def _stamp(spec: str) -> tuple[tuple[str, int, int], ...]:
 def _column_shares(spec: str, column: str, stamp: tuple = ()) -> tuple[tuple[str, ...], tuple[float, ...], int]:
     """(values, most common first; their shares of the train dialogues that have one; how many have one).
     Cached per process (a scenario loads often), keyed by the files' `_stamp` too."""
-    from simgen.corpora import REQUIRED_COLUMNS, load_corpus
+    from simgen.corpora import REQUIRED_COLUMNS, dialogue_values, load_corpus
 
     if column in REQUIRED_COLUMNS:
         raise DataError(f"column {column!r} is one of the turn columns ({', '.join(REQUIRED_COLUMNS)}); name a column that labels dialogues.")
@@ -381,13 +381,12 @@ def _column_shares(spec: str, column: str, stamp: tuple = ()) -> tuple[tuple[str
     if column not in corpus.turns.columns:
         extra = [c for c in corpus.turns.columns if c not in REQUIRED_COLUMNS]
         raise DataError(f"corpus {corpus.source} has no column {column!r} (its other columns: {', '.join(map(repr, extra)) or 'none'}).")
-    firsts = corpus.turns.group_by("dialogue_id").agg(pl.col(column).drop_nulls().first())[column].drop_nulls().cast(pl.String)
-    firsts = firsts.filter(firsts.str.strip_chars() != "")
-    if firsts.is_empty():
+    values = dialogue_values(corpus.turns, column)["value"]
+    if values.is_empty():
         raise DataError(f"corpus {corpus.source}: column {column!r} holds no value in the train split.")
-    counts = firsts.value_counts().sort(["count", column], descending=[True, False])
+    counts = values.value_counts().sort(["count", "value"], descending=[True, False])
     total = int(counts["count"].sum())
-    return tuple(counts[column].to_list()), tuple(c / total for c in counts["count"].to_list()), total
+    return tuple(counts["value"].to_list()), tuple(c / total for c in counts["count"].to_list()), total
 
 
 def _parse_stated(where: str, raw: Any) -> tuple[re.Pattern[str], ...]:

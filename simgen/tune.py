@@ -306,20 +306,18 @@ def stated_values(scenario: Any, lines: list[str]) -> dict[str, Any]:
 
 def corpus_values(scenario: Any, turns: Any) -> dict[str, dict[str, str]]:
     """dialogue id -> {profile variable: its value in the corpus}, for each variable whose values come from a
-    corpus column (`values_from`) that `turns` (a corpus's turns frame) has: the dialogue's first non-null,
-    non-blank value. A dialogue without one is left out (its value is sampled, as for any latent the corpus
-    cannot give)."""
-    import polars as pl
+    corpus column (`values_from`) that `turns` (a corpus's turns frame) has, read as `values_from` reads them
+    (`simgen.corpora.dialogue_values`). A dialogue without one is left out (its value is sampled, as for any
+    latent the corpus cannot give)."""
+    from simgen.corpora import dialogue_values
 
     out: dict[str, dict[str, str]] = {}
     for var in scenario.profile.variables:
         source = var.values_from
         if source is None or source.column not in turns.columns:
             continue
-        firsts = turns.group_by("dialogue_id").agg(pl.col(source.column).drop_nulls().first().cast(pl.String))
-        for dialogue_id, value in firsts.iter_rows():
-            if value is not None and value.strip():
-                out.setdefault(dialogue_id, {})[var.name] = value
+        for dialogue_id, value in dialogue_values(turns, source.column).iter_rows():
+            out.setdefault(dialogue_id, {})[var.name] = value
     return out
 
 
