@@ -170,22 +170,24 @@ def profile_run(config: GenerateConfig) -> tuple[list, list[dict], int, float]:
 
 def shared_prefix(config: GenerateConfig, tokenizer: Any, n: int = 16) -> dict[str, Any]:
     """What prefix sharing (#15) could save: the first user-side prompt of `n` dialogues in tokens, and
-    how many leading tokens all of them share; the assistant side's system prompt (the same for all)."""
+    how many leading tokens all of them share; the assistant side's system prompt (the first dialogue's: the
+    same for all unless the scenario shares a profile variable with it)."""
     from simgen.generation.chats import assistant_system, user_message, user_system
     from simgen.generation.plan import plan
     from simgen.models import chat_token_ids
 
     sc = load_scenario(config.scenario)
     config = pipeline.settle(config, sc)
-    prompts = []
+    prompts, jobs = [], []
     for i in range(n):
         job = plan(sc, config.seed, i, config.max_turns, config.lengths)
+        jobs.append(job)
         chat = [user_system(sc, job, config.max_turns), user_message(sc, job, 0, config.max_turns, None)]
         prompts.append(chat_token_ids(tokenizer, chat, add_generation_prompt=True))
     shared = 0
     while all(len(p) > shared and p[shared] == prompts[0][shared] for p in prompts):
         shared += 1
-    system = chat_token_ids(tokenizer, [assistant_system(sc, config.max_turns)], add_generation_prompt=False)
+    system = chat_token_ids(tokenizer, [assistant_system(sc, jobs[0].profile, config.max_turns)], add_generation_prompt=False)
     return {"user_prompt_tokens": [min(map(len, prompts)), max(map(len, prompts))], "user_shared_prefix": shared,
             "assistant_system_tokens": len(system)}
 

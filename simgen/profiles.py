@@ -28,7 +28,9 @@ states its value (`stated`: regular expressions with a `(?P<value>...)` group, s
 their own lines. A categorical variable may take its values from a real corpus instead of listing them
 (`values_from: {corpus: chitchat, column: topic}`: each value of that column at its share of the
 corpus's train dialogues, read when the scenario loads, so corpus text stays in the corpus); `simgen
-tune` then sets each real dialogue's value from the same column. Sampling is seeded per dialogue: dialogue i of a run gets the same profile whatever
+tune` then sets each real dialogue's value from the same column. Any variable may be `shared: true`:
+the other side knows it too, and the assistant template may read it (of the profile, it reads nothing
+else). Sampling is seeded per dialogue: dialogue i of a run gets the same profile whatever
 else happens in the run. This module does not know about intents, templates or models.
 """
 
@@ -59,12 +61,12 @@ DISTS = ("uniform", "normal", "truncnormal")
 RESERVED = frozenset({"profile", "intent", "intent_description", "turn", "scenario", "backstory", "history"})
 MAX_REJECTIONS = 1000
 _FIELDS = {
-    "categorical": {"type", "values", "values_from", "given", "cases", "description", "stated"},
-    "int": {"type", "dist", "low", "high", "mean", "std", "given", "cases", "description", "stated"},
-    "float": {"type", "dist", "low", "high", "mean", "std", "round", "given", "cases", "description"},
-    "list": {"type", "values", "k", "exclude", "given", "cases", "description", "stated"},
+    "categorical": {"type", "values", "values_from", "given", "cases", "description", "stated", "shared"},
+    "int": {"type", "dist", "low", "high", "mean", "std", "given", "cases", "description", "stated", "shared"},
+    "float": {"type", "dist", "low", "high", "mean", "std", "round", "given", "cases", "description", "shared"},
+    "list": {"type", "values", "k", "exclude", "given", "cases", "description", "stated", "shared"},
 }
-_OWN = ("given", "cases", "description", "stated", "values_from")  # a variable's fields that are not its distribution's
+_OWN = ("given", "cases", "description", "stated", "values_from", "shared")  # a variable's fields that are not its distribution's
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -150,6 +152,7 @@ class Variable:
     description: str = ""
     stated: tuple[re.Pattern[str], ...] = ()  # how a person says the value in a line: `(?P<value>...)` captures it (`simgen tune` reads them)
     values_from: ValuesFrom | None = None  # where its values came from (a corpus column), when it names one
+    shared: bool = False  # the other side knows it too: the assistant template may read it (a starter both were shown)
 
     @property
     def type(self) -> str:
@@ -188,6 +191,11 @@ class ProfileSpace:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(v.name for v in self.variables)
+
+    @property
+    def shared(self) -> tuple[str, ...]:
+        """The variables the other side knows too (`shared: true`): all the assistant template sees of a profile."""
+        return tuple(v.name for v in self.variables if v.shared)
 
     def fields(self) -> tuple[str, ...]:
         """The keys of a sampled latent: the variables, then `backstory` if declared."""
@@ -310,6 +318,9 @@ def _parse_variable(where: str, name: str, spec: Any, folder: Path | None = None
     given = spec.get("given")
     base_fields = {k: v for k, v in spec.items() if k not in _OWN}
     stated = _parse_stated(f"{where}.stated", spec.get("stated"))
+    shared = spec.get("shared", False)
+    if not isinstance(shared, bool):
+        raise ConfigError(f"{where}.shared: expected true or false (whether the assistant side knows the value too), got {shared!r:.60}.")
     source = None
     if "values_from" in spec:
         if "values" in spec or given is not None or "cases" in spec:
@@ -321,7 +332,7 @@ def _parse_variable(where: str, name: str, spec: Any, folder: Path | None = None
         if "cases" in spec:
             raise ConfigError(f"{where}: `cases` needs `given: <variable>` to say which variable they depend on.")
         return Variable(name, _parse_distribution(where, base_fields), description=str(spec.get("description", "")), stated=stated,
-                        values_from=source)
+                        values_from=source, shared=shared)
     if not isinstance(given, str):
         raise ConfigError(f"{where}.given: expected the name of another variable.")
     cases_raw = spec.get("cases")
@@ -337,7 +348,7 @@ def _parse_variable(where: str, name: str, spec: Any, folder: Path | None = None
         base = _parse_distribution(where, base_fields)
     except ConfigError:
         base = None  # incomplete on its own: every parent value must then have a case
-    return Variable(name, base, given, tuple(cases), str(spec.get("description", "")), stated)
+    return Variable(name, base, given, tuple(cases), str(spec.get("description", "")), stated, shared=shared)
 
 
 def values_from(where: str, raw: Any, folder: Path | None = None) -> ValuesFrom:

@@ -206,7 +206,8 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     search = [path.parent, builtin_dir("templates")]
     user_known = (*profile.fields(), *USER_CONTEXT)
     user_t = load_template(str(refs["user"]), search, "user", user_known)
-    assistant_t = load_template(str(refs["assistant"]), search, "assistant", ASSISTANT_CONTEXT)
+    assistant_t = load_template(str(refs["assistant"]), search, "assistant", (*ASSISTANT_CONTEXT, *profile.shared),
+                                private=[f for f in profile.fields() if f not in profile.shared])
 
     files = {"scenario": _file(path)}
     if isinstance(raw["intent_model"], str):

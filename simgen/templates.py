@@ -30,7 +30,7 @@ from simgen.errors import TemplateError, did_you_mean
 
 # What every template can read besides the profile variables (user side only gets those).
 USER_CONTEXT = ("profile", "backstory", "intent", "intent_description", "intents", "target_words", "turn", "max_turns", "scenario")
-ASSISTANT_CONTEXT = ("scenario", "turn", "max_turns")
+ASSISTANT_CONTEXT = ("scenario", "turn", "max_turns")  # and the profile variables marked `shared: true`
 REQUIRED_BLOCKS = {"user": ("system", "turn"), "assistant": ("system",)}
 
 
@@ -66,8 +66,9 @@ class PromptTemplate:
         return "\n".join(out)
 
 
-def load_template(ref: str, search: Iterable[Path], side: str, known: Iterable[str]) -> PromptTemplate:
-    """Find `ref` in the `search` folders (in order), parse it and check it against `known` names."""
+def load_template(ref: str, search: Iterable[Path], side: str, known: Iterable[str], private: Iterable[str] = ()) -> PromptTemplate:
+    """Find `ref` in the `search` folders (in order), parse it and check it against `known` names
+    (`private`: profile fields this side may not read unless the profile marks them `shared`)."""
     search = list(search)
     path = next((d / ref for d in search if (d / ref).is_file()), None)
     if path is None:
@@ -91,8 +92,13 @@ def load_template(ref: str, search: Iterable[Path], side: str, known: Iterable[s
             f"{path}: the {side} template must define `{{% block {missing[0]} %}}...{{% endblock %}}`"
             f" (blocks: {', '.join(REQUIRED_BLOCKS[side])})."
         )
-    known = set(known)
+    known, private = set(known), set(private)
     for name, line in jinja.undeclared_names(ast, known):
+        if name in private:
+            raise TemplateError(
+                f"{path}:{line}: {name!r} is the user's, which the {side} side does not know. Mark the profile variable "
+                f"`shared: true` if both sides know it (a topic both were given), or drop it from the template."
+            )
         raise TemplateError(
             f"{path}:{line}: undefined variable {name!r}.{did_you_mean(name, known)} "
             f"The {side} template can read: {', '.join(sorted(known))}."

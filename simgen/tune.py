@@ -407,7 +407,7 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
                 chat = user_chat(scenario, job, turns, k, horizon) if roles != "assistant" else None
                 k += 1
             else:
-                chat = assistant_chat(scenario, turns[:j], horizon) if roles != "user" else None
+                chat = assistant_chat(scenario, profile, turns[:j], horizon) if roles != "user" else None
             if chat is None:
                 continue
             completion = [{"role": "assistant", "content": line.text}]

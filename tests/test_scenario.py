@@ -59,6 +59,27 @@ def test_template_naming_a_missing_profile_variable_fails_at_load(tmp_path):
     assert "my_user.j2:2: undefined variable 'age'" in str(e.value)
 
 
+def test_the_assistant_template_reads_a_profile_variable_only_when_the_profile_shares_it(tmp_path):
+    """The assistant never sees the user's profile, except variables marked `shared: true` (a topic both
+    people were given): reading any other is an error at load that says how to share it; `shared` must
+    be a boolean."""
+    write(tmp_path / "my_user.j2", "{% block system %}I am {{ name }}{% endblock %}{% block turn %}{{ intent_description }}{% endblock %}")
+    write(tmp_path / "bot.j2", "{% block system %}You chat with\na user about {{ name }}.{% endblock %}")
+    own = USER_SCENARIO.replace("assistant: chitchat/assistant.j2", "assistant: bot.j2")
+    with pytest.raises(Exception) as e:
+        load_scenario(write(tmp_path / "tiny.yaml", own))
+    assert "bot.j2:2: 'name' is the user's, which the assistant side does not know" in str(e.value)
+    assert "`shared: true`" in str(e.value)
+    write(tmp_path / "bot.j2", "{% block system %}You chat about {{ backstory }}.{% endblock %}")
+    with pytest.raises(Exception, match="'backstory' is the user's"):
+        load_scenario(write(tmp_path / "tiny.yaml", own.replace("variables:", "backstory: '{{ name }}'\n  variables:")))
+    write(tmp_path / "bot.j2", "{% block system %}You chat about {{ name }}.{% endblock %}")
+    shared = load_scenario(write(tmp_path / "tiny.yaml", own.replace("values: [Ann]}", "values: [Ann], shared: true}")))
+    assert shared.profile.shared == ("name",)
+    with pytest.raises(ConfigError, match=r"profile.variables.name.shared: expected true or false .* got 'yes'"):
+        load_scenario(write(tmp_path / "tiny.yaml", own.replace("values: [Ann]}", "values: [Ann], shared: 'yes'}")))
+
+
 @pytest.mark.parametrize("name", ["movie-recommendation", "chitchat"])
 def test_a_shipped_scenarios_turn_cap_rarely_binds(name):
     """Dialogue lengths come from the real corpus (the length model's `dialogues` row, fitted on the

@@ -93,7 +93,7 @@ def test_a_context_budget_drops_the_oldest_exchanges_as_tuning_does(scenario):
     assert len(sent[-1]) < len(user_chat(scenario, j, d.turns, 5, 6))  # the budget dropped exchanges by the last turn
     answered = [call[0] for call in assistant.calls]
     assert all(len(assistant.encode(c)) <= 120 for c in answered)
-    assert len(answered[-1]) < len(assistant_chat(scenario, d.turns[:9], 6))
+    assert len(answered[-1]) < len(assistant_chat(scenario, j.profile, d.turns[:9], 6))
     (again,) = simulate([j], scenario, Counted(line("user")), Counted(line("assistant")), S, S, 0, 6)
     assert [t.text for t in again.turns] == [t.text for t in d.turns]  # the scripted lines do not read the history
 
@@ -114,6 +114,30 @@ def test_user_chat_rebuilds_what_the_simulator_sent(scenario):
     (d,), user, _ = run(scenario, [j], lambda c, k: f"user line {k}", lambda c, k: f"assistant line {k}")
     for k, sent in enumerate(user.calls):
         assert user_chat(scenario, j, d.turns, k, 6) == sent[0]
+
+
+def test_the_assistant_sees_the_variables_the_profile_shares_and_nothing_else_of_it():
+    """A variable marked `shared: true` (chitchat-topic-shared's `topic`: the starter both strangers were
+    shown) reaches the assistant template: each dialogue's assistant chat holds its own value, and
+    `assistant_chat` rebuilds what was sent. The rest of the profile (name, backstory) never does."""
+    from pathlib import Path
+
+    from simgen.generation.chats import assistant_chat
+
+    shared = load_scenario(Path(__file__).parents[1] / "benchmarks" / "scenarios" / "chitchat-topic-shared.yaml")
+    assert shared.profile.shared == ("topic",)
+    jobs = [job(shared, ["GREET", "ASK", "BYE"], index=i) for i in range(4)]
+    assert len({j.profile["topic"] for j in jobs}) > 1
+    dialogues, _, assistant = run(shared, jobs, lambda c, k: f"user line {k}", lambda c, k: f"assistant line {k}")
+    rebuilt = []
+    for d, j in zip(dialogues, jobs):
+        for i in (i for i, t in enumerate(d.turns) if t.role == "assistant"):
+            chat = assistant_chat(shared, j.profile, d.turns[:i], 6)
+            assert f'"{j.profile["topic"]}"' in chat[0]["content"]
+            assert j.profile["name"] not in chat[0]["content"] and j.profile["backstory"] not in chat[0]["content"]
+            rebuilt.append(chat)
+    sent = [chat for call in assistant.calls for chat in call]
+    assert len(sent) >= len(jobs) and sorted(map(repr, sent)) == sorted(map(repr, rebuilt))
 
 
 def test_max_turns_stop(scenario):

@@ -223,6 +223,24 @@ def test_a_corpus_column_a_variable_takes_its_values_from_sets_each_real_dialogu
     assert topics(turns.drop("topic")) == {"c1": {drawn["c1"]}, "c2": {drawn["c2"]}}
 
 
+def test_a_shared_variable_sets_the_assistant_sides_prompt_from_the_corpus_too(tiny_model_dir):
+    """With `topic` shared (chitchat-topic-shared), the other side's training prompts hold the chat's own
+    starter as well: both people of a real chat were shown it."""
+    from transformers import AutoTokenizer
+
+    from simgen.corpora import Corpus
+
+    scenario = load_scenario(Path(__file__).parents[1] / "benchmarks" / "scenarios" / "chitchat-topic-shared.yaml")
+    topics = [v for v in scenario.profile.variables if v.name == "topic"][0].values_from.values
+    turns = pl.DataFrame({"dialogue_id": ["c1"] * 4 + ["c2"] * 4, "turn": list(range(4)) * 2, "role": ["user", "assistant"] * 4,
+                          "text": ["hey", "hi!", "fun topic", "bye"] * 2, "topic": [topics[0]] * 4 + [topics[1]] * 4})
+    rows = examples(scenario, Corpus("c", "c", turns), AutoTokenizer.from_pretrained(tiny_model_dir), 4096, 0, 6, roles="both")
+    for r in rows:
+        own = topics[0] if r["dialogue_id"] == "c1" else topics[1]
+        assert f'"{own}"' in r["prompt"][0]["content"], r
+    assert {r["role"] for r in rows} == {"user", "assistant"}
+
+
 def test_matched_examples_give_personas_that_the_dialogues_user_lines_mention(iard_dir, tiny_model_dir):
     from transformers import AutoTokenizer
 
@@ -334,7 +352,8 @@ def test_roles_both_adds_the_assistant_sides_real_lines_with_its_own_chat(iard_d
     real = splits["train"].turns.filter(pl.col("role") == "assistant")
     assert len(only) == real.filter(pl.col("text").str.strip_chars() != "").height
     first = only[0]
-    assert first["prompt"][0] == assistant_system(scenario, 6) and first["prompt"][-1]["role"] == "user"
+    anyone = scenario.profile.sample(np.random.default_rng(0))  # movie-recommendation shares no variable with the assistant
+    assert first["prompt"][0] == assistant_system(scenario, anyone, 6) and first["prompt"][-1]["role"] == "user"
     assert first["completion"][0]["content"] in real["text"].to_list()
     with pytest.raises(Exception, match="roles must be one of user, assistant, both"):
         TuneConfig(roles="critic")

@@ -104,7 +104,7 @@ def line_activations(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogu
                 keys.append((d.dialogue_id, k))
                 k += 1
             else:
-                assistant_items.append((assistant_chat(scenario, d.turns[:i], max_turns), t.text))
+                assistant_items.append((assistant_chat(scenario, job.profile, d.turns[:i], max_turns), t.text))
     persona = backend.continuation_activations(persona_items, layer, pass_tokens=pass_tokens)
     assistant = backend.continuation_activations(assistant_items, layer, pass_tokens=pass_tokens)
     return keys, persona, assistant

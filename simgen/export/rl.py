@@ -122,7 +122,7 @@ class Chats:
 
     def assistant_prefix(self, d: Dialogue, turns: Sequence[Turn]) -> Chat:
         """The assistant's chat (natural roles) over `turns`."""
-        return assistant_chat(self.scenario, turns, self.max_turns)
+        return assistant_chat(self.scenario, d.profile, turns, self.max_turns)
 
     def conversation(self, d: Dialogue, policy: str) -> Chat | None:
         """The whole usable dialogue as the policy side's chat, ending in the policy's last line."""

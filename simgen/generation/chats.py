@@ -6,7 +6,7 @@
       assistant: the simulated user's line
       ...
     assistant side (natural roles):
-      system:    the assistant template's `system` block
+      system:    the assistant template's `system` block (the profile's `shared` variables only)
       user:      the simulated user's line
       assistant: the assistant's line
       ...
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from simgen.data import Chat, Dialogue, Turn
+from simgen.data import Chat, Dialogue, ProfileLatent, Turn
 from simgen.generation.plan import DialogueJob
 from simgen.scenario import Scenario
 
@@ -45,9 +45,10 @@ def user_context(scenario: Scenario, job: DialogueJob, turn: int, max_turns: int
     }
 
 
-def assistant_context(scenario: Scenario, turn: int, max_turns: int) -> dict:
-    """The variables the assistant template sees: never the profile."""
-    return {"scenario": {"name": scenario.name, "description": scenario.description}, "turn": turn, "max_turns": max_turns}
+def assistant_context(scenario: Scenario, profile: ProfileLatent, turn: int, max_turns: int) -> dict:
+    """The variables the assistant template sees: of the profile, only what both sides know (`shared: true`)."""
+    return {**{name: profile.values[name] for name in scenario.profile.shared},
+            "scenario": {"name": scenario.name, "description": scenario.description}, "turn": turn, "max_turns": max_turns}
 
 
 def user_system(scenario: Scenario, job: DialogueJob, max_turns: int) -> dict[str, str]:
@@ -61,9 +62,9 @@ def user_message(scenario: Scenario, job: DialogueJob, k: int, max_turns: int, p
     return {"role": "user", "content": instruction if pending is None else f"{pending}\n\n{instruction}"}
 
 
-def assistant_system(scenario: Scenario, max_turns: int) -> dict[str, str]:
-    """The assistant side's system message."""
-    return {"role": "system", "content": scenario.assistant_template.render("system", assistant_context(scenario, 0, max_turns))}
+def assistant_system(scenario: Scenario, profile: ProfileLatent, max_turns: int) -> dict[str, str]:
+    """The assistant side's system message (the same for every dialogue unless the profile shares a variable)."""
+    return {"role": "system", "content": scenario.assistant_template.render("system", assistant_context(scenario, profile, 0, max_turns))}
 
 
 def user_chat(scenario: Scenario, job: DialogueJob, turns: Sequence[Turn], k: int, max_turns: int) -> Chat:
@@ -87,9 +88,9 @@ def user_chat(scenario: Scenario, job: DialogueJob, turns: Sequence[Turn], k: in
     return chat
 
 
-def assistant_chat(scenario: Scenario, turns: Sequence[Turn], max_turns: int) -> Chat:
+def assistant_chat(scenario: Scenario, profile: ProfileLatent, turns: Sequence[Turn], max_turns: int) -> Chat:
     """The assistant side's chat over `turns` (natural roles), as the simulator sent it before the next assistant line."""
-    return [assistant_system(scenario, max_turns), *({"role": t.role, "content": t.text} for t in turns)]
+    return [assistant_system(scenario, profile, max_turns), *({"role": t.role, "content": t.text} for t in turns)]
 
 
 def fit_exchanges(chat: Chat, n_tokens: Callable[[Chat], int], limit: int) -> Chat | None:

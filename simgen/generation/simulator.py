@@ -127,7 +127,7 @@ def simulate(
     they can run).
     """
     def fresh(job: DialogueJob, take: int = 0) -> _State:
-        return _State(job, [user_system(scenario, job, max_turns)], [assistant_system(scenario, max_turns)], take=take)
+        return _State(job, [user_system(scenario, job, max_turns)], [assistant_system(scenario, job.profile, max_turns)], take=take)
 
     states = [fresh(job) for job in jobs]
     finished: dict[int, Dialogue] = {}
