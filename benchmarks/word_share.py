@@ -20,6 +20,8 @@ import polars as pl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from realism_repeats import run_turns  # noqa: E402  (RUN or RUN:A-B, read as realism_repeats reads it)
 from simgen.corpora import load_corpus  # noqa: E402
 
 WORDS = ("byu", "provo", "utah", "major", "semester", "classes", "campus", "freshman", "mission", "roommate",
@@ -30,16 +32,6 @@ def dialogue_share(turns: pl.DataFrame, words: list[str]) -> dict[str, float]:
     """The share of dialogues whose text (all lines, case-folded) holds each word at least once."""
     text = turns.group_by("dialogue_id").agg(pl.col("text").str.to_lowercase().str.join("\n"))["text"]
     return {w: float(text.str.contains(rf"\b{w}\b").mean()) for w in words}
-
-
-def read_run(spec: str) -> tuple[str, pl.DataFrame]:
-    path, _, span = spec.partition(":")
-    turns = load_corpus(Path(path)).turns
-    if span:
-        a, b = (int(x) for x in span.split("-"))
-        keep = turns["dialogue_id"].unique(maintain_order=True).sort()[a:b]
-        turns = turns.filter(pl.col("dialogue_id").is_in(keep.implode()))
-    return spec, turns
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,8 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     real = load_corpus(args.reference, split=args.split).turns
     columns = [(f"{args.reference} {args.split} ({real['dialogue_id'].n_unique()})", dialogue_share(real, words))]
     for spec in args.runs:
-        name, turns = read_run(spec)
-        columns.append((f"{name} ({turns['dialogue_id'].n_unique()})", dialogue_share(turns, words)))
+        turns = run_turns(spec)
+        columns.append((f"{spec} ({turns['dialogue_id'].n_unique()})", dialogue_share(turns, words)))
     print("| word | " + " | ".join(name for name, _ in columns) + " |")
     print("| --- |" + " --- |" * len(columns))
     for w in words:
