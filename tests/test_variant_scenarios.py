@@ -19,17 +19,15 @@ VARIANTS = sorted((REPO / "benchmarks" / "scenarios").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", VARIANTS, ids=[p.stem for p in VARIANTS])
 def test_every_variant_scenario_loads_and_renders_both_sides(path):
+    from simgen.generation.chats import assistant_system, user_message, user_system
+    from simgen.generation.plan import plan
+
     scenario = load_scenario(path)
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        values = scenario.profile.sample(rng).values
-        context = {**values, "profile": values, "intent": "X", "intent_description": "Say hi.", "intents": [],
-                   "target_words": 8, "turn": 0, "max_turns": 6, "scenario": scenario.name}
-        user = scenario.user_template.render("system", context)
-        assert values["backstory"] in user
-        assert scenario.user_template.render("turn", context)
-        assistant = {**{k: values[k] for k in scenario.profile.shared}, "scenario": scenario.name, "turn": 0, "max_turns": 6}
-        assert scenario.assistant_template.render("system", assistant)
+    for i in range(5):
+        job = plan(scenario, 0, i, 6)
+        assert job.profile.values["backstory"] in user_system(scenario, job, 6)["content"]
+        assert user_message(scenario, job, 0, 6, None)["content"]
+        assert assistant_system(scenario, job.profile, 6)["content"]
 
 
 def test_the_campus_variant_samples_students_with_a_year_and_a_major_and_missions_only_from_20():

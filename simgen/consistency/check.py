@@ -375,7 +375,7 @@ def _simulator(manifest: dict[str, Any], judge: Judge, model_spec: str = "") -> 
 
 def run_models(run: Any, judge: Judge, config: ConsistencyConfig) -> tuple[Any, Scorer | None, str | None]:
     """(the run's scenario, its simulator as a `Scorer`, why not) for Q&A and the axis; (None, None, None) when both are off."""
-    from simgen.errors import RunError, ScenarioChanged
+    from simgen.errors import ConfigError, RunError, ScenarioChanged, did_you_mean
     from simgen.scenario import load_recorded
 
     scenario, simulator, why_sim = None, None, None
@@ -391,8 +391,6 @@ def run_models(run: Any, judge: Judge, config: ConsistencyConfig) -> tuple[Any, 
         if scenario is not None:
             unknown = [name for name in config.qa_skip if name not in scenario.profile.names]
             if unknown and config.qa:
-                from simgen.errors import ConfigError, did_you_mean
-
                 raise ConfigError(f"--qa-skip {unknown[0]}: scenario {scenario.name!r} has no such profile variable "
                                   f"(its variables: {', '.join(scenario.profile.names)}).{did_you_mean(unknown[0], scenario.profile.names)}")
             simulator, why_sim = _simulator(run.manifest, judge, config.simulator_model)
