@@ -274,3 +274,28 @@ def test_qa_skip_leaves_the_named_variables_out_and_refuses_an_unknown_one(run, 
     result = CliRunner().invoke(cli, ["consistency", str(copy), *base, "--qa-skip", "agee"])
     assert result.exit_code != 0 and "--qa-skip agee" in result.output and "Did you mean 'age'" in result.output
     assert not (copy / SIDECAR).exists()
+
+
+def test_qa_by_attribute_reads_the_lines_consistency_reads_under_max_user_lines(run, tmp_path, monkeypatch, capsys):
+    """benchmarks/qa_by_attribute.py --max-user-lines 1 asks, and gets right, exactly the questions
+    `simgen consistency --max-user-lines 1` asks of the same dialogues (the run's own tiny simulator):
+    per-variable counts that add up to the sidecar's, and fewer than on whole dialogues."""
+    from tests.conftest import load_benchmark
+    from tests.consistency.conftest import RuleJudge
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    (copy / SIDECAR).unlink(missing_ok=True)
+    check_run(copy, RuleJudge(), config=ConsistencyConfig(max_user_lines=1, axis=False))
+    sidecar = pl.read_parquet(copy / SIDECAR)
+    bench = load_benchmark("qa_by_attribute")
+    totals = {}
+    for lines in ("1", "0"):
+        monkeypatch.setattr("sys.argv", ["qa_by_attribute.py", str(copy), "--max-user-lines", lines])
+        bench.main()
+        row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith(f"| {copy} |"))
+        all_cell = row.rstrip(" |").rsplit("|", 1)[1].strip()  # "0.417 (24 asked)"
+        totals[lines] = (float(all_cell.split()[0]), int(all_cell.split("(")[1].split()[0]))
+    asked, correct = int(sidecar["qa_asked"].sum()), int(sidecar["qa_correct"].sum())
+    assert asked > 0 and totals["1"] == (round(correct / asked, 3), asked)
+    assert totals["0"][1] > asked  # the whole dialogues hold more user lines, so more questions
