@@ -95,6 +95,10 @@ class TuneConfig:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (0: none; on CPU it costs ~14% of a step)"})
+    lora_modules: str = field(default="all-linear", metadata={
+        "help": "the layers the adapter trains: all-linear (every linear layer but the LM head), or a comma-separated list of "
+                "module names (the embedded model's: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj); leaving "
+                "q_proj,k_proj out keeps where the model's attention looks and changes what it writes"})
     max_length: int = field(default=512, metadata={"help": "tokens per example at most; older exchanges are dropped to fit"})
     max_dialogues: int = field(default=0, metadata={"help": "use at most this many train dialogues (seeded sample); 0 = all"})
     profile_match: int = field(default=32, metadata={"help": "profiles sampled per real dialogue; the one whose attribute values its user "
@@ -122,8 +126,8 @@ class TuneConfig:
                                                                  "repeated (seeded shuffles) or cut to it"})
     init: str = field(default="", metadata={
         "help": "a LoRA folder `simgen tune` wrote (or a packed one, e.g. profiles/chitchat.simulator) to go on training: "
-                "its adapter's weights, rank and modules are the start (--lora-r, --lora-alpha and --lora-dropout are then "
-                "its own); its base model must be --model's. Empty: a fresh adapter"})
+                "its adapter's weights, rank and modules are the start (--lora-r, --lora-alpha, --lora-dropout and --lora-modules "
+                "are then its own); its base model must be --model's. Empty: a fresh adapter"})
     eval_examples: int = field(default=200, metadata={"help": "validation examples scored (a seeded sample); 0 = all"})
     eval_every: int = field(default=0, metadata={"help": "validation loss every this many steps; 0 = at the end only"})
     save_every: int = field(default=50, metadata={"help": "checkpoint every this many steps (what an interrupted run resumes from)"})
@@ -151,6 +155,8 @@ class TuneConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
         if not self.epochs > 0 or self.learning_rate <= 0:
             raise ConfigError("epochs and learning_rate must be positive.")
+        if not [m for m in self.lora_modules.split(",") if m.strip()]:
+            raise ConfigError(f"lora_modules must be all-linear or a comma-separated list of module names, got {self.lora_modules!r}.")
         if self.init and self.method != "lora":
             raise ConfigError(f"init continues a LoRA adapter; --method {self.method} trains every weight. Drop --init, or use --method lora.")
 
@@ -175,6 +181,22 @@ def init_adapter(spec: str, base: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- data
+
+
+def lora_targets(spec: str, lm: Any) -> str | list[str]:
+    """`TuneConfig.lora_modules` for peft: "all-linear", or its names, each checked to name a linear layer
+    of `lm` (else a `ConfigError` that lists the names `lm` has)."""
+    import torch
+
+    if spec.strip() == "all-linear":
+        return "all-linear"
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    have = sorted({n.rsplit(".", 1)[-1] for n, m in lm.named_modules() if isinstance(m, torch.nn.Linear)} - {"lm_head"})
+    unknown = [m for m in names if m not in have]
+    if unknown:
+        raise ConfigError(f"--lora-modules: {', '.join(map(repr, unknown))} is no linear layer of this model; "
+                          f"use all-linear or names among {', '.join(have)}.")
+    return names
 
 
 def read_splits(spec: str | Path | Corpus, max_dialogues: int = 0, seed: int = 0) -> dict[str, Corpus]:
@@ -543,6 +565,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     splits = read_splits(corpus, cfg.max_dialogues, cfg.seed)
     precision = training_precision(cfg.dtype)
     lm, tokenizer = load_causal_lm(source, dtype="bfloat16" if precision == "bfloat16" else "float32")
+    targets = lora_targets(cfg.lora_modules, lm) if cfg.method == "lora" and start is None else None  # before the examples' minutes
     max_turns = scenario.max_turns
     data = {name: examples(scenario, c, tokenizer, cfg.max_length, cfg.seed, max_turns, cfg.roles, cfg.profile_match, cfg.wordiness,
                             not cfg.ignore_stated, progress=f"{name} examples" if progress else "")
@@ -583,7 +606,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     elif cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
 
-        lm = get_peft_model(lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules="all-linear",
+        lm = get_peft_model(lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets,
                                            task_type="CAUSAL_LM"))
     steps_per_epoch = math.ceil(len(repeated) / cfg.batch_size)
     max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))

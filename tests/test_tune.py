@@ -451,6 +451,37 @@ def test_a_bad_init_is_refused_before_the_model_loads(tuned, tiny_model_dir, iar
         TuneConfig(method="full", init=str(tuned))
 
 
+def test_lora_modules_trains_only_the_named_layers_and_a_name_the_model_lacks_is_refused(tiny_model_dir, iard_dir, tmp_path):
+    """--lora-modules without q_proj,k_proj: the adapter holds weights for the named layers only, and the
+    merged model's query and key projections are the base model's to the bit while its value projections
+    moved. A name the model has no linear layer of fails with nothing written, naming it and the names
+    the model has."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    named = ["v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    out = tmp_path / "no-qk"
+    result = CliRunner().invoke(cli, ["tune", "movie-recommendation", "--corpus", str(iard_dir), "--out", str(out), "--model",
+                                      str(tiny_model_dir), *FAST, "--lora-modules", ",".join(named)])
+    assert result.exit_code == 0, result.output
+    assert sorted(json.loads((out / "adapter_config.json").read_text())["target_modules"]) == sorted(named)
+    assert json.loads((out / "simgen_tune.json").read_text())["settings"]["lora_modules"] == ",".join(named)
+    from safetensors import safe_open
+
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
+        trained = {key.split(".lora_")[0].rsplit(".", 1)[-1] for key in f.keys()}
+    assert trained == set(named)
+    base, merged = (AutoModelForCausalLM.from_pretrained(p).model.layers[0].self_attn for p in (tiny_model_dir, resolve_model(str(out)).path))
+    assert torch.equal(base.q_proj.weight, merged.q_proj.weight) and torch.equal(base.k_proj.weight, merged.k_proj.weight)
+    assert not torch.equal(base.v_proj.weight, merged.v_proj.weight)
+
+    bad = tmp_path / "bad"
+    result = CliRunner().invoke(cli, ["tune", "movie-recommendation", "--corpus", str(iard_dir), "--out", str(bad), "--model",
+                                      str(tiny_model_dir), *FAST, "--lora-modules", "v_proj,qkv_proj"])
+    assert result.exit_code != 0 and "'qkv_proj' is no linear layer" in result.output and "q_proj" in result.output
+    assert not bad.exists()
+
+
 def test_saving_an_adapter_asks_the_hub_nothing(tiny_model_dir, tmp_path, monkeypatch):
     """peft's save_pretrained asks the Hub whether the base model's config.json exists when the base's
     name is not a local folder (the embedded model is named by its id). `simgen tune` saves checkpoints
@@ -485,6 +516,8 @@ def test_bad_settings_are_config_errors():
         TuneConfig(dtype="float16")
     with pytest.raises(ConfigError, match="persona_weight"):
         TuneConfig(persona_weight=0)
+    with pytest.raises(ConfigError, match="lora_modules"):
+        TuneConfig(lora_modules=" , ")
 
 
 def _movie_scenario_without_simulator(tmp_path: Path) -> tuple[Path, str]:
