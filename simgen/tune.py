@@ -98,7 +98,7 @@ class TuneConfig:
     lora_modules: str = field(default="all-linear", metadata={
         "help": "the layers the adapter trains: all-linear (every linear layer but the LM head), or a comma-separated list of "
                 "module names (the embedded model's: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj); leaving "
-                "q_proj,k_proj out keeps where the model's attention looks and changes what it writes"})
+                "q_proj,k_proj out keeps the base model's query and key projections"})
     max_length: int = field(default=512, metadata={"help": "tokens per example at most; older exchanges are dropped to fit"})
     max_dialogues: int = field(default=0, metadata={"help": "use at most this many train dialogues (seeded sample); 0 = all"})
     profile_match: int = field(default=32, metadata={"help": "profiles sampled per real dialogue; the one whose attribute values its user "
@@ -157,6 +157,9 @@ class TuneConfig:
             raise ConfigError("epochs and learning_rate must be positive.")
         if not [m for m in self.lora_modules.split(",") if m.strip()]:
             raise ConfigError(f"lora_modules must be all-linear or a comma-separated list of module names, got {self.lora_modules!r}.")
+        if self.lora_modules.strip() != "all-linear" and self.method != "lora":
+            raise ConfigError(f"lora_modules names an adapter's layers; --method {self.method} trains every weight. Drop --lora-modules, "
+                              "or use --method lora.")
         if self.init and self.method != "lora":
             raise ConfigError(f"init continues a LoRA adapter; --method {self.method} trains every weight. Drop --init, or use --method lora.")
 

@@ -518,6 +518,8 @@ def test_bad_settings_are_config_errors():
         TuneConfig(persona_weight=0)
     with pytest.raises(ConfigError, match="lora_modules"):
         TuneConfig(lora_modules=" , ")
+    with pytest.raises(ConfigError, match="--method full"):
+        TuneConfig(method="full", lora_modules="v_proj")
 
 
 def _movie_scenario_without_simulator(tmp_path: Path) -> tuple[Path, str]:
