@@ -38,7 +38,8 @@ def make_judge(spec: str, judge_model: str | None, api_key_env: str | None):  # 
 @click.argument("run", type=click.Path(path_type=Path))
 @judge_options
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for consistency.json/.html [default: RUN/reports].")
+              help="Folder for this scoring's consistency.parquet, .json and .html; the run's own are left as they are "
+                   "(exports read those). [default: RUN/consistency.parquet and RUN/reports]")
 @click.option("--threshold", default=0.5, show_default=True, help="P(contradiction) at or above which a line or pair counts as a conflict.")
 @click.option("--no-qa", is_flag=True, help="Skip the Q&A checkpoints (the slowest part).")
 @click.option("--qa-every", default=1, show_default=True, help="Ask the profile questions after every k-th user line.")
@@ -69,6 +70,7 @@ def consistency(run: Path, judge_spec: str, judge_model: str | None, api_key_env
     Writes RUN/consistency.parquet (one row per user line: prompt-to-line, line-to-line, Q&A,
     specificity, persona-axis projection; turns.parquet is never rewritten) and
     reports/consistency.json + .html (scores per dialogue and overall, drift curves, the judge used).
+    With --out DIR all three go to DIR and the run's own are not touched.
 
     \b
     Examples:

@@ -1,6 +1,7 @@
 """`simgen consistency`: score a run's persona consistency, write the sidecar and the report.
 
     RUN/consistency.parquet        one row per user line (metrics.COLUMNS), keyed by dialogue_id and turn
+                                   (with `out`: OUT/consistency.parquet, and the run's own is left as it is)
     RUN/reports/consistency.json   scores overall, per dialogue, drift by turn; judge and model used
     RUN/reports/consistency.html   the same for people, drift curves first
     RUN/reports/persona_axis.json  the fitted persona direction (for --persona-cap)
@@ -400,6 +401,8 @@ def run_models(run: Any, judge: Judge, config: ConsistencyConfig) -> tuple[Any, 
 def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None = None,
               config: ConsistencyConfig = ConsistencyConfig(), progress: bool = False, ray: Any = None) -> dict[str, Any]:
     """Score a run folder (or `Run`): write RUN/consistency.parquet and the reports; return the report.
+    With `out`, the sidecar and reports go to OUT and the run's own sidecar and reports are left as they are
+    (a scoring with another reader or subset does not replace the run's; exports read RUN's).
 
     The run is read lazily, `config.chunk_dialogues` dialogues at a time (see `score_dialogues`).
     ray: a `simgen.generation.cluster.RayConfig`: score the chunks on a Ray cluster (`cluster.py`); same scores.
@@ -423,12 +426,13 @@ def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None
     if why_sim:
         report["not_computed"] = {k: v if v.startswith("turned off") else why_sim for k, v in report["not_computed"].items()}
     report = {"check": "consistency", "run": str(run.path), "created": now(), **report}
-    atomic_write_parquet(run.path / SIDECAR, sidecar.select(list(COLUMNS)))
     out = Path(out) if out is not None else run.path / "reports"
     out.mkdir(parents=True, exist_ok=True)
+    side = out / SIDECAR if out != run.path / "reports" else run.path / SIDECAR
+    atomic_write_parquet(side, sidecar.select(list(COLUMNS)))
     if axis is not None:
         report["axis"]["path"] = str(axis.save(out / "persona_axis.json"))
-    report["sidecar"] = str(run.path / SIDECAR)
+    report["sidecar"] = str(side)
     write_report(report, out)
     shutil.rmtree(parts, ignore_errors=True)  # the sidecar and reports are written: the chunks are no longer needed
     return report

@@ -170,6 +170,20 @@ def test_a_check_killed_between_chunks_resumes_and_gives_the_same_sidecar(run, t
     assert not (killed / check.PARTS).exists()
 
 
+def test_a_scoring_with_out_writes_its_own_sidecar_and_leaves_the_runs(run, checked, tiny_model_dir, tmp_path):
+    """`--out DIR` (another reader, a subset): the run's sidecar and reports, which exports read, stay as they were."""
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    kept = {p: (copy / p).read_bytes() for p in (SIDECAR, "reports/consistency.json", "reports/persona_axis.json")}
+    report = check_run(copy, f"llm:{tiny_model_dir}", out=tmp_path / "subset",
+                       config=ConsistencyConfig(qa_max_questions=1, axis_layer=1, max_dialogues=1))
+    assert {p: (copy / p).read_bytes() for p in kept} == kept
+    assert report["sidecar"] == str(tmp_path / "subset" / SIDECAR)
+    side = pl.read_parquet(tmp_path / "subset" / SIDECAR)
+    assert side["dialogue_id"].n_unique() == 1 and pl.read_parquet(copy / SIDECAR)["dialogue_id"].n_unique() == 3
+    assert json.loads((tmp_path / "subset" / "consistency.json").read_text())["overall"]["dialogues"] == 1
+
+
 def test_parts_of_other_settings_are_not_reused(run, tiny_model_dir, tmp_path):
     from simgen.consistency import check
 
