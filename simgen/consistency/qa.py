@@ -163,15 +163,15 @@ def _tally(answers: Iterable[tuple[Any, int]]) -> dict[Any, tuple[int, int]]:
     return out
 
 
-def _graded(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogue], max_turns: int, every: int, max_questions: int,
-            n_options: int, seed: int, pass_tokens: int | None, skip: Sequence[str]) -> list[tuple[tuple[str, int], str, int]]:
-    """Every question asked, as ((dialogue_id, user_turn), attribute, 1 if answered right else 0)."""
+def asked(scenario: Any, dialogues: Sequence[Dialogue], max_turns: int, every: int = 1, max_questions: int = 8, n_options: int = 4,
+          seed: int = 0, skip: Sequence[str] = ()) -> list[tuple[tuple[str, int], Chat, ProfileQuestion]]:
+    """Every question Q&A asks, in order: ((dialogue_id, user_turn), the chat it is asked in, the question).
+    The chat is the persona's own, cut after the user line, the question its last message."""
     import zlib
 
     from simgen.generation.chats import job_of, user_chat
 
-    items: list[tuple[Chat, Sequence[str]]] = []
-    keys: list[tuple[tuple[str, int], ProfileQuestion]] = []  # per item: (checkpoint, question)
+    out: list[tuple[tuple[str, int], Chat, ProfileQuestion]] = []
     for d in dialogues:
         questions = profile_questions(scenario.profile, d.profile.values, [seed, zlib.crc32(d.dialogue_id.encode())], n_options, skip)[:max_questions]
         if not questions:
@@ -182,8 +182,13 @@ def _graded(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogue], max_t
             if (k + 1) % every or not t.text.strip():
                 continue
             chat = user_chat(scenario, job, turns, k + 1, max_turns)[:-1]  # cut after line k: drop the next instruction
-            for q in questions:
-                items.append(([*chat, {"role": "user", "content": q.question}], q.options))
-                keys.append(((d.dialogue_id, k), q))
-    return [(key, q.attribute, int(int(np.argmax(probs)) == q.answer))
-            for (key, q), probs in zip(keys, option_probabilities(backend, items, pass_tokens))]
+            out += [((d.dialogue_id, k), [*chat, {"role": "user", "content": q.question}], q) for q in questions]
+    return out
+
+
+def _graded(backend: Scorer, scenario: Any, dialogues: Sequence[Dialogue], max_turns: int, every: int, max_questions: int,
+            n_options: int, seed: int, pass_tokens: int | None, skip: Sequence[str]) -> list[tuple[tuple[str, int], str, int]]:
+    """Every question asked, as ((dialogue_id, user_turn), attribute, 1 if answered right else 0)."""
+    questions = asked(scenario, dialogues, max_turns, every, max_questions, n_options, seed, skip)
+    probs = option_probabilities(backend, [(chat, q.options) for _, chat, q in questions], pass_tokens)
+    return [(key, q.attribute, int(int(np.argmax(p)) == q.answer)) for (key, _, q), p in zip(questions, probs)]

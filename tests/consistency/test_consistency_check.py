@@ -313,3 +313,31 @@ def test_qa_by_attribute_reads_the_lines_consistency_reads_under_max_user_lines(
     asked, correct = int(sidecar["qa_asked"].sum()), int(sidecar["qa_correct"].sum())
     assert asked > 0 and totals["1"] == (round(correct / asked, 3), asked)
     assert totals["0"][1] > asked  # the whole dialogues hold more user lines, so more questions
+
+
+def test_qa_answers_grades_the_q_and_a_checks_questions_three_ways(run, tmp_path, monkeypatch, capsys):
+    """benchmarks/qa_answers.py on the tiny run: its option-likelihood column is the Q&A check's own answers
+    (the same total as qa_by_attribute over every variable and checkpoint), and free answers are graded by
+    whole words, a reply that also names another option counting as wrong."""
+    from tests.conftest import load_benchmark
+
+    answers, by_attribute = load_benchmark("qa_answers"), load_benchmark("qa_by_attribute")
+    assert answers.free_grade("i'm 31-year-old", ("45", "31", "19"), 1) == (True, False)
+    assert answers.free_grade("i'm 310", ("45", "31"), 1) == (False, False)
+    assert answers.free_grade("31 or 45, who knows", ("45", "31"), 1) == (False, True)
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    every = ",".join(v.name for v in simgen.load_scenario("movie-recommendation").profile.variables)
+
+    def all_cells(argv, module):
+        monkeypatch.setattr("sys.argv", argv)
+        module.main()
+        return [r for r in capsys.readouterr().out.splitlines() if r.startswith("| all |") or r.startswith(f"| {copy} |")]
+
+    row = all_cells(["qa_answers.py", str(copy), "--checkpoints", "all", "--attributes", every, "--max-new-tokens", "4"], answers)[0]
+    n, likelihood, lift, free, other = (float(c) for c in row.strip(" |").split("|")[1:6])
+    theirs = all_cells(["qa_by_attribute.py", str(copy)], by_attribute)[0].rstrip(" |").rsplit("|", 1)[1].split()
+    assert (likelihood, int(n)) == (float(theirs[0]), int(theirs[1].strip("(")))
+    assert 0 <= free + other <= 2 and 0 <= lift <= 1
+    last = all_cells(["qa_answers.py", str(copy), "--attributes", "age,name", "--max-new-tokens", "4"], answers)[0]
+    assert int(last.split("|")[2]) == 2 * 3  # two questions after each of the 3 dialogues' last user line
