@@ -7,6 +7,7 @@
     RUN/reports/persona_axis.json  the fitted persona direction (for --persona-cap)
     RUN/consistency.parts/         while it runs: each finished chunk of dialogues (`Parts`); a rerun after
                                    a crash or Ctrl-C picks up from there; removed once the sidecar is written
+                                   (with `out`: OUT/consistency.parts/)
 
 Prompt-to-line and line-to-line need only the judge. Q&A and the persona axis need the simulator's
 own model through the transformers backend (the run's manifest names it) and the run's scenario;
@@ -414,12 +415,13 @@ def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None
     judge = load_judge(judge)
     scenario, simulator, why_sim = run_models(run, judge, config)
     max_turns = run.max_turns
-    parts = run.path / PARTS
+    home = Path(out) if out is not None and Path(out) != run.path / "reports" else run.path  # where this scoring's files go
+    parts = home / PARTS
     if ray is not None:  # the chunks are scored on the cluster into `parts`; below, they are read back
         from simgen.consistency.cluster import score_parts
 
         plan = plan_chunks(run.scan(), judge, scenario=scenario, simulator=simulator, max_turns=max_turns, config=config)
-        score_parts(run, judge, config, plan, ray, progress)
+        score_parts(run, judge, config, plan, ray, progress, parts)
     scored = score_dialogues(run.scan(), judge, scenario=scenario, simulator=simulator, max_turns=max_turns, config=config,
                              progress=progress, parts=parts)
     sidecar, report, axis = scored.lines, dict(scored.report), scored.axis
@@ -428,7 +430,7 @@ def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None
     report = {"check": "consistency", "run": str(run.path), "created": now(), **report}
     out = Path(out) if out is not None else run.path / "reports"
     out.mkdir(parents=True, exist_ok=True)
-    side = out / SIDECAR if out != run.path / "reports" else run.path / SIDECAR
+    side = home / SIDECAR
     atomic_write_parquet(side, sidecar.select(list(COLUMNS)))
     if axis is not None:
         report["axis"]["path"] = str(axis.save(out / "persona_axis.json"))

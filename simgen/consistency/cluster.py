@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from simgen.cluster import Pool, RayConfig, Worker, connect, disconnect, failures
@@ -23,15 +24,15 @@ def _normal(state: dict[str, Any]) -> dict[str, Any]:
 
 
 class ChunkWorker(Worker):
-    """args: the judge's (spec, settings), the check's config (a dict), the driver's `Parts` state."""
+    """args: the judge's (spec, settings), the check's config (a dict), the driver's `Parts` state, the parts folder."""
 
     def load(self) -> Any:
-        from simgen.consistency.check import PARTS, Parts, plan_chunks, run_models
+        from simgen.consistency.check import Parts, plan_chunks, run_models
         from simgen.consistency.judges import load_judge
         from simgen.consistency.metrics import ConsistencyConfig
         from simgen.generation.run import load_run
 
-        (spec, settings), config, state = self.args
+        (spec, settings), config, state, folder = self.args
         run = load_run(self.out)
         config = ConsistencyConfig(**config)
         judge = load_judge(spec, **settings)
@@ -42,7 +43,7 @@ class ChunkWorker(Worker):
             diff = sorted(k for k in state if _normal(plan.state).get(k) != _normal(state).get(k))
             raise RunError(f"a Ray worker would score {self.out} with other {', '.join(diff)} than the driver: "
                            "install the same simgen and models on every node.")
-        return judge, scenario, simulator, config, plan, Parts(run.path / PARTS, state)
+        return judge, scenario, simulator, config, plan, Parts(folder, state)
 
     def score(self, k: int) -> dict[str, Any]:
         from simgen.consistency.check import score_chunk
@@ -55,23 +56,24 @@ class ChunkWorker(Worker):
         return {"chunk": k, "dialogues": len(ids)}
 
 
-def score_parts(run: Any, judge: Any, config: Any, plan: Any, rc: RayConfig, progress: bool) -> None:
-    """Score every chunk not yet saved in RUN/consistency.parts/ on the cluster; a `RunError` lists those that failed."""
+def score_parts(run: Any, judge: Any, config: Any, plan: Any, rc: RayConfig, progress: bool, folder: Path) -> None:
+    """Score every chunk not yet saved in `folder` (the run's `check.PARTS`, or --out's) on the cluster; a `RunError`
+    lists those that failed."""
     from tqdm.auto import tqdm
 
-    from simgen.consistency.check import PARTS, Parts
+    from simgen.consistency.check import Parts
 
     if judge.spec is None:
         raise ConfigError("--ray needs the judge as a spec (e.g. 'llm' or 'llm:/path/to/model'), which every worker "
                           "loads again; this judge was built in Python.")
     connected = connect(rc)  # an unreachable cluster fails here, before the parts folder is touched
     try:
-        saved = Parts(run.path / PARTS, plan.state)
+        saved = Parts(folder, plan.state)
         chunks = plan.chunks()
         todo = [k for k, ids in enumerate(chunks) if saved.load(k, ids) is None]
         if not todo:
             return
-        pool = Pool(ChunkWorker, rc, run.path.resolve(), len(todo), judge.spec, asdict(config), plan.state)
+        pool = Pool(ChunkWorker, rc, run.path.resolve(), len(todo), judge.spec, asdict(config), plan.state, str(Path(folder).resolve()))
         try:
             pool.hello()
             with tqdm(total=len(plan.ids), initial=len(plan.ids) - sum(len(chunks[k]) for k in todo), unit="dialogue",

@@ -53,11 +53,13 @@ def same_scores(a: pl.DataFrame, b: pl.DataFrame) -> None:
 def test_consistency_on_ray_equals_the_one_machine_check(ray_address, run_dir, tiny_model_dir, local_report, tmp_path):
     path = tmp_path / "run"
     shutil.copytree(run_dir, path)
-    report = check_run(path, f"llm:{tiny_model_dir}", config=CONFIG, ray=RayConfig(address=ray_address, workers=2))
-    same_scores(local_report[1], pl.read_parquet(path / "consistency.parquet"))
+    out = tmp_path / "rep"  # --out: the workers save their chunks there too, and the run folder gets nothing
+    report = check_run(path, f"llm:{tiny_model_dir}", out=out, config=CONFIG, ray=RayConfig(address=ray_address, workers=2))
+    same_scores(local_report[1], pl.read_parquet(out / "consistency.parquet"))
     assert report["not_computed"] == {} and report["axis"] is not None  # Q&A and the axis ran, on the workers
     assert report["seconds"] == {"judge": 0.0, "qa": 0.0, "axis": 0.0}  # the driver scored nothing itself
-    assert not (path / "consistency.parts").exists()
+    assert not (out / "consistency.parts").exists() and not (path / "consistency.parts").exists()
+    assert not (path / "consistency.parquet").exists()
 
 
 def test_a_worker_killed_mid_chunk_costs_only_that_chunk(ray_address, run_dir, tiny_model_dir, local_report, tmp_path,

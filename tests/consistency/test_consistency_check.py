@@ -172,12 +172,17 @@ def test_a_check_killed_between_chunks_resumes_and_gives_the_same_sidecar(run, t
 
 def test_a_scoring_with_out_writes_its_own_sidecar_and_leaves_the_runs(run, checked, tiny_model_dir, tmp_path):
     """`--out DIR` (another reader, a subset): the run's sidecar and reports, which exports read, stay as they were."""
+    from simgen.consistency import check
+
     copy = tmp_path / "run"
     shutil.copytree(run.path, copy)
-    kept = {p: (copy / p).read_bytes() for p in (SIDECAR, "reports/consistency.json", "reports/persona_axis.json")}
+    check.Parts(copy / check.PARTS, {"config": "an interrupted scoring of the run"})  # its saved chunks must survive too
+    (copy / check.PARTS / "00000.json").write_text('{"ids": ["x"], "persona_keys": []}')
+    kept = {p: (copy / p).read_bytes() for p in (SIDECAR, "reports/consistency.json", "reports/persona_axis.json", f"{check.PARTS}/00000.json")}
     report = check_run(copy, f"llm:{tiny_model_dir}", out=tmp_path / "subset",
                        config=ConsistencyConfig(qa_max_questions=1, axis_layer=1, max_dialogues=1))
     assert {p: (copy / p).read_bytes() for p in kept} == kept
+    assert not (tmp_path / "subset" / check.PARTS).exists()  # its own chunks, removed once its sidecar is written
     assert report["sidecar"] == str(tmp_path / "subset" / SIDECAR)
     side = pl.read_parquet(tmp_path / "subset" / SIDECAR)
     assert side["dialogue_id"].n_unique() == 1 and pl.read_parquet(copy / SIDECAR)["dialogue_id"].n_unique() == 3
