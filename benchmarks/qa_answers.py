@@ -52,10 +52,10 @@ def free_grade(reply: str, options: tuple[str, ...], answer: int) -> tuple[bool,
 def read(path: str, args: argparse.Namespace) -> dict[str, dict]:
     """attribute -> {"asked", "likelihood", "lift", "free", "other", "replies": Counter}, and "all"."""
     run = load_run(path)
-    scenario, simulator, why = run_models(run, None, ConsistencyConfig(axis=False, simulator_model=args.reader))
+    config = ConsistencyConfig(axis=False, simulator_model=args.reader)
+    scenario, simulator, why = run_models(run, None, config)
     if simulator is None:
         raise SystemExit(f"{path}: the answers need a simulator model ({why}); pass --reader MODEL.")
-    config = ConsistencyConfig(axis=False)
     dialogues = dialogues_from_turns(first_user_lines(run.scan().collect(), args.max_user_lines), checked=True)[:args.max_dialogues]
     wanted = {a.strip() for a in args.attributes.split(",") if a.strip()}
     questions = [(key, chat, q) for key, chat, q in asked(scenario, dialogues, run.max_turns, 1, config.qa_max_questions,

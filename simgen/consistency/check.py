@@ -415,7 +415,8 @@ def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None
     judge = load_judge(judge)
     scenario, simulator, why_sim = run_models(run, judge, config)
     max_turns = run.max_turns
-    home = Path(out) if out is not None and Path(out) != run.path / "reports" else run.path  # where this scoring's files go
+    out = Path(out) if out is not None else run.path / "reports"
+    home = run.path if out == run.path / "reports" else out  # where this scoring's sidecar and saved chunks go
     parts = home / PARTS
     if ray is not None:  # the chunks are scored on the cluster into `parts`; below, they are read back
         from simgen.consistency.cluster import score_parts
@@ -428,7 +429,6 @@ def check_run(run: Any, judge: Judge | str | None = None, out: str | Path | None
     if why_sim:
         report["not_computed"] = {k: v if v.startswith("turned off") else why_sim for k, v in report["not_computed"].items()}
     report = {"check": "consistency", "run": str(run.path), "created": now(), **report}
-    out = Path(out) if out is not None else run.path / "reports"
     out.mkdir(parents=True, exist_ok=True)
     side = home / SIDECAR
     atomic_write_parquet(side, sidecar.select(list(COLUMNS)))
