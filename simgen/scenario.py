@@ -50,7 +50,7 @@ from simgen.templates import ASSISTANT_CONTEXT, USER_CONTEXT, PromptTemplate, lo
 _KEYS = {"scenario", "description", "reference", "templates", "profile", "intent_model", "lengths", "simulator", "intent_guard", "realism_guard", "dialogue_guard", "max_turns"}
 SIMULATOR_SIDES = ("user", "assistant")
 DEFAULT_MAX_TURNS = 6  # user turns per dialogue at most, where neither the scenario nor --max-turns says
-_SIDE_FILES = (".intents.yaml", ".lengths.yaml")  # files a scenario names, not scenarios themselves
+_SIDE_FILES = (".intents.yaml", ".lengths.yaml", ".answers.yaml")  # files a scenario names or `simgen tune --answers` reads, not scenarios themselves
 
 
 def builtin_dir(kind: str) -> Path:

@@ -15,7 +15,9 @@ patterns: "i'm from (?P<value>...)") takes the value the person states in their 
 (`stated_values`), even one outside the variable's declared values; a variable whose values come from a
 corpus column (`values_from`, such as the chitchat-topic variant's `topic`) takes each dialogue's own value from that column
 when the tuning corpus has it (`corpus_values`), so the simulator learns what the value means; `persona_weight` > 1 repeats the
-train lines that state their matched persona. `rehearse` mixes in the user lines of a generated run
+train lines that state their matched persona. `answers` (a file, `read_answers`) adds examples in which
+the other side asks about a persona variable and the line answers from the persona, a thing real corpora
+rarely show. `rehearse` mixes in the user lines of a generated run
 (`rehearsal`: a simulator's own lines from its persona, the guard against forgetting how to read it).
 The loss is on the user line only (TRL's prompt-completion format).
 
@@ -124,6 +126,11 @@ class TuneConfig:
                                                              "choices": REHEARSE_LINES})
     rehearse_share: float = field(default=0.2, metadata={"help": "the share of the train split's examples that are --rehearse lines, "
                                                                  "repeated (seeded shuffles) or cut to it"})
+    answers: str = field(default="", metadata={
+        "help": "a YAML file of questions about the persona and answer templates (profiles/movie-recommendation.answers.yaml "
+                "shows the format): at its `share` of the train split's user lines, one more example in which the other side "
+                "asks about a persona variable and the user answers from the persona, so the simulator learns to say who it is "
+                "when asked; the validation split stays real lines only. Empty: none"})
     init: str = field(default="", metadata={
         "help": "a LoRA folder `simgen tune` wrote (or a packed one, e.g. profiles/chitchat.simulator) to go on training: "
                 "its adapter's weights, rank and modules are the start (--lora-r, --lora-alpha, --lora-dropout and --lora-modules "
@@ -181,6 +188,113 @@ def init_adapter(spec: str, base: Any) -> dict[str, Any]:
     return {"path": str(folder), "fingerprint": fingerprint(folder), "steps": card.get("steps"),
             "examples_sha256": card.get("corpus", {}).get("examples_sha256"), "validation_loss": card.get("validation_loss"),
             "settings": card.get("settings")}
+
+
+@dataclass(frozen=True)
+class Answers:
+    """`--answers FILE`, read and checked (`read_answers`): the lines that teach a simulator to answer from its persona.
+
+    A real corpus rarely has the other side ask who the user is, and a persona sampled for a real person
+    (`matched_profile`) holds facts their lines never state (a name, an age), so a tuned simulator learns
+    that the persona block is noise and, asked its age, says the corpus's most common one. Each answer
+    example is a real dialogue's chat up to one of its user lines, the other side's last line replaced by
+    a question about one persona variable (`asked`), and a line that answers it from the dialogue's
+    persona (`answers`: jinja2 templates over `value` and the profile's variables) as the completion."""
+
+    path: str
+    sha256: str
+    share: float  # answer examples per real train user line (each line's chance of one)
+    intent: str | None  # the intent latent the answer is written under (None: the real line's own)
+    variables: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]  # (variable, questions, answer templates)
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "share": self.share, "intent": self.intent,
+                "variables": [name for name, _, _ in self.variables]}
+
+
+def read_answers(path: str | Path, scenario: Any) -> Answers:
+    """The `--answers` file `path` checked against `scenario` (a ConfigError names the file and field):
+
+        share: 0.05            # in (0, 1]: each train user line's chance of one answer example beside it
+        intent: ANS            # optional: one of the scenario's intents (default: the real line's)
+        variables:
+          age:                 # a categorical, int or list profile variable
+            asked: ["and how old are you?", ...]            # what the other side says
+            answers: ["I'm {{ value }}.", "{{ value }}"]     # jinja2 over `value` (a list's: the list) and the profile
+    """
+    import yaml
+
+    from simgen import jinja
+
+    where = f"--answers {path}"
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"{where}: no such file; pass a YAML file of questions and answers "
+                          "(profiles/movie-recommendation.answers.yaml shows the format).")
+    raw_bytes = file.read_bytes()
+    try:
+        raw = yaml.safe_load(raw_bytes)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML ({e}).") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with `share` and `variables`, got {type(raw).__name__}.")
+    unknown = sorted(set(raw) - {"share", "intent", "variables"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r}.{did_you_mean(unknown[0], ['share', 'intent', 'variables'])} "
+                          "Fields: share, intent, variables.")
+    share = raw.get("share")
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise ConfigError(f"{where}: share: expected a number in (0, 1] (each train user line's chance of an answer example), got {share!r}.")
+    intent = raw.get("intent")
+    if intent is not None:
+        names = list(scenario.intents.names)
+        if intent not in names:
+            raise ConfigError(f"{where}: intent: {intent!r} is not an intent of scenario {scenario.name!r} "
+                              f"(those are: {', '.join(names)}).{did_you_mean(str(intent), names)}")
+    spec = raw.get("variables")
+    if not isinstance(spec, dict) or not spec:
+        raise ConfigError(f"{where}: variables: expected a mapping of profile variable -> {{asked: [...], answers: [...]}}.")
+    kinds = {v.name: v.type for v in scenario.profile.variables}
+    out = []
+    for name, entry in spec.items():
+        at = f"{where}: variables.{name}"
+        if name not in kinds:
+            raise ConfigError(f"{at}: not a profile variable of scenario {scenario.name!r}.{did_you_mean(str(name), list(kinds))}")
+        if kinds[name] not in ("categorical", "int", "list"):
+            raise ConfigError(f"{at}: a {kinds[name]} variable is a trait, not a fact a person states; ask about a categorical, "
+                              "int or list variable.")
+        if not isinstance(entry, dict) or set(entry) != {"asked", "answers"}:
+            raise ConfigError(f"{at}: expected exactly the fields `asked` (questions) and `answers` (answer templates).")
+        lists = []
+        for key in ("asked", "answers"):
+            items = entry[key]
+            if not isinstance(items, list) or not items or not all(isinstance(t, str) and t.strip() for t in items):
+                raise ConfigError(f"{at}.{key}: expected a non-empty list of non-empty strings, got {items!r:.60}.")
+            lists.append(tuple(items))
+        for i, text in enumerate(lists[1]):
+            try:
+                ast = jinja.environment().parse(text)
+            except Exception as e:  # noqa: BLE001 - jinja2's syntax errors
+                raise ConfigError(f"{at}.answers[{i}]: {text!r} is not a valid template ({e}).") from None
+            for bad, _ in jinja.undeclared_names(ast, ["value", *kinds]):
+                raise ConfigError(f"{at}.answers[{i}]: {text!r} reads {bad!r}; a template reads `value` and the profile's "
+                                  f"variables.{did_you_mean(bad, ['value', *kinds])}")
+        out.append((name, lists[0], lists[1]))
+    return Answers(str(file), hashlib.sha256(raw_bytes).hexdigest(), float(share), intent, tuple(out))
+
+
+def answer_line(answers: Answers, profile: Any, rng: random.Random) -> tuple[str, str, str] | None:
+    """(variable, question, answer) about one of `profile`'s values that `answers` covers, drawn with `rng`
+    (None: the profile holds none of them, e.g. an empty list)."""
+    from simgen import jinja
+
+    usable = [(name, asked, said) for name, asked, said in answers.variables if profile.values.get(name) not in (None, [], ())]
+    if not usable:
+        return None
+    name, asked, said = usable[rng.randrange(len(usable))]
+    value = profile.values[name]
+    text = jinja.template(rng.choice(said)).render(**profile.values, value=list(value) if isinstance(value, (list, tuple)) else value)
+    return name, rng.choice(asked), " ".join(text.split())
 
 
 # ---------------------------------------------------------------- data
@@ -384,7 +498,8 @@ def persona_weighted(rows: list[dict[str, Any]], weight: int) -> list[dict[str, 
 
 
 def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, seed: int, max_turns: int,
-             roles: str = "user", profile_match: int = 1, wordiness: str = "", stated: bool = True, progress: str = "") -> list[dict[str, Any]]:
+             roles: str = "user", profile_match: int = 1, wordiness: str = "", stated: bool = True, progress: str = "",
+             answers: Answers | None = None) -> list[dict[str, Any]]:
     """(real line) -> {"prompt": the chat simgen would send before it, "completion": [the line], "role": its side}.
 
     User lines get the user side's chat (persona, intent and length from the corpus, profile sampled:
@@ -395,6 +510,9 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
     `stated`: variables the person states in their lines take that value (`stated_values`; each row's
     `stated` lists them), and the persona's backstory is rendered again from the values set. Variables
     whose values come from a column the corpus has take the dialogue's value (`corpus_values`), always.
+    `answers` (`read_answers`): beside a user line, at the file's share, one more row whose chat has the
+    other side ask about a persona value instead of its last line, and the persona's answer as the line
+    (`answers` names the variable; None on the real rows).
     `progress`: a bar over the dialogues with this label (empty: none). A whole corpus takes minutes:
     every line's chat is tokenized to fit (chitchat-dataset's train split, 3,198 dialogues and 108k lines,
     took about 8 minutes on 2 cores before the first training step).
@@ -440,8 +558,41 @@ def examples(scenario: Any, corpus: Corpus, tokenizer: Any, max_length: int, see
             if chat is not None:
                 out.append({"prompt": chat, "completion": completion, "dialogue_id": d.dialogue_id, "role": line.role,
                             "user_turn": k - 1 if line.role == "user" else None, "stated": named,
-                            "states_persona": line.role == "user" and mentions(profile, line.text, complements) > 0})
+                            "states_persona": line.role == "user" and mentions(profile, line.text, complements) > 0, "answers": None})
+            if answers is not None and line.role == "user":
+                row = _answer_row(scenario, job, turns[:j], k - 1, horizon, answers, f"answers/{seed}/{d.dialogue_id}/{k - 1}")
+                if row is not None and (fitted := _fit(row[0], row[1], tokenizer, max_length)) is not None:
+                    out.append({"prompt": fitted, "completion": row[1], "dialogue_id": d.dialogue_id, "role": "user", "user_turn": k - 1,
+                                "stated": named, "states_persona": False, "answers": row[2]})
     return out
+
+
+def _answer_row(scenario: Any, job: Any, before: list[Any], k: int, horizon: int, answers: Answers,
+                key: str) -> tuple[list[dict], list[dict], str] | None:
+    """(chat, completion, variable) of an answer example at user line `k` (`before`: the real turns before
+    it), drawn with the string seed `key`; None when the draw says none here (the file's `share`)."""
+    from dataclasses import replace
+
+    from simgen.data import Turn
+    from simgen.generation.chats import user_chat
+
+    rng = random.Random(key)
+    if rng.random() >= answers.share:
+        return None
+    drawn = answer_line(answers, job.profile, rng)
+    if drawn is None:
+        return None
+    variable, question, said = drawn
+    history = before[:-1] if before and before[-1].role == "assistant" else before
+    asked = Turn(history[-1].turn + 1 if history else 0, "assistant", question)
+    intents = list(job.intents)
+    targets = list(job.target_words)
+    if answers.intent is not None:
+        intents[k] = answers.intent
+    if k < len(targets):
+        targets[k] = len(said.split())
+    changed = replace(job, intents=tuple(intents), target_words=tuple(targets))
+    return user_chat(scenario, changed, [*history, asked], k, horizon), [{"role": "assistant", "content": said}], variable
 
 
 def rehearsal_run(scenario: Any, run_path: str | Path) -> Any:
@@ -563,6 +714,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     if cfg.wordiness:
         wordiness_values(scenario, cfg.wordiness, [])  # a bad name fails here, before the model loads
     rehearse = rehearsal_run(scenario, cfg.rehearse) if cfg.rehearse else None  # a bad run fails here, before the model loads
+    answers = read_answers(cfg.answers, scenario) if cfg.answers else None  # and a bad --answers file
     source = resolve_model(model)
     start = init_adapter(cfg.init, source) if cfg.init else None  # a bad --init fails here, before the model loads
     splits = read_splits(corpus, cfg.max_dialogues, cfg.seed)
@@ -571,7 +723,8 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
     targets = lora_targets(cfg.lora_modules, lm) if cfg.method == "lora" and start is None else None  # before the examples' minutes
     max_turns = scenario.max_turns
     data = {name: examples(scenario, c, tokenizer, cfg.max_length, cfg.seed, max_turns, cfg.roles, cfg.profile_match, cfg.wordiness,
-                            not cfg.ignore_stated, progress=f"{name} examples" if progress else "")
+                            not cfg.ignore_stated, progress=f"{name} examples" if progress else "",
+                            answers=answers if name == "train" else None)
             for name, c in splits.items()}
     if cfg.eval_examples and len(data["validation"]) > cfg.eval_examples:  # bound the cost of each validation pass
         keep = sorted(random.Random(cfg.seed).sample(range(len(data["validation"])), cfg.eval_examples))
@@ -582,6 +735,7 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
                                  if rehearse is not None else ([], None))
     digest = examples_digest(data["train"] + data["validation"] + rehearsed)
     stating = sum(r["states_persona"] for r in data["train"])
+    answered = Counter(r["answers"] for r in data["train"] if r.get("answers"))
     stated = Counter(name for d in {r["dialogue_id"]: r["stated"] for r in data["train"]}.values() for name in d)
     real = persona_weighted(data["train"], cfg.persona_weight)
     mixed = rehearsal_mix(rehearsed, len(real), cfg.rehearse_share, cfg.seed)
@@ -669,12 +823,14 @@ def tune(scenario_name: str, corpus: str | Path, out: str | Path, *, model: str 
         "scenario": {"name": scenario.name, "fingerprint": scenario.fingerprint},
         "corpus": {"source": splits["train"].source, "examples_sha256": digest,
                    "dialogues": {k: c.n_dialogues for k, c in splits.items()}, "examples": {k: len(v) for k, v in data.items()},
-                   "lines": {k: dict(Counter(r["role"] for r in v)) for k, v in data.items()},
+                   "lines": {k: dict(Counter(r["role"] for r in v if not r.get("answers"))) for k, v in data.items()},
                    "train_lines_stating_persona": stating, "train_examples_per_epoch": len(repeated),
                    "train_dialogues_stating": dict(sorted(stated.items())),
                    "train_dialogues_given": {name: count for name, count in sorted(Counter(
                        name for values in corpus_values(scenario, splits["train"].turns).values() for name in values).items())},
                    "rehearsal": rehearsed_from,
+                   "answers": answers and answers.describe() | {"train_examples": sum(answered.values()),
+                                                                 "by_variable": dict(sorted(answered.items()))},
                    "split": "80/10/10 by sha256 of the dialogue id (simgen.corpora.split_of); test never read"},
         "settings": settings, "precision": precision,
         "steps": int(result.global_step), "seconds": round(clock.before + seconds, 1),

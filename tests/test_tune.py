@@ -4,6 +4,7 @@ folder it writes, loading it through --model, and bad input."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -312,6 +313,84 @@ def test_persona_weight_repeats_the_user_lines_that_state_their_persona(iard_dir
     tripled = persona_weighted(rows, 3)
     assert len(tripled) == len(rows) + 2 * len(stating)
     assert all(sum(x is r for x in tripled) == (3 if r["states_persona"] else 1) for r in rows)
+
+
+ANSWERS = Path(__file__).resolve().parents[1] / "profiles" / "movie-recommendation.answers.yaml"
+
+
+def test_answers_add_lines_in_which_the_user_answers_a_question_from_its_persona(iard_dir, tiny_model_dir):
+    """`--answers FILE`: beside a train user line, at the file's share, a row whose chat has the other side ask
+    one of the file's questions in place of its last line, under the file's intent, and whose line states the
+    persona's own value; the real rows are unchanged, and the same seed draws the same rows."""
+    from transformers import AutoTokenizer
+
+    from simgen.tune import read_answers
+
+    scenario, tok = load_scenario("movie-recommendation"), AutoTokenizer.from_pretrained(tiny_model_dir)
+    answers = read_answers(ANSWERS, scenario)
+    splits = read_splits(iard_dir, max_dialogues=60)
+    plain = examples(scenario, splits["train"], tok, 4096, 0, 14, profile_match=32)
+    rows = examples(scenario, splits["train"], tok, 4096, 0, 14, profile_match=32, answers=answers)
+    assert [r for r in rows if r["answers"] is None] == plain
+    assert rows == examples(scenario, splits["train"], tok, 4096, 0, 14, profile_match=32, answers=answers)
+    added = [r for r in rows if r["answers"]]
+    n, p = len(plain), answers.share
+    assert abs(len(added) - n * p) < 4 * (n * p * (1 - p)) ** 0.5, (len(added), n)  # each line's chance is the share
+    assert {r["answers"] for r in added} == {name for name, _, _ in answers.variables}
+    questions = {name: asked for name, asked, _ in answers.variables}
+    instruction = scenario.intents.get("ANS").description
+    declared = {v.name: [str(x) for d in v.distributions for x in d.values] for v in scenario.profile.variables if v.type == "categorical"}
+    for r in added:
+        persona, said = r["prompt"][0]["content"], r["completion"][0]["content"]
+        question, _, rest = r["prompt"][-1]["content"].partition("\n\n")
+        assert question in questions[r["answers"]] and instruction in rest
+        assert r["prompt"][-2]["role"] in ("system", "assistant")  # the question replaced the other side's line, it did not join it
+        twin = next(x for x in plain if x["dialogue_id"] == r["dialogue_id"] and x["user_turn"] == r["user_turn"])
+        assert r["prompt"][:-1] == twin["prompt"][:-1] and r["prompt"][0] == twin["prompt"][0]
+        if r["answers"] == "age":  # the number said is the persona's age ("... is 46 and works as ...")
+            assert f" is {re.search(r'[0-9]+', said).group()} and " in persona
+        elif r["answers"] in ("name", "occupation", "favorite_movie"):  # the value said is the persona's, and no other declared one
+            named = {v for v in declared[r["answers"]] if re.search(rf"\b{re.escape(v)}\b", said, re.IGNORECASE)}
+            assert len(named) == 1 and next(iter(named)).lower() in persona.lower(), (said, persona)
+    assert all(r["answers"] is None for r in examples(scenario, splits["validation"], tok, 4096, 0, 14, profile_match=32))
+
+
+def test_a_bad_answers_file_is_a_config_error_that_names_it(tmp_path, tiny_model_dir, iard_dir):
+    from simgen.errors import ConfigError
+    from simgen.tune import read_answers, tune
+
+    scenario = load_scenario("movie-recommendation")
+    ok = "share: 0.1\nvariables:\n  age: {asked: ['your age?'], answers: ['{{ value }}']}\n"
+    cases = {
+        "share: 0.1\nvariables:\n  agee: {asked: [a], answers: [b]}\n": "variables.agee: not a profile variable .*Did you mean 'age'",
+        "share: 0.1\nvariables:\n  patience: {asked: [a], answers: [b]}\n": "variables.patience: a float variable is a trait",
+        "share: 0\nvariables:\n  age: {asked: [a], answers: [b]}\n": "share: expected a number in \\(0, 1\\]",
+        ok + "intent: ANSWER\n": "intent: 'ANSWER' is not an intent of scenario 'movie-recommendation'",
+        "share: 0.1\nvariables:\n  age: {asked: [], answers: [b]}\n": "variables.age.asked: expected a non-empty list",
+        "share: 0.1\nvariables:\n  age: {asked: [a], answers: ['{{ valeu }}']}\n": "variables.age.answers\\[0\\]: .* reads 'valeu'.*Did you mean 'value'",
+        "share: 0.1\nvariables:\n  age: {asked: [a], answers: ['{% if %}']}\n": "variables.age.answers\\[0\\]: .* not a valid template",
+        ok + "shares: 1\n": "unknown field 'shares'",
+        "share: [0.1\n": "not valid YAML",
+    }
+    for i, (text, message) in enumerate(cases.items()):
+        bad = tmp_path / f"bad{i}.yaml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=f"--answers {re.escape(str(bad))}: {message}"):
+            read_answers(bad, scenario)
+    with pytest.raises(ConfigError, match="no such file"):
+        read_answers(tmp_path / "none.yaml", scenario)
+    bad = tmp_path / "bad0.yaml"  # tune reads it before the model loads or the corpus is read
+    with pytest.raises(ConfigError, match="agee"):
+        tune("movie-recommendation", tmp_path / "no-corpus", tmp_path / "t", model=str(tmp_path / "no-model"), config=TuneConfig(answers=str(bad)))
+    good = tmp_path / "good.yaml"
+    good.write_text(ok.replace("0.1", "1"))
+    card = tune("movie-recommendation", iard_dir, tmp_path / "t", model=str(tiny_model_dir),
+                config=TuneConfig(max_steps=1, batch_size=4, max_dialogues=8, save_every=1, max_length=384, answers=str(good)), progress=False)
+    a = card["corpus"]["answers"]
+    assert a["path"] == str(good) and a["share"] == 1 and a["by_variable"] == {"age": a["train_examples"]}
+    real = card["corpus"]["lines"]["train"]["user"]  # the card counts real lines; the answers beside them apart
+    assert a["train_examples"] == real and card["corpus"]["examples"]["train"] == 2 * real  # one beside every real user line
+    assert card["corpus"]["examples"]["validation"] == card["corpus"]["lines"]["validation"]["user"]  # validation: real lines only
 
 
 def test_examples_fit_the_token_budget_by_dropping_whole_old_exchanges(iard_dir, tiny_model_dir):
