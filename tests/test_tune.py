@@ -384,9 +384,13 @@ def test_a_bad_answers_file_is_a_config_error_that_names_it(tmp_path, tiny_model
         tune("movie-recommendation", tmp_path / "no-corpus", tmp_path / "t", model=str(tmp_path / "no-model"), config=TuneConfig(answers=str(bad)))
     good = tmp_path / "good.yaml"
     good.write_text(ok.replace("0.1", "1"))
-    card = tune("movie-recommendation", iard_dir, tmp_path / "t", model=str(tiny_model_dir),
-                config=TuneConfig(max_steps=1, batch_size=4, max_dialogues=8, save_every=1, max_length=384, answers=str(good)), progress=False)
+    result = CliRunner().invoke(cli, ["tune", "movie-recommendation", "--corpus", str(iard_dir), "--out", str(tmp_path / "t"), "--model",
+                                      str(tiny_model_dir), "--max-steps", "1", "--batch-size", "4", "--max-dialogues", "8", "--save-every", "1",
+                                      "--max-length", "384", "--answers", str(good), "-q"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "t" / "simgen_tune.json").read_text())
     a = card["corpus"]["answers"]
+    assert f"on {card['corpus']['lines']['train']['user']} real lines and {a['train_examples']} answers ({good}) in 1 steps" in result.output
     assert a["path"] == str(good) and a["share"] == 1 and a["by_variable"] == {"age": a["train_examples"]}
     real = card["corpus"]["lines"]["train"]["user"]  # the card counts real lines; the answers beside them apart
     assert a["train_examples"] == real and card["corpus"]["examples"]["train"] == 2 * real  # one beside every real user line

@@ -37,8 +37,10 @@ def tune(scenario: str, corpus: str, out: Path, model: str | None, quiet: bool, 
 
     card = run_tune(scenario, corpus, out, model=model, config=TuneConfig(**settings), progress=not quiet,
                     log=lambda m: click.echo(m, err=True))
-    loss = card["train_loss"]
-    click.echo(f"tuned {card['scenario']['name']} ({card['roles']} side{'s' if card['roles'] == 'both' else ''}) on {card['corpus']['examples']['train']} real lines in {card['steps']} steps "
+    loss, answers = card["train_loss"], card["corpus"].get("answers")
+    lines = card["corpus"]["examples"]["train"] - (answers["train_examples"] if answers else 0)
+    click.echo(f"tuned {card['scenario']['name']} ({card['roles']} side{'s' if card['roles'] == 'both' else ''}) on {lines} real lines"
+               + (f" and {answers['train_examples']} answers ({answers['path']})" if answers else "") + f" in {card['steps']} steps "
                f"({card['seconds']:.0f} s): train loss {loss['first']:.3f} -> {loss['last']:.3f}, validation loss "
                f"{card['base_validation_loss']:.3f} (base)"
                + (f", {card['init']['validation_loss_here']:.3f} (--init)" if card.get("init") else "")
