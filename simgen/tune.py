@@ -946,11 +946,14 @@ def _readme(card: dict[str, Any]) -> str:
             f"- base model: {card['base_model']['id']} (fingerprint `{card['base_model']['fingerprint'][:16]}`)\n"
             f"- method: {card['method']}; {card['steps']} steps of {s['batch_size']} examples, lr {s['learning_rate']}, "
             f"max length {s['max_length']} tokens\n"
-            f"- data: {c['source']}, train split {c['dialogues']['train']} dialogues / {c['examples']['train']} lines, "
+            f"- data: {c['source']}, train split {c['dialogues']['train']} dialogues / {c['examples']['train']} examples, "
             f"validation {c['dialogues']['validation']} / {c['examples']['validation']}; examples sha256 `{c['examples_sha256'][:16]}`; "
             f"the test split was never read\n"
             + (f"- rehearsal: {r['train_examples']} train examples from {r['rows']} generated user lines ({r['lines']}) of the run "
                f"{r['run']} (seed {r['seed']})\n" if (r := c.get("rehearsal")) else "")
+            + (f"- answers: {a['train_examples']} train examples in which the user answers a question about its persona "
+               f"({', '.join(f'{k} {v}' for k, v in a['by_variable'].items())}), from {a['path']} (sha256 `{a['sha256'][:16]}`)\n"
+               if (a := c.get("answers")) else "")
             + (f"- went on from the adapter {i['path']} ({i['steps']} steps; validation loss here {i['validation_loss_here']}): "
                f"its card is `init` in simgen_tune.json\n" if (i := card.get("init")) else "")
             + f"- train loss {card['train_loss']['first']} -> {card['train_loss']['last']}; validation loss {card['validation_loss']}\n"

@@ -391,6 +391,7 @@ def test_a_bad_answers_file_is_a_config_error_that_names_it(tmp_path, tiny_model
     card = json.loads((tmp_path / "t" / "simgen_tune.json").read_text())
     a = card["corpus"]["answers"]
     assert f"on {card['corpus']['lines']['train']['user']} real lines and {a['train_examples']} answers ({good}) in 1 steps" in result.output
+    assert f"- answers: {a['train_examples']} train examples in which the user answers a question about its persona (age {a['train_examples']}), from {good}" in (tmp_path / "t" / "README.md").read_text()
     assert a["path"] == str(good) and a["share"] == 1 and a["by_variable"] == {"age": a["train_examples"]}
     real = card["corpus"]["lines"]["train"]["user"]  # the card counts real lines; the answers beside them apart
     assert a["train_examples"] == real and card["corpus"]["examples"]["train"] == 2 * real  # one beside every real user line
