@@ -63,6 +63,19 @@ def undeclared_names(ast: nodes.Template, known: Iterable[str]) -> list[tuple[st
     return sorted(seen.items(), key=lambda item: (item[1], item[0]))
 
 
+def check_template(at: str, text: str, known: Iterable[str], hint: str = "") -> None:
+    """Raise a ConfigError at `at` if `text` is not a valid jinja2 template, or if it reads a variable
+    outside `known` (the first one, with its line and the closest known name; `hint` says what it may read).
+    A profile's backstory and `simgen tune --answers`' answer templates are checked here."""
+    try:
+        ast = environment().parse(text)
+    except TemplateSyntaxError as e:
+        raise ConfigError(f"{at}: template syntax error on line {e.lineno}: {e.message}.") from None
+    known = tuple(known)
+    for name, line in undeclared_names(ast, known):
+        raise ConfigError(f"{at}: line {line}: undefined variable {name!r}.{did_you_mean(name, known)}" + (f" {hint}" if hint else ""))
+
+
 def check_expression(at: str, text: str, known: Iterable[str] | None, unknown: str = "reads undefined variable {name}") -> None:
     """Raise a ConfigError at `at` if `text` is not one valid jinja2 expression, or if it reads a
     variable outside `known` (None: any name); `unknown` words that error ({name}: the variable's

@@ -48,7 +48,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from jinja2 import TemplateSyntaxError
 
 from simgen import jinja
 from simgen.config import check_keys
@@ -290,15 +289,7 @@ def parse_profile_space(raw: Any, source: str) -> ProfileSpace:
     if backstory is not None:
         if not isinstance(backstory, str):
             raise ConfigError(f"{where}.backstory: expected a jinja2 template string.")
-        try:
-            ast = jinja.environment().parse(backstory)
-        except TemplateSyntaxError as e:
-            raise ConfigError(f"{where}.backstory: template syntax error on line {e.lineno}: {e.message}.") from None
-        for name, line in jinja.undeclared_names(ast, variables):
-            raise ConfigError(
-                f"{where}.backstory: line {line}: undefined variable {name!r}.{did_you_mean(name, variables)} "
-                "The backstory can read only the profile variables."
-            )
+        jinja.check_template(f"{where}.backstory", backstory, variables, "The backstory can read only the profile variables.")
     return ProfileSpace(tuple(ordered), tuple(constraints), backstory, source)
 
 

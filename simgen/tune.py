@@ -222,27 +222,20 @@ def read_answers(path: str | Path, scenario: Any) -> Answers:
             asked: ["and how old are you?", ...]            # what the other side says
             answers: ["I'm {{ value }}.", "{{ value }}"]     # jinja2 over `value` (a list's: the list) and the profile
     """
-    import yaml
-
     from simgen import jinja
+    from simgen.config import check_keys, load_yaml
 
     where = f"--answers {path}"
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"{where}: no such file; pass a YAML file of questions and answers "
                           "(profiles/movie-recommendation.answers.yaml shows the format).")
-    raw_bytes = file.read_bytes()
     try:
-        raw = yaml.safe_load(raw_bytes)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML ({e}).") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping with `share` and `variables`, got {type(raw).__name__}.")
-    unknown = sorted(set(raw) - {"share", "intent", "variables"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown field {unknown[0]!r}.{did_you_mean(unknown[0], ['share', 'intent', 'variables'])} "
-                          "Fields: share, intent, variables.")
-    share = raw.get("share")
+        raw = load_yaml(file)
+    except ConfigError as e:
+        raise ConfigError(f"--answers {e}") from None
+    check_keys(where, raw, {"share", "intent", "variables"}, required={"share", "variables"})
+    share = raw["share"]
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
         raise ConfigError(f"{where}: share: expected a number in (0, 1] (each train user line's chance of an answer example), got {share!r}.")
     intent = raw.get("intent")
@@ -251,7 +244,7 @@ def read_answers(path: str | Path, scenario: Any) -> Answers:
         if intent not in names:
             raise ConfigError(f"{where}: intent: {intent!r} is not an intent of scenario {scenario.name!r} "
                               f"(those are: {', '.join(names)}).{did_you_mean(str(intent), names)}")
-    spec = raw.get("variables")
+    spec = raw["variables"]
     if not isinstance(spec, dict) or not spec:
         raise ConfigError(f"{where}: variables: expected a mapping of profile variable -> {{asked: [...], answers: [...]}}.")
     kinds = {v.name: v.type for v in scenario.profile.variables}
@@ -263,8 +256,7 @@ def read_answers(path: str | Path, scenario: Any) -> Answers:
         if kinds[name] not in ("categorical", "int", "list"):
             raise ConfigError(f"{at}: a {kinds[name]} variable is a trait, not a fact a person states; ask about a categorical, "
                               "int or list variable.")
-        if not isinstance(entry, dict) or set(entry) != {"asked", "answers"}:
-            raise ConfigError(f"{at}: expected exactly the fields `asked` (questions) and `answers` (answer templates).")
+        check_keys(at, entry, {"asked", "answers"}, required={"asked", "answers"})
         lists = []
         for key in ("asked", "answers"):
             items = entry[key]
@@ -272,15 +264,9 @@ def read_answers(path: str | Path, scenario: Any) -> Answers:
                 raise ConfigError(f"{at}.{key}: expected a non-empty list of non-empty strings, got {items!r:.60}.")
             lists.append(tuple(items))
         for i, text in enumerate(lists[1]):
-            try:
-                ast = jinja.environment().parse(text)
-            except Exception as e:  # noqa: BLE001 - jinja2's syntax errors
-                raise ConfigError(f"{at}.answers[{i}]: {text!r} is not a valid template ({e}).") from None
-            for bad, _ in jinja.undeclared_names(ast, ["value", *kinds]):
-                raise ConfigError(f"{at}.answers[{i}]: {text!r} reads {bad!r}; a template reads `value` and the profile's "
-                                  f"variables.{did_you_mean(bad, ['value', *kinds])}")
+            jinja.check_template(f"{at}.answers[{i}]", text, ["value", *kinds], "A template reads `value` and the profile's variables.")
         out.append((name, lists[0], lists[1]))
-    return Answers(str(file), hashlib.sha256(raw_bytes).hexdigest(), float(share), intent, tuple(out))
+    return Answers(str(file), hashlib.sha256(file.read_bytes()).hexdigest(), float(share), intent, tuple(out))
 
 
 def answer_line(answers: Answers, profile: Any, rng: random.Random) -> tuple[str, str, str] | None:

@@ -367,10 +367,10 @@ def test_a_bad_answers_file_is_a_config_error_that_names_it(tmp_path, tiny_model
         "share: 0\nvariables:\n  age: {asked: [a], answers: [b]}\n": "share: expected a number in \\(0, 1\\]",
         ok + "intent: ANSWER\n": "intent: 'ANSWER' is not an intent of scenario 'movie-recommendation'",
         "share: 0.1\nvariables:\n  age: {asked: [], answers: [b]}\n": "variables.age.asked: expected a non-empty list",
-        "share: 0.1\nvariables:\n  age: {asked: [a], answers: ['{{ valeu }}']}\n": "variables.age.answers\\[0\\]: .* reads 'valeu'.*Did you mean 'value'",
-        "share: 0.1\nvariables:\n  age: {asked: [a], answers: ['{% if %}']}\n": "variables.age.answers\\[0\\]: .* not a valid template",
+        "share: 0.1\nvariables:\n  age: {asked: [a], answers: ['{{ valeu }}']}\n": "variables.age.answers\\[0\\]: line 1: undefined variable 'valeu'. Did you mean 'value'",
+        "share: 0.1\nvariables:\n  age: {asked: [a], answers: ['{% if %}']}\n": "variables.age.answers\\[0\\]: template syntax error on line 1",
         ok + "shares: 1\n": "unknown field 'shares'",
-        "share: [0.1\n": "not valid YAML",
+        "share: [0.1\n": "line 2, column 1: malformed YAML",
     }
     for i, (text, message) in enumerate(cases.items()):
         bad = tmp_path / f"bad{i}.yaml"
